@@ -1,0 +1,1 @@
+"""CEP operators: RxPY operators over record batches, numba kernels in ``_kernels``."""

@@ -1,0 +1,56 @@
+"""Assemble a pipeline's dataflow from its YAML: one output table per chain of operators.
+
+``pipeline.outputs`` maps a table name to an ordered mapping of named operator
+leaves; an empty mapping is the source's readings as they arrive. Each leaf is
+built on its own (``telepipe.config.build``) and applied with ``.pipe``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+from reactivex import Observable
+from reactivex.subject import Subject
+
+from telepipe.config import build
+from telepipe.errors import ConfigError
+from telepipe.markers import Item
+
+Operator = Callable[[Observable[Item]], Observable[Item]]
+
+RESERVED_TABLES = ("late_readings", "dead_letters")
+
+
+@dataclass(frozen=True)
+class Output:
+    table: str
+    operators: tuple[Operator, ...]
+
+
+def outputs_from_config(pipeline: DictConfig) -> list[Output]:
+    if "outputs" not in pipeline or not isinstance(pipeline.outputs, DictConfig):
+        raise ConfigError("pipeline.outputs: expected a mapping of table name -> operators")
+    outputs: list[Output] = []
+    for table, chain in pipeline.outputs.items():
+        path = f"pipeline.outputs.{table}"
+        if not str(table).isidentifier() or table in RESERVED_TABLES:
+            raise ConfigError(f"{path}: not a usable table name")
+        if chain is None:
+            chain = {}
+        if not isinstance(chain, DictConfig):
+            raise ConfigError(f"{path}: expected a mapping of step name -> operator, got {chain!r}")
+        operators = tuple(build(node, f"{path}.{step}") for step, node in chain.items())
+        for step, op in zip(chain.keys(), operators, strict=True):
+            if not callable(op):
+                raise ConfigError(f"{path}.{step}: {type(op).__name__} is not an operator")
+        outputs.append(Output(str(table), operators))
+    if not outputs:
+        raise ConfigError("pipeline.outputs: a pipeline needs at least one output")
+    return outputs
+
+
+def connect(subject: Subject[Item], output: Output) -> Observable[Item]:
+    flow: Observable[Item] = subject
+    return flow.pipe(*output.operators) if output.operators else flow

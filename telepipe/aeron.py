@@ -1,0 +1,98 @@
+"""Connecting to Aeron: an embedded media driver by default, or an external one by dir.
+
+On 2 cores a busy-spinning poll loop starves the driver's thread, so every loop
+here idles with Aeron's backoff strategy (spin a little, yield, then park).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from types import TracebackType
+
+import pyaeron
+
+from telepipe.errors import ConfigError, SourceError
+
+
+@dataclass(frozen=True)
+class AeronOptions:
+    """Where the media driver is.
+
+    ``dir`` None starts an embedded C media driver in a fresh directory (under
+    /dev/shm when it exists); otherwise it names the directory of a running
+    driver (``telepipe driver``, ``aeronmd``), as ``aeron.dir`` does in Java.
+    """
+
+    dir: str | None = None
+    driver_timeout_s: float = 10.0
+    max_park_us: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.driver_timeout_s <= 0:
+            raise ConfigError(f"aeron.driver_timeout_s must be > 0, got {self.driver_timeout_s}")
+        if self.max_park_us < 1:
+            raise ConfigError(f"aeron.max_park_us must be >= 1, got {self.max_park_us}")
+
+
+def _shm_root() -> str:
+    return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+
+
+def start_driver(directory: str | None = None) -> pyaeron.MediaDriver:
+    """Start an embedded media driver (one shared thread) that cleans up its directory."""
+    directory = directory or tempfile.mkdtemp(prefix="telepipe-aeron-", dir=_shm_root())
+    return pyaeron.MediaDriver(
+        dir=directory,
+        dir_delete_on_start=True,
+        dir_delete_on_shutdown=True,
+        threading="shared",
+    )
+
+
+def idle_strategy(options: AeronOptions) -> pyaeron.IdleStrategy:
+    return pyaeron.IdleStrategy.backoff(max_park_ns=options.max_park_us * 1000)
+
+
+class AeronConnection:
+    """An Aeron client, and the embedded driver it owns when no ``dir`` is given."""
+
+    def __init__(self, options: AeronOptions | None = None) -> None:
+        self.options = options or AeronOptions()
+        self.driver: pyaeron.MediaDriver | None = None
+        if self.options.dir is None:
+            self.driver = start_driver()
+            directory = self.driver.dir
+        else:
+            directory = self.options.dir
+            timeout_ms = int(self.options.driver_timeout_s * 1000)
+            if not pyaeron.is_driver_active(directory, timeout_ms):
+                raise SourceError(f"no Aeron media driver is running in aeron.dir={directory}")
+        try:
+            self.client = pyaeron.Aeron(dir=directory)
+        except pyaeron.AeronError as error:
+            self._close_driver()
+            raise SourceError(f"cannot connect to the Aeron driver in {directory}: {error}") from error
+        self.dir: str = directory
+
+    def close(self) -> None:
+        if not self.client.is_closed:
+            self.client.close()
+        self._close_driver()
+
+    def _close_driver(self) -> None:
+        if self.driver is not None:
+            self.driver.close()
+            self.driver = None
+
+    def __enter__(self) -> AeronConnection:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

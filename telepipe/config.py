@@ -1,0 +1,129 @@
+"""Hydra configuration: compose ``conf/config.yaml`` with overrides, build leaves.
+
+Every failure becomes a ``ConfigError`` whose message is one line naming the
+key, so the CLI can print it and exit 2 without a traceback. Leaves are built
+one at a time (``build(node, "source")``), never the whole graph at once; a
+leaf whose ``_target_`` is a dataclass is first merged into its structured
+schema, which rejects unknown keys and values of the wrong type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from telepipe.errors import ConfigError
+
+_REPO_CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def conf_dir() -> Path:
+    return Path(os.environ.get("TELEPIPE_CONF", _REPO_CONF)).resolve()
+
+
+if not OmegaConf.has_resolver("telepipe.conf"):
+    OmegaConf.register_new_resolver("telepipe.conf", lambda: str(conf_dir()))
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    if error.__cause__ is not None:
+        text += "\n" + str(error.__cause__)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    full_key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), "")
+    head = lines[0] if lines else type(error).__name__
+    if "is not in struct" in text or "not in '" in text:
+        key = full_key or head
+        return f"unknown config key '{key}' (to add a key that is not in the config, use +{key}=...)"
+    if full_key and full_key not in head:
+        return f"{full_key}: {head}"
+    missing = re.search(r"Could not find '([\w/]+)/([^'/]+)'", head)
+    if missing:
+        group, name = missing.groups()
+        available = sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+        return f"{group}={name}: no such option (available: {', '.join(available)})"
+    return head
+
+
+def _quote_uris(override: str) -> str:
+    # Aeron channels carry '=' and '?' (aeron:udp?endpoint=host:port), which Hydra's
+    # override grammar only takes quoted; quote them so users need not.
+    key, sep, value = override.partition("=")
+    if sep and value.startswith("aeron") and value[:1] not in "'\"":
+        return f"{key}='{value}'"
+    return override
+
+
+def load(overrides: list[str], config_name: str = "config") -> DictConfig:
+    """Compose the config with command-line overrides (``key=value``, ``group=option``)."""
+    overrides = [_quote_uris(o) for o in overrides]
+    for override in overrides:
+        try:
+            OverridesParser.create().parse_override(override)
+        except HydraException as error:
+            raise ConfigError(f"bad override {override!r}: {_one_line(error)}") from None
+    directory = conf_dir()
+    if not (directory / f"{config_name}.yaml").is_file():
+        raise ConfigError(f"no {config_name}.yaml in config directory {directory} (set TELEPIPE_CONF)")
+    try:
+        with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
+            cfg = compose(config_name, overrides=overrides)
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException, ValueError) as error:
+        raise ConfigError(_one_line(error)) from None
+    return cfg
+
+
+def build(node: Any, path: str) -> Any:
+    """Instantiate one leaf (a node with ``_target_``), naming ``path`` in any error."""
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise ConfigError(f"{path}: expected a component with a _target_, got {node!r}")
+    target_name = node["_target_"]
+    try:
+        target = get_object(target_name)
+    except Exception:  # noqa: BLE001 - hydra raises several types for a bad path
+        raise ConfigError(f"{path}._target_: cannot import {target_name!r}") from None
+    try:
+        if dataclasses.is_dataclass(target) and isinstance(target, type):
+            values = {k: v for k, v in node.items() if k != "_target_"}
+            schema = OmegaConf.structured(target)
+            _writable(schema)
+            merged = OmegaConf.merge(schema, values)
+            return OmegaConf.to_object(merged)
+        return instantiate(node)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    except (OmegaConfBaseException, HydraException, TypeError, ValueError) as error:
+        cause = error.__cause__
+        if isinstance(cause, ConfigError):
+            raise ConfigError(f"{path}: {cause}") from None
+        message = _one_line(error)
+        if message.startswith("unknown config key '"):
+            key = message.split("'")[1]
+            message = f"unknown key '{key}'"
+        raise ConfigError(f"{path}: {message}") from None
+
+
+def _writable(node: Any) -> None:
+    # Frozen dataclasses make read-only nodes at every depth; merging needs them open.
+    OmegaConf.set_readonly(node, False)
+    if isinstance(node, DictConfig):
+        for key in node:
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                _writable(child)
+
+
+def option(cfg: DictConfig, key: str) -> Any:
+    """A plain value from the composed config, by dotted key (None if absent)."""
+    return OmegaConf.select(cfg, key)

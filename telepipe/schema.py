@@ -1,0 +1,55 @@
+"""Arrow schemas of the data that flows through a pipeline.
+
+A flow carries ``pyarrow.RecordBatch`` es; these are the column layouts that
+sources produce and operators emit. Event time is always ``ts`` in ns.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TS_NS = pa.timestamp("ns")
+
+READINGS = pa.schema(
+    [
+        pa.field("sensor_id", pa.int32(), nullable=False),
+        pa.field("ts", TS_NS, nullable=False),
+        pa.field("value", pa.float64(), nullable=False),
+        pa.field("quality", pa.uint8(), nullable=False),
+    ]
+)
+
+WINDOWS = pa.schema(
+    [
+        pa.field("sensor_id", pa.int32(), nullable=False),
+        pa.field("window_start", TS_NS, nullable=False),
+        pa.field("window_end", TS_NS, nullable=False),
+        pa.field("count", pa.int64(), nullable=False),
+        pa.field("mean", pa.float64(), nullable=False),
+        pa.field("min", pa.float64(), nullable=False),
+        pa.field("max", pa.float64(), nullable=False),
+    ]
+)
+
+ALARMS = pa.schema(
+    [
+        pa.field("sensor_id", pa.int32(), nullable=False),
+        pa.field("ts", TS_NS, nullable=False),
+        pa.field("start_ts", TS_NS, nullable=False),
+        pa.field("value", pa.float64(), nullable=False),
+        pa.field("threshold", pa.float64(), nullable=False),
+        pa.field("consecutive", pa.int32(), nullable=False),
+    ]
+)
+
+DEAD_LETTERS = pa.schema(
+    [
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),
+        pa.field("stream_id", pa.int32(), nullable=False),
+        pa.field("session_id", pa.int32(), nullable=False),
+        pa.field("position", pa.int64(), nullable=False),
+        pa.field("received_ns", pa.int64(), nullable=False),
+        pa.field("payload", pa.binary(), nullable=False),
+    ]
+)

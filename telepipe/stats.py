@@ -1,0 +1,87 @@
+"""Run statistics: kept by the runner, shown live, summarised at exit, saved as JSON."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass
+class RunStats:
+    published: int = 0
+    received: int = 0
+    messages: int = 0
+    committed: int = 0
+    dropped: int = 0
+    backpressured_offers: int = 0
+    peak_queue_depth: int = 0
+    peak_rss_mb: float = 0.0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    late: int = 0
+    windows: int = 0
+    alarms: int = 0
+    queue_depth: int = 0
+    blocked_s: float = 0.0
+    watermark_lag_ms: float | None = None
+    committed_by_table: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    readings_per_s: float = 0.0
+    data_dir: str = ""
+    exit_reason: str = ""
+
+    def sample_rss(self) -> None:
+        rss = psutil.Process().memory_info().rss / 2**20
+        self.peak_rss_mb = round(max(self.peak_rss_mb, rss), 1)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(self.to_json() + "\n")
+
+
+def live_table(stats: RunStats, started: float) -> Table:
+    elapsed = max(time.monotonic() - started, 1e-9)
+    table = Table(title="telepipe run", show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    lag = "-" if stats.watermark_lag_ms is None else f"{stats.watermark_lag_ms:,.0f} ms"
+    rows = [
+        ("received", f"{stats.received:,}"),
+        ("in / s", f"{stats.received / elapsed:,.0f}"),
+        ("committed", f"{stats.committed:,}"),
+        ("out / s", f"{stats.committed / elapsed:,.0f}"),
+        ("queue depth (peak)", f"{stats.queue_depth} ({stats.peak_queue_depth})"),
+        ("time blocked", f"{stats.blocked_s:,.2f} s"),
+        ("dropped", f"{stats.dropped:,}"),
+        ("rejected / late", f"{stats.rejected:,} / {stats.late:,}"),
+        ("watermark lag", lag),
+        ("windows / alarms", f"{stats.windows:,} / {stats.alarms:,}"),
+        ("rss peak", f"{stats.peak_rss_mb:,.0f} MB"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def print_summary(stats: RunStats, console: Console | None = None) -> None:
+    console = console or Console()
+    tables = ", ".join(f"{k}={v:,}" for k, v in sorted(stats.committed_by_table.items()))
+    console.print(
+        f"telepipe: {stats.received:,} readings in {stats.elapsed_s:.2f} s "
+        f"({stats.readings_per_s:,.0f} readings/s), {stats.windows:,} windows, "
+        f"{stats.alarms:,} alarms, {stats.late:,} late, {stats.rejected:,} rejected, "
+        f"{stats.dropped:,} dropped; back-pressured offers {stats.backpressured_offers:,}; "
+        f"peak RSS {stats.peak_rss_mb:,.0f} MB",
+        highlight=False, soft_wrap=True,
+    )
+    console.print(f"telepipe: committed rows: {tables}", highlight=False, soft_wrap=True)
+    console.print(f"telepipe: Delta tables in {stats.data_dir}", highlight=False, soft_wrap=True)
