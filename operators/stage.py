@@ -33,7 +33,7 @@ def stage(build: Callable[[], BatchLogic]) -> Callable[[Observable[Item]], Obser
                     return False
                 try:
                     outputs = call()
-                except Exception as error:  # noqa: BLE001 - user logic errors go to on_error
+                except Exception as error:
                     failed = True
                     observer.on_error(error)
                     return False
@@ -69,4 +69,6 @@ def stage(build: Callable[[], BatchLogic]) -> Callable[[Observable[Item]], Obser
 
 
 def _unknown(item: object) -> list[pa.RecordBatch]:
-    raise TypeError(f"a flow carries RecordBatch, Watermark or CheckpointBarrier, not {type(item)!r}")
+    raise TypeError(
+        f"a flow carries RecordBatch, Watermark or CheckpointBarrier, not {type(item)!r}"
+    )

@@ -15,7 +15,9 @@ _OWN_KEYS = ("aeron.dir=", "stats_file=", "ui=")
 
 
 class SimulatorProcess:
-    def __init__(self, process: subprocess.Popen[bytes], stats_path: Path, stderr_path: Path) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], stats_path: Path, stderr_path: Path
+    ) -> None:
         self.process = process
         self.stats_path = stats_path
         self.stderr_path = stderr_path
@@ -27,12 +29,21 @@ class SimulatorProcess:
         stats_path, stderr_path = workdir / "stats.json", workdir / "stderr.txt"
         passed = [o for o in overrides if not o.startswith(_OWN_KEYS)]
         command = [
-            sys.executable, "-m", "telepipe.cli", "simulate", *passed,
-            f"aeron.dir={aeron_dir}", f"stats_file={stats_path}", "ui=never",
+            sys.executable,
+            "-m",
+            "telepipe.cli",
+            "simulate",
+            *passed,
+            f"aeron.dir={aeron_dir}",
+            f"stats_file={stats_path}",
+            "ui=never",
         ]
         with open(stderr_path, "wb") as err:
             process = subprocess.Popen(
-                command, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
+                command,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
                 env=dict(os.environ),
             )
         return cls(process, stats_path, stderr_path)

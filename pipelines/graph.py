@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pyarrow as pa
 from omegaconf import DictConfig
 from reactivex import Observable
 from reactivex.subject import Subject
@@ -27,6 +28,12 @@ RESERVED_TABLES = ("late_readings", "dead_letters")
 class Output:
     table: str
     operators: tuple[Operator, ...]
+
+    def schema(self, source_schema: pa.Schema) -> pa.Schema | None:
+        """The table's schema: the last operator's output, or the source's for raw readings."""
+        if not self.operators:
+            return source_schema
+        return getattr(self.operators[-1], "output_schema", None)
 
 
 def outputs_from_config(pipeline: DictConfig) -> list[Output]:

@@ -26,6 +26,7 @@ from telepipe.errors import SourceError, TelepipeError
 from telepipe.markers import Item, Watermark
 from telepipe.pipelines.child import SimulatorProcess
 from telepipe.pipelines.graph import RESERVED_TABLES, connect, outputs_from_config
+from telepipe.schema import DEAD_LETTERS
 from telepipe.sinks.delta import DeltaSink
 from telepipe.sources.aeron import AeronSource, dead_letters_batch
 from telepipe.stats import RunStats, live_table, print_summary
@@ -56,7 +57,8 @@ class Runner:
         if simulator_enabled:
             build(cfg.simulator.options, "simulator.options")  # fail fast, in this process
 
-        tables = [o.table for o in outputs] + list(RESERVED_TABLES)
+        tables = {o.table: o.schema(codec.arrow_schema) for o in outputs}
+        tables |= {"late_readings": codec.arrow_schema, "dead_letters": DEAD_LETTERS}
         with AeronConnection(aeron_options) as connection:
             source = AeronSource(source_options, codec, connection)
             sink = DeltaSink(sink_options, self.data_dir, tables).start()
@@ -67,6 +69,7 @@ class Runner:
                 def on_next(item: Item) -> None:
                     if isinstance(item, pa.RecordBatch) and table in counted:
                         counted[table] += item.num_rows
+
                 return on_next
 
             for output in outputs:
@@ -74,7 +77,11 @@ class Runner:
                 flow.subscribe(sink.observer(output.table))
                 flow.subscribe(count(output.table))
 
-            child = SimulatorProcess.start(cfg, connection.dir, self.overrides) if simulator_enabled else None
+            child = (
+                SimulatorProcess.start(cfg, connection.dir, self.overrides)
+                if simulator_enabled
+                else None
+            )
             self._install_signals()
             try:
                 self._loop(source, sink, subject, child, counted)
@@ -96,8 +103,14 @@ class Runner:
             self._finish(source, sink, child, counted)
         return self.stats
 
-    def _loop(self, source: AeronSource, sink: DeltaSink, subject: Subject[Item],
-              child: SimulatorProcess | None, counted: dict[str, int]) -> None:
+    def _loop(
+        self,
+        source: AeronSource,
+        sink: DeltaSink,
+        subject: Subject[Item],
+        child: SimulatorProcess | None,
+        counted: dict[str, int],
+    ) -> None:
         idle = idle_strategy(build(self.cfg.aeron, "aeron"))
         idle_limit = float(option(self.cfg, "limit.idle_s") or 5.0)
         started = time.monotonic()
@@ -124,7 +137,9 @@ class Runner:
                     self.request_stop("limit")
                 if child is not None and child.exited():
                     if child.returncode != 0:
-                        raise SourceError(f"the simulator exited with code {child.returncode}: {child.error_line()}")
+                        raise SourceError(
+                            f"the simulator exited with code {child.returncode}: {child.error_line()}"
+                        )
                     if now - last_data > idle_limit:
                         self.request_stop("simulator finished")
                 if now >= next_ui:
@@ -138,7 +153,9 @@ class Runner:
         show = ui == "always" or (ui == "auto" and sys.stdout.isatty())
         if not show:
             return None
-        return Live(live_table(self.stats, time.monotonic()), console=self.console, refresh_per_second=2)
+        return Live(
+            live_table(self.stats, time.monotonic()), console=self.console, refresh_per_second=2
+        )
 
     def _drain_side_outputs(self, source: AeronSource, sink: DeltaSink) -> None:
         for batch in source.take_late():
@@ -162,8 +179,13 @@ class Runner:
         s.windows, s.alarms = counted["windows"], counted["alarms"]
         s.sample_rss()
 
-    def _finish(self, source: AeronSource, sink: DeltaSink, child: SimulatorProcess | None,
-                counted: dict[str, int]) -> None:
+    def _finish(
+        self,
+        source: AeronSource,
+        sink: DeltaSink,
+        child: SimulatorProcess | None,
+        counted: dict[str, int],
+    ) -> None:
         self._refresh(source, sink, counted)
         s = self.stats
         s.elapsed_s = round(time.monotonic() - self._started, 3)

@@ -21,7 +21,7 @@ from reactivex import Observer
 from telepipe.boundary import BoundaryOptions, BoundedQueue
 from telepipe.errors import ConfigError, SinkError
 from telepipe.markers import CheckpointBarrier, Item
-from telepipe.sinks.delta_types import to_delta_batch
+from telepipe.sinks.delta_types import delta_schema, to_delta_batch
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ _END = object()
 @dataclass
 class TableState:
     path: Path
+    schema: pa.Schema | None = None
     pending: list[pa.RecordBatch] = field(default_factory=list)
     committed_rows: int = 0
     commits: int = 0
@@ -52,11 +53,18 @@ class TableState:
 class DeltaSink:
     """Writes several Delta tables under ``data_dir`` from one writer thread."""
 
-    def __init__(self, options: DeltaSinkOptions, data_dir: str | Path, tables: list[str]) -> None:
+    def __init__(
+        self, options: DeltaSinkOptions, data_dir: str | Path, tables: dict[str, pa.Schema | None]
+    ) -> None:
+        """``tables`` maps each table to its Arrow schema (None: known from the first batch)."""
         self.options = options
         self.root = Path(data_dir)
-        self.tables = {name: TableState(self.root / name) for name in tables}
-        self.queue: BoundedQueue[tuple[str, object]] = BoundedQueue(options.queue, "delta sink queue")
+        self.tables = {
+            name: TableState(self.root / name, schema) for name, schema in tables.items()
+        }
+        self.queue: BoundedQueue[tuple[str, object]] = BoundedQueue(
+            options.queue, "delta sink queue"
+        )
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="delta-sink", daemon=True)
 
@@ -113,8 +121,9 @@ class DeltaSink:
                     self._commit(state, item)
                 elif item is _END:
                     self._commit(state, None)
+                    self._create_if_missing(state)
                     state.done = True
-        except BaseException as error:  # noqa: BLE001 - reported to the flow by the next put
+        except BaseException as error:
             self.error = error
             self.queue.close()
 
@@ -125,7 +134,9 @@ class DeltaSink:
         properties = None
         if barrier is not None:
             properties = CommitProperties(
-                app_transactions=[Transaction(app_id=self.options.app_id, version=barrier.checkpoint_id)],
+                app_transactions=[
+                    Transaction(app_id=self.options.app_id, version=barrier.checkpoint_id)
+                ],
                 custom_metadata={
                     "telepipe.checkpoint_id": str(barrier.checkpoint_id),
                     "telepipe.positions": json.dumps(barrier.positions, sort_keys=True),
@@ -136,6 +147,14 @@ class DeltaSink:
         state.committed_rows += table.num_rows
         state.commits += 1
 
+    def _create_if_missing(self, state: TableState) -> None:
+        # Every output exists after a run, even one no row reached, so readers
+        # (polars, notebooks) find an empty table rather than a missing path.
+        if state.schema is None or DeltaTable.is_deltatable(str(state.path)):
+            return
+        empty = pa.Table.from_batches([], schema=delta_schema(state.schema))
+        write_deltalake(str(state.path), empty, mode="append")
+
     def committed(self) -> dict[str, int]:
         return {name: state.committed_rows for name, state in self.tables.items()}
 
@@ -144,5 +163,5 @@ def last_checkpoint(path: str | Path, app_id: str = "telepipe") -> int | None:
     """The checkpoint id of the last commit of a table, or None for a new table."""
     try:
         return DeltaTable(str(path)).transaction_version(app_id)
-    except Exception:  # noqa: BLE001 - a missing table is a new table
+    except Exception:
         return None

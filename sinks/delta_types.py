@@ -42,7 +42,9 @@ def to_delta_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
             arrays.append(column.cast(_WIDEN[f.type]))
         elif f.type == pa.uint64():
             if len(column) and pc.max(column).as_py() > 2**63 - 1:
-                raise SchemaError(f"column {f.name!r}: uint64 value above 2**63-1 cannot be stored in Delta")
+                raise SchemaError(
+                    f"column {f.name!r}: uint64 value above 2**63-1 cannot be stored in Delta"
+                )
             arrays.append(column.cast(pa.int64()))
         else:
             arrays.append(column)

@@ -34,12 +34,16 @@ class AeronSourceOptions:
 
     def __post_init__(self) -> None:
         if not self.channel.startswith("aeron:"):
-            raise ConfigError(f"source.channel must be an Aeron URI (aeron:ipc, aeron:udp?...), got {self.channel!r}")
+            raise ConfigError(
+                f"source.channel must be an Aeron URI (aeron:ipc, aeron:udp?...), got {self.channel!r}"
+            )
         for name in ("fragment_limit", "checkpoint_every_readings", "checkpoint_every_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"source.{name} must be >= 1, got {getattr(self, name)}")
         if self.out_of_orderness_ms < 0:
-            raise ConfigError(f"source.out_of_orderness_ms must be >= 0, got {self.out_of_orderness_ms}")
+            raise ConfigError(
+                f"source.out_of_orderness_ms must be >= 0, got {self.out_of_orderness_ms}"
+            )
 
 
 @dataclass
@@ -142,8 +146,15 @@ class AeronSource:
             self.positions[session] = positions[int(mine[-1])]
             result = self.codec.decode_many(buffer, offsets[mine], lengths[mine])
             for index, reason, detail in result.rejected:
-                self._reject(reason, detail, session, positions[int(mine[index])],
-                             buffer, int(offsets[mine[index]]), int(lengths[mine[index]]))
+                self._reject(
+                    reason,
+                    detail,
+                    session,
+                    positions[int(mine[index])],
+                    buffer,
+                    int(offsets[mine[index]]),
+                    int(lengths[mine[index]]),
+                )
             batch = result.batch
             if batch.num_rows:
                 self.counters.readings += batch.num_rows
@@ -187,14 +198,29 @@ class AeronSource:
         late, self._late = self._late, []
         return late
 
-    def _reject(self, reason: str, detail: str, session: int, position: int,
-                buffer: bytes, start: int, length: int) -> None:
+    def _reject(
+        self,
+        reason: str,
+        detail: str,
+        session: int,
+        position: int,
+        buffer: bytes,
+        start: int,
+        length: int,
+    ) -> None:
         counters = self.counters
         counters.rejected += 1
         counters.rejected_by_reason[reason] = counters.rejected_by_reason.get(reason, 0) + 1
         self._dead.append(
-            DeadLetter(reason, detail, self.options.stream_id, session, position,
-                       time.time_ns(), buffer[start : start + length])
+            DeadLetter(
+                reason,
+                detail,
+                self.options.stream_id,
+                session,
+                position,
+                time.time_ns(),
+                buffer[start : start + length],
+            )
         )
 
     def _maybe_checkpoint(self, items: list[Item]) -> list[Item]:

@@ -58,13 +58,19 @@ class SimulatorOptions:
         need(self.rate >= 0, "rate", "must be >= 0 (0 = as fast as possible)")
         need(1 <= self.readings_per_message <= 65535, "readings_per_message", "must be in 1..65535")
         need(self.period_us >= 1, "period_us", "must be >= 1")
-        need(1 <= self.spike_every_min <= self.spike_every_max, "spike_every_min",
-             "must be in 1..spike_every_max")
+        need(
+            1 <= self.spike_every_min <= self.spike_every_max,
+            "spike_every_min",
+            "must be in 1..spike_every_max",
+        )
         need(self.spike_length >= 0, "spike_length", "must be >= 0")
         for key in ("stuck_fraction", "gap_fraction", "late_fraction", "nan_fraction"):
             need(0.0 <= getattr(self, key) <= 1.0, key, "must be in [0, 1]")
-        need(self.gap_every >= 1 and 0 <= self.gap_length <= self.gap_every, "gap_length",
-             "must be in 0..gap_every")
+        need(
+            self.gap_every >= 1 and 0 <= self.gap_length <= self.gap_every,
+            "gap_length",
+            "must be in 0..gap_every",
+        )
         need(self.jitter_us >= 0, "jitter_us", "must be >= 0")
         need(self.late_ms >= 0, "late_ms", "must be >= 0")
 

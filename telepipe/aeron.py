@@ -73,7 +73,9 @@ class AeronConnection:
             self.client = pyaeron.Aeron(dir=directory)
         except pyaeron.AeronError as error:
             self._close_driver()
-            raise SourceError(f"cannot connect to the Aeron driver in {directory}: {error}") from error
+            raise SourceError(
+                f"cannot connect to the Aeron driver in {directory}: {error}"
+            ) from error
         self.dir: str = directory
 
     def close(self) -> None:

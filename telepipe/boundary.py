@@ -14,7 +14,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from telepipe.errors import BackpressureError, ConfigError
 
@@ -50,7 +50,7 @@ class BoundaryCounters:
     dropped_rows: int = 0
 
 
-class BoundedQueue(Generic[T]):
+class BoundedQueue[T]:
     """A FIFO of at most ``capacity`` droppable items; control items are never dropped.
 
     ``put(item, rows)`` with ``rows=None`` marks a control item (marker, end of

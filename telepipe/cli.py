@@ -11,7 +11,6 @@ Errors a user can cause print one line and exit 2; there is no traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 
@@ -44,8 +43,10 @@ def _validate(overrides: list[str]) -> int:
     if cfg.simulator.enabled:
         build(cfg.simulator.options, "simulator.options")
     outputs = outputs_from_config(cfg.pipeline)
-    print(f"telepipe: config ok: pipeline {cfg.pipeline.name} -> tables "
-          + ", ".join(o.table for o in outputs))
+    print(
+        f"telepipe: config ok: pipeline {cfg.pipeline.name} -> tables "
+        + ", ".join(o.table for o in outputs)
+    )
     return 0
 
 
@@ -71,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
-        print(f"telepipe: error: {bad[0]!r} is not an override: use KEY=VALUE (for example limit.readings=1000)",
-              file=sys.stderr)
+        print(
+            f"telepipe: error: {bad[0]!r} is not an override: use KEY=VALUE (for example limit.readings=1000)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     handler, _ = COMMANDS[args.command]
     try:

@@ -44,7 +44,9 @@ def _one_line(error: BaseException) -> str:
     head = lines[0] if lines else type(error).__name__
     if "is not in struct" in text or "not in '" in text:
         key = full_key or head
-        return f"unknown config key '{key}' (to add a key that is not in the config, use +{key}=...)"
+        return (
+            f"unknown config key '{key}' (to add a key that is not in the config, use +{key}=...)"
+        )
     if full_key and full_key not in head:
         return f"{full_key}: {head}"
     missing = re.search(r"Could not find '([\w/]+)/([^'/]+)'", head)
@@ -74,7 +76,9 @@ def load(overrides: list[str], config_name: str = "config") -> DictConfig:
             raise ConfigError(f"bad override {override!r}: {_one_line(error)}") from None
     directory = conf_dir()
     if not (directory / f"{config_name}.yaml").is_file():
-        raise ConfigError(f"no {config_name}.yaml in config directory {directory} (set TELEPIPE_CONF)")
+        raise ConfigError(
+            f"no {config_name}.yaml in config directory {directory} (set TELEPIPE_CONF)"
+        )
     try:
         with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
             cfg = compose(config_name, overrides=overrides)
@@ -91,7 +95,7 @@ def build(node: Any, path: str) -> Any:
     target_name = node["_target_"]
     try:
         target = get_object(target_name)
-    except Exception:  # noqa: BLE001 - hydra raises several types for a bad path
+    except Exception:
         raise ConfigError(f"{path}._target_: cannot import {target_name!r}") from None
     try:
         if dataclasses.is_dataclass(target) and isinstance(target, type):

@@ -81,7 +81,8 @@ def print_summary(stats: RunStats, console: Console | None = None) -> None:
         f"{stats.alarms:,} alarms, {stats.late:,} late, {stats.rejected:,} rejected, "
         f"{stats.dropped:,} dropped; back-pressured offers {stats.backpressured_offers:,}; "
         f"peak RSS {stats.peak_rss_mb:,.0f} MB",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )
     console.print(f"telepipe: committed rows: {tables}", highlight=False, soft_wrap=True)
     console.print(f"telepipe: Delta tables in {stats.data_dir}", highlight=False, soft_wrap=True)

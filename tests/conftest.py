@@ -30,7 +30,11 @@ def telepipe_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
         env.pop("TELEPIPE_CONF", None)
         return subprocess.run(
             [sys.executable, "-m", "telepipe.cli", *args],
-            capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            env=env,
         )
 
     return run

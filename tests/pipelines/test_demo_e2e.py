@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-
 from conftest import free_udp_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operators"))
-from reference import alarms_reference  # noqa: E402
+from reference import alarms_reference
 
 N = 300_000
 SEC = 1_000_000_000
@@ -27,14 +26,22 @@ def _check_tables(data_dir: Path, n: int) -> dict[str, pl.DataFrame]:
     readings = _read(data_dir, "readings")
     assert readings.height == n
     assert _read(data_dir, "late_readings").height == 0
-    assert readings.select(pl.col("ts_ns").is_duplicated() & pl.col("sensor_id").is_duplicated()
-                           ).to_series().sum() <= n  # shape sanity; exactness below
+    assert (
+        readings.select(pl.col("ts_ns").is_duplicated() & pl.col("sensor_id").is_duplicated())
+        .to_series()
+        .sum()
+        <= n
+    )  # shape sanity; exactness below
 
     expected = (
         readings.with_columns(window_start=(pl.col("ts_ns") // SEC) * SEC)
         .group_by("sensor_id", "window_start")
-        .agg(count=pl.len(), mean=pl.col("value").mean(), min=pl.col("value").min(),
-             max=pl.col("value").max())
+        .agg(
+            count=pl.len(),
+            mean=pl.col("value").mean(),
+            min=pl.col("value").min(),
+            max=pl.col("value").max(),
+        )
         .sort("window_start", "sensor_id")
     )
     windows = _read(data_dir, "windows").sort("window_start_ns", "sensor_id")
@@ -50,10 +57,17 @@ def _check_tables(data_dir: Path, n: int) -> dict[str, pl.DataFrame]:
     # Alarms: the pure-Python reference over the readings in publish order
     # (the Delta table keeps commit order, which is arrival order).
     alarms = _read(data_dir, "alarms").sort("ts_ns", "sensor_id")
-    ref = alarms_reference(readings["sensor_id"].to_list(), readings["ts_ns"].to_list(),
-                           readings["value"].to_list(), 80.0, 3)
+    ref = alarms_reference(
+        readings["sensor_id"].to_list(),
+        readings["ts_ns"].to_list(),
+        readings["value"].to_list(),
+        80.0,
+        3,
+    )
     ref_rows = sorted((r[1], r[0]) for r in ref)
-    assert list(zip(alarms["ts_ns"].to_list(), alarms["sensor_id"].to_list(), strict=True)) == ref_rows
+    assert (
+        list(zip(alarms["ts_ns"].to_list(), alarms["sensor_id"].to_list(), strict=True)) == ref_rows
+    )
     assert alarms.height > 0
     return {"readings": readings, "windows": windows, "alarms": alarms}
 
@@ -63,10 +77,18 @@ def test_demo_commits_every_reading(telepipe_cli, tmp_path: Path, transport: str
     data_dir, stats_file = tmp_path / "data", tmp_path / "stats.json"
     extra = []
     if transport == "udp":
-        extra = ["source=aeron_udp", f"source.channel=aeron:udp?endpoint=127.0.0.1:{free_udp_port()}"]
+        extra = [
+            "source=aeron_udp",
+            f"source.channel=aeron:udp?endpoint=127.0.0.1:{free_udp_port()}",
+        ]
     done = telepipe_cli(
-        "run", "pipeline=demo", f"limit.readings={N}", f"data_dir={data_dir}",
-        f"stats_file={stats_file}", "simulator.options.late_fraction=0", *extra,
+        "run",
+        "pipeline=demo",
+        f"limit.readings={N}",
+        f"data_dir={data_dir}",
+        f"stats_file={stats_file}",
+        "simulator.options.late_fraction=0",
+        *extra,
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
@@ -87,8 +109,12 @@ def test_late_readings_go_to_their_own_table(telepipe_cli, tmp_path: Path) -> No
     data_dir, stats_file = tmp_path / "data", tmp_path / "stats.json"
     n = 100_000
     done = telepipe_cli(
-        "run", f"limit.readings={n}", f"data_dir={data_dir}", f"stats_file={stats_file}",
-        "simulator.options.late_fraction=0.01", "simulator.options.late_ms=500",
+        "run",
+        f"limit.readings={n}",
+        f"data_dir={data_dir}",
+        f"stats_file={stats_file}",
+        "simulator.options.late_fraction=0.01",
+        "simulator.options.late_ms=500",
     )
     assert done.returncode == 0, done.stderr
     stats = json.loads(stats_file.read_text())

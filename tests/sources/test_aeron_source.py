@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -12,8 +13,8 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from conftest import ROOT, SCHEMA_XML, free_udp_port
+
 from telepipe.aeron import AeronConnection, AeronOptions
 from telepipe.markers import CheckpointBarrier, Watermark
 from telepipe.sources.aeron import AeronSource, AeronSourceOptions
@@ -24,14 +25,20 @@ CODEC = SbeCodec.from_xml(SCHEMA_XML)
 SIM = SimulatorOptions(sensors=50, readings_per_message=500, seed=3, late_fraction=0.0)
 
 
-def drain(source: AeronSource, until: Callable[[], bool], timeout: float = 30.0,
-          child: subprocess.Popen[str] | None = None) -> list:
+def drain(
+    source: AeronSource,
+    until: Callable[[], bool],
+    timeout: float = 30.0,
+    child: subprocess.Popen[str] | None = None,
+) -> list:
     items: list = []
     deadline = time.monotonic() + timeout
     while not until():
         assert time.monotonic() < deadline, f"timed out with {source.counters}"
         if child is not None and child.poll() not in (None, 0):
-            pytest.fail(f"simulator exited {child.returncode}: {child.stderr.read() if child.stderr else ''}")
+            pytest.fail(
+                f"simulator exited {child.returncode}: {child.stderr.read() if child.stderr else ''}"
+            )
         got = source.poll()
         items.extend(got)
         if not got:
@@ -88,15 +95,30 @@ def test_every_published_reading_arrives_in_order(transport: str, mode: str) -> 
             thread.join()
         else:
             child = subprocess.Popen(
-                [sys.executable, "-m", "telepipe.cli", "simulate", f"aeron.dir={connection.dir}",
-                 f"source.channel={channel}", "source.stream_id=77", f"limit.readings={n}",
-                 "simulator.options.sensors=50", "simulator.options.readings_per_message=500",
-                 "simulator.options.seed=3", "simulator.options.late_fraction=0",
-                 "simulator.linger_s=30"],
-                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "telepipe.cli",
+                    "simulate",
+                    f"aeron.dir={connection.dir}",
+                    f"source.channel={channel}",
+                    "source.stream_id=77",
+                    f"limit.readings={n}",
+                    "simulator.options.sensors=50",
+                    "simulator.options.readings_per_message=500",
+                    "simulator.options.seed=3",
+                    "simulator.options.late_fraction=0",
+                    "simulator.linger_s=30",
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             try:
-                items = drain(source, lambda: source.counters.readings >= n, timeout=60, child=child)
+                items = drain(
+                    source, lambda: source.counters.readings >= n, timeout=60, child=child
+                )
             finally:
                 child.terminate()
                 out, err = child.communicate(timeout=30)
@@ -105,7 +127,7 @@ def test_every_published_reading_arrives_in_order(transport: str, mode: str) -> 
         source.close()
     check_same(batches(items), n)
     marks = [i for i in items if isinstance(i, Watermark)]
-    assert marks and all(a.ts_ns < b.ts_ns for a, b in zip(marks, marks[1:], strict=False))
+    assert marks and all(a.ts_ns < b.ts_ns for a, b in itertools.pairwise(marks))
     barriers = [i for i in items if isinstance(i, CheckpointBarrier)]
     assert [b.checkpoint_id for b in barriers] == list(range(1, len(barriers) + 1))
     assert barriers and all(len(b.positions) == 1 for b in barriers)
@@ -148,10 +170,16 @@ def test_malformed_messages_are_counted_dead_letters_and_good_ones_kept() -> Non
 
 def test_late_rows_are_set_aside_deterministically() -> None:
     ts = np.array([100, 200, 300, 90, 250, 400, 100], dtype=np.int64) * 1_000_000
-    cols = {"sensor_id": np.ones(7, np.int32), "ts": ts, "value": np.arange(7.0),
-            "quality": np.zeros(7, np.uint8)}
+    cols = {
+        "sensor_id": np.ones(7, np.int32),
+        "ts": ts,
+        "value": np.arange(7.0),
+        "quality": np.zeros(7, np.uint8),
+    }
     with AeronConnection() as connection:
-        source = AeronSource(AeronSourceOptions(stream_id=9, out_of_orderness_ms=100), CODEC, connection)
+        source = AeronSource(
+            AeronSourceOptions(stream_id=9, out_of_orderness_ms=100), CODEC, connection
+        )
         pub = connection.client.add_exclusive_publication("aeron:ipc", 9)
         pub.await_connected(timeout=5)
         # One row per message: however polls cut them, the same rows are late.

@@ -12,10 +12,10 @@ import pytest
 import sbe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from telepipe.sources.sbe import REASONS, DecodeResult, SbeCodec
 
 from telepipe.errors import DecodeError, SchemaError
 from telepipe.schema import READINGS
+from telepipe.sources.sbe import REASONS, DecodeResult, SbeCodec
 
 SCHEMA = Path(__file__).resolve().parents[2] / "conf/schema/telemetry.xml"
 CODEC = SbeCodec.from_xml(SCHEMA)

@@ -1,0 +1,257 @@
+"""numba kernels of the CEP operators: numpy in, numpy out, no Arrow or Rx.
+
+Keyed state lives in open-addressing hash tables (power-of-two capacity, linear
+probing) made of parallel numpy arrays owned by the operator logic. A kernel that
+inserts stops before the load would exceed 0.5 and returns how far it got; the
+caller grows the table with a rebuild kernel and resumes. Entries are never
+deleted in place: removal is a rebuild that copies the survivors, so there are
+no tombstones.
+
+Window table: ``(cnt, k_sid, k_win, sm, mn, mx)``; a slot is empty iff ``cnt == 0``.
+Alarm table: ``(used, k_sid, run_len, run_start)``; a slot is empty iff ``used == 0``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_jit = numba.njit(cache=True, nogil=True)
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+# Odd 64-bit multipliers (golden ratio and splitmix64), as signed int64: numba
+# int64 multiplication wraps, which is what a multiplicative hash wants.
+_M1 = -7046029254386353131
+_M2 = -4658895280553007687
+_M3 = -7723592293110705685
+
+
+@_jit
+def _hash_kernel(sid: np.int64, win: np.int64) -> np.int64:
+    h = np.int64(sid) * _M1 + np.int64(win) * _M2
+    h ^= h >> 31
+    h *= _M3
+    h ^= h >> 29
+    return h
+
+
+# ----------------------------------------------------------------- windows
+
+
+@_jit
+def _window_update_kernel(
+    sid, ts, val, start, size_ns, fire_below, cnt, k_sid, k_win, sm, mn, mx, n_used
+):
+    """Aggregate rows ``start..`` into the table; rows of windows ``< fire_below`` are late.
+
+    Returns ``(next_row, n_used, late)``; ``next_row < len(ts)`` means: grow and resume.
+    """
+    cap = cnt.shape[0]
+    mask = cap - 1
+    late = 0
+    # Window of the previous row: time-ordered data skips the integer division.
+    lo = np.int64(1)
+    hi = np.int64(0)
+    w = np.int64(0)
+    n = ts.shape[0]
+    for i in range(start, n):
+        t = ts[i]
+        if t < lo or t >= hi:
+            w = t // size_ns  # floor division, also for negative ts
+            lo = w * size_ns
+            hi = lo + size_ns
+        if w < fire_below:
+            late += 1
+            continue
+        s = sid[i]
+        v = val[i]
+        h = _hash_kernel(s, w) & mask
+        while True:
+            c = cnt[h]
+            if c == 0:
+                if (n_used + 1) * 2 > cap:
+                    return i, n_used, late
+                cnt[h] = 1
+                k_sid[h] = s
+                k_win[h] = w
+                sm[h] = v
+                mn[h] = v
+                mx[h] = v
+                n_used += 1
+                break
+            if k_win[h] == w and k_sid[h] == s:
+                cnt[h] = c + 1
+                sm[h] += v
+                # min/max skip NaN unless every value is NaN (as polars min/max).
+                m = mn[h]
+                if v < m or m != m:
+                    mn[h] = v
+                m = mx[h]
+                if v > m or m != m:
+                    mx[h] = v
+                break
+            h = (h + 1) & mask
+    return n, n_used, late
+
+
+@_jit
+def _window_count_fired_kernel(cnt, k_win, fire_below):
+    n = 0
+    for h in range(cnt.shape[0]):
+        if cnt[h] != 0 and k_win[h] < fire_below:
+            n += 1
+    return n
+
+
+@_jit
+def _window_emit_kernel(cnt, k_sid, k_win, sm, mn, mx, fire_below, n_fire, size_ns):
+    """The ``n_fire`` entries of windows ``< fire_below``, sorted by (window, sensor).
+
+    Returns ``(sensor_id, window_start, window_end, count, mean, min, max)``.
+    """
+    slots = np.empty(n_fire, np.int64)
+    j = 0
+    for h in range(cnt.shape[0]):
+        if cnt[h] != 0 and k_win[h] < fire_below:
+            slots[j] = h
+            j += 1
+    by_sid = np.argsort(k_sid[slots], kind="mergesort")
+    slots = slots[by_sid]
+    slots = slots[np.argsort(k_win[slots], kind="mergesort")]
+    o_sid = k_sid[slots]
+    o_start = np.empty(n_fire, np.int64)
+    o_end = np.empty(n_fire, np.int64)
+    o_cnt = cnt[slots]
+    o_mean = np.empty(n_fire, np.float64)
+    last_start = INT64_MAX - size_ns
+    for j in range(n_fire):
+        h = slots[j]
+        start = k_win[h] * size_ns
+        o_start[j] = start
+        # The window holding ts near 2**63 cannot state its end: clamp it.
+        o_end[j] = start + size_ns if start <= last_start else INT64_MAX
+        o_mean[j] = sm[h] / cnt[h]
+    return o_sid, o_start, o_end, o_cnt, o_mean, mn[slots], mx[slots]
+
+
+@_jit
+def _window_rebuild_kernel(cnt, k_sid, k_win, sm, mn, mx, keep_from, new_cap):
+    """A fresh table of ``new_cap`` slots holding the entries of windows ``>= keep_from``.
+
+    Growth passes ``keep_from = INT64_MIN``; restore passes compact entry arrays.
+    """
+    n_cnt = np.zeros(new_cap, np.int64)
+    n_sid = np.zeros(new_cap, np.int32)
+    n_win = np.zeros(new_cap, np.int64)
+    n_sm = np.zeros(new_cap, np.float64)
+    n_mn = np.zeros(new_cap, np.float64)
+    n_mx = np.zeros(new_cap, np.float64)
+    mask = new_cap - 1
+    n_used = 0
+    for j in range(cnt.shape[0]):
+        if cnt[j] == 0 or k_win[j] < keep_from:
+            continue
+        h = _hash_kernel(k_sid[j], k_win[j]) & mask
+        while n_cnt[h] != 0:
+            h = (h + 1) & mask
+        n_cnt[h] = cnt[j]
+        n_sid[h] = k_sid[j]
+        n_win[h] = k_win[j]
+        n_sm[h] = sm[j]
+        n_mn[h] = mn[j]
+        n_mx[h] = mx[j]
+        n_used += 1
+    return (n_cnt, n_sid, n_win, n_sm, n_mn, n_mx), n_used
+
+
+# ------------------------------------------------------------------ alarms
+
+
+@_jit
+def _alarm_kernel(
+    sid,
+    ts,
+    val,
+    order,
+    start,
+    threshold,
+    consecutive,
+    used,
+    k_sid,
+    run_len,
+    run_start,
+    n_used,
+    out_row,
+    out_start,
+    n_out,
+):
+    """Run the debounced threshold state machine over rows ``order[start:]``.
+
+    An alarm fires when a sensor's run of readings ``> threshold`` reaches exactly
+    ``consecutive``; its row index goes to ``out_row`` and the run's first ts to
+    ``out_start``. Returns ``(next_pos, n_used, n_out)``; ``next_pos < len(order)``
+    means: grow and resume.
+    """
+    cap = used.shape[0]
+    mask = cap - 1
+    n = order.shape[0]
+    for j in range(start, n):
+        i = order[j]
+        s = sid[i]
+        v = val[i]
+        above = v > threshold  # False for NaN: NaN ends a run
+        h = _hash_kernel(s, 0) & mask
+        found = False
+        while used[h] != 0:
+            if k_sid[h] == s:
+                found = True
+                break
+            h = (h + 1) & mask
+        if not found:
+            if not above:
+                continue  # an absent sensor is a sensor with no run
+            if (n_used + 1) * 2 > cap:
+                return j, n_used, n_out
+            used[h] = 1
+            k_sid[h] = s
+            run_len[h] = 0
+            n_used += 1
+        if above:
+            r = run_len[h]
+            if r < consecutive:
+                if r == 0:
+                    run_start[h] = ts[i]
+                r += 1
+                run_len[h] = r
+                if r == consecutive:
+                    out_row[n_out] = i
+                    out_start[n_out] = run_start[h]
+                    n_out += 1
+        else:
+            run_len[h] = 0
+    return n, n_used, n_out
+
+
+@_jit
+def _alarm_rebuild_kernel(used, k_sid, run_len, run_start, new_cap):
+    """A fresh table of ``new_cap`` slots holding the sensors with an open run."""
+    n_used_arr = np.zeros(new_cap, np.uint8)
+    n_sid = np.zeros(new_cap, np.int32)
+    n_len = np.zeros(new_cap, np.int64)
+    n_start = np.zeros(new_cap, np.int64)
+    mask = new_cap - 1
+    n_used = 0
+    for j in range(used.shape[0]):
+        if used[j] == 0 or run_len[j] == 0:
+            continue
+        h = _hash_kernel(k_sid[j], 0) & mask
+        while n_used_arr[h] != 0:
+            h = (h + 1) & mask
+        n_used_arr[h] = 1
+        n_sid[h] = k_sid[j]
+        n_len[h] = run_len[j]
+        n_start[h] = run_start[j]
+        n_used += 1
+    return (n_used_arr, n_sid, n_len, n_start), n_used

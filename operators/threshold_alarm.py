@@ -1,0 +1,208 @@
+"""``ThresholdAlarm``: per-sensor alarm on N consecutive readings above a threshold."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from reactivex import Observable
+
+from telepipe.errors import ConfigError
+from telepipe.markers import MAX_WATERMARK, Item
+from telepipe.operators._kernels import INT64_MIN, _alarm_kernel, _alarm_rebuild_kernel
+from telepipe.operators.stage import stage
+from telepipe.operators.tumbling_window import readings_arrays
+from telepipe.schema import ALARMS
+
+_MIN_CAPACITY = 64
+_INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class ThresholdAlarm:
+    """Alarm when a sensor's run of readings ``> threshold`` reaches ``consecutive``.
+
+    Readings are taken in event-time order per sensor (ts, then arrival): they are
+    buffered until the watermark passes them. One alarm per run (debounce): a
+    reading ``<= threshold`` or NaN ends the run. Emits ``telepipe.schema.ALARMS``
+    rows sorted by ``(ts, sensor_id)``. Rows below the watermark at arrival are
+    late: dropped and counted in ``logic.late_rows``.
+    """
+
+    threshold: float
+    consecutive: int = 3
+
+    def __post_init__(self) -> None:
+        t = self.threshold
+        if isinstance(t, bool) or not isinstance(t, int | float) or math.isnan(t):
+            raise ConfigError(f"ThresholdAlarm.threshold must be a number, got {t!r}")
+        n = self.consecutive
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= _INT32_MAX:
+            raise ConfigError(f"ThresholdAlarm.consecutive must be an integer >= 1, got {n!r}")
+
+    @property
+    def output_schema(self) -> pa.Schema:
+        return ALARMS
+
+    def build(self) -> ThresholdAlarmLogic:
+        return ThresholdAlarmLogic(float(self.threshold), self.consecutive)
+
+    def __call__(self, source: Observable[Item]) -> Observable[Item]:
+        return stage(self.build)(source)
+
+
+class ThresholdAlarmLogic:
+    """The ``BatchLogic`` of ``ThresholdAlarm``: a row buffer plus a numba table of open runs."""
+
+    def __init__(self, threshold: float, consecutive: int) -> None:
+        self.threshold = threshold
+        self.consecutive = consecutive
+        self.watermark = INT64_MIN
+        self.late_rows = 0
+        # Rows not yet below the watermark, in arrival order: [:_n_buf] is live.
+        self._buf_sid = np.empty(0, np.int32)
+        self._buf_ts = np.empty(0, np.int64)
+        self._buf_val = np.empty(0, np.float64)
+        self._n_buf = 0
+        self._set_runs(np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0, np.int64))
+
+    def _set_runs(self, sid: np.ndarray, run_len: np.ndarray, run_start: np.ndarray) -> None:
+        cap = _MIN_CAPACITY
+        while cap < 4 * len(sid):
+            cap *= 2
+        used = np.ones(len(sid), np.uint8)
+        self._table, self._n_used = _alarm_rebuild_kernel(used, sid, run_len, run_start, cap)
+
+    def on_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        sid, ts, val = readings_arrays(batch)
+        if self.watermark >= MAX_WATERMARK:
+            self.late_rows += len(ts)
+            return []
+        if self.watermark > INT64_MIN:
+            on_time = ts >= self.watermark
+            n_on_time = int(np.count_nonzero(on_time))
+            if n_on_time < len(ts):
+                self.late_rows += len(ts) - n_on_time
+                sid, ts, val = sid[on_time], ts[on_time], val[on_time]
+        self._append(sid, ts, val)
+        return []
+
+    def _append(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray) -> None:
+        n, add = self._n_buf, len(ts)
+        if n + add > len(self._buf_ts):
+            cap = max(1024, 2 * (n + add))
+            for name in ("_buf_sid", "_buf_ts", "_buf_val"):
+                old = getattr(self, name)
+                new = np.empty(cap, old.dtype)
+                new[:n] = old[:n]
+                setattr(self, name, new)
+        self._buf_sid[n : n + add] = sid
+        self._buf_ts[n : n + add] = ts
+        self._buf_val[n : n + add] = val
+        self._n_buf = n + add
+
+    def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]:
+        if watermark_ns <= self.watermark:
+            return []
+        self.watermark = watermark_ns
+        n = self._n_buf
+        sid, ts, val = self._buf_sid[:n], self._buf_ts[:n], self._buf_val[:n]
+        if watermark_ns >= MAX_WATERMARK:
+            self._n_buf = 0
+        else:
+            ready = ts < watermark_ns
+            n_ready = int(np.count_nonzero(ready))
+            if n_ready == 0:
+                return []
+            if n_ready < n:
+                keep = ~ready
+                sid, ts, val = sid[ready], ts[ready], val[ready]
+                n_keep = n - n_ready
+                # The selections above copied, so compacting the buffer in place is safe.
+                self._buf_sid[:n_keep] = self._buf_sid[:n][keep]
+                self._buf_ts[:n_keep] = self._buf_ts[:n][keep]
+                self._buf_val[:n_keep] = self._buf_val[:n][keep]
+                self._n_buf = n_keep
+            else:
+                self._n_buf = 0
+        return self._process(sid, ts, val)
+
+    def _process(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray) -> list[pa.RecordBatch]:
+        if len(ts) == 0:
+            return []
+        order = np.argsort(ts, kind="stable")
+        # Untouched pages of np.empty are never faulted in, and alarms are rare.
+        out_row = np.empty(len(ts), np.int64)
+        out_start = np.empty(len(ts), np.int64)
+        pos = n_out = 0
+        while True:
+            pos, self._n_used, n_out = _alarm_kernel(
+                sid,
+                ts,
+                val,
+                order,
+                pos,
+                self.threshold,
+                self.consecutive,
+                *self._table,
+                self._n_used,
+                out_row,
+                out_start,
+                n_out,
+            )
+            if pos >= len(order):
+                break
+            self._table, self._n_used = _alarm_rebuild_kernel(*self._table, 2 * len(self._table[0]))
+        if n_out == 0:
+            return []
+        rows = out_row[:n_out]
+        a_sid, a_ts = sid[rows], ts[rows]
+        by = np.lexsort((a_sid, a_ts))  # stable: equal (ts, sensor) keep event order
+        columns = [
+            pa.array(a_sid[by], pa.int32()),
+            pa.array(a_ts[by], pa.timestamp("ns")),
+            pa.array(out_start[:n_out][by], pa.timestamp("ns")),
+            pa.array(val[rows][by], pa.float64()),
+            pa.array(np.full(n_out, self.threshold), pa.float64()),
+            pa.array(np.full(n_out, self.consecutive, np.int32), pa.int32()),
+        ]
+        return [pa.RecordBatch.from_arrays(columns, schema=ALARMS)]
+
+    def snapshot(self) -> dict[str, object]:
+        used, k_sid, run_len, run_start = self._table
+        live = (used != 0) & (run_len != 0)
+        n = self._n_buf
+        return {
+            "threshold": self.threshold,
+            "consecutive": self.consecutive,
+            "watermark": self.watermark,
+            "late_rows": self.late_rows,
+            "sensor_id": k_sid[live],
+            "run_len": run_len[live],
+            "run_start": run_start[live],
+            "buffer_sensor_id": self._buf_sid[:n].copy(),
+            "buffer_ts": self._buf_ts[:n].copy(),
+            "buffer_value": self._buf_val[:n].copy(),
+        }
+
+    def restore(self, snapshot: dict[str, object]) -> None:
+        if (snapshot["threshold"], snapshot["consecutive"]) != (self.threshold, self.consecutive):
+            raise ConfigError(
+                f"snapshot threshold/consecutive {snapshot['threshold']}/"
+                f"{snapshot['consecutive']} do not match {self.threshold}/{self.consecutive}"
+            )
+        self.watermark = int(snapshot["watermark"])  # type: ignore[call-overload]
+        self.late_rows = int(snapshot["late_rows"])  # type: ignore[call-overload]
+        self._set_runs(
+            np.asarray(snapshot["sensor_id"], np.int32),
+            np.asarray(snapshot["run_len"], np.int64),
+            np.asarray(snapshot["run_start"], np.int64),
+        )
+        self._n_buf = 0
+        self._append(
+            np.asarray(snapshot["buffer_sensor_id"], np.int32),
+            np.asarray(snapshot["buffer_ts"], np.int64),
+            np.asarray(snapshot["buffer_value"], np.float64),
+        )
