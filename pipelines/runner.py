@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 from omegaconf import DictConfig
+from reactivex import Observer
 from reactivex.subject import Subject
 from rich.console import Console
 from rich.live import Live
@@ -41,6 +42,8 @@ class Runner:
         self.limit: int | None = option(cfg, "limit.readings")
         self.data_dir = Path(str(cfg.data_dir)).resolve()
         self.console = Console(stderr=False)
+        self.raw_table: str | None = None
+        self._started = time.monotonic()
 
     def request_stop(self, reason: str) -> None:
         if not self.stop_reason:
@@ -58,24 +61,18 @@ class Runner:
             build(cfg.simulator.options, "simulator.options")  # fail fast, in this process
 
         tables = {o.table: o.schema(codec.arrow_schema) for o in outputs}
+        self.raw_table = next((o.table for o in outputs if not o.operators), None)
         tables |= {"late_readings": codec.arrow_schema, "dead_letters": DEAD_LETTERS}
         with AeronConnection(aeron_options) as connection:
             source = AeronSource(source_options, codec, connection)
             sink = DeltaSink(sink_options, self.data_dir, tables).start()
             subject: Subject[Item] = Subject()
-            counted = {"windows": 0, "alarms": 0}
-
-            def count(table: str):
-                def on_next(item: Item) -> None:
-                    if isinstance(item, pa.RecordBatch) and table in counted:
-                        counted[table] += item.num_rows
-
-                return on_next
-
+            counted: dict[str, int] = {}
             for output in outputs:
-                flow = connect(subject, output)
-                flow.subscribe(sink.observer(output.table))
-                flow.subscribe(count(output.table))
+                counted[output.table] = 0
+                connect(subject, output).subscribe(
+                    _counting(sink.observer(output.table), counted, output.table)
+                )
 
             child = (
                 SimulatorProcess.start(cfg, connection.dir, self.overrides)
@@ -93,10 +90,12 @@ class Runner:
                 for name in RESERVED_TABLES:
                     sink.close(name)
                 sink.join()
-            except BaseException:
+            except BaseException as error:
                 if child is not None:
-                    child.kill()
-                sink.queue.close()
+                    child.stop(timeout=5.0)
+                sink.abort()
+                self.request_stop(f"error: {error}")
+                self._finish(source, sink, child, counted)
                 raise
             finally:
                 source.close()
@@ -173,11 +172,14 @@ class Runner:
         s.late = source.counters.late
         q = sink.queue.counters
         s.queue_depth, s.peak_queue_depth = q.depth, q.peak_depth
-        s.blocked_s, s.dropped = round(q.blocked_s, 3), q.dropped_rows
+        s.blocked_s = round(q.blocked_s, 3)
         s.committed_by_table = sink.committed()
-        s.committed = s.committed_by_table.get("readings", 0)
-        s.windows, s.alarms = counted["windows"], counted["alarms"]
-        s.sample_rss()
+        s.dropped_by_table = sink.dropped()
+        raw = self.raw_table or ""
+        s.committed = s.committed_by_table.get(raw, 0)
+        s.dropped = s.dropped_by_table.get(raw, 0)
+        s.windows, s.alarms = counted.get("windows", 0), counted.get("alarms", 0)
+        s.sample_rss(time.monotonic() - self._started)
 
     def _finish(
         self,
@@ -206,6 +208,15 @@ class Runner:
 
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
+
+
+def _counting(observer: Observer[Item], counted: dict[str, int], table: str) -> Observer[Item]:
+    def on_next(item: Item) -> None:
+        if isinstance(item, pa.RecordBatch):
+            counted[table] += item.num_rows
+        observer.on_next(item)
+
+    return Observer(on_next, observer.on_error, observer.on_completed)
 
 
 class _null:

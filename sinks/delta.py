@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,11 +29,15 @@ from telepipe.sinks.delta_types import delta_schema, to_delta_batch
 class DeltaSinkOptions:
     app_id: str = "telepipe"
     queue: BoundaryOptions = field(default_factory=BoundaryOptions)
-    target_file_rows: int = 1_000_000
+    # Sleep this long per batch taken from the queue: a stand-in for a slow store,
+    # used to test and measure back-pressure. 0 in production.
+    delay_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.app_id:
             raise ConfigError("sink.app_id must not be empty")
+        if self.delay_ms < 0:
+            raise ConfigError(f"sink.delay_ms must be >= 0, got {self.delay_ms}")
         if isinstance(self.queue, dict):  # built from YAML without a nested _target_
             object.__setattr__(self, "queue", BoundaryOptions(**self.queue))
 
@@ -46,6 +51,7 @@ class TableState:
     schema: pa.Schema | None = None
     pending: list[pa.RecordBatch] = field(default_factory=list)
     committed_rows: int = 0
+    dropped_rows: int = 0
     commits: int = 0
     done: bool = False
 
@@ -63,9 +69,10 @@ class DeltaSink:
             name: TableState(self.root / name, schema) for name, schema in tables.items()
         }
         self.queue: BoundedQueue[tuple[str, object]] = BoundedQueue(
-            options.queue, "delta sink queue"
+            options.queue, "sink queue", on_drop=self._dropped
         )
         self.error: BaseException | None = None
+        self._aborted = False
         self._thread = threading.Thread(target=self._run, name="delta-sink", daemon=True)
 
     def start(self) -> DeltaSink:
@@ -102,19 +109,32 @@ class DeltaSink:
         self._thread.join(timeout)
         self._raise_if_failed()
 
+    def abort(self, timeout: float = 30.0) -> None:
+        """Stop after the commit in progress; rows not yet committed are discarded."""
+        self._aborted = True
+        self.queue.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _dropped(self, entry: tuple[str, object], rows: int) -> None:
+        self.tables[entry[0]].dropped_rows += rows
+
     def _raise_if_failed(self) -> None:
         if self.error is not None:
             raise SinkError(f"Delta sink failed: {self.error}") from self.error
 
     def _run(self) -> None:
         try:
-            while not all(t.done for t in self.tables.values()):
+            delay = self.options.delay_ms / 1000
+            while not self._aborted and not all(t.done for t in self.tables.values()):
                 entry = self.queue.get(timeout=0.5)
-                if entry is None:
+                if entry is None or self._aborted:
                     continue
                 name, item = entry
                 state = self.tables[name]
                 if isinstance(item, pa.RecordBatch):
+                    if delay:
+                        time.sleep(delay)
                     if item.num_rows:
                         state.pending.append(to_delta_batch(item))
                 elif isinstance(item, CheckpointBarrier):
@@ -157,6 +177,9 @@ class DeltaSink:
 
     def committed(self) -> dict[str, int]:
         return {name: state.committed_rows for name, state in self.tables.items()}
+
+    def dropped(self) -> dict[str, int]:
+        return {name: state.dropped_rows for name, state in self.tables.items()}
 
 
 def last_checkpoint(path: str | Path, app_id: str = "telepipe") -> int | None:

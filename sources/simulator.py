@@ -32,7 +32,8 @@ class SimulatorOptions:
     period_us: int = 1000
     seed: int = 7
     source_id: int = 1
-    start_ns: int = 1_767_225_600_000_000_000
+    # Event time of the first reading; None: the current second at start.
+    start_ns: int | None = None
     noise: float = 1.0
     drift_per_s: float = 0.05
     spike_every_min: int = 500
@@ -91,6 +92,9 @@ class TelemetryGenerator:
         self.gappy = setup.random(k) < options.gap_fraction
         self.gap_phase = setup.integers(0, options.gap_every, k)
         self.rng = np.random.default_rng(options.seed + 1)
+        self.start_ns = (
+            options.start_ns if options.start_ns is not None else time.time_ns() // 10**9 * 10**9
+        )
         self.next_index = 0
 
     def chunks(self, limit: int | None) -> Iterator[dict[str, np.ndarray]]:
@@ -108,10 +112,10 @@ class TelemetryGenerator:
         index = np.arange(self.next_index, self.next_index + n, dtype=np.int64)
         self.next_index += n
         tick, s = np.divmod(index, o.sensors)
-        ts = o.start_ns + tick * (o.period_us * 1000)
+        ts = self.start_ns + tick * (o.period_us * 1000)
         if o.jitter_us:
             ts = ts + rng.integers(0, o.jitter_us * 1000, n)
-        seconds = (ts - o.start_ns) / 1e9
+        seconds = (ts - self.start_ns) / 1e9
         value = self.base[s] + self.drift[s] * seconds + o.noise * rng.standard_normal(n)
         spiking = (tick + self.spike_phase[s]) % self.spike_every[s] < o.spike_length
         value = np.where(spiking, value + o.spike_height, value)
@@ -189,6 +193,7 @@ class Simulator:
 
     def _offer(self, payload: bytes) -> bool:
         c = self.counters
+        alone_since: float | None = None
         while not self.stopped:
             result = self.publication.offer(payload)
             if result is True:
@@ -198,6 +203,12 @@ class Simulator:
                 c.backpressured_offers += 1
             elif result == pyaeron.NOT_CONNECTED:
                 c.not_connected_offers += 1
+                now = time.monotonic()
+                alone_since = alone_since or now
+                if now - alone_since > self.options.connect_timeout_s:
+                    raise SourceError(
+                        f"the subscriber went away: not connected for {self.options.connect_timeout_s} s"
+                    )
             else:
                 c.admin_action_offers += 1
             self.idle.idle(0)

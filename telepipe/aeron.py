@@ -68,7 +68,7 @@ class AeronConnection:
             directory = self.options.dir
             timeout_ms = int(self.options.driver_timeout_s * 1000)
             if not pyaeron.is_driver_active(directory, timeout_ms):
-                raise SourceError(f"no Aeron media driver is running in aeron.dir={directory}")
+                raise ConfigError(f"aeron.dir={directory}: no Aeron media driver is running there")
         try:
             self.client = pyaeron.Aeron(dir=directory)
         except pyaeron.AeronError as error:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
@@ -57,7 +58,13 @@ class BoundedQueue[T]:
     stream): it always enters, so a drain or checkpoint cannot be lost.
     """
 
-    def __init__(self, options: BoundaryOptions, name: str = "queue") -> None:
+    def __init__(
+        self,
+        options: BoundaryOptions,
+        name: str = "queue",
+        on_drop: Callable[[T, int], None] | None = None,
+    ) -> None:
+        self.on_drop = on_drop
         self.capacity = options.capacity
         self.policy = OverflowPolicy(options.policy)
         self.name = name
@@ -76,7 +83,7 @@ class BoundedQueue[T]:
                         self._lock.wait(0.1)
                     self.counters.blocked_s += time.perf_counter() - started
                 elif self.policy is OverflowPolicy.DROP_NEWEST:
-                    self._count_drop(rows)
+                    self._count_drop(item, rows)
                     return
                 elif self.policy is OverflowPolicy.DROP_OLDEST:
                     self._drop_oldest()
@@ -113,13 +120,15 @@ class BoundedQueue[T]:
             self._lock.notify_all()
 
     def _drop_oldest(self) -> None:
-        for index, (_, rows) in enumerate(self._items):
+        for index, (item, rows) in enumerate(self._items):
             if rows is not None:
                 del self._items[index]
                 self._data -= 1
-                self._count_drop(rows)
+                self._count_drop(item, rows)
                 return
 
-    def _count_drop(self, rows: int) -> None:
+    def _count_drop(self, item: T, rows: int) -> None:
         self.counters.dropped_items += 1
         self.counters.dropped_rows += rows
+        if self.on_drop is not None:
+            self.on_drop(item, rows)

@@ -14,8 +14,9 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from telepipe.errors import TelepipeError
+from telepipe.errors import ConfigError, TelepipeError
 
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
@@ -80,9 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     handler, _ = COMMANDS[args.command]
     try:
         return handler(args.overrides)
-    except TelepipeError as error:
+    except ConfigError as error:
         print(f"telepipe: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except TelepipeError as error:
+        print(f"telepipe: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
 

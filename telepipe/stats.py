@@ -31,14 +31,18 @@ class RunStats:
     blocked_s: float = 0.0
     watermark_lag_ms: float | None = None
     committed_by_table: dict[str, int] = field(default_factory=dict)
+    dropped_by_table: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     readings_per_s: float = 0.0
     data_dir: str = ""
     exit_reason: str = ""
 
-    def sample_rss(self) -> None:
-        rss = psutil.Process().memory_info().rss / 2**20
-        self.peak_rss_mb = round(max(self.peak_rss_mb, rss), 1)
+    rss_mb_over_time: list[tuple[float, float]] = field(default_factory=list)
+
+    def sample_rss(self, at_s: float) -> None:
+        rss = round(psutil.Process().memory_info().rss / 2**20, 1)
+        self.peak_rss_mb = max(self.peak_rss_mb, rss)
+        self.rss_mb_over_time.append((round(at_s, 2), rss))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -1,24 +1,14 @@
-"""Shared fixtures: the repo's paths, the telepipe CLI as a subprocess, free UDP ports."""
+"""Shared fixtures: the telepipe CLI as a subprocess."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_XML = ROOT / "conf" / "schema" / "telemetry.xml"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from helpers import ROOT
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import free_udp_port
+from helpers import free_udp_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operators"))
 from reference import alarms_reference
@@ -72,8 +72,12 @@ def _check_tables(data_dir: Path, n: int) -> dict[str, pl.DataFrame]:
     return {"readings": readings, "windows": windows, "alarms": alarms}
 
 
-@pytest.mark.parametrize("transport", ["ipc", "udp"])
-def test_demo_commits_every_reading(telepipe_cli, tmp_path: Path, transport: str) -> None:
+@pytest.mark.parametrize(
+    ("pipeline", "transport"), [("demo", "ipc"), ("demo", "udp"), ("demo_threaded", "ipc")]
+)
+def test_demo_commits_every_reading(
+    telepipe_cli, tmp_path: Path, pipeline: str, transport: str
+) -> None:
     data_dir, stats_file = tmp_path / "data", tmp_path / "stats.json"
     extra = []
     if transport == "udp":
@@ -83,7 +87,7 @@ def test_demo_commits_every_reading(telepipe_cli, tmp_path: Path, transport: str
         ]
     done = telepipe_cli(
         "run",
-        "pipeline=demo",
+        f"pipeline={pipeline}",
         f"limit.readings={N}",
         f"data_dir={data_dir}",
         f"stats_file={stats_file}",

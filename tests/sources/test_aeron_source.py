@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import ROOT, SCHEMA_XML, free_udp_port
+from helpers import ROOT, SCHEMA_XML, free_udp_port
 
 from telepipe.aeron import AeronConnection, AeronOptions
 from telepipe.markers import CheckpointBarrier, Watermark
@@ -22,7 +22,10 @@ from telepipe.sources.sbe import SbeCodec
 from telepipe.sources.simulator import Simulator, SimulatorOptions, TelemetryGenerator
 
 CODEC = SbeCodec.from_xml(SCHEMA_XML)
-SIM = SimulatorOptions(sensors=50, readings_per_message=500, seed=3, late_fraction=0.0)
+START = 1_767_225_600_000_000_000
+SIM = SimulatorOptions(
+    sensors=50, readings_per_message=500, seed=3, late_fraction=0.0, start_ns=START
+)
 
 
 def drain(
@@ -107,6 +110,7 @@ def test_every_published_reading_arrives_in_order(transport: str, mode: str) -> 
                     "simulator.options.sensors=50",
                     "simulator.options.readings_per_message=500",
                     "simulator.options.seed=3",
+                    f"simulator.options.start_ns={START}",
                     "simulator.options.late_fraction=0",
                     "simulator.linger_s=30",
                 ],

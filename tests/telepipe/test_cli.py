@@ -8,7 +8,7 @@ BAD = [
     (["run", "bogus=1"], "unknown config key 'bogus'"),
     (["run", "limit.readings"], "is not an override"),
     (["run", "source.stream_id=abc"], "source: stream_id"),
-    (["run", "pipeline=nope"], "pipeline=nope: no such option (available: demo)"),
+    (["run", "pipeline=nope"], "pipeline=nope: no such option (available: demo, demo_threaded)"),
     (["run", "sink.queue.policy=sometimes"], "policy must be one of"),
     (["run", "sink.queue.capacity=0"], "capacity must be >= 1"),
     (["run", "pipeline.outputs.windows.window.size_ms=-5"], "pipeline.outputs.windows.window"),
@@ -19,7 +19,7 @@ BAD = [
     (["run", "simulator.options.sensors=0"], "simulator.sensors must be >= 1"),
     (["run", "simulator.options.late_fraction=2"], "late_fraction must be in [0, 1]"),
     (["run", "source.stream_id=[1"], "source.stream_id"),
-    (["run", "aeron.dir=/nonexistent/aeron"], "no Aeron media driver is running"),
+    (["run", "aeron.dir=/nonexistent/aeron"], "no Aeron media driver is running there"),
     (["run", "schema.path=/nonexistent.xml"], "schema"),
 ]
 

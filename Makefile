@@ -1,0 +1,32 @@
+# make demo: set up .venv (Python 3.12) and run the demo pipeline end to end.
+# make test: set up .venv and run the test suite (what CI runs).
+PYTHON ?= $(shell ./.ci/find-python)
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_READINGS ?= 2000000
+
+.PHONY: setup demo test bench lint clean
+
+$(BIN)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || (echo "no Python 3.12 found (see .ci/find-python)" >&2; exit 1)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/telepipe run pipeline=demo limit.readings=$(DEMO_READINGS) data_dir=data/demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/demo_throughput.py
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .hypothesis
