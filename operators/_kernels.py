@@ -174,7 +174,6 @@ def _alarm_kernel(
     sid,
     ts,
     val,
-    order,
     start,
     threshold,
     consecutive,
@@ -187,18 +186,18 @@ def _alarm_kernel(
     out_start,
     n_out,
 ):
-    """Run the debounced threshold state machine over rows ``order[start:]``.
+    """Run the debounced threshold state machine over rows ``start..`` in row order.
 
-    An alarm fires when a sensor's run of readings ``> threshold`` reaches exactly
+    The caller passes rows already in event-time order (ts, then arrival). An alarm
+    fires when a sensor's run of readings ``> threshold`` reaches exactly
     ``consecutive``; its row index goes to ``out_row`` and the run's first ts to
-    ``out_start``. Returns ``(next_pos, n_used, n_out)``; ``next_pos < len(order)``
+    ``out_start``. Returns ``(next_row, n_used, n_out)``; ``next_row < len(ts)``
     means: grow and resume.
     """
     cap = used.shape[0]
     mask = cap - 1
-    n = order.shape[0]
-    for j in range(start, n):
-        i = order[j]
+    n = ts.shape[0]
+    for i in range(start, n):
         s = sid[i]
         v = val[i]
         above = v > threshold  # False for NaN: NaN ends a run
@@ -213,7 +212,7 @@ def _alarm_kernel(
             if not above:
                 continue  # an absent sensor is a sensor with no run
             if (n_used + 1) * 2 > cap:
-                return j, n_used, n_out
+                return i, n_used, n_out
             used[h] = 1
             k_sid[h] = s
             run_len[h] = 0
@@ -232,6 +231,48 @@ def _alarm_kernel(
         else:
             run_len[h] = 0
     return n, n_used, n_out
+
+
+@_jit
+def _alarm_merge_kernel(b_sid, b_ts, b_val, head, end, sid, ts, val, order):
+    """Merge rows ``order`` of ``(sid, ts, val)`` into the buffer ``[head:end]``, in place.
+
+    The buffer is sorted by ts, ties in arrival order; ``order`` sorts the new rows
+    by ts, stably. New rows go after buffered rows of equal ts, so the buffer stays
+    in (ts, arrival) order. Needs ``end + len(order) <= len(b_ts)``. Only the tail
+    of the buffer above the smallest new ts moves. Returns the new ``end``.
+    """
+    add = order.shape[0]
+    if add == 0:
+        return end
+    first = ts[order[0]]
+    # lo: the first buffered row with ts > first (rows below it stay in place).
+    lo = head
+    hi = end
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if b_ts[mid] <= first:
+            lo = mid + 1
+        else:
+            hi = mid
+    i = end - 1
+    j = add - 1
+    k = end + add - 1
+    while j >= 0:
+        r = order[j]
+        t = ts[r]
+        if i >= lo and b_ts[i] > t:
+            b_sid[k] = b_sid[i]
+            b_ts[k] = b_ts[i]
+            b_val[k] = b_val[i]
+            i -= 1
+        else:
+            b_sid[k] = sid[r]
+            b_ts[k] = t
+            b_val[k] = val[r]
+            j -= 1
+        k -= 1
+    return end + add
 
 
 @_jit
@@ -255,3 +296,69 @@ def _alarm_rebuild_kernel(used, k_sid, run_len, run_start, new_cap):
         n_start[h] = run_start[j]
         n_used += 1
     return (n_used_arr, n_sid, n_len, n_start), n_used
+
+
+# ------------------------------------------------------------------ sorting
+
+_RADIX_MAX_BITS = 12
+_RADIX_MAX_PASSES = 3
+
+
+@_jit
+def _stable_argsort_kernel(keys):
+    """``np.argsort(keys, kind="stable")`` for int64, fast on a narrow range of keys.
+
+    Event times of one batch span a few ms (~2**23 ns), so an LSD radix sort of
+    ``key - min`` in two or three passes of <= 12 bits is linear and stable;
+    sorted input returns at once, and a range wider than 2**36 falls back to a
+    merge sort.
+    """
+    n = keys.shape[0]
+    out = np.empty(n, np.int64)
+    if n == 0:
+        return out
+    lo = keys[0]
+    hi = keys[0]
+    ordered = True
+    for i in range(1, n):
+        k = keys[i]
+        if k < keys[i - 1]:
+            ordered = False
+        if k < lo:
+            lo = k
+        elif k > hi:
+            hi = k
+    if ordered:
+        for i in range(n):
+            out[i] = i
+        return out
+    span = np.uint64(hi) - np.uint64(lo)  # wraps correctly for any int64 pair
+    bits = 0
+    while span > 0:
+        span >>= np.uint64(1)
+        bits += 1
+    passes = (bits + _RADIX_MAX_BITS - 1) // _RADIX_MAX_BITS
+    if passes > _RADIX_MAX_PASSES:
+        return np.argsort(keys, kind="mergesort")
+    width = (bits + passes - 1) // passes
+    radix = 1 << width
+    mask = np.uint64(radix - 1)
+    ulo = np.uint64(lo)
+    for i in range(n):
+        out[i] = i
+    tmp = np.empty(n, np.int64)
+    count = np.empty(radix + 1, np.int64)
+    for p in range(passes):
+        shift = np.uint64(p * width)
+        count[:] = 0
+        for i in range(n):
+            count[(((np.uint64(keys[i]) - ulo) >> shift) & mask) + 1] += 1
+        for d in range(radix):
+            count[d + 1] += count[d]
+        for i in range(n):
+            j = out[i]
+            d = ((np.uint64(keys[j]) - ulo) >> shift) & mask
+            tmp[count[d]] = j
+            count[d] += 1
+        out, tmp = tmp, out
+    return out

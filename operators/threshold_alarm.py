@@ -11,7 +11,13 @@ from reactivex import Observable
 
 from telepipe.errors import ConfigError
 from telepipe.markers import MAX_WATERMARK, Item
-from telepipe.operators._kernels import INT64_MIN, _alarm_kernel, _alarm_rebuild_kernel
+from telepipe.operators._kernels import (
+    INT64_MIN,
+    _alarm_kernel,
+    _alarm_merge_kernel,
+    _alarm_rebuild_kernel,
+    _stable_argsort_kernel,
+)
 from telepipe.operators.stage import stage
 from telepipe.operators.tumbling_window import readings_arrays
 from telepipe.schema import ALARMS
@@ -54,18 +60,28 @@ class ThresholdAlarm:
 
 
 class ThresholdAlarmLogic:
-    """The ``BatchLogic`` of ``ThresholdAlarm``: a row buffer plus a numba table of open runs."""
+    """The ``BatchLogic`` of ``ThresholdAlarm``: a row buffer plus a numba table of open runs.
+
+    The buffer holds the rows not yet below the watermark, kept sorted by (ts,
+    arrival): each batch is merged into it, so the rows a watermark releases are a
+    prefix, found by binary search and already in the order the state machine
+    needs. Live rows are ``[_head:_n_buf]``; the prefix is dropped by moving
+    ``_head``, and the buffer is compacted only when an append needs the room.
+    """
 
     def __init__(self, threshold: float, consecutive: int) -> None:
         self.threshold = threshold
         self.consecutive = consecutive
         self.watermark = INT64_MIN
         self.late_rows = 0
-        # Rows not yet below the watermark, in arrival order: [:_n_buf] is live.
         self._buf_sid = np.empty(0, np.int32)
         self._buf_ts = np.empty(0, np.int64)
         self._buf_val = np.empty(0, np.float64)
+        self._head = 0
         self._n_buf = 0
+        # Alarm outputs of one watermark; alarms are rare, so these stay small.
+        self._out_row = np.empty(1024, np.int64)
+        self._out_start = np.empty(1024, np.int64)
         self._set_runs(np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0, np.int64))
 
     def _set_runs(self, sid: np.ndarray, run_len: np.ndarray, run_start: np.ndarray) -> None:
@@ -90,59 +106,62 @@ class ThresholdAlarmLogic:
         return []
 
     def _append(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray) -> None:
-        n, add = self._n_buf, len(ts)
-        if n + add > len(self._buf_ts):
-            cap = max(1024, 2 * (n + add))
+        add = len(ts)
+        if add == 0:
+            return
+        head, end = self._head, self._n_buf
+        live = end - head
+        if end + add > len(self._buf_ts):
+            # Compact in place while that leaves half the buffer free, else grow.
+            cap = len(self._buf_ts)
+            new_cap = cap if live + add <= cap // 2 else max(1024, 2 * (live + add))
             for name in ("_buf_sid", "_buf_ts", "_buf_val"):
                 old = getattr(self, name)
-                new = np.empty(cap, old.dtype)
-                new[:n] = old[:n]
+                new = old if new_cap == len(old) else np.empty(new_cap, old.dtype)
+                new[:live] = old[head:end]  # memmove when in place
                 setattr(self, name, new)
-        self._buf_sid[n : n + add] = sid
-        self._buf_ts[n : n + add] = ts
-        self._buf_val[n : n + add] = val
-        self._n_buf = n + add
+            head, end = 0, live
+        order = _stable_argsort_kernel(ts)
+        self._n_buf = _alarm_merge_kernel(
+            self._buf_sid, self._buf_ts, self._buf_val, head, end, sid, ts, val, order
+        )
+        self._head = head
 
     def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]:
         if watermark_ns <= self.watermark:
             return []
         self.watermark = watermark_ns
-        n = self._n_buf
-        sid, ts, val = self._buf_sid[:n], self._buf_ts[:n], self._buf_val[:n]
+        head, end = self._head, self._n_buf
         if watermark_ns >= MAX_WATERMARK:
-            self._n_buf = 0
+            cut = end
         else:
-            ready = ts < watermark_ns
-            n_ready = int(np.count_nonzero(ready))
-            if n_ready == 0:
-                return []
-            if n_ready < n:
-                keep = ~ready
-                sid, ts, val = sid[ready], ts[ready], val[ready]
-                n_keep = n - n_ready
-                # The selections above copied, so compacting the buffer in place is safe.
-                self._buf_sid[:n_keep] = self._buf_sid[:n][keep]
-                self._buf_ts[:n_keep] = self._buf_ts[:n][keep]
-                self._buf_val[:n_keep] = self._buf_val[:n][keep]
-                self._n_buf = n_keep
-            else:
-                self._n_buf = 0
+            cut = head + int(np.searchsorted(self._buf_ts[head:end], watermark_ns, "left"))
+        if cut == head:
+            return []
+        # Views: nothing writes to the buffer before _process has copied what it emits.
+        sid, ts, val = self._buf_sid[head:cut], self._buf_ts[head:cut], self._buf_val[head:cut]
+        if cut == end:
+            self._head = self._n_buf = 0
+        else:
+            self._head = cut
         return self._process(sid, ts, val)
 
     def _process(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray) -> list[pa.RecordBatch]:
-        if len(ts) == 0:
+        """Run the state machine over rows already in (ts, arrival) order."""
+        n = len(ts)
+        if n == 0:
             return []
-        order = np.argsort(ts, kind="stable")
-        # Untouched pages of np.empty are never faulted in, and alarms are rare.
-        out_row = np.empty(len(ts), np.int64)
-        out_start = np.empty(len(ts), np.int64)
+        if len(self._out_row) < n:
+            # At most one alarm per row. Untouched pages of np.empty are never faulted in.
+            self._out_row = np.empty(n, np.int64)
+            self._out_start = np.empty(n, np.int64)
+        out_row, out_start = self._out_row, self._out_start
         pos = n_out = 0
         while True:
             pos, self._n_used, n_out = _alarm_kernel(
                 sid,
                 ts,
                 val,
-                order,
                 pos,
                 self.threshold,
                 self.consecutive,
@@ -152,7 +171,7 @@ class ThresholdAlarmLogic:
                 out_start,
                 n_out,
             )
-            if pos >= len(order):
+            if pos >= n:
                 break
             self._table, self._n_used = _alarm_rebuild_kernel(*self._table, 2 * len(self._table[0]))
         if n_out == 0:
@@ -173,7 +192,7 @@ class ThresholdAlarmLogic:
     def snapshot(self) -> dict[str, object]:
         used, k_sid, run_len, run_start = self._table
         live = (used != 0) & (run_len != 0)
-        n = self._n_buf
+        head, end = self._head, self._n_buf
         return {
             "threshold": self.threshold,
             "consecutive": self.consecutive,
@@ -182,9 +201,9 @@ class ThresholdAlarmLogic:
             "sensor_id": k_sid[live],
             "run_len": run_len[live],
             "run_start": run_start[live],
-            "buffer_sensor_id": self._buf_sid[:n].copy(),
-            "buffer_ts": self._buf_ts[:n].copy(),
-            "buffer_value": self._buf_val[:n].copy(),
+            "buffer_sensor_id": self._buf_sid[head:end].copy(),
+            "buffer_ts": self._buf_ts[head:end].copy(),
+            "buffer_value": self._buf_val[head:end].copy(),
         }
 
     def restore(self, snapshot: dict[str, object]) -> None:
@@ -200,7 +219,7 @@ class ThresholdAlarmLogic:
             np.asarray(snapshot["run_len"], np.int64),
             np.asarray(snapshot["run_start"], np.int64),
         )
-        self._n_buf = 0
+        self._head = self._n_buf = 0
         self._append(
             np.asarray(snapshot["buffer_sensor_id"], np.int32),
             np.asarray(snapshot["buffer_ts"], np.int64),
