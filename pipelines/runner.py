@@ -29,7 +29,8 @@ from telepipe.pipelines.child import SimulatorProcess
 from telepipe.pipelines.graph import RESERVED_TABLES, connect, outputs_from_config
 from telepipe.schema import DEAD_LETTERS
 from telepipe.sinks.delta import DeltaSink
-from telepipe.sources.aeron import AeronSource, dead_letters_batch
+from telepipe.sources.aeron import AeronSource
+from telepipe.sources.decoder import dead_letters_batch
 from telepipe.stats import RunStats, live_table, print_summary
 
 

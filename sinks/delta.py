@@ -22,7 +22,7 @@ from reactivex import Observer
 from telepipe.boundary import BoundaryOptions, BoundedQueue
 from telepipe.errors import ConfigError, SinkError
 from telepipe.markers import CheckpointBarrier, Item
-from telepipe.sinks.delta_types import delta_schema, to_delta_batch
+from telepipe.sinks.delta_types import delta_schema, to_delta_table
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class DeltaSink:
                     if delay:
                         time.sleep(delay)
                     if item.num_rows:
-                        state.pending.append(to_delta_batch(item))
+                        state.pending.append(item)
                 elif isinstance(item, CheckpointBarrier):
                     self._commit(state, item)
                 elif item is _END:
@@ -162,7 +162,8 @@ class DeltaSink:
                     "telepipe.positions": json.dumps(barrier.positions, sort_keys=True),
                 },
             )
-        table = pa.Table.from_batches(batches)
+        # One conversion per commit, over the concatenated rows, not one per batch.
+        table = to_delta_table(pa.Table.from_batches(batches).combine_chunks())
         write_deltalake(str(state.path), table, mode="append", commit_properties=properties)
         state.committed_rows += table.num_rows
         state.commits += 1

@@ -32,12 +32,13 @@ def delta_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema(fields)
 
 
-def to_delta_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
-    arrays: list[pa.Array] = []
-    for f, column in zip(batch.schema, batch.columns, strict=True):
+def to_delta_table(table: pa.Table | pa.RecordBatch) -> pa.Table:
+    """``table`` with the columns Delta cannot store mapped as the module says."""
+    arrays: list[pa.Array | pa.ChunkedArray] = []
+    for f, column in zip(table.schema, table.columns, strict=True):
         if pa.types.is_timestamp(f.type) and f.type.unit == "ns":
             arrays.append(column.cast(pa.timestamp("us", f.type.tz), safe=False))
-            arrays.append(column.view(pa.int64()))
+            arrays.append(column.cast(pa.int64()))
         elif f.type in _WIDEN:
             arrays.append(column.cast(_WIDEN[f.type]))
         elif f.type == pa.uint64():
@@ -48,4 +49,4 @@ def to_delta_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
             arrays.append(column.cast(pa.int64()))
         else:
             arrays.append(column)
-    return pa.RecordBatch.from_arrays(arrays, schema=delta_schema(batch.schema))
+    return pa.Table.from_arrays(arrays, schema=delta_schema(table.schema))
