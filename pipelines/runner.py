@@ -2,48 +2,74 @@
 
 The poll loop is the only place that reads the source and it runs only after
 the previous items went all the way through the synchronous Rx chain into the
-sink's bounded queue, so a slow sink stops the polling (back-pressure), and a
-SIGINT/SIGTERM ends the loop, then the runner checkpoints, completes the flow,
-flushes every table and writes the statistics.
+sink's bounded queue, so a slow sink stops the polling (back-pressure). A
+SIGINT/SIGTERM, the limit or the end of a recorded input ends the loop; then the
+runner checkpoints, completes the flow, flushes every table and saves the stats.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
-import sys
 import time
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 from omegaconf import DictConfig
 from reactivex import Observer
 from reactivex.subject import Subject
 from rich.console import Console
-from rich.live import Live
 
 from telepipe.aeron import AeronConnection, idle_strategy
 from telepipe.config import build, option
-from telepipe.errors import SourceError, TelepipeError
-from telepipe.markers import Item, Watermark
+from telepipe.errors import SourceError
+from telepipe.markers import CheckpointBarrier, Item, Watermark
 from telepipe.pipelines.child import SimulatorProcess
+from telepipe.pipelines.display import Display
 from telepipe.pipelines.graph import RESERVED_TABLES, connect, outputs_from_config
 from telepipe.schema import DEAD_LETTERS
 from telepipe.sinks.delta import DeltaSink
-from telepipe.sources.aeron import AeronSource
-from telepipe.sources.decoder import dead_letters_batch
-from telepipe.stats import RunStats, live_table, print_summary
+from telepipe.sources.decoder import DeadLetter, SourceCounters, dead_letters_batch
+from telepipe.stats import RunStats, print_summary
+
+
+class PulledSource(Protocol):
+    exhausted: bool
+
+    @property
+    def counters(self) -> SourceCounters: ...
+
+    def poll(self) -> list[Item]: ...
+
+    def checkpoint(self) -> CheckpointBarrier: ...
+
+    def take_dead_letters(self) -> list[DeadLetter]: ...
+
+    def take_late(self) -> list[pa.RecordBatch]: ...
+
+    def progress(self) -> tuple[int, int | None]: ...
+
+    def close(self) -> None: ...
 
 
 class Runner:
-    def __init__(self, cfg: DictConfig, overrides: list[str] | None = None) -> None:
+    """Runs one pipeline over a live stream (``input=None``) or a recorded input."""
+
+    def __init__(
+        self, cfg: DictConfig, overrides: list[str] | None = None, input_path: str | None = None
+    ) -> None:
         self.cfg = cfg
         self.overrides = overrides or []
+        self.input_path = input_path
         self.stats = RunStats()
         self.stop_reason = ""
         self.limit: int | None = option(cfg, "limit.readings")
         self.data_dir = Path(str(cfg.data_dir)).resolve()
         self.console = Console(stderr=False)
         self.raw_table: str | None = None
+        self.counted: dict[str, int] = {}
+        self.child: SimulatorProcess | None = None
         self._started = time.monotonic()
 
     def request_stop(self, reason: str) -> None:
@@ -52,39 +78,51 @@ class Runner:
 
     def run(self) -> RunStats:
         cfg = self.cfg
-        aeron_options = build(cfg.aeron, "aeron")
         source_options = build(cfg.source, "source")
         sink_options = build(cfg.sink, "sink")
         codec = build(cfg.schema, "schema")
         outputs = outputs_from_config(cfg.pipeline)
-        simulator_enabled = bool(option(cfg, "simulator.enabled"))
-        if simulator_enabled:
+        live = self.input_path is None
+        simulate = live and bool(option(cfg, "simulator.enabled"))
+        if simulate:
             build(cfg.simulator.options, "simulator.options")  # fail fast, in this process
+        replay_options = None
+        if not live:
+            from telepipe.sources.replay import ReplayOptions
+
+            replay_options = ReplayOptions.from_config(cfg.replay)
 
         tables = {o.table: o.schema(codec.arrow_schema) for o in outputs}
-        self.raw_table = next((o.table for o in outputs if not o.operators), None)
         tables |= {"late_readings": codec.arrow_schema, "dead_letters": DEAD_LETTERS}
-        with AeronConnection(aeron_options) as connection:
-            source = AeronSource(source_options, codec, connection)
+        self.raw_table = next((o.table for o in outputs if not o.operators), None)
+        connection = AeronConnection(build(cfg.aeron, "aeron")) if live else None
+        with connection or contextlib.nullcontext():
+            source: PulledSource
+            if connection is not None:
+                from telepipe.sources.aeron import AeronSource
+
+                source = AeronSource(source_options, codec, connection)
+            else:
+                from telepipe.sources.replay import ReplaySource
+
+                assert replay_options is not None and self.input_path is not None
+                source = ReplaySource(
+                    self.input_path, replay_options, codec, source_options.decoder_options()
+                )
             sink = DeltaSink(sink_options, self.data_dir, tables).start()
             subject: Subject[Item] = Subject()
-            counted: dict[str, int] = {}
             for output in outputs:
-                counted[output.table] = 0
+                self.counted[output.table] = 0
                 connect(subject, output).subscribe(
-                    _counting(sink.observer(output.table), counted, output.table)
+                    _counting(sink.observer(output.table), self.counted, output.table)
                 )
-
-            child = (
-                SimulatorProcess.start(cfg, connection.dir, self.overrides)
-                if simulator_enabled
-                else None
-            )
-            self._install_signals()
+            if simulate and connection is not None:
+                self.child = SimulatorProcess.start(cfg, connection.dir, self.overrides)
+            self._install_signals(source)
             try:
-                self._loop(source, sink, subject, child, counted)
-                if child is not None:
-                    child.stop()
+                self._loop(source, sink, subject)
+                if self.child is not None:
+                    self.child.stop()
                 self._drain_side_outputs(source, sink)
                 subject.on_next(source.checkpoint())
                 subject.on_completed()
@@ -92,33 +130,26 @@ class Runner:
                     sink.close(name)
                 sink.join()
             except BaseException as error:
-                if child is not None:
-                    child.stop(timeout=5.0)
+                if self.child is not None:
+                    self.child.stop(timeout=5.0)
                 sink.abort()
                 self.request_stop(f"error: {error}")
-                self._finish(source, sink, child, counted)
+                self._finish(source, sink)
                 raise
             finally:
                 source.close()
-            self._finish(source, sink, child, counted)
+            self._finish(source, sink)
         return self.stats
 
-    def _loop(
-        self,
-        source: AeronSource,
-        sink: DeltaSink,
-        subject: Subject[Item],
-        child: SimulatorProcess | None,
-        counted: dict[str, int],
-    ) -> None:
+    def _loop(self, source: PulledSource, sink: DeltaSink, subject: Subject[Item]) -> None:
         idle = idle_strategy(build(self.cfg.aeron, "aeron"))
         idle_limit = float(option(self.cfg, "limit.idle_s") or 5.0)
-        started = time.monotonic()
-        self._started = started
-        last_data = started
+        last_data = self._started = time.monotonic()
         next_ui = 0.0
-        live = self._live()
-        with live if live is not None else _null():
+        child = self.child
+        with Display(
+            self.cfg, self.console, self.stats, self._started, replay=not source_live(source)
+        ) as display:
             while not self.stop_reason:
                 items = source.poll()
                 for item in items:
@@ -130,11 +161,12 @@ class Runner:
                 if items:
                     last_data = now
                     idle.reset()
-                else:
+                elif not source.exhausted:
                     idle.idle(0)
-                received = source.counters.readings
-                if self.limit is not None and received >= self.limit:
+                if self.limit is not None and source.counters.readings >= self.limit:
                     self.request_stop("limit")
+                if source.exhausted:
+                    self.request_stop("end of input")
                 if child is not None and child.exited():
                     if child.returncode != 0:
                         raise SourceError(
@@ -143,34 +175,22 @@ class Runner:
                     if now - last_data > idle_limit:
                         self.request_stop("simulator finished")
                 if now >= next_ui:
-                    next_ui = now + 0.5
-                    self._refresh(source, sink, counted)
-                    if live is not None:
-                        live.update(live_table(self.stats, started))
+                    next_ui = now + 0.25
+                    self._refresh(source, sink)
+                    display.update(source.progress())
 
-    def _live(self) -> Live | None:
-        ui = str(option(self.cfg, "ui") or "auto")
-        show = ui == "always" or (ui == "auto" and sys.stdout.isatty())
-        if not show:
-            return None
-        return Live(
-            live_table(self.stats, time.monotonic()), console=self.console, refresh_per_second=2
-        )
-
-    def _drain_side_outputs(self, source: AeronSource, sink: DeltaSink) -> None:
+    def _drain_side_outputs(self, source: PulledSource, sink: DeltaSink) -> None:
         for batch in source.take_late():
             sink.write("late_readings", batch)
         dead = source.take_dead_letters()
         if dead:
             sink.write("dead_letters", dead_letters_batch(dead))
 
-    def _refresh(self, source: AeronSource, sink: DeltaSink, counted: dict[str, int]) -> None:
-        s = self.stats
-        s.received = source.counters.readings
-        s.messages = source.counters.messages
-        s.rejected = source.counters.rejected
-        s.rejected_by_reason = dict(source.counters.rejected_by_reason)
-        s.late = source.counters.late
+    def _refresh(self, source: PulledSource, sink: DeltaSink) -> None:
+        s, c = self.stats, source.counters
+        s.received, s.messages = c.readings, c.messages
+        s.rejected, s.rejected_by_reason, s.late = c.rejected, dict(c.rejected_by_reason), c.late
+        s.gaps = getattr(source, "gaps", 0)
         q = sink.queue.counters
         s.queue_depth, s.peak_queue_depth = q.depth, q.peak_depth
         s.blocked_s = round(q.blocked_s, 3)
@@ -179,36 +199,38 @@ class Runner:
         raw = self.raw_table or ""
         s.committed = s.committed_by_table.get(raw, 0)
         s.dropped = s.dropped_by_table.get(raw, 0)
-        s.windows, s.alarms = counted.get("windows", 0), counted.get("alarms", 0)
+        s.windows, s.alarms = self.counted.get("windows", 0), self.counted.get("alarms", 0)
         s.sample_rss(time.monotonic() - self._started)
 
-    def _finish(
-        self,
-        source: AeronSource,
-        sink: DeltaSink,
-        child: SimulatorProcess | None,
-        counted: dict[str, int],
-    ) -> None:
-        self._refresh(source, sink, counted)
+    def _finish(self, source: PulledSource, sink: DeltaSink) -> None:
+        self._refresh(source, sink)
         s = self.stats
         s.elapsed_s = round(time.monotonic() - self._started, 3)
         s.readings_per_s = round(s.received / max(s.elapsed_s, 1e-9), 1)
         s.data_dir = str(self.data_dir)
+        s.input = self.input_path or ""
         s.exit_reason = self.stop_reason
-        if child is not None:
-            published = child.counters()
+        if self.child is not None:
+            published = self.child.counters()
             s.published = int(published.get("published", 0))
             s.backpressured_offers = int(published.get("backpressured_offers", 0))
         stats_file = option(self.cfg, "stats_file")
         if stats_file:
             s.save(stats_file)
 
-    def _install_signals(self) -> None:
+    def _install_signals(self, source: PulledSource) -> None:
         def handler(signum: int, _frame: object) -> None:
             self.request_stop(signal.Signals(signum).name)
+            stop = getattr(source, "stop", None)
+            if stop is not None:
+                stop()  # a followed capture stops waiting for more
 
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
+
+
+def source_live(source: PulledSource) -> bool:
+    return type(source).__name__ == "AeronSource"
 
 
 def _counting(observer: Observer[Item], counted: dict[str, int], table: str) -> Observer[Item]:
@@ -220,19 +242,8 @@ def _counting(observer: Observer[Item], counted: dict[str, int], table: str) -> 
     return Observer(on_next, observer.on_error, observer.on_completed)
 
 
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
-
-
-def run(cfg: DictConfig, overrides: list[str]) -> int:
-    runner = Runner(cfg, overrides)
-    try:
-        stats = runner.run()
-    except TelepipeError:
-        raise
+def run(cfg: DictConfig, overrides: list[str], input_path: str | None = None) -> int:
+    runner = Runner(cfg, overrides, input_path)
+    stats = runner.run()
     print_summary(stats, runner.console)
     return 0

@@ -1,11 +1,16 @@
 """The ``telepipe`` command line.
 
     telepipe run pipeline=demo limit.readings=1000000 data_dir=data/demo
-    telepipe simulate simulator.sensors=100 source=aeron_udp
+    telepipe replay pipeline=demo input=captures/night data_dir=data/night
+    telepipe capture channel=aeron:ipc stream=1001 out=captures/night aeron.dir=/dev/shm/aeron
+    telepipe inspect captures/night
+    telepipe simulate simulator.options.sensors=100 source=aeron_udp
+    telepipe driver --dir /dev/shm/aeron
     telepipe validate pipeline=demo
 
-Arguments after the command are Hydra overrides (``key=value``, ``group=option``).
-Errors a user can cause print one line and exit 2; there is no traceback.
+Arguments after most commands are Hydra overrides (``key=value``,
+``group=option``). Errors a user can cause print one line and exit 2; a run
+that fails prints one line and exits 1; there is never a traceback.
 """
 
 from __future__ import annotations
@@ -14,31 +19,71 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from telepipe.errors import ConfigError, TelepipeError
+from telepipe.errors import ConfigError, SourceError, TelepipeError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
-def _run(overrides: list[str]) -> int:
+def _run(args: argparse.Namespace) -> int:
     from telepipe.config import load
     from telepipe.pipelines.runner import run
 
-    return run(load(overrides), overrides)
+    cfg = load(args.overrides)
+    if cfg.get("input"):
+        raise ConfigError("input= is for `telepipe replay`; `telepipe run` reads live Aeron")
+    return run(cfg, args.overrides)
 
 
-def _simulate(overrides: list[str]) -> int:
+def _replay(args: argparse.Namespace) -> int:
+    from telepipe.config import load
+    from telepipe.pipelines.runner import run
+    from telepipe.sources.replay import input_kind
+
+    cfg = load(args.overrides)
+    path = cfg.get("input")
+    if not path:
+        raise ConfigError(
+            "replay needs input=PATH (a capture dir, a pcap/pcapng file or an Aeron Archive dir)"
+        )
+    try:
+        input_kind(path)
+    except SourceError as error:
+        raise ConfigError(f"input={path}: {error}") from None
+    return run(cfg, args.overrides, input_path=str(path))
+
+
+def _simulate(args: argparse.Namespace) -> int:
     from telepipe.config import load
     from telepipe.pipelines.simulate import simulate
 
-    return simulate(load(overrides))
+    return simulate(load(args.overrides))
 
 
-def _validate(overrides: list[str]) -> int:
+def _capture(args: argparse.Namespace) -> int:
+    from telepipe.config import load
+    from telepipe.pipelines.capture import capture
+
+    return capture(load(args.overrides, config_name="capture"))
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from telepipe.pipelines.inspect import inspect
+
+    return inspect(args.path, as_json=args.json)
+
+
+def _driver(args: argparse.Namespace) -> int:
+    from telepipe.pipelines.driver import driver
+
+    return driver(args.dir)
+
+
+def _validate(args: argparse.Namespace) -> int:
     from telepipe.config import build, load
     from telepipe.pipelines.graph import outputs_from_config
 
-    cfg = load(overrides)
+    cfg = load(args.overrides)
     for key in ("aeron", "source", "sink", "schema"):
         build(cfg[key], key)
     if cfg.simulator.enabled:
@@ -51,10 +96,31 @@ def _validate(overrides: list[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
-    "run": (_run, "run a pipeline on live Aeron (with the simulator unless simulator=none)"),
-    "simulate": (_simulate, "publish simulated telemetry on the source's Aeron stream"),
-    "validate": (_validate, "check a config and its overrides without running anything"),
+Handler = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, tuple[Handler, str, str]] = {
+    "run": (
+        _run,
+        "overrides",
+        "run a pipeline on live Aeron (with the simulator unless simulator=none)",
+    ),
+    "replay": (_replay, "overrides", "run a pipeline over a recorded input: input=PATH"),
+    "capture": (
+        _capture,
+        "overrides",
+        "record a live Aeron stream: channel=... stream=... out=DIR",
+    ),
+    "inspect": (_inspect, "path", "show what a capture, pcap/pcapng file or Aeron Archive holds"),
+    "simulate": (
+        _simulate,
+        "overrides",
+        "publish simulated telemetry on the source's Aeron stream",
+    ),
+    "driver": (_driver, "driver", "run a standalone Aeron media driver until Ctrl-C"),
+    "validate": (
+        _validate,
+        "overrides",
+        "check a config and its overrides without running anything",
+    ),
 }
 
 
@@ -63,24 +129,33 @@ def _parser() -> argparse.ArgumentParser:
         prog="telepipe", description="Reactive dataflow pipelines over Aeron sensor telemetry."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (_, help_text) in COMMANDS.items():
+    for name, (_, kind, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides")
+        if kind == "overrides":
+            p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides")
+        elif kind == "path":
+            p.add_argument("path", help="capture directory, pcap/pcapng file or Archive directory")
+            p.add_argument("--json", action="store_true", help="print the report as JSON")
+        else:
+            p.add_argument(
+                "--dir", default=None, help="Aeron directory (default: a new one in /dev/shm)"
+            )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    bad = [o for o in args.overrides if "=" not in o]
+    bad = [o for o in getattr(args, "overrides", []) if "=" not in o]
     if bad:
         print(
-            f"telepipe: error: {bad[0]!r} is not an override: use KEY=VALUE (for example limit.readings=1000)",
+            f"telepipe: error: {bad[0]!r} is not an override: use KEY=VALUE "
+            "(for example limit.readings=1000)",
             file=sys.stderr,
         )
         return EXIT_USAGE
-    handler, _ = COMMANDS[args.command]
+    handler = COMMANDS[args.command][0]
     try:
-        return handler(args.overrides)
+        return handler(args)
     except ConfigError as error:
         print(f"telepipe: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -25,6 +25,7 @@ class RunStats:
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     late: int = 0
+    gaps: int = 0
     windows: int = 0
     alarms: int = 0
     queue_depth: int = 0
@@ -35,6 +36,7 @@ class RunStats:
     elapsed_s: float = 0.0
     readings_per_s: float = 0.0
     data_dir: str = ""
+    input: str = ""
     exit_reason: str = ""
 
     rss_mb_over_time: list[tuple[float, float]] = field(default_factory=list)
