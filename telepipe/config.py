@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -83,9 +84,19 @@ def load(overrides: list[str], config_name: str = "config") -> DictConfig:
         with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
             cfg = compose(config_name, overrides=overrides)
         OmegaConf.resolve(cfg)
+    except yaml.YAMLError as error:
+        raise ConfigError(_yaml_line(error)) from None
     except (HydraException, OmegaConfBaseException, ValueError) as error:
         raise ConfigError(_one_line(error)) from None
     return cfg
+
+
+def _yaml_line(error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    if mark is None:
+        return f"bad YAML: {problem}"
+    return f"bad YAML in {mark.name} line {mark.line + 1} column {mark.column + 1}: {problem}"
 
 
 def build(node: Any, path: str) -> Any:
