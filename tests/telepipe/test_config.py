@@ -80,5 +80,5 @@ def test_unknown_target_is_named(conf_copy: Path) -> None:
 
 def test_missing_config_dir_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TELEPIPE_CONF", str(tmp_path / "nowhere"))
-    with pytest.raises(ConfigError, match="no config.yaml in config directory"):
+    with pytest.raises(ConfigError, match=r"no config\.yaml in config directory"):
         load([])
