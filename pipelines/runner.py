@@ -23,6 +23,7 @@ from rich.console import Console
 
 from telepipe.aeron import AeronConnection, idle_strategy
 from telepipe.config import build, option
+from telepipe.dead_letters import DeadLetter, dead_letters_batch
 from telepipe.errors import SourceError
 from telepipe.markers import CheckpointBarrier, Item, Watermark
 from telepipe.pipelines.child import SimulatorProcess
@@ -30,7 +31,7 @@ from telepipe.pipelines.display import Display
 from telepipe.pipelines.graph import RESERVED_TABLES, connect, outputs_from_config
 from telepipe.schema import DEAD_LETTERS
 from telepipe.sinks.delta import DeltaSink
-from telepipe.sources.decoder import DeadLetter, SourceCounters, dead_letters_batch
+from telepipe.sources.decoder import SourceCounters
 from telepipe.stats import RunStats, print_summary
 
 

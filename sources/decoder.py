@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from telepipe.dead_letters import DeadLetter
 from telepipe.errors import ConfigError
 from telepipe.markers import CheckpointBarrier, Item, Watermark
-from telepipe.schema import DEAD_LETTERS
 from telepipe.sources.sbe import SbeCodec
 
 
@@ -39,19 +39,6 @@ class DecoderOptions:
 
 
 @dataclass
-class DeadLetter:
-    """A message that could not be accepted, kept with where and when it arrived."""
-
-    reason: str
-    detail: str
-    stream_id: int
-    session_id: int
-    position: int
-    received_ns: int
-    payload: bytes
-
-
-@dataclass
 class SourceCounters:
     messages: int = 0
     readings: int = 0
@@ -59,11 +46,6 @@ class SourceCounters:
     rejected: int = 0
     late: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
-
-
-def dead_letters_batch(letters: list[DeadLetter]) -> pa.RecordBatch:
-    columns = {name: [getattr(d, name) for d in letters] for name in DEAD_LETTERS.names}
-    return pa.RecordBatch.from_pydict(columns, schema=DEAD_LETTERS)
 
 
 class MessageBuffer:

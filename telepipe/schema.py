@@ -44,6 +44,7 @@ ALARMS = pa.schema(
 
 DEAD_LETTERS = pa.schema(
     [
+        pa.field("id", pa.string(), nullable=False),
         pa.field("reason", pa.string(), nullable=False),
         pa.field("detail", pa.string(), nullable=False),
         pa.field("stream_id", pa.int32(), nullable=False),
