@@ -11,11 +11,17 @@ from reactivex import Observable, abc
 from telepipe.markers import MAX_WATERMARK, BatchLogic, CheckpointBarrier, Item, Watermark
 
 
-def stage(build: Callable[[], BatchLogic]) -> Callable[[Observable[Item]], Observable[Item]]:
+def stage(
+    build: Callable[[], BatchLogic],
+    name: str | None = None,
+    restore: dict[str, object] | None = None,
+) -> Callable[[Observable[Item]], Observable[Item]]:
     """An Rx operator that runs one ``BatchLogic`` per subscription.
 
     Record batches go to ``on_batch``; a watermark goes to ``on_watermark`` and is
-    forwarded after the outputs it released; barriers are forwarded in place. On
+    forwarded after the outputs it released. A barrier is forwarded in place,
+    carrying the logic's snapshot under ``name`` when the stage is named. A
+    ``restore`` snapshot is loaded into the logic before the first item. On
     completion the logic is flushed with the maximal watermark. Errors raised by
     the logic go to ``on_error`` and end the flow.
     """
@@ -25,6 +31,8 @@ def stage(build: Callable[[], BatchLogic]) -> Callable[[Observable[Item]], Obser
             observer: abc.ObserverBase[Item], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             logic = build()
+            if restore is not None:
+                logic.restore(restore)
             failed = False
 
             def run(call: Callable[[], list[pa.RecordBatch]]) -> bool:
@@ -48,8 +56,14 @@ def stage(build: Callable[[], BatchLogic]) -> Callable[[Observable[Item]], Obser
                     if run(lambda: logic.on_watermark(item.ts_ns)):
                         observer.on_next(item)
                 elif isinstance(item, CheckpointBarrier):
-                    if not failed:
-                        observer.on_next(item)
+                    if failed:
+                        return
+                    if name is not None:
+                        taken: list[dict[str, object]] = []
+                        if not run(lambda: _take(taken, logic.snapshot())):
+                            return
+                        item = item.with_state(name, taken[0])
+                    observer.on_next(item)
                 else:
                     run(lambda: _unknown(item))
 
@@ -66,6 +80,11 @@ def stage(build: Callable[[], BatchLogic]) -> Callable[[Observable[Item]], Obser
         return reactivex.create(subscribe)
 
     return _stage
+
+
+def _take(into: list[dict[str, object]], snapshot: dict[str, object]) -> list[pa.RecordBatch]:
+    into.append(snapshot)
+    return []
 
 
 def _unknown(item: object) -> list[pa.RecordBatch]:

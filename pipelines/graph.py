@@ -18,6 +18,7 @@ from reactivex.subject import Subject
 from telepipe.config import build
 from telepipe.errors import ConfigError
 from telepipe.markers import Item
+from telepipe.operators.stage import stage
 
 Operator = Callable[[Observable[Item]], Observable[Item]]
 
@@ -28,6 +29,7 @@ RESERVED_TABLES = ("late_readings", "dead_letters")
 class Output:
     table: str
     operators: tuple[Operator, ...]
+    steps: tuple[str, ...] = ()
 
     def schema(self, source_schema: pa.Schema) -> pa.Schema | None:
         """The table's schema: the last operator's output, or the source's for raw readings."""
@@ -52,12 +54,27 @@ def outputs_from_config(pipeline: DictConfig) -> list[Output]:
         for step, op in zip(chain.keys(), operators, strict=True):
             if not callable(op):
                 raise ConfigError(f"{path}.{step}: {type(op).__name__} is not an operator")
-        outputs.append(Output(str(table), operators))
+        outputs.append(Output(str(table), operators, tuple(str(k) for k in chain)))
     if not outputs:
         raise ConfigError("pipeline.outputs: a pipeline needs at least one output")
     return outputs
 
 
-def connect(subject: Subject[Item], output: Output) -> Observable[Item]:
+def connect(
+    subject: Subject[Item], output: Output, restore: dict[str, object] | None = None
+) -> Observable[Item]:
+    """The output's chain applied to the source flow.
+
+    A stateful operator (one with ``build()``) runs as a stage named after its
+    step, so its snapshot rides every barrier to the sink, and starts from
+    ``restore[step]`` when a restart recovered one.
+    """
     flow: Observable[Item] = subject
-    return flow.pipe(*output.operators) if output.operators else flow
+    restore = restore or {}
+    for step, op in zip(output.steps, output.operators, strict=True):
+        build = getattr(op, "build", None)
+        if build is not None:
+            flow = flow.pipe(stage(build, name=step, restore=restore.get(step)))  # type: ignore[arg-type]
+        else:
+            flow = flow.pipe(op)
+    return flow

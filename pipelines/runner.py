@@ -24,11 +24,12 @@ from rich.console import Console
 from telepipe.aeron import AeronConnection, idle_strategy
 from telepipe.config import build, option
 from telepipe.dead_letters import DeadLetter, dead_letters_batch
-from telepipe.errors import SourceError
+from telepipe.errors import ConfigError, SourceError
 from telepipe.markers import CheckpointBarrier, Item, Watermark
 from telepipe.pipelines.child import SimulatorProcess
 from telepipe.pipelines.display import Display
 from telepipe.pipelines.graph import RESERVED_TABLES, connect, outputs_from_config
+from telepipe.pipelines.recovery import read_recovery
 from telepipe.schema import DEAD_LETTERS
 from telepipe.sinks.delta import DeltaSink
 from telepipe.sources.decoder import SourceCounters
@@ -96,6 +97,14 @@ class Runner:
         tables = {o.table: o.schema(codec.arrow_schema) for o in outputs}
         tables |= {"late_readings": codec.arrow_schema, "dead_letters": DEAD_LETTERS}
         self.raw_table = next((o.table for o in outputs if not o.operators), None)
+        recovery = read_recovery(self.data_dir, list(tables), sink_options.app_id)
+        origin = "live" if live else str(Path(str(self.input_path)).resolve())
+        if recovery is not None and recovery.input not in (None, origin):
+            raise ConfigError(
+                f"data_dir={self.data_dir} holds checkpoints of input {recovery.input}; "
+                "use another data_dir for this input"
+            )
+        self.stats.resumed_from = recovery.oldest if recovery is not None and not live else 0
         connection = AeronConnection(build(cfg.aeron, "aeron")) if live else None
         with connection or contextlib.nullcontext():
             source: PulledSource
@@ -103,20 +112,30 @@ class Runner:
                 from telepipe.sources.aeron import AeronSource
 
                 source = AeronSource(source_options, codec, connection)
+                if recovery is not None:  # live input is not replayable: only continue the ids
+                    source.decoder.checkpoint(recovery.latest)
             else:
                 from telepipe.sources.replay import ReplaySource
 
                 assert replay_options is not None and self.input_path is not None
                 source = ReplaySource(
-                    self.input_path, replay_options, codec, source_options.decoder_options()
+                    self.input_path,
+                    replay_options,
+                    codec,
+                    source_options.decoder_options(),
+                    recovery.resume if recovery is not None else None,
                 )
-            sink = DeltaSink(sink_options, self.data_dir, tables).start()
+            sink = DeltaSink(
+                sink_options, self.data_dir, tables, {"telepipe.input": origin}
+            ).start()
             subject: Subject[Item] = Subject()
+            restored = recovery.chain_states if recovery is not None and not live else {}
             for output in outputs:
                 self.counted[output.table] = 0
-                connect(subject, output).subscribe(
+                connect(subject, output, restored.get(output.table)).subscribe(
                     _counting(sink.observer(output.table), self.counted, output.table)
                 )
+            self._sink = sink
             if simulate and connection is not None:
                 self.child = SimulatorProcess.start(cfg, connection.dir, self.overrides)
             self._install_signals(source)
@@ -124,8 +143,7 @@ class Runner:
                 self._loop(source, sink, subject)
                 if self.child is not None:
                     self.child.stop()
-                self._drain_side_outputs(source, sink)
-                subject.on_next(source.checkpoint())
+                self._push(source.checkpoint(), source, sink, subject)
                 subject.on_completed()
                 for name in RESERVED_TABLES:
                     sink.close(name)
@@ -154,9 +172,7 @@ class Runner:
             while not self.stop_reason:
                 items = source.poll()
                 for item in items:
-                    if isinstance(item, Watermark):
-                        self.stats.watermark_lag_ms = (time.time_ns() - item.ts_ns) / 1e6
-                    subject.on_next(item)
+                    self._push(item, source, sink, subject)
                 self._drain_side_outputs(source, sink)
                 now = time.monotonic()
                 if items:
@@ -179,6 +195,18 @@ class Runner:
                     next_ui = now + 0.25
                     self._refresh(source, sink)
                     display.update(source.progress())
+
+    def _push(
+        self, item: Item, source: PulledSource, sink: DeltaSink, subject: Subject[Item]
+    ) -> None:
+        if isinstance(item, Watermark):
+            self.stats.watermark_lag_ms = (time.time_ns() - item.ts_ns) / 1e6
+        elif isinstance(item, CheckpointBarrier):
+            # Side outputs commit at the same barrier, after the rows that precede it.
+            self._drain_side_outputs(source, sink)
+            for name in RESERVED_TABLES:
+                sink.barrier(name, item)
+        subject.on_next(item)
 
     def _drain_side_outputs(self, source: PulledSource, sink: DeltaSink) -> None:
         for batch in source.take_late():

@@ -2,14 +2,21 @@
 
 One writer thread owns every table of a pipeline and takes work from a bounded
 queue. Rows are buffered per table and committed when that table's branch
-delivers a checkpoint barrier: one Delta commit per table per checkpoint,
-carrying the checkpoint id as a Delta application transaction
-(``app_id`` -> version) and the source positions as commit metadata.
+delivers a checkpoint barrier: one Delta commit per table per checkpoint (empty
+ones too, so every table records every checkpoint), carrying the checkpoint id
+as a Delta application transaction (``app_id`` -> version), and as commit
+metadata the source positions and the name of the state file: the snapshots of
+the decoder and of every operator of the table's chain, written just before the
+commit. The commit is the atomic point: a state file without its commit is an
+orphan and is never read. A table that already holds checkpoint k (a restart
+replays from the oldest table's checkpoint) discards the rows up to barrier k.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,10 +52,16 @@ class DeltaSinkOptions:
 _END = object()
 
 
+STATE_DIR = "_telepipe_state"
+KEEP_STATES = 16
+
+
 @dataclass
 class TableState:
     path: Path
     schema: pa.Schema | None = None
+    last_checkpoint: int = 0
+    skipped_rows: int = 0
     pending: list[pa.RecordBatch] = field(default_factory=list)
     committed_rows: int = 0
     dropped_rows: int = 0
@@ -60,16 +73,24 @@ class DeltaSink:
     """Writes several Delta tables under ``data_dir`` from one writer thread."""
 
     def __init__(
-        self, options: DeltaSinkOptions, data_dir: str | Path, tables: dict[str, pa.Schema | None]
+        self,
+        options: DeltaSinkOptions,
+        data_dir: str | Path,
+        tables: dict[str, pa.Schema | None],
+        metadata: dict[str, str] | None = None,
     ) -> None:
         """``tables`` maps each table to its Arrow schema (None: known from the first batch)."""
         self.options = options
         self.root = Path(data_dir)
+        self.metadata = metadata or {}
         self.tables = {
-            name: TableState(self.root / name, schema) for name, schema in tables.items()
+            name: TableState(
+                self.root / name, schema, last_checkpoint(self.root / name, options.app_id) or 0
+            )
+            for name, schema in tables.items()
         }
         self.queue: BoundedQueue[tuple[str, object]] = BoundedQueue(
-            options.queue, "sink queue", on_drop=self._dropped
+            options.queue, "sink queue", on_drop=self._dropped, key=lambda entry: entry[0]
         )
         self.error: BaseException | None = None
         self._aborted = False
@@ -101,6 +122,11 @@ class DeltaSink:
         """Enqueue a batch outside a flow (side outputs: late rows, dead letters)."""
         self._raise_if_failed()
         self.queue.put((table, batch), batch.num_rows)
+
+    def barrier(self, table: str, barrier: CheckpointBarrier) -> None:
+        """Enqueue a barrier outside a flow (side-output tables commit at it too)."""
+        self._raise_if_failed()
+        self.queue.put((table, barrier), None)
 
     def close(self, table: str) -> None:
         self.queue.put((table, _END), None)
@@ -148,25 +174,57 @@ class DeltaSink:
             self.queue.close()
 
     def _commit(self, state: TableState, barrier: CheckpointBarrier | None) -> None:
-        if not state.pending:
-            return
         batches, state.pending = state.pending, []
-        properties = None
-        if barrier is not None:
-            properties = CommitProperties(
-                app_transactions=[
-                    Transaction(app_id=self.options.app_id, version=barrier.checkpoint_id)
-                ],
-                custom_metadata={
-                    "telepipe.checkpoint_id": str(barrier.checkpoint_id),
-                    "telepipe.positions": json.dumps(barrier.positions, sort_keys=True),
-                },
-            )
-        # One conversion per commit, over the concatenated rows, not one per batch.
-        table = to_delta_table(pa.Table.from_batches(batches).combine_chunks())
+        if barrier is None:  # end of stream without a final barrier: keep the rows anyway
+            if batches:
+                self._write(state, batches, None)
+            return
+        if barrier.checkpoint_id <= state.last_checkpoint:
+            state.skipped_rows += sum(b.num_rows for b in batches)
+            return  # this table committed checkpoint k before a restart
+        if not batches and state.schema is None:
+            return
+        state_file = self._save_state(state, barrier)
+        properties = CommitProperties(
+            app_transactions=[
+                Transaction(app_id=self.options.app_id, version=barrier.checkpoint_id)
+            ],
+            custom_metadata={
+                **self.metadata,
+                "telepipe.checkpoint_id": str(barrier.checkpoint_id),
+                "telepipe.positions": json.dumps(barrier.positions, sort_keys=True),
+                "telepipe.state": state_file,
+            },
+        )
+        self._write(state, batches, properties)
+        state.last_checkpoint = barrier.checkpoint_id
+
+    def _write(
+        self, state: TableState, batches: list[pa.RecordBatch], properties: CommitProperties | None
+    ) -> None:
+        if batches:
+            # One conversion per commit, over the concatenated rows, not one per batch.
+            table = to_delta_table(pa.Table.from_batches(batches).combine_chunks())
+        else:
+            assert state.schema is not None
+            table = pa.Table.from_batches([], schema=delta_schema(state.schema))
         write_deltalake(str(state.path), table, mode="append", commit_properties=properties)
         state.committed_rows += table.num_rows
         state.commits += 1
+
+    def _save_state(self, state: TableState, barrier: CheckpointBarrier) -> str:
+        directory = self.root / STATE_DIR / state.path.name
+        directory.mkdir(parents=True, exist_ok=True)
+        name = f"{barrier.checkpoint_id:012d}.pkl"
+        tmp = directory / (name + ".tmp")
+        with tmp.open("wb") as f:
+            pickle.dump(barrier.state, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, directory / name)
+        for old in sorted(directory.glob("*.pkl"))[:-KEEP_STATES]:
+            old.unlink(missing_ok=True)
+        return f"{STATE_DIR}/{state.path.name}/{name}"
 
     def _create_if_missing(self, state: TableState) -> None:
         # Every output exists after a run, even one no row reached, so readers

@@ -13,10 +13,10 @@ import pyaeron
 import pyarrow as pa
 
 from telepipe.aeron import AeronConnection
+from telepipe.dead_letters import DeadLetter
 from telepipe.errors import ConfigError, SourceError
 from telepipe.markers import CheckpointBarrier, Item
 from telepipe.sources.decoder import (
-    DeadLetter,
     DecoderOptions,
     MessageBuffer,
     SourceCounters,

@@ -76,6 +76,16 @@ class MessageBuffer:
         self.positions.clear()
 
 
+def position_key(key: tuple[int, int]) -> str:
+    """``stream:session``, how positions are named in barriers and commits."""
+    return f"{key[0]}:{key[1]}"
+
+
+def parse_position_key(name: str) -> tuple[int, int]:
+    stream, session = name.split(":")
+    return int(stream), int(session)
+
+
 class TelemetryDecoder:
     """Decodes polls of messages into flow items; keeps positions and side outputs.
 
@@ -98,6 +108,8 @@ class TelemetryDecoder:
         self._last_checkpoint = time.monotonic()
         self._dead: list[DeadLetter] = []
         self._late: list[pa.RecordBatch] = []
+        # Off while a recovery re-injects the barriers of a previous run.
+        self.auto_checkpoints = True
 
     def decode(self, messages: MessageBuffer) -> list[Item]:
         """Items for one poll's messages (then clears the buffer)."""
@@ -173,6 +185,8 @@ class TelemetryDecoder:
         )
 
     def _maybe_checkpoint(self, items: list[Item]) -> list[Item]:
+        if not self.auto_checkpoints:
+            return items
         now = time.monotonic()
         o = self.options
         due = self._since_checkpoint >= o.checkpoint_every_readings or (
@@ -183,13 +197,33 @@ class TelemetryDecoder:
             items.append(self.checkpoint())
         return items
 
-    def checkpoint(self) -> CheckpointBarrier:
-        """A barrier covering everything decoded so far."""
-        self._checkpoint_id += 1
+    def checkpoint(self, checkpoint_id: int | None = None) -> CheckpointBarrier:
+        """A barrier covering everything decoded so far, carrying the decoder's state."""
+        self._checkpoint_id = (
+            checkpoint_id if checkpoint_id is not None else self._checkpoint_id + 1
+        )
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
-        positions = {f"{s}:{n}": p for (s, n), p in sorted(self.positions.items())}
-        return CheckpointBarrier(self._checkpoint_id, positions)
+        positions = {position_key(k): p for k, p in sorted(self.positions.items())}
+        return CheckpointBarrier(self._checkpoint_id, positions, {"decoder": self.snapshot()})
+
+    @property
+    def checkpoint_id(self) -> int:
+        return self._checkpoint_id
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "positions": dict(self.positions),
+            "max_ts": dict(self._max_ts),
+            "watermark": self._watermark,
+            "checkpoint_id": self._checkpoint_id,
+        }
+
+    def restore(self, snapshot: dict[str, object]) -> None:
+        self.positions = dict(snapshot["positions"])  # type: ignore[call-overload]
+        self._max_ts = dict(snapshot["max_ts"])  # type: ignore[call-overload]
+        self._watermark = int(snapshot["watermark"])  # type: ignore[call-overload]
+        self._checkpoint_id = int(snapshot["checkpoint_id"])  # type: ignore[call-overload]
 
     def take_dead_letters(self) -> list[DeadLetter]:
         dead, self._dead = self._dead, []

@@ -18,14 +18,15 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from telepipe.dead_letters import DeadLetter
 from telepipe.errors import ConfigError, SourceError
 from telepipe.markers import CheckpointBarrier, Item
 from telepipe.sources.decoder import (
-    DeadLetter,
     DecoderOptions,
     MessageBuffer,
     SourceCounters,
     TelemetryDecoder,
+    parse_position_key,
 )
 from telepipe.sources.frames import DataFrame, FrameAssembler, Message
 from telepipe.sources.sbe import SbeCodec
@@ -123,6 +124,15 @@ def parse_bound(value: object, key: str) -> tuple[str, int] | None:
 
 
 @dataclass(frozen=True)
+class Resume:
+    """Where a restarted replay picks up: after ``positions``, re-cutting ``barriers``."""
+
+    positions: dict[str, int]
+    decoder_state: dict[str, object] | None
+    barriers: dict[int, dict[str, int]]
+
+
+@dataclass(frozen=True)
 class ReplayOptions:
     speed: float | None = None  # None: as fast as possible; else a real-time factor
     start: tuple[str, int] | None = None
@@ -169,6 +179,7 @@ class ReplaySource:
         options: ReplayOptions,
         codec: SbeCodec,
         decoder_options: DecoderOptions,
+        resume: Resume | None = None,
     ) -> None:
         self.path = Path(path)
         self.options = options
@@ -181,6 +192,22 @@ class ReplaySource:
         self._iterator = self._selected()
         self._pace_origin: tuple[int, float] | None = None
         self._pending: Message | None = None
+        self._consumed: dict[tuple[int, int], int] = {}
+        self._skip_through: dict[tuple[int, int], int] = {}
+        self._inject: list[tuple[int, dict[tuple[int, int], int]]] = []
+        if resume is not None:
+            self._resume(resume)
+
+    def _resume(self, resume: Resume) -> None:
+        """Continue after a checkpoint: skip what it covers, re-cut the later ones."""
+        if resume.decoder_state is not None:
+            self.decoder.restore(resume.decoder_state)
+        self._skip_through = {parse_position_key(k): p for k, p in resume.positions.items()}
+        self._inject = [
+            (k, {parse_position_key(name): p for name, p in positions.items()})
+            for k, positions in sorted(resume.barriers.items())
+        ]
+        self.decoder.auto_checkpoints = not self._inject
 
     @property
     def counters(self) -> SourceCounters:
@@ -190,6 +217,9 @@ class ReplaySource:
         o = self.options
         for message in self.assembler.assemble(self.input.frames()):
             if o.stream_id is not None and message.stream_id != o.stream_id:
+                continue
+            done = self._skip_through.get((message.stream_id, message.session_id))
+            if done is not None and message.position <= done:
                 continue
             if o.start is not None and _value(message, o.start[0]) < o.start[1]:
                 continue
@@ -213,7 +243,20 @@ class ReplaySource:
             self._messages.add(
                 message.payload, message.stream_id, message.session_id, message.position
             )
-        return self.decoder.decode(self._messages)
+            if self._inject:
+                self._consumed[(message.stream_id, message.session_id)] = message.position
+                if self._barrier_due():
+                    break
+        items = self.decoder.decode(self._messages)
+        if self._inject and (self._barrier_due() or self.exhausted):
+            checkpoint_id, _ = self._inject.pop(0)
+            items.append(self.decoder.checkpoint(checkpoint_id))
+            self.decoder.auto_checkpoints = not self._inject
+        return items
+
+    def _barrier_due(self) -> bool:
+        _, positions = self._inject[0]
+        return all(self._consumed.get(key, -1) >= p for key, p in positions.items())
 
     def _due(self, message: Message) -> bool:
         """Whether ``message`` is due at ``speed`` x real time (naps briefly if not)."""

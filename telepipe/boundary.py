@@ -63,8 +63,12 @@ class BoundedQueue[T]:
         options: BoundaryOptions,
         name: str = "queue",
         on_drop: Callable[[T, int], None] | None = None,
+        key: Callable[[T], object] | None = None,
     ) -> None:
+        """``key`` groups items (a sink's tables): ``drop_oldest`` evicts the oldest
+        item of the arriving item's group, so one table's burst cannot evict another's rows."""
         self.on_drop = on_drop
+        self.key = key
         self.capacity = options.capacity
         self.policy = OverflowPolicy(options.policy)
         self.name = name
@@ -86,7 +90,7 @@ class BoundedQueue[T]:
                     self._count_drop(item, rows)
                     return
                 elif self.policy is OverflowPolicy.DROP_OLDEST:
-                    self._drop_oldest()
+                    self._drop_oldest(item)
                 else:
                     raise BackpressureError(
                         f"{self.name} is full ({self.capacity} batches) and its policy is 'fail'"
@@ -119,9 +123,14 @@ class BoundedQueue[T]:
             self._closed = True
             self._lock.notify_all()
 
-    def _drop_oldest(self) -> None:
+    def _drop_oldest(self, arriving: T) -> None:
+        group = self.key(arriving) if self.key is not None else None
+        same = group is not None and any(
+            rows is not None and self.key(item) == group  # type: ignore[misc]
+            for item, rows in self._items
+        )
         for index, (item, rows) in enumerate(self._items):
-            if rows is not None:
+            if rows is not None and (not same or self.key(item) == group):  # type: ignore[misc]
                 del self._items[index]
                 self._data -= 1
                 self._count_drop(item, rows)

@@ -23,10 +23,19 @@ class Watermark:
 
 @dataclass(frozen=True, slots=True)
 class CheckpointBarrier:
-    """Everything before this barrier covers the source ``positions`` (key -> position)."""
+    """Everything before this barrier covers the source ``positions`` (key -> position).
+
+    ``state`` accumulates, stage by stage, the snapshots taken at this barrier
+    (the source's decoder first, then each stateful operator of the chain it
+    went through), so a sink can commit a chain's state with its rows.
+    """
 
     checkpoint_id: int
     positions: dict[str, int] = field(default_factory=dict, hash=False)
+    state: dict[str, object] = field(default_factory=dict, hash=False, compare=False)
+
+    def with_state(self, name: str, snapshot: object) -> CheckpointBarrier:
+        return CheckpointBarrier(self.checkpoint_id, self.positions, {**self.state, name: snapshot})
 
 
 Marker = Watermark | CheckpointBarrier
@@ -44,3 +53,5 @@ class BatchLogic(Protocol):
     def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]: ...
 
     def snapshot(self) -> dict[str, object]: ...
+
+    def restore(self, snapshot: dict[str, object]) -> None: ...

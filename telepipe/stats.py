@@ -37,6 +37,7 @@ class RunStats:
     readings_per_s: float = 0.0
     data_dir: str = ""
     input: str = ""
+    resumed_from: int = 0
     exit_reason: str = ""
 
     rss_mb_over_time: list[tuple[float, float]] = field(default_factory=list)

@@ -85,3 +85,14 @@ def test_close_releases_a_blocked_producer() -> None:
 def test_bad_options(capacity: int, policy: str) -> None:
     with pytest.raises(ConfigError):
         BoundaryOptions(capacity, policy)
+
+
+def test_drop_oldest_evicts_within_the_arriving_items_group() -> None:
+    q: BoundedQueue[tuple[str, int]] = BoundedQueue(
+        BoundaryOptions(3, "drop_oldest"), key=lambda item: item[0]
+    )
+    for item in [("readings", 1), ("readings", 2), ("windows", 1)]:
+        q.put(item, 10)
+    q.put(("windows", 2), 10)  # evicts windows 1, not readings 1
+    q.put(("alarms", 1), 10)  # no alarms queued: evicts the oldest overall
+    assert drain(q) == [("readings", 2), ("windows", 2), ("alarms", 1)]
