@@ -188,6 +188,10 @@ def capture(cfg: DictConfig) -> int:
         )
         try:
             recorder.run(options.max_frames, options.max_seconds)
+        except pyaeron.AeronError as error:  # e.g. the driver went away
+            raise SourceError(
+                f"recording {options.channel} stream {options.stream}: {error}"
+            ) from None
         finally:
             subscription.close()
             writer.flush()

@@ -89,9 +89,14 @@ class DataFrame:
     received_ns: int  # when it was captured/received; 0 if the input does not say
     payload: bytes
     reserved_value: int = 0
+    # A PAD frame (the rest of a term no message fitted in) has no payload and
+    # covers this many bytes; it moves the position on without a message.
+    padding: int = 0
 
     @property
     def start_position(self) -> int:
+        if self.padding:
+            return self.position - self.padding
         return self.position - align(len(self.payload) + HEADER_LENGTH)
 
 
@@ -164,6 +169,11 @@ class FrameAssembler:
                 del self._partial[key]
                 c.dropped_fragments += 1
         self._expected[key] = frame.position
+        if frame.padding:
+            if key in self._partial:  # a message never spans a pad: it was cut
+                del self._partial[key]
+                c.dropped_fragments += 1
+            return None
         flags = frame.flags & UNFRAGMENTED
         if flags == UNFRAGMENTED:
             if key in self._partial:  # a BEGIN without its END: the writer died mid-message

@@ -1,0 +1,662 @@
+"""telepipe captures: raw Aeron frames in append-only segment files, with a sparse index.
+
+A capture directory holds segments ``<base>.tpcap`` (``base``: 20 decimal digits,
+the logical offset of the segment's first record), ``index.tpidx`` and the
+writer's ``writer.lock``. The *logical byte stream* is every segment's records
+concatenated (file headers excluded); offsets below are in it unless said.
+
+Segment file header (little-endian; written to a ``.tmp`` file then renamed, so
+a segment never appears without its whole header)::
+
+    0   8s   magic b"TPCAPv1\\0"
+    8   u16  version (1)
+    10  u16  header_length (bytes from the start of the file to the first record)
+    12  u32  reserved (0)
+    16  i64  created_ns (wall clock)
+    24  i64  base_offset (as in the file name)
+    32  i32  stream_id recorded
+    36  u16  n, then n bytes: the channel, UTF-8
+    38+n u32 CRC-32 of bytes [0, 38+n)
+
+Record (little-endian, 64-byte header, then the fragment's payload)::
+
+    0   u32  record_length (64 + payload length)
+    4   u32  CRC-32 (zlib) of bytes [8, record_length)
+    8   i64  received_ns (wall clock at receipt, clamped non-decreasing per capture)
+    16  i64  position (Aeron Header.position: stream position just past the frame)
+    24  i32  initial_term_id
+    28  4s   marker b"TPCR" (lets a reader resync after damage)
+    32  32 bytes: the Aeron data header fields as delivered (DataHeaderFlyweight layout):
+        i32 frame_length, u8 version, u8 flags, i16 type, i32 term_offset,
+        i32 session_id, i32 stream_id, i32 term_id, i64 reserved_value
+    64  payload
+
+Index entry, 32 bytes, appended after the records it points to are flushed: at
+each segment's first record, at the first record of each new session, and
+whenever ``index_every_bytes`` of records passed since the previous entry::
+
+    0 i64 logical offset of the record   8 i64 its position   16 i64 its received_ns
+    24 i32 its session_id                28 u32 records since the previous entry
+
+Crash safety: a writer killed mid-record leaves a torn last record; reopening the
+directory for append cuts it (truncate) and rebuilds the index past the last
+complete segment. Readers treat damage at the very end as a torn tail and damage
+followed by valid records as corruption: counted, skipped, never raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from telepipe.errors import SourceError
+from telepipe.sources.frames import TYPE_DATA, DataFrame
+
+MAGIC = b"TPCAPv1\0"
+VERSION = 1
+MARKER = b"TPCR"
+SUFFIX = ".tpcap"
+INDEX_NAME = "index.tpidx"
+LOCK_NAME = "writer.lock"
+_SEGMENT_RE = re.compile(r"^(\d{20})\.tpcap$")
+_SEG_FIXED = struct.Struct("<8sHHIqqiH")  # up to and including the channel length
+_RECORD = struct.Struct("<IIqqi4siBBhiiiiq")
+_PREFIX = struct.Struct("<II")
+_BODY = struct.Struct("<qqi4siBBhiiiiq")
+_INDEX = struct.Struct("<qqqiI")
+RECORD_HEADER = _RECORD.size
+assert RECORD_HEADER == 64 and _INDEX.size == 32 and _SEG_FIXED.size == 38
+MAX_RECORD = 1 << 26
+INDEX_DTYPE = np.dtype(
+    [("offset", "<i8"), ("position", "<i8"), ("received_ns", "<i8"),
+     ("session_id", "<i4"), ("count", "<u4")]
+)  # fmt: skip
+_CHUNK = 1 << 20
+INCOMPLETE, BAD_LENGTH, BAD_CRC = -1, -2, -3
+_REASONS = {INCOMPLETE: "truncated", BAD_LENGTH: "length", BAD_CRC: "crc"}
+Record = tuple[int, tuple[Any, ...], bytes]  # logical offset, _RECORD fields, payload
+
+
+def segment_name(base: int) -> str:
+    return f"{base:020d}{SUFFIX}"
+
+
+@dataclass(frozen=True)
+class Segment:
+    path: Path
+    base: int
+    header_length: int
+    created_ns: int
+    stream_id: int
+    channel: str
+
+    def record_bytes(self) -> int:
+        return max(0, self.path.stat().st_size - self.header_length)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.path.name, "base_offset": self.base, "bytes": self.record_bytes(),
+            "stream_id": self.stream_id, "channel": self.channel, "created_ns": self.created_ns,
+        }  # fmt: skip
+
+
+def _segment_header(base: int, stream_id: int, channel: str) -> bytes:
+    raw = channel.encode()[:65535]
+    size = _SEG_FIXED.size + len(raw) + 4
+    head = _SEG_FIXED.pack(MAGIC, VERSION, size, 0, time.time_ns(), base, stream_id, len(raw))
+    return head + raw + struct.pack("<I", zlib.crc32(head + raw))
+
+
+def read_segment(path: Path, base: int) -> Segment | None:
+    """The header of segment ``path``, or None if it is not a valid segment file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_SEG_FIXED.size + 65535 + 4)
+        magic, version, size, _, created, hbase, stream_id, n = _SEG_FIXED.unpack_from(data)
+    except (OSError, struct.error):
+        return None
+    if (magic, version, size, hbase) != (MAGIC, VERSION, _SEG_FIXED.size + n + 4, base):
+        return None
+    if len(data) < size or data[size - 4 : size] != struct.pack("<I", zlib.crc32(data[: size - 4])):
+        return None
+    channel = data[_SEG_FIXED.size : size - 4].decode(errors="replace")
+    return Segment(path, base, size, created, stream_id, channel)
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """(base offset, path) of every segment file, in order."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if m := _SEGMENT_RE.match(entry.name):
+                found.append((int(m.group(1)), Path(entry.path)))
+    return sorted(found)
+
+
+def check_record(buf: Any, pos: int, end: int) -> int:
+    """Length of the valid record at ``buf[pos:end]``, or INCOMPLETE/BAD_LENGTH/BAD_CRC."""
+    if end - pos < 8:
+        return INCOMPLETE
+    length, crc = _PREFIX.unpack_from(buf, pos)
+    if length < RECORD_HEADER or length > MAX_RECORD:
+        return BAD_LENGTH
+    if pos + length > end:
+        return INCOMPLETE
+    if zlib.crc32(memoryview(buf)[pos + 8 : pos + length]) != crc:
+        return BAD_CRC
+    return length
+
+
+def resync(buf: Any, pos: int, end: int) -> int | None:
+    """Start of the first valid whole record after ``pos`` in ``buf[:end]``, or None."""
+    start = pos + 1
+    while (j := buf.find(MARKER, start + 28, end)) >= 0:
+        if check_record(buf, j - 28, end) > 0:
+            return j - 28
+        start = j - 27
+    return None
+
+
+def read_index(directory: Path) -> np.ndarray:
+    """The valid prefix of the index (non-negative, strictly increasing offsets)."""
+    try:
+        raw = (directory / INDEX_NAME).read_bytes()
+    except OSError:
+        return np.zeros(0, INDEX_DTYPE)
+    entries = np.frombuffer(raw[: len(raw) - len(raw) % 32], INDEX_DTYPE)
+    bad = np.flatnonzero(np.diff(entries["offset"]) <= 0)
+    if len(entries) and entries["offset"][0] < 0:
+        return entries[:0]
+    return entries[: bad[0] + 1] if len(bad) else entries
+
+
+@dataclass
+class Damage:
+    """Where a scan found damage: ``malformed[reason]`` counts, ``torn_tail`` bytes, notes."""
+
+    notes: list[str] = field(default_factory=list)
+    malformed: dict[str, int] = field(default_factory=dict)
+    torn_tail: int = 0
+
+
+def _damaged(sink: Any, reason: str, note: str) -> None:
+    sink.malformed[reason] = sink.malformed.get(reason, 0) + 1
+    sink.notes.append(note)
+
+
+def _at_record(directory: Path, offset: int, headers: dict[int, Segment | None]) -> bool:
+    """Whether a valid record starts at logical ``offset``."""
+    listing = list_segments(directory)
+    i = int(np.searchsorted([b for b, _ in listing], offset, "right")) - 1
+    seg = _header(headers, *listing[i]) if i >= 0 else None
+    if seg is None:
+        return False
+    with open(seg.path, "rb") as f:
+        f.seek(seg.header_length + offset - seg.base)
+        head = f.read(8)
+        data = head + f.read(_PREFIX.unpack(head)[0] - 8) if len(head) == 8 else head
+    return check_record(data, 0, len(data)) > 0
+
+
+def _header(headers: dict[int, Segment | None], base: int, path: Path) -> Segment | None:
+    if base not in headers:  # headers never change once a segment exists (tmp + rename)
+        headers[base] = read_segment(path, base)
+    return headers[base]
+
+
+def scan(
+    directory: Path,
+    offset: int,
+    sink: Any,
+    headers: dict[int, Segment | None],
+    follow: bool = False,
+    stop: threading.Event | None = None,
+    idle_timeout_s: float | None = None,
+) -> Iterator[Record]:
+    """Records from logical ``offset`` (a record start) on, across segments; damage goes
+    to ``sink`` (``Damage`` or a reader). ``follow``: wait at the end for more."""
+    listing = list_segments(directory)
+    i = max(0, int(np.searchsorted([b for b, _ in listing], offset, "right")) - 1)
+    last_new, delay = time.monotonic(), 0.001
+    unpack_prefix, unpack, crc32 = _PREFIX.unpack_from, _RECORD.unpack_from, zlib.crc32
+    while i < len(listing):
+        base, path = listing[i]
+        seg = _header(headers, base, path)
+        if seg is None:
+            _damaged(sink, "header", f"{path.name}: bad segment header, skipped")
+            i += 1
+            continue
+        at = seg.header_length + max(0, offset - base)  # file offset of buf[0]
+        shift = base - seg.header_length  # logical offset = shift + file offset
+        buf, pos, rechecked = b"", 0, False
+        with open(path, "rb") as f:
+            f.seek(at)
+            while True:
+                end = len(buf)
+                if end - pos >= RECORD_HEADER:  # the fast path: check_record inlined
+                    length, crc = unpack_prefix(buf, pos)
+                    if (
+                        RECORD_HEADER <= length <= MAX_RECORD
+                        and pos + length <= end
+                        and crc32(memoryview(buf)[pos + 8 : pos + length]) == crc
+                    ):
+                        yield shift + at + pos, unpack(buf, pos), buf[pos + 64 : pos + length]
+                        pos += length
+                        continue
+                n = check_record(buf, pos, end)
+                want = -1 if n != INCOMPLETE else _CHUNK  # damage: resync needs all the rest
+                if n == INCOMPLETE and end - pos >= 8:
+                    want = max(_CHUNK, unpack_prefix(buf, pos)[0] - (end - pos))
+                if more := f.read(want):
+                    buf, at, pos = buf[pos:] + more, at + pos, 0
+                    last_new, delay = time.monotonic(), 0.001
+                    continue
+                where = f"{path.name} byte {at + pos}"
+                if pos < end and (j := resync(buf, pos, end)) is not None:
+                    reason = "length" if n == INCOMPLETE else _REASONS[n]  # valid records follow
+                    _damaged(sink, reason, f"{where}: {reason} damage, skipped {j - pos} bytes")
+                    pos = j
+                    continue
+                if i + 1 >= len(listing):
+                    listing = list_segments(directory)
+                if i + 1 < len(listing):  # the writer finished this segment
+                    if pos < end and follow and not rechecked:  # read its last bytes once more
+                        f.seek(at + pos)
+                        buf, at, pos, rechecked = b"", at + pos, 0, True
+                        continue
+                    if pos < end:
+                        _damaged(sink, _REASONS[n], f"{where}: {_REASONS[n]} damage at segment end")
+                    i += 1
+                    break
+                timed_out = idle_timeout_s is not None and (
+                    time.monotonic() - last_new > idle_timeout_s
+                )
+                if not follow or timed_out or (stop is not None and stop.is_set()):
+                    if pos < end and (not follow or timed_out):
+                        sink.torn_tail += end - pos
+                        sink.notes.append(f"{where}: torn last record ({end - pos} bytes)")
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                f.seek(at + pos)  # re-read a partial record from its start
+                buf, at, pos = b"", at + pos, 0
+
+
+@dataclass
+class Recovery:
+    """What reopening a capture for append found and repaired."""
+
+    torn_bytes: int = 0
+    index_dropped: int = 0
+    index_rebuilt: int = 0
+    malformed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class WriterCounters:
+    records: int = 0
+    payload_bytes: int = 0
+    record_bytes: int = 0
+    segments_created: int = 0
+
+
+class CaptureWriter:
+    """Appends frames to a capture directory (one writer per directory, by file lock).
+
+    Reopening a directory recovers first (``recovery``): cuts a torn last record
+    and rebuilds the index past the last complete segment; then it appends.
+    ``buffer_bytes`` is the file buffer: a record may reach the file in pieces.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        segment_bytes: int = 64 << 20,
+        fsync: bool = False,
+        index_every_bytes: int = 1 << 20,
+        *,
+        channel: str = "",
+        stream_id: int = 0,
+        buffer_bytes: int = 1 << 20,
+    ) -> None:
+        if min(segment_bytes, index_every_bytes, buffer_bytes) < 1:
+            raise ValueError("segment_bytes, index_every_bytes and buffer_bytes must be >= 1")
+        self.directory, self.fsync = Path(directory), fsync
+        self.segment_bytes, self.index_every_bytes = segment_bytes, index_every_bytes
+        self.channel, self.stream_id, self.buffer_bytes = channel, stream_id, buffer_bytes
+        self.counters = WriterCounters()
+        self._file: BinaryIO | None = None
+        self._seg_size = self._offset = self._since_index = self._count_since = self._last_ns = 0
+        self._sessions: set[int] = set()
+        self._pending: list[bytes] = []
+        self.dirty = False  # anything appended since the last flush
+        self._lock = self._open_dir()
+        try:
+            self.recovery = self._recover()
+            self._index = open(self.directory / INDEX_NAME, "ab", buffering=0)  # noqa: SIM115
+            if not list_segments(self.directory):  # an empty capture is still a capture
+                self._roll()
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _open_dir(self) -> BinaryIO:
+        d = self.directory
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            ours = (INDEX_NAME, LOCK_NAME)
+            if not list_segments(d) and any(
+                p.name not in ours and p.suffix != ".tmp" for p in d.iterdir()
+            ):
+                raise SourceError(f"{d}: directory is not empty and holds no telepipe capture")
+            lock = open(d / LOCK_NAME, "wb")  # noqa: SIM115
+        except OSError as error:
+            raise SourceError(f"cannot open capture directory {d}: {error}") from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise SourceError(f"{d}: another recorder is writing this capture") from None
+        return lock
+
+    def _recover(self) -> Recovery:
+        rec, d = Recovery(), self.directory
+        for tmp in d.glob("*.tmp"):
+            tmp.unlink()
+        segments = list_segments(d)
+        while segments and segments[-1][1].stat().st_size < _SEG_FIXED.size:
+            rec.notes.append(f"removed {segments[-1][1].name}: shorter than a segment header")
+            segments.pop()[1].unlink()
+        entries = read_index(d)
+        rec.index_dropped = len(entries)
+        if not segments:
+            (d / INDEX_NAME).write_bytes(b"")
+            return rec
+        last = read_segment(segments[-1][1], segments[-1][0])
+        if last is None:
+            raise SourceError(f"{segments[-1][1]}: not a telepipe capture segment (bad header)")
+        headers: dict[int, Segment | None] = {}
+        kept = entries[entries["offset"] < last.base]
+        if len(kept) and not _at_record(d, int(kept["offset"][-1]), headers):
+            kept = kept[:0]  # the index does not match the segments: rebuild it all
+        self._sessions = set(kept["session_id"].tolist())
+        start = int(kept["offset"][-1]) if len(kept) else segments[0][0]
+        bases, first, new, damage = {b for b, _ in segments}, len(kept) > 0, [], Damage()
+        for offset, head, payload in scan(d, start, damage, headers):
+            session = head[11]
+            if not first and (
+                offset in bases
+                or session not in self._sessions
+                or self._since_index >= self.index_every_bytes
+            ):
+                new.append(_INDEX.pack(offset, head[3], head[2], session, self._count_since))
+                self._since_index = self._count_since = 0
+            first = False
+            self._sessions.add(session)
+            self._since_index += RECORD_HEADER + len(payload)
+            self._count_since += 1
+            self._last_ns = max(self._last_ns, head[2])
+        rec.malformed, rec.notes = sum(damage.malformed.values()), rec.notes + damage.notes
+        if damage.torn_tail:
+            rec.torn_bytes = damage.torn_tail
+            os.truncate(last.path, last.path.stat().st_size - damage.torn_tail)
+            rec.notes.append(f"cut the torn last record ({damage.torn_tail} bytes)")
+        rec.index_dropped, rec.index_rebuilt = len(entries) - len(kept), len(new)
+        with open(d / INDEX_NAME, "r+b" if (d / INDEX_NAME).exists() else "wb") as f:
+            f.truncate(len(kept) * 32)
+            f.seek(len(kept) * 32)
+            f.write(b"".join(new))
+        self._seg_size = last.record_bytes()
+        self._offset = last.base + self._seg_size
+        if (last.stream_id, last.channel) == (self.stream_id, self.channel):
+            self._file = open(last.path, "ab", buffering=self.buffer_bytes)  # noqa: SIM115
+        return rec
+
+    def append(
+        self,
+        payload: Any,
+        *,
+        received_ns: int,
+        position: int,
+        initial_term_id: int = 0,
+        frame_length: int | None = None,
+        flags: int = 0xC0,
+        term_offset: int = 0,
+        session_id: int = 0,
+        stream_id: int = 0,
+        term_id: int = 0,
+        reserved_value: int = 0,
+        version: int = 0,
+        frame_type: int = TYPE_DATA,
+    ) -> None:
+        """Append one frame (``payload``: any bytes-like object, copied before return)."""
+        size = len(payload) if isinstance(payload, bytes) else memoryview(payload).nbytes
+        length = RECORD_HEADER + size
+        if length > MAX_RECORD:
+            raise ValueError(f"frame of {size} bytes is larger than a capture record can hold")
+        if self._file is None or (self._seg_size and self._seg_size + length > self.segment_bytes):
+            self._roll()
+        received_ns = max(received_ns, self._last_ns)
+        body = _BODY.pack(
+            received_ns, position, initial_term_id, MARKER,
+            size + 32 if frame_length is None else frame_length, version, flags, frame_type,
+            term_offset, session_id, stream_id, term_id, reserved_value,
+        )  # fmt: skip
+        if (
+            not self._seg_size
+            or session_id not in self._sessions
+            or (self._since_index >= self.index_every_bytes)
+        ):
+            entry = _INDEX.pack(self._offset, position, received_ns, session_id, self._count_since)
+            self._pending.append(entry)
+            self._sessions.add(session_id)
+            self._since_index = self._count_since = 0
+        f = self._file
+        assert f is not None
+        f.write(_PREFIX.pack(length, zlib.crc32(payload, zlib.crc32(body))) + body)
+        f.write(payload)
+        self._offset += length
+        self._seg_size += length
+        self._since_index += length
+        self._count_since += 1
+        self._last_ns = received_ns
+        self.dirty = True
+        c = self.counters
+        c.records, c.payload_bytes, c.record_bytes = (
+            c.records + 1,
+            c.payload_bytes + size,
+            c.record_bytes + length,
+        )
+
+    def flush(self) -> None:
+        """Make everything appended visible to readers (and durable if ``fsync``)."""
+        self.dirty = False
+        if self._file is not None:
+            self._file.flush()
+            if self.fsync:
+                os.fsync(self._file.fileno())
+        if self._pending:  # index entries only after the records they point to
+            self._index.write(b"".join(self._pending))
+            self._pending.clear()
+            if self.fsync:
+                os.fsync(self._index.fileno())
+
+    def _roll(self) -> None:
+        self.flush()
+        if self._file is not None:
+            self._file.close()
+        path = self.directory / segment_name(self._offset)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(_segment_header(self._offset, self.stream_id, self.channel))
+            if self.fsync:
+                os.fsync(f.fileno())
+        os.rename(tmp, path)
+        if self.fsync:
+            fd = os.open(self.directory, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+        self._file = open(path, "ab", buffering=self.buffer_bytes)  # noqa: SIM115
+        self._seg_size = 0
+        self.counters.segments_created += 1
+
+    def segments(self) -> int:
+        return len(list_segments(self.directory))
+
+    def close(self) -> None:
+        if self._lock.closed:
+            return
+        self.flush()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._index.close()
+        self._lock.close()
+
+    def __enter__(self) -> CaptureWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CaptureReader:
+    """Reads a capture (possibly while a recorder still writes it) as ``DataFrame``s.
+
+    Damage never raises: damage at the very end of the last segment is a torn
+    tail (``torn_tail``: bytes ignored), damage followed by valid records is
+    counted in ``malformed[reason]`` (crc, length, truncated, header) and skipped;
+    ``notes`` says where.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        d = self.directory = Path(directory)
+        if not d.is_dir():
+            what = "does not exist" if not d.exists() else "is not a directory"
+            raise SourceError(f"capture directory {d} {what}")
+        segments = list_segments(d)
+        if not segments:
+            raise SourceError(f"{d}: not a telepipe capture (no *{SUFFIX} segments)")
+        if read_segment(segments[0][1], segments[0][0]) is None:
+            raise SourceError(f"{d}: not a telepipe capture ({segments[0][1].name}: bad header)")
+        self.notes: list[str] = []
+        self.malformed: dict[str, int] = {}
+        self.torn_tail = 0
+        self._headers: dict[int, Segment | None] = {}
+
+    def segments(self) -> list[Segment]:
+        found = (_header(self._headers, b, p) for b, p in list_segments(self.directory))
+        return [s for s in found if s is not None]
+
+    def _index(self, segments: list[Segment]) -> np.ndarray:
+        entries = read_index(self.directory)
+        end = segments[-1].base + segments[-1].record_bytes() if segments else 0
+        return entries[entries["offset"] < end]
+
+    def seek_offset(
+        self,
+        start_position: int | None = None,
+        start_time_ns: int | None = None,
+        session_id: int | None = None,
+    ) -> int:
+        """The logical offset where a read with these arguments starts scanning (index lookup)."""
+        segments = self.segments()
+        offset = segments[0].base if segments else 0
+        entries = self._index(segments)
+        if not len(entries):
+            return offset
+        times = entries["received_ns"]
+        if start_time_ns is not None and np.all(times[1:] >= times[:-1]):
+            k = int(np.searchsorted(times, start_time_ns, "left")) - 1
+            offset = max(offset, int(entries["offset"][k])) if k >= 0 else offset
+        if start_position is not None:
+            sessions = np.unique(entries["session_id"]) if session_id is None else [session_id]
+            starts = []
+            for s in sessions:
+                e = entries[entries["session_id"] == s]  # e[0]: the session's first record
+                if not len(e):  # a session first seen after the last entry
+                    starts.append(int(entries["offset"][-1]))
+                    continue
+                p = e["position"]
+                k = int(np.searchsorted(p, start_position, "right")) - 1
+                starts.append(int(e["offset"][max(k, 0) if np.all(p[1:] >= p[:-1]) else 0]))
+            offset = max(offset, min(starts))
+        return offset
+
+    def frames(
+        self,
+        start_position: int | None = None,
+        start_time_ns: int | None = None,
+        follow: bool = False,
+        stop: threading.Event | None = None,
+        idle_timeout_s: float | None = None,
+        session_id: int | None = None,
+    ) -> Iterator[DataFrame]:
+        """Frames in record order from the first one with ``position > start_position`` (of
+        ``session_id`` if given) and ``received_ns >= start_time_ns``, then all after it.
+
+        ``follow``: at the end, wait for more (new bytes, new segments) until ``stop``
+        is set or nothing new came for ``idle_timeout_s``.
+        """
+        offset = self.seek_offset(start_position, start_time_ns, session_id)
+        first = self.segments()[0].base
+        if offset > first and not _at_record(self.directory, offset, self._headers):
+            self.notes.append(f"index entry {offset} is not a record start: reading from 0")
+            offset = first
+        matching = start_position is None and start_time_ns is None
+        records = scan(self.directory, offset, self, self._headers, follow, stop, idle_timeout_s)
+        for _, head, payload in records:
+            if not matching:
+                if start_position is not None and (
+                    head[3] <= start_position or (session_id is not None and head[11] != session_id)
+                ):
+                    continue
+                if start_time_ns is not None and head[2] < start_time_ns:
+                    continue
+                matching = True
+            yield DataFrame(
+                head[12], head[11], head[13], head[10], head[8], head[3], head[2], payload, head[14]
+            )
+
+    def describe(self) -> dict[str, Any]:
+        """A cheap summary: the index plus a scan of the records past its last entry."""
+        segments = self.segments()
+        entries = self._index(segments)
+        base = segments[0].base if segments else 0
+        damage = Damage()
+        start = int(entries["offset"][-1]) if len(entries) else base
+        records = int(entries["count"].sum(dtype=np.int64))
+        sessions = set(entries["session_id"].tolist())
+        streams = {s.stream_id for s in segments}
+        last_ns = int(entries["received_ns"][-1]) if len(entries) else None
+        for _, head, _ in scan(self.directory, start, damage, self._headers):
+            records, last_ns = records + 1, head[2]
+            sessions.add(head[11])
+            streams.add(head[12])
+        first = next(scan(self.directory, base, Damage(), self._headers), None)
+        return {
+            "directory": str(self.directory),
+            "segments": [s.summary() for s in segments],
+            "bytes": sum(s.record_bytes() for s in segments),
+            "records": records,
+            "first_received_ns": first[1][2] if first else None,
+            "last_received_ns": last_ns,
+            "streams": sorted(streams),
+            "sessions": sorted(sessions),
+            "index_entries": len(entries),
+            "torn_tail": damage.torn_tail,
+            "notes": damage.notes,
+        }

@@ -1,0 +1,192 @@
+"""Replay: a live run and replays of its capture give the same tables; crashes lose nothing.
+
+A standalone driver (`telepipe driver`) is shared by the recorder (`telepipe
+capture`) and the live run (`telepipe run`, with its simulator child), so the
+capture holds exactly the frames the live pipeline read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from helpers import ROOT
+
+N = 200_000
+START = 1_767_225_600_000_000_000
+SORT = {
+    "readings": ["ts_ns", "sensor_id", "value"],
+    "windows": ["window_start_ns", "sensor_id"],
+    "alarms": ["ts_ns", "sensor_id"],
+    "late_readings": ["ts_ns", "sensor_id", "value"],
+}
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "telepipe.cli", *args]
+
+
+def table(data_dir: Path, name: str) -> pl.DataFrame:
+    return pl.read_delta(str(data_dir / name)).sort(SORT[name])
+
+
+def assert_same_tables(a: Path, b: Path) -> None:
+    for name in SORT:
+        left, right = table(a, name), table(b, name)
+        assert left.height == right.height, name
+        assert left.equals(right), name
+
+
+def wait_for_line(process: subprocess.Popen[str], text: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    stream = process.stderr if text.startswith("telepipe capture") else process.stdout
+    assert stream is not None
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if text in line:
+            return line
+        if process.poll() is not None:
+            raise AssertionError(f"process exited {process.returncode} before {text!r}")
+    raise AssertionError(f"no {text!r} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A live demo run of N readings and the capture of the stream it read."""
+    base = tmp_path_factory.mktemp("recorded")
+    capture_dir, live_dir = base / "capture", base / "live"
+    driver = subprocess.Popen(cli("driver"), cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        aeron_dir = wait_for_line(driver, "aeron.dir=").strip().split("=", 1)[1]
+        recorder = subprocess.Popen(
+            cli("capture", f"aeron.dir={aeron_dir}", "channel=aeron:ipc", "stream=1001", f"out={capture_dir}"),
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        wait_for_line(recorder, "telepipe capture: recording")
+        live = subprocess.run(
+            cli(
+                "run", f"aeron.dir={aeron_dir}", f"limit.readings={N}", f"data_dir={live_dir}",
+                f"simulator.options.start_ns={START}", "simulator.options.late_fraction=0.002",
+                "simulator.options.rate=100000",
+                "source.checkpoint_every_readings=20000",
+            ),
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert live.returncode == 0, live.stderr
+        time.sleep(0.5)
+        recorder.send_signal(signal.SIGTERM)
+        _, err = recorder.communicate(timeout=30)
+        assert recorder.returncode == 0, err
+    finally:
+        driver.send_signal(signal.SIGTERM)
+        driver.wait(timeout=30)
+    return {"capture": capture_dir, "live": live_dir}
+
+
+def replay(
+    capture: Path, data_dir: Path, *extra: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cli("replay", "pipeline=demo", f"input={capture}", f"data_dir={data_dir}", *extra),
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_replay_of_the_capture_equals_the_live_run(
+    recorded: dict[str, Path], tmp_path: Path
+) -> None:
+    done = replay(recorded["capture"], tmp_path / "replayed", f"stats_file={tmp_path / 's.json'}")
+    assert done.returncode == 0, done.stderr
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["received"] == N and stats["exit_reason"] == "end of input"
+    assert table(tmp_path / "replayed", "late_readings").height > 0
+    assert_same_tables(recorded["live"], tmp_path / "replayed")
+
+
+@pytest.mark.parametrize(
+    "extra", [["replay.batch_messages=1"], ["replay.batch_messages=7", "replay.speed=20"]]
+)
+def test_replays_with_other_batch_sizes_and_speeds_are_identical(
+    recorded: dict[str, Path], tmp_path: Path, extra: list[str]
+) -> None:
+    done = replay(recorded["capture"], tmp_path / "replayed", *extra)
+    assert done.returncode == 0, done.stderr
+    assert_same_tables(recorded["live"], tmp_path / "replayed")
+
+
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
+    recorded: dict[str, Path], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "killed"
+    rng = random.Random(5)
+    kills = 0
+    # The capture spans 2 s (100k readings/s); at 0.2x a replay takes 10 s, so
+    # kills land mid-run and, with a checkpoint every 10k readings, often mid-commit.
+    extra = [
+        "source.checkpoint_every_readings=10000",
+        "replay.batch_messages=4",
+        "replay.speed=0.2",
+    ]
+    while kills < 12:
+        process = subprocess.Popen(
+            cli("replay", "pipeline=demo", f"input={recorded['capture']}", f"data_dir={data_dir}", *extra),
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(rng.uniform(1.0, 2.5))
+        if process.poll() is not None:
+            assert process.returncode == 0, process.stderr.read() if process.stderr else ""
+            break  # it finished before the kill: the rest is checked below
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        kills += 1
+    done = replay(recorded["capture"], data_dir, *extra[:2])
+    assert done.returncode == 0, done.stderr
+    assert kills >= 10
+    assert_same_tables(recorded["live"], data_dir)
+
+
+def test_replay_bad_inputs_are_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"not a capture at all")
+    for path, expected in [
+        (tmp_path / "missing", "no such file or directory"),
+        (junk, "not a pcap/pcapng file"),
+        (tmp_path, "neither a telepipe capture"),
+    ]:
+        done = subprocess.run(
+            cli("replay", f"input={path}", f"data_dir={tmp_path / 'out'}"),
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert len(done.stderr.strip().splitlines()) == 1 and expected in done.stderr
+    done = subprocess.run(
+        cli("replay", f"data_dir={tmp_path}"), cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "replay needs input=PATH" in done.stderr
+
+
+def test_inspect_reports_streams_and_counts(recorded: dict[str, Path]) -> None:
+    done = subprocess.run(
+        cli("inspect", str(recorded["capture"]), "--json"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["kind"] == "capture"
+    assert [s["stream_id"] for s in report["streams"]] == [1001]
+    assert report["gaps"] == [] and report["messages"] > N // 1024
+    text = subprocess.run(
+        cli("inspect", str(recorded["capture"])), cwd=ROOT, capture_output=True, text=True
+    )
+    assert text.returncode == 0 and "capture" in text.stdout and "1001" in text.stdout

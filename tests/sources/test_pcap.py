@@ -1,0 +1,341 @@
+"""PcapReader on real Aeron UDP traffic captured by tcpdump, then converted and damaged.
+
+The embedded media driver publishes SBE telemetry over UDP on loopback (messages
+larger than the MTU, so fragmented, and a short term length so the capture
+crosses terms and holds PAD frames) while tcpdump writes the pcap. The capture is
+then rewritten (pcapng, other link types, IPv4 fragments, lost/duplicated
+datagrams, cut or corrupted bytes) with struct/dpkt on the test side.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import dpkt
+import numpy as np
+import pytest
+from helpers import SCHEMA_XML, free_udp_port
+
+from telepipe.aeron import AeronConnection
+from telepipe.errors import SourceError
+from telepipe.sources.frames import FrameAssembler
+from telepipe.sources.pcap import PcapReader
+from telepipe.sources.sbe import SbeCodec
+
+TERM = 512 * 1024
+STREAM = 4242
+UDP_AT = 14 + 20 + 8  # Ethernet + IPv4 + UDP on loopback
+
+# -- capturing real traffic -------------------------------------------------------------
+
+
+def start_tcpdump(path: Path, port: int) -> subprocess.Popen[str]:
+    if shutil.which("tcpdump") is None:
+        pytest.skip("tcpdump is not installed (CI installs it: apt-get install tcpdump)")
+    cmd = ["tcpdump", "-i", "lo", "-U", "--immediate-mode", "-B", "32768"]
+    cmd += ["--time-stamp-precision=nano", "-w", str(path), f"udp port {port}"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()  # "listening on lo, ..." once it captures
+    if "listening on" not in line:
+        proc.kill()
+        pytest.skip(f"tcpdump cannot capture on lo here: {line.strip()}")
+    return proc
+
+
+def telemetry(codec: SbeCodec, n: int, seq: int) -> bytes:
+    rng = np.random.default_rng(seq)
+    columns = {
+        "sensor_id": np.arange(n, dtype=np.int32),
+        "ts": 1_767_225_600_000_000_000 + np.arange(n, dtype=np.int64) * 1000 + seq,
+        "value": rng.normal(size=n),
+        "quality": np.zeros(n, np.uint8),
+    }
+    return codec.encode(columns, source_id=7, batch_seq=seq)
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]]:
+    path = tmp_path_factory.mktemp("pcap") / "aeron.pcap"
+    port = free_udp_port()
+    channel = f"aeron:udp?endpoint=127.0.0.1:{port}|term-length={TERM // 1024}k"
+    codec = SbeCodec.from_xml(SCHEMA_XML)
+    # 2000 readings = 42 KB (31 fragments); small ones share datagrams when batched.
+    sent = [telemetry(codec, 2000 if i % 4 == 0 else 1 + i % 30, i) for i in range(160)]
+    tcpdump = start_tcpdump(path, port)
+    received: list[bytes] = []
+    try:
+        with AeronConnection() as connection:
+            sub = connection.client.add_subscription(channel, STREAM)
+            pub = connection.client.add_exclusive_publication(channel, STREAM)
+
+            def handler(buffer: object, header: object) -> None:
+                received.append(bytes(buffer))  # type: ignore[call-overload]
+
+            deadline = time.monotonic() + 20
+            while not pub.is_connected:
+                assert time.monotonic() < deadline, "publication never connected"
+                sub.poll(handler, 10)
+                time.sleep(0.001)
+            for i, payload in enumerate(sent):
+                while pub.offer(payload) is not True:
+                    assert time.monotonic() < deadline + 30, "offer kept failing"
+                    sub.poll(handler, 64)
+                    time.sleep(0.0002)
+                # Paced in bursts of a few messages (several frames per datagram) so
+                # tcpdump keeps up: a kernel drop would make the capture incomplete.
+                if i % 5 == 4 or len(payload) > 1376:
+                    while len(received) <= i:
+                        assert time.monotonic() < deadline + 60, "subscriber fell behind"
+                        if not sub.poll(handler, 64):
+                            time.sleep(0.0002)
+                    time.sleep(0.002)
+            while len(received) < len(sent):
+                assert time.monotonic() < deadline + 60, f"got {len(received)}/{len(sent)}"
+                if not sub.poll(handler, 64):
+                    time.sleep(0.0005)
+            time.sleep(0.3)  # the last status messages
+    finally:
+        tcpdump.send_signal(signal.SIGINT)
+        _, err = tcpdump.communicate(timeout=20)
+    assert received == sent, "the live subscriber itself did not get every message"
+    assert re.search(r"^0 packets dropped by kernel", err, re.M), err
+    return path, sent
+
+
+# -- rewriting captures (test side: struct and dpkt only) -------------------------------
+
+
+def read_packets(path: Path) -> tuple[int, list[tuple[int, bytes]]]:
+    """(linktype, [(ts_ns, bytes)]) of a nanosecond little-endian pcap."""
+    data = path.read_bytes()
+    assert data[:4] == b"\x4d\x3c\xb2\xa1"
+    linktype = struct.unpack_from("<I", data, 20)[0]
+    out, off = [], 24
+    while off < len(data):
+        sec, nsec, caplen, _ = struct.unpack_from("<IIII", data, off)
+        out.append((sec * 10**9 + nsec, data[off + 16 : off + 16 + caplen]))
+        off += 16 + caplen
+    return linktype, out
+
+
+def write_pcap(path: Path, packets: list[tuple[int, bytes]], linktype: int = 1) -> list[int]:
+    """Nanosecond pcap; returns the byte offset of each record."""
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, linktype))
+    offsets = []
+    for ts, buf in packets:
+        offsets.append(len(out))
+        out += struct.pack("<IIII", ts // 10**9, ts % 10**9, len(buf), len(buf)) + buf
+    path.write_bytes(bytes(out))
+    return offsets
+
+
+def aeron_type(buf: bytes) -> int:
+    return struct.unpack_from("<h", buf, UDP_AT + 6)[0] if len(buf) >= UDP_AT + 8 else -1
+
+
+def replay(reader: PcapReader) -> tuple[list[bytes], FrameAssembler]:
+    assembler = FrameAssembler()
+    return [m.payload for m in assembler.assemble(reader.frames())], assembler
+
+
+def only_term_ends(assembler: FrameAssembler) -> bool:
+    """PAD frames carry the position across term ends: an intact capture has no gap."""
+    return not assembler.counters.gaps
+
+
+# -- tests ------------------------------------------------------------------------------
+
+
+def test_capture_replays_every_message_in_order(capture: tuple[Path, list[bytes]]) -> None:
+    path, sent = capture
+    reader = PcapReader(path)
+    messages, assembler = replay(reader)
+    assert messages == sent
+    assert only_term_ends(assembler) and assembler.counters.dropped_fragments == 0
+    frames = list(PcapReader(path).frames())
+    assert {f.stream_id for f in frames} == {STREAM}
+    assert frames[-1].position > 2 * TERM  # crossed terms: positions from SETUP term params
+    assert any(f.received_ns % 1000 for f in frames)  # nanosecond timestamps kept
+    assert not reader.malformed and not reader.notes
+
+
+def test_describe_summarises_the_capture(capture: tuple[Path, list[bytes]]) -> None:
+    path, sent = capture
+    d = PcapReader(path).describe()
+    assert d["format"] == "pcap" and d["packets"] == d["udp_datagrams"] > len(sent)
+    assert d["first_ns"] < d["last_ns"] and d["pad_frames"] >= 2
+    (session,) = d["sessions"]
+    assert session["setup"]["term_length"] == TERM and session["setup"]["mtu"] == 1408
+    assert session["stream_id"] == STREAM and d["control_frames"]["status"] > 0
+
+
+def test_pcapng_from_the_same_packets(capture: tuple[Path, list[bytes]], tmp_path: Path) -> None:
+    path, sent = capture
+    _, packets = read_packets(path)
+    out = tmp_path / "aeron.pcapng"
+    with out.open("wb") as f:
+        writer = dpkt.pcapng.Writer(f)
+        for ts, buf in packets:
+            writer.writepkt(buf, ts=ts / 1e9)
+    assert replay(PcapReader(out))[0] == sent
+
+
+def _sll2(buf: bytes) -> bytes:
+    return struct.pack("!HHiHBB8s", 0x0800, 0, 1, 1, 0, 6, b"") + buf[14:]
+
+
+def _fragments(buf: bytes) -> list[bytes]:
+    ip = dpkt.ip.IP(buf[14:])
+    payload = bytes(ip.data)
+    if len(payload) <= 1200:
+        return [buf]
+    out = []
+    for start in range(0, len(payload), 1200):  # a multiple of 8, as RFC 791 needs
+        piece = dpkt.ip.IP(src=ip.src, dst=ip.dst, id=ip.id, p=ip.p, ttl=ip.ttl)
+        piece.data = payload[start : start + 1200]
+        piece.offset = start >> 3
+        piece.mf = int(start + 1200 < len(payload))
+        piece.len = 20 + len(piece.data)
+        out.append(buf[:14] + bytes(piece))
+    return out[::-1]  # last fragment first: reassembly must not care
+
+
+@pytest.mark.parametrize(
+    ("linktype", "convert"),
+    [
+        (0, lambda b: [struct.pack("<I", 2) + b[14:]]),  # BSD loopback (DLT_NULL)
+        (108, lambda b: [struct.pack(">I", 2) + b[14:]]),  # OpenBSD loopback (DLT_LOOP)
+        (113, lambda b: [struct.pack("!HHH8sH", 0, 772, 6, b"", 0x0800) + b[14:]]),  # -i any
+        (276, lambda b: [_sll2(b)]),  # tcpdump -i any, libpcap >= 1.10
+        (101, lambda b: [b[14:]]),  # raw IP
+        (1, _fragments),  # IPv4 fragments of Aeron datagrams above the link MTU
+    ],
+    ids=["null", "loop", "sll", "sll2", "raw", "ipv4_fragments"],
+)
+def test_link_types(
+    capture: tuple[Path, list[bytes]], tmp_path: Path, linktype: int, convert: object
+) -> None:
+    path, sent = capture
+    _, packets = read_packets(path)
+    rewritten = [(ts, out) for ts, buf in packets for out in convert(buf)]  # type: ignore[operator]
+    write_pcap(tmp_path / "x.pcap", rewritten, linktype)
+    reader = PcapReader(tmp_path / "x.pcap")
+    assert replay(reader)[0] == sent
+    assert not reader.malformed and not reader.skipped
+
+
+def test_truncated_file_keeps_what_came_before(
+    capture: tuple[Path, list[bytes]], tmp_path: Path
+) -> None:
+    path, sent = capture
+    _, packets = read_packets(path)
+    offsets = write_pcap(tmp_path / "whole.pcap", packets)
+    data = (tmp_path / "whole.pcap").read_bytes()
+    middle = len(offsets) // 2
+    (tmp_path / "cut.pcap").write_bytes(data[: offsets[middle] + 16 + 700])  # mid-packet
+    (tmp_path / "clean.pcap").write_bytes(data[: offsets[middle]])  # the records before
+    reader = PcapReader(tmp_path / "cut.pcap")
+    messages = replay(reader)[0]
+    assert 0 < len(messages) < len(sent) and messages == sent[: len(messages)]
+    assert messages == replay(PcapReader(tmp_path / "clean.pcap"))[0]
+    assert reader.malformed == {"truncated_record": 1}
+    assert len(reader.notes) == 1 and "cut.pcap" in reader.notes[0]
+    (tmp_path / "cut2.pcap").write_bytes(data[: offsets[middle] + 9])  # mid record header
+    assert replay(PcapReader(tmp_path / "cut2.pcap"))[0] == messages
+
+
+@pytest.mark.parametrize(
+    ("at", "value"),
+    [
+        (0, b"\xff\xff\xff\x7f"),
+        (6, b"\x55\x00"),
+        (8, b"\x07\x00\x00\x00"),
+        (20, b"\x00\x00\x10\x00"),
+    ],
+    ids=["frame_length", "type", "term_offset", "term_id"],
+)
+def test_corrupt_aeron_header_does_not_stop_the_replay(
+    capture: tuple[Path, list[bytes]], tmp_path: Path, at: int, value: bytes
+) -> None:
+    path, sent = capture
+    _, packets = read_packets(path)
+    data_at = [i for i, (_, b) in enumerate(packets) if aeron_type(b) == 1]
+    victim = data_at[len(data_at) // 2]
+    ts, buf = packets[victim]
+    packets[victim] = (ts, buf[: UDP_AT + at] + value + buf[UDP_AT + at + len(value) :])
+    write_pcap(tmp_path / "bad.pcap", packets)
+    reader = PcapReader(tmp_path / "bad.pcap")
+    messages, assembler = replay(reader)
+    assert reader.malformed or reader.skipped  # the damage is counted
+    assert any(g.position % TERM for g in assembler.counters.gaps)  # and seen as a gap
+    assert messages[:40] == sent[:40] and messages[-40:] == sent[-40:]
+    assert len(sent) - 3 <= len(messages) < len(sent)
+
+
+def test_lost_and_repeated_datagrams(capture: tuple[Path, list[bytes]], tmp_path: Path) -> None:
+    path, sent = capture
+    _, packets = read_packets(path)
+    data_at = [i for i, (_, b) in enumerate(packets) if aeron_type(b) == 1]
+    lost = data_at[len(data_at) // 3]
+    repeated = data_at[2 * len(data_at) // 3]
+    rewritten = [p for i, p in enumerate(packets) if i != lost]
+    rewritten.insert(rewritten.index(packets[repeated]) + 3, packets[repeated])  # a retransmit
+    write_pcap(tmp_path / "lossy.pcap", rewritten)
+    messages, assembler = replay(PcapReader(tmp_path / "lossy.pcap"))
+    real = [g for g in assembler.counters.gaps if g.position % TERM]
+    assert any(g.position > g.expected_position for g in real)  # the loss
+    assert any(g.position < g.expected_position for g in real)  # the duplicate
+    missing = [p for p in sent if p not in messages]
+    assert 1 <= len(missing) <= 4 and [p for p in sent if p in messages] == messages
+
+
+def test_without_setup_positions_are_relative(
+    capture: tuple[Path, list[bytes]], tmp_path: Path
+) -> None:
+    path, sent = capture
+    _, packets = read_packets(path)
+    write_pcap(tmp_path / "nosetup.pcap", [p for p in packets if aeron_type(p[1]) != 5])
+    reader = PcapReader(tmp_path / "nosetup.pcap")
+    messages, _ = replay(reader)
+    assert messages == sent
+    assert any("no SETUP frame for stream" in n for n in reader.notes)
+
+
+def test_port_filter(capture: tuple[Path, list[bytes]]) -> None:
+    path, sent = capture
+    other = PcapReader(path, port=1)
+    assert list(other.frames()) == [] and other.skipped["other_port"] > 0
+    _, packets = read_packets(path)
+    port = struct.unpack_from("!H", packets[0][1], 36)[0]
+    assert replay(PcapReader(path, port=port))[0] == sent
+
+
+@pytest.mark.parametrize("content", [b"", b"hello world, not a capture", b"\xd4\xc3"])
+def test_not_a_capture_is_one_line_source_error(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(content)
+    with pytest.raises(SourceError) as error:
+        list(PcapReader(bad).frames())
+    assert "\n" not in str(error.value) and str(bad) in str(error.value)
+    with pytest.raises(SourceError, match="cannot open"):
+        PcapReader(tmp_path / "missing.pcap")
+
+
+def test_non_aeron_and_non_udp_packets_are_skipped(tmp_path: Path) -> None:
+    dns = dpkt.ethernet.Ethernet(
+        data=dpkt.ip.IP(
+            p=17, data=dpkt.udp.UDP(sport=53, dport=5353, ulen=48, data=b"\x12\x34" * 20)
+        )
+    )
+    arp = dpkt.ethernet.Ethernet(type=dpkt.ethernet.ETH_TYPE_ARP, data=dpkt.arp.ARP())
+    write_pcap(tmp_path / "other.pcap", [(1, bytes(dns)), (2, bytes(arp))])
+    reader = PcapReader(tmp_path / "other.pcap")
+    assert list(reader.frames()) == []
+    assert sum(reader.skipped.values()) == 2 and not reader.malformed
