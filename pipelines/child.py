@@ -1,4 +1,5 @@
-"""The simulator as a child process of ``telepipe run`` (the demo needs no hardware)."""
+"""Child processes of ``telepipe run``: the simulator (the demo needs no hardware) and a
+recorder that captures the stream the run reads (``capture_dir=``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig
+
+from telepipe.errors import SourceError
 
 _OWN_KEYS = ("aeron.dir=", "stats_file=", "ui=")
 
@@ -81,3 +85,51 @@ class SimulatorProcess:
             return json.loads(self.stats_path.read_text())
         except (OSError, ValueError):
             return {}
+
+
+class CaptureProcess:
+    """``telepipe capture`` on the run's driver: records exactly the stream the run reads."""
+
+    def __init__(self, process: subprocess.Popen[str], out: Path) -> None:
+        self.process = process
+        self.out = out
+
+    @classmethod
+    def start(cls, aeron_dir: str, channel: str, stream_id: int, out: str) -> CaptureProcess:
+        command = [
+            sys.executable, "-m", "telepipe.cli", "capture", f"aeron.dir={aeron_dir}",
+            f"channel={channel}", f"stream={stream_id}", f"out={out}",
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            text=True,
+        )  # fmt: skip
+        assert process.stderr is not None
+        # Wait until it subscribed, so it records from the first frame the run reads.
+        for line in process.stderr:
+            if "telepipe capture: recording" in line:
+                return cls(process, Path(out))
+        process.wait()
+        raise SourceError(f"capture_dir={out}: the recorder exited {process.returncode}")
+
+    def _size(self) -> int:
+        return sum(f.stat().st_size for f in self.out.glob("*") if f.is_file())
+
+    def stop(self, settle_s: float = 0.5, timeout: float = 30.0) -> None:
+        """Stop once the capture stopped growing (it has caught up), then SIGTERM it."""
+        deadline = time.monotonic() + timeout
+        size, stable_since = -1, time.monotonic()
+        while time.monotonic() < deadline and self.process.poll() is None:
+            now_size = self._size()
+            if now_size != size:
+                size, stable_since = now_size, time.monotonic()
+            elif time.monotonic() - stable_since >= settle_s:
+                break
+            time.sleep(0.05)
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -7,6 +7,7 @@ gaps, malformed frames, and the reader's notes (torn tails, missing SETUP...).
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -93,7 +94,7 @@ def inspect(path: str, as_json: bool = False) -> int:
     if as_json:
         print(json.dumps(asdict(report), indent=2))
         return 0
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(
         f"{report.path}: {report.kind}, {report.frames:,} frames, {report.messages:,} messages, "
         f"{report.bytes:,} payload bytes, {len(report.gaps)} gaps, "

@@ -26,7 +26,7 @@ from telepipe.config import build, option
 from telepipe.dead_letters import DeadLetter, dead_letters_batch
 from telepipe.errors import ConfigError, SourceError
 from telepipe.markers import CheckpointBarrier, Item, Watermark
-from telepipe.pipelines.child import SimulatorProcess
+from telepipe.pipelines.child import CaptureProcess, SimulatorProcess
 from telepipe.pipelines.display import Display
 from telepipe.pipelines.graph import RESERVED_TABLES, connect, outputs_from_config
 from telepipe.pipelines.recovery import read_recovery
@@ -136,11 +136,19 @@ class Runner:
                     _counting(sink.observer(output.table), self.counted, output.table)
                 )
             self._sink = sink
+            recorder = None
+            capture_dir = option(cfg, "capture_dir")
+            if capture_dir and connection is not None:
+                recorder = CaptureProcess.start(
+                    connection.dir, source_options.channel, source_options.stream_id, capture_dir
+                )
             if simulate and connection is not None:
                 self.child = SimulatorProcess.start(cfg, connection.dir, self.overrides)
             self._install_signals(source)
             try:
                 self._loop(source, sink, subject)
+                if recorder is not None:
+                    recorder.stop()
                 if self.child is not None:
                     self.child.stop()
                 self._push(source.checkpoint(), source, sink, subject)
@@ -149,6 +157,8 @@ class Runner:
                     sink.close(name)
                 sink.join()
             except BaseException as error:
+                if recorder is not None:
+                    recorder.stop(settle_s=0.0, timeout=5.0)
                 if self.child is not None:
                     self.child.stop(timeout=5.0)
                 sink.abort()

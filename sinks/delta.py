@@ -17,19 +17,17 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from reactivex import Observer
 
-from telepipe.boundary import BoundaryOptions, BoundedQueue
-from telepipe.errors import ConfigError, SinkError
-from telepipe.markers import CheckpointBarrier, Item
+from telepipe.boundary import BoundaryOptions
+from telepipe.errors import ConfigError
+from telepipe.markers import CheckpointBarrier
 from telepipe.sinks.delta_types import delta_schema, to_delta_table
+from telepipe.sinks.queued import QueuedSink
 
 
 @dataclass(frozen=True)
@@ -49,9 +47,6 @@ class DeltaSinkOptions:
             object.__setattr__(self, "queue", BoundaryOptions(**self.queue))
 
 
-_END = object()
-
-
 STATE_DIR = "_telepipe_state"
 KEEP_STATES = 16
 
@@ -64,13 +59,13 @@ class TableState:
     skipped_rows: int = 0
     pending: list[pa.RecordBatch] = field(default_factory=list)
     committed_rows: int = 0
-    dropped_rows: int = 0
     commits: int = 0
-    done: bool = False
 
 
-class DeltaSink:
+class DeltaSink(QueuedSink):
     """Writes several Delta tables under ``data_dir`` from one writer thread."""
+
+    kind = "Delta sink"
 
     def __init__(
         self,
@@ -80,6 +75,7 @@ class DeltaSink:
         metadata: dict[str, str] | None = None,
     ) -> None:
         """``tables`` maps each table to its Arrow schema (None: known from the first batch)."""
+        super().__init__(list(tables), options.queue, options.delay_ms)
         self.options = options
         self.root = Path(data_dir)
         self.metadata = metadata or {}
@@ -89,89 +85,23 @@ class DeltaSink:
             )
             for name, schema in tables.items()
         }
-        self.queue: BoundedQueue[tuple[str, object]] = BoundedQueue(
-            options.queue, "sink queue", on_drop=self._dropped, key=lambda entry: entry[0]
-        )
-        self.error: BaseException | None = None
-        self._aborted = False
-        self._thread = threading.Thread(target=self._run, name="delta-sink", daemon=True)
 
     def start(self) -> DeltaSink:
         self.root.mkdir(parents=True, exist_ok=True)
-        self._thread.start()
+        super().start()
         return self
 
-    def observer(self, table: str) -> Observer[Item]:
-        """An Rx observer that feeds ``table``; ``on_next`` blocks while the queue is full."""
-        if table not in self.tables:
-            raise ConfigError(f"sink has no table {table!r}; tables: {sorted(self.tables)}")
+    def on_rows(self, table: str, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self.tables[table].pending.append(batch)
 
-        def on_next(item: Item) -> None:
-            self._raise_if_failed()
-            rows = item.num_rows if isinstance(item, pa.RecordBatch) else None
-            if rows is None and not isinstance(item, CheckpointBarrier):
-                return  # watermarks mean nothing to a table
-            self.queue.put((table, item), rows)
+    def on_barrier(self, table: str, barrier: CheckpointBarrier) -> None:
+        self._commit(self.tables[table], barrier)
 
-        def on_error(error: Exception) -> None:
-            self.queue.put((table, _END), None)
-
-        return Observer(on_next, on_error, lambda: self.queue.put((table, _END), None))
-
-    def write(self, table: str, batch: pa.RecordBatch) -> None:
-        """Enqueue a batch outside a flow (side outputs: late rows, dead letters)."""
-        self._raise_if_failed()
-        self.queue.put((table, batch), batch.num_rows)
-
-    def barrier(self, table: str, barrier: CheckpointBarrier) -> None:
-        """Enqueue a barrier outside a flow (side-output tables commit at it too)."""
-        self._raise_if_failed()
-        self.queue.put((table, barrier), None)
-
-    def close(self, table: str) -> None:
-        self.queue.put((table, _END), None)
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-        self._raise_if_failed()
-
-    def abort(self, timeout: float = 30.0) -> None:
-        """Stop after the commit in progress; rows not yet committed are discarded."""
-        self._aborted = True
-        self.queue.close()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _dropped(self, entry: tuple[str, object], rows: int) -> None:
-        self.tables[entry[0]].dropped_rows += rows
-
-    def _raise_if_failed(self) -> None:
-        if self.error is not None:
-            raise SinkError(f"Delta sink failed: {self.error}") from self.error
-
-    def _run(self) -> None:
-        try:
-            delay = self.options.delay_ms / 1000
-            while not self._aborted and not all(t.done for t in self.tables.values()):
-                entry = self.queue.get(timeout=0.5)
-                if entry is None or self._aborted:
-                    continue
-                name, item = entry
-                state = self.tables[name]
-                if isinstance(item, pa.RecordBatch):
-                    if delay:
-                        time.sleep(delay)
-                    if item.num_rows:
-                        state.pending.append(item)
-                elif isinstance(item, CheckpointBarrier):
-                    self._commit(state, item)
-                elif item is _END:
-                    self._commit(state, None)
-                    self._create_if_missing(state)
-                    state.done = True
-        except BaseException as error:
-            self.error = error
-            self.queue.close()
+    def on_end(self, table: str) -> None:
+        state = self.tables[table]
+        self._commit(state, None)
+        self._create_if_missing(state)
 
     def _commit(self, state: TableState, barrier: CheckpointBarrier | None) -> None:
         batches, state.pending = state.pending, []
@@ -236,9 +166,6 @@ class DeltaSink:
 
     def committed(self) -> dict[str, int]:
         return {name: state.committed_rows for name, state in self.tables.items()}
-
-    def dropped(self) -> dict[str, int]:
-        return {name: state.dropped_rows for name, state in self.tables.items()}
 
 
 def last_checkpoint(path: str | Path, app_id: str = "telepipe") -> int | None:

@@ -66,7 +66,8 @@ class BoundedQueue[T]:
         key: Callable[[T], object] | None = None,
     ) -> None:
         """``key`` groups items (a sink's tables): ``drop_oldest`` evicts the oldest
-        item of the arriving item's group, so one table's burst cannot evict another's rows."""
+        item of the arriving item's group, so one table's burst cannot evict another's rows
+        (a group with nothing queued may exceed ``capacity`` by its one item)."""
         self.on_drop = on_drop
         self.key = key
         self.capacity = options.capacity
@@ -124,13 +125,12 @@ class BoundedQueue[T]:
             self._lock.notify_all()
 
     def _drop_oldest(self, arriving: T) -> None:
+        # With groups, only the arriving item's group is evicted from; a group with
+        # nothing queued gets its item in over capacity (at most one per group), so
+        # one table's burst never evicts another table's rows.
         group = self.key(arriving) if self.key is not None else None
-        same = group is not None and any(
-            rows is not None and self.key(item) == group  # type: ignore[misc]
-            for item, rows in self._items
-        )
         for index, (item, rows) in enumerate(self._items):
-            if rows is not None and (not same or self.key(item) == group):  # type: ignore[misc]
+            if rows is not None and (group is None or self.key(item) == group):  # type: ignore[misc]
                 del self._items[index]
                 self._data -= 1
                 self._count_drop(item, rows)

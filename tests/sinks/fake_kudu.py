@@ -15,6 +15,7 @@ applies, and a delay per flush (a slow cluster).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -87,7 +88,7 @@ def _check_spec(spec: TableSpec) -> None:
         if spec.range.column not in key:
             raise KuduStatusError("Invalid argument: range column must be a key column")
         bounds = sorted(spec.range.bounds)
-        if any(hi > lo2 for (_, hi), (lo2, _) in zip(bounds, bounds[1:], strict=False)):
+        if any(hi > lo2 for (_, hi), (lo2, _) in itertools.pairwise(bounds)):
             raise KuduStatusError("Invalid argument: overlapping range partitions")
 
 

@@ -94,5 +94,5 @@ def test_drop_oldest_evicts_within_the_arriving_items_group() -> None:
     for item in [("readings", 1), ("readings", 2), ("windows", 1)]:
         q.put(item, 10)
     q.put(("windows", 2), 10)  # evicts windows 1, not readings 1
-    q.put(("alarms", 1), 10)  # no alarms queued: evicts the oldest overall
-    assert drain(q) == [("readings", 2), ("windows", 2), ("alarms", 1)]
+    q.put(("alarms", 1), 10)  # no alarms queued: it enters over capacity, evicting nothing
+    assert drain(q) == [("readings", 1), ("readings", 2), ("windows", 2), ("alarms", 1)]

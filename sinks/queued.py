@@ -1,0 +1,126 @@
+"""``QueuedSink``: the writer thread and bounded queue every sink runs behind.
+
+Producers (Rx observers, one per table, and side outputs) put work into one
+``BoundedQueue``; one writer thread takes it in order and calls the sink's
+hooks. The queue's policy decides what a full queue does: ``block`` stalls the
+flow back to the source's poll loop. An error on the writer thread is raised to
+the next producer as a one-line ``SinkError``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+
+import pyarrow as pa
+from reactivex import Observer
+
+from telepipe.boundary import BoundaryOptions, BoundedQueue
+from telepipe.errors import ConfigError, SinkError
+from telepipe.markers import CheckpointBarrier, Item
+
+_END = object()
+
+
+class QueuedSink(ABC):
+    kind = "sink"
+
+    def __init__(self, tables: list[str], queue: BoundaryOptions, delay_ms: float = 0.0) -> None:
+        self.table_names = list(tables)
+        self.queue: BoundedQueue[tuple[str, object]] = BoundedQueue(
+            queue, f"{self.kind} queue", on_drop=self._count_drop, key=lambda entry: entry[0]
+        )
+        self.error: BaseException | None = None
+        self.dropped_rows = dict.fromkeys(self.table_names, 0)
+        self._delay = delay_ms / 1000
+        self._done: set[str] = set()
+        self._aborted = False
+        self._thread = threading.Thread(target=self._run, name=self.kind, daemon=True)
+
+    # Hooks, all on the writer thread.
+    @abstractmethod
+    def on_rows(self, table: str, batch: pa.RecordBatch) -> None: ...
+
+    @abstractmethod
+    def on_barrier(self, table: str, barrier: CheckpointBarrier) -> None: ...
+
+    @abstractmethod
+    def on_end(self, table: str) -> None: ...
+
+    def on_stop(self) -> None:  # noqa: B027 - optional hook
+        """After the last table ended (or an abort): release resources."""
+
+    def start(self) -> QueuedSink:
+        self._thread.start()
+        return self
+
+    def observer(self, table: str) -> Observer[Item]:
+        """An Rx observer that feeds ``table``; ``on_next`` blocks while the queue is full."""
+        if table not in self.dropped_rows:
+            raise ConfigError(
+                f"{self.kind} has no table {table!r}; tables: {sorted(self.dropped_rows)}"
+            )
+
+        def on_next(item: Item) -> None:
+            if isinstance(item, pa.RecordBatch):
+                self.write(table, item)
+            elif isinstance(item, CheckpointBarrier):
+                self.barrier(table, item)
+            # watermarks mean nothing to a sink
+
+        return Observer(on_next, lambda _error: self.close(table), lambda: self.close(table))
+
+    def write(self, table: str, batch: pa.RecordBatch) -> None:
+        self._raise_if_failed()
+        self.queue.put((table, batch), batch.num_rows)
+
+    def barrier(self, table: str, barrier: CheckpointBarrier) -> None:
+        self._raise_if_failed()
+        self.queue.put((table, barrier), None)
+
+    def close(self, table: str) -> None:
+        self.queue.put((table, _END), None)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+        self._raise_if_failed()
+
+    def abort(self, timeout: float = 30.0) -> None:
+        """Stop after the write in progress; what was not committed is discarded."""
+        self._aborted = True
+        self.queue.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def dropped(self) -> dict[str, int]:
+        return dict(self.dropped_rows)
+
+    def _count_drop(self, entry: tuple[str, object], rows: int) -> None:
+        self.dropped_rows[entry[0]] += rows
+
+    def _raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise SinkError(f"{self.kind} failed: {self.error}") from self.error
+
+    def _run(self) -> None:
+        try:
+            while not self._aborted and len(self._done) < len(self.table_names):
+                entry = self.queue.get(timeout=0.5)
+                if entry is None or self._aborted:
+                    continue
+                table, item = entry
+                if isinstance(item, pa.RecordBatch):
+                    if self._delay:
+                        time.sleep(self._delay)
+                    self.on_rows(table, item)
+                elif isinstance(item, CheckpointBarrier):
+                    self.on_barrier(table, item)
+                elif item is _END and table not in self._done:
+                    self.on_end(table)
+                    self._done.add(table)
+        except BaseException as error:
+            self.error = error
+            self.queue.close()
+        finally:
+            self.on_stop()
