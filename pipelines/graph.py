@@ -78,3 +78,22 @@ def connect(
         else:
             flow = flow.pipe(op)
     return flow
+
+
+def publishers_from_config(pipeline: DictConfig, tables: list[str]) -> dict[str, object]:
+    """``pipeline.publish``: output table -> Aeron sink options (alarms out as SBE)."""
+    publish = pipeline.get("publish")
+    if not publish:
+        return {}
+    if not isinstance(publish, DictConfig):
+        raise ConfigError(
+            f"pipeline.publish: expected a mapping of table -> Aeron sink, got {publish!r}"
+        )
+    built = {}
+    for table, node in publish.items():
+        if table not in tables:
+            raise ConfigError(
+                f"pipeline.publish.{table}: no such output (outputs: {', '.join(tables)})"
+            )
+        built[str(table)] = build(node, f"pipeline.publish.{table}")
+    return built

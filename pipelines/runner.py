@@ -28,9 +28,15 @@ from telepipe.errors import ConfigError, SourceError
 from telepipe.markers import CheckpointBarrier, Item, Watermark
 from telepipe.pipelines.child import CaptureProcess, SimulatorProcess
 from telepipe.pipelines.display import Display
-from telepipe.pipelines.graph import RESERVED_TABLES, connect, outputs_from_config
+from telepipe.pipelines.graph import (
+    RESERVED_TABLES,
+    connect,
+    outputs_from_config,
+    publishers_from_config,
+)
 from telepipe.pipelines.recovery import read_recovery
 from telepipe.schema import DEAD_LETTERS
+from telepipe.sinks.aeron import AeronSink
 from telepipe.sinks.delta import DeltaSink
 from telepipe.sources.decoder import SourceCounters
 from telepipe.stats import RunStats, print_summary
@@ -72,6 +78,7 @@ class Runner:
         self.raw_table: str | None = None
         self.counted: dict[str, int] = {}
         self.child: SimulatorProcess | None = None
+        self.publishers: dict[str, AeronSink] = {}
         self._started = time.monotonic()
 
     def request_stop(self, reason: str) -> None:
@@ -105,10 +112,11 @@ class Runner:
                 "use another data_dir for this input"
             )
         self.stats.resumed_from = recovery.oldest if recovery is not None and not live else 0
-        connection = AeronConnection(build(cfg.aeron, "aeron")) if live else None
+        publish = publishers_from_config(cfg.pipeline, [o.table for o in outputs])
+        connection = AeronConnection(build(cfg.aeron, "aeron")) if live or publish else None
         with connection or contextlib.nullcontext():
             source: PulledSource
-            if connection is not None:
+            if live and connection is not None:
                 from telepipe.sources.aeron import AeronSource
 
                 source = AeronSource(source_options, codec, connection)
@@ -130,12 +138,18 @@ class Runner:
             ).start()
             subject: Subject[Item] = Subject()
             restored = recovery.chain_states if recovery is not None and not live else {}
+            self.publishers = {
+                table: AeronSink(options, table, connection).start()  # type: ignore[arg-type]
+                for table, options in publish.items()
+            }
             for output in outputs:
                 self.counted[output.table] = 0
+                observers = [sink.observer(output.table)]
+                if output.table in self.publishers:
+                    observers.append(self.publishers[output.table].observer(output.table))
                 connect(subject, output, restored.get(output.table)).subscribe(
-                    _counting(sink.observer(output.table), self.counted, output.table)
+                    _counting(observers, self.counted, output.table)
                 )
-            self._sink = sink
             recorder = None
             capture_dir = option(cfg, "capture_dir")
             if capture_dir and connection is not None:
@@ -156,12 +170,16 @@ class Runner:
                 for name in RESERVED_TABLES:
                     sink.close(name)
                 sink.join()
+                for publisher in self.publishers.values():
+                    publisher.join()
             except BaseException as error:
                 if recorder is not None:
                     recorder.stop(settle_s=0.0, timeout=5.0)
                 if self.child is not None:
                     self.child.stop(timeout=5.0)
                 sink.abort()
+                for publisher in self.publishers.values():
+                    publisher.abort(timeout=5.0)
                 self.request_stop(f"error: {error}")
                 self._finish(source, sink)
                 raise
@@ -249,6 +267,7 @@ class Runner:
         s.data_dir = str(self.data_dir)
         s.input = self.input_path or ""
         s.exit_reason = self.stop_reason
+        s.published_by_table = {t: p.counters.rows for t, p in self.publishers.items()}
         if self.child is not None:
             published = self.child.counters()
             s.published = int(published.get("published", 0))
@@ -272,13 +291,26 @@ def source_live(source: PulledSource) -> bool:
     return type(source).__name__ == "AeronSource"
 
 
-def _counting(observer: Observer[Item], counted: dict[str, int], table: str) -> Observer[Item]:
+def _counting(
+    observers: list[Observer[Item]], counted: dict[str, int], table: str
+) -> Observer[Item]:
+    """One subscription feeding every sink of a table (the chain runs once), counting rows."""
+
     def on_next(item: Item) -> None:
         if isinstance(item, pa.RecordBatch):
             counted[table] += item.num_rows
-        observer.on_next(item)
+        for observer in observers:
+            observer.on_next(item)
 
-    return Observer(on_next, observer.on_error, observer.on_completed)
+    def on_error(error: Exception) -> None:
+        for observer in observers:
+            observer.on_error(error)
+
+    def on_completed() -> None:
+        for observer in observers:
+            observer.on_completed()
+
+    return Observer(on_next, on_error, on_completed)
 
 
 def run(cfg: DictConfig, overrides: list[str], input_path: str | None = None) -> int:

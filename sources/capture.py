@@ -62,7 +62,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from telepipe.errors import SourceError
-from telepipe.sources.frames import TYPE_DATA, DataFrame
+from telepipe.sources.frames import TYPE_DATA, UNFRAGMENTED, DataFrame
 
 MAGIC = b"TPCAPv1\0"
 VERSION = 1
@@ -229,7 +229,7 @@ def scan(
     to ``sink`` (``Damage`` or a reader). ``follow``: wait at the end for more."""
     listing = list_segments(directory)
     i = max(0, int(np.searchsorted([b for b, _ in listing], offset, "right")) - 1)
-    last_new, delay = time.monotonic(), 0.001
+    last_new, delay, draining = time.monotonic(), 0.001, False
     unpack_prefix, unpack, crc32 = _PREFIX.unpack_from, _RECORD.unpack_from, zlib.crc32
     while i < len(listing):
         base, path = listing[i]
@@ -271,8 +271,8 @@ def scan(
                     continue
                 if i + 1 >= len(listing):
                     listing = list_segments(directory)
-                if i + 1 < len(listing):  # the writer finished this segment
-                    if pos < end and follow and not rechecked:  # read its last bytes once more
+                if i + 1 < len(listing):  # the writer finished this segment: read once more
+                    if not rechecked:  # for what it wrote between our read and its roll
                         f.seek(at + pos)
                         buf, at, pos, rechecked = b"", at + pos, 0, True
                         continue
@@ -283,13 +283,16 @@ def scan(
                 timed_out = idle_timeout_s is not None and (
                     time.monotonic() - last_new > idle_timeout_s
                 )
-                if not follow or timed_out or (stop is not None and stop.is_set()):
+                ending = not follow or timed_out or (stop is not None and stop.is_set())
+                if ending and (not follow or draining):
                     if pos < end and (not follow or timed_out):
                         sink.torn_tail += end - pos
                         sink.notes.append(f"{where}: torn last record ({end - pos} bytes)")
                     return
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
+                draining = ending  # told to stop: one more pass for what came meanwhile
+                if not ending:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.05)
                 f.seek(at + pos)  # re-read a partial record from its start
                 buf, at, pos = b"", at + pos, 0
 
@@ -609,7 +612,9 @@ class CaptureReader:
         ``session_id`` if given) and ``received_ns >= start_time_ns``, then all after it.
 
         ``follow``: at the end, wait for more (new bytes, new segments) until ``stop``
-        is set or nothing new came for ``idle_timeout_s``.
+        is set or nothing new came for ``idle_timeout_s``. A frame that starts the next
+        term after a short previous one is preceded by a synthesized PAD frame
+        (``padding`` > 0): Aeron subscribers never see PADs, so the recorder could not.
         """
         offset = self.seek_offset(start_position, start_time_ns, session_id)
         first = self.segments()[0].base
@@ -618,6 +623,7 @@ class CaptureReader:
             offset = first
         matching = start_position is None and start_time_ns is None
         records = scan(self.directory, offset, self, self._headers, follow, stop, idle_timeout_s)
+        last: dict[tuple[int, int], tuple[int, int, int]] = {}  # -> position, term id, offset
         for _, head, payload in records:
             if not matching:
                 if start_position is not None and (
@@ -627,6 +633,18 @@ class CaptureReader:
                 if start_time_ns is not None and head[2] < start_time_ns:
                     continue
                 matching = True
+            key, aligned = (head[12], head[11]), (len(payload) + 63) & ~31
+            prev = last.get(key)
+            last[key] = (head[3], head[13], head[10] + aligned)
+            # Aeron does not deliver PAD frames: a frame at the start of the next term
+            # after a short previous one means the rest of that term was padding.
+            if prev and head[10] == 0 and (head[13] - prev[1]) & 0xFFFFFFFF == 1:
+                pad = head[3] - aligned - prev[0]
+                if pad > 0:
+                    yield DataFrame(
+                        head[12], head[11], prev[1], prev[2], UNFRAGMENTED, prev[0] + pad,
+                        head[2], b"", 0, padding=pad,
+                    )  # fmt: skip
             yield DataFrame(
                 head[12], head[11], head[13], head[10], head[8], head[3], head[2], payload, head[14]
             )

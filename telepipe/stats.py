@@ -33,6 +33,7 @@ class RunStats:
     watermark_lag_ms: float | None = None
     committed_by_table: dict[str, int] = field(default_factory=dict)
     dropped_by_table: dict[str, int] = field(default_factory=dict)
+    published_by_table: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     readings_per_s: float = 0.0
     data_dir: str = ""
