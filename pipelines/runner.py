@@ -25,7 +25,7 @@ from telepipe.aeron import AeronConnection, idle_strategy
 from telepipe.config import build, option
 from telepipe.dead_letters import DeadLetter, dead_letters_batch
 from telepipe.errors import ConfigError, SourceError
-from telepipe.markers import CheckpointBarrier, Item, Watermark
+from telepipe.markers import MAX_WATERMARK, CheckpointBarrier, Item, Watermark
 from telepipe.pipelines.child import CaptureProcess, SimulatorProcess
 from telepipe.pipelines.display import Display
 from telepipe.pipelines.graph import (
@@ -37,7 +37,8 @@ from telepipe.pipelines.graph import (
 from telepipe.pipelines.recovery import read_recovery
 from telepipe.schema import DEAD_LETTERS
 from telepipe.sinks.aeron import AeronSink
-from telepipe.sinks.delta import DeltaSink
+from telepipe.sinks.delta import DeltaSink, DeltaSinkOptions
+from telepipe.sinks.queued import QueuedSink
 from telepipe.sources.decoder import SourceCounters
 from telepipe.stats import RunStats, print_summary
 
@@ -59,6 +60,28 @@ class PulledSource(Protocol):
     def progress(self) -> tuple[int, int | None]: ...
 
     def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    queue: object
+
+    def start(self) -> QueuedSink: ...
+
+    def observer(self, table: str) -> Observer[Item]: ...
+
+    def write(self, table: str, batch: pa.RecordBatch) -> None: ...
+
+    def barrier(self, table: str, barrier: CheckpointBarrier) -> None: ...
+
+    def close(self, table: str) -> None: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+    def abort(self, timeout: float = 30.0) -> None: ...
+
+    def committed(self) -> dict[str, int]: ...
+
+    def dropped(self) -> dict[str, int]: ...
 
 
 class Runner:
@@ -104,7 +127,11 @@ class Runner:
         tables = {o.table: o.schema(codec.arrow_schema) for o in outputs}
         tables |= {"late_readings": codec.arrow_schema, "dead_letters": DEAD_LETTERS}
         self.raw_table = next((o.table for o in outputs if not o.operators), None)
-        recovery = read_recovery(self.data_dir, list(tables), sink_options.app_id)
+        delta = isinstance(sink_options, DeltaSinkOptions)
+        # Kudu keeps no checkpoint: a restart replays the input and upserts (effectively once).
+        recovery = (
+            read_recovery(self.data_dir, list(tables), sink_options.app_id) if delta else None
+        )
         origin = "live" if live else str(Path(str(self.input_path)).resolve())
         if recovery is not None and recovery.input not in (None, origin):
             raise ConfigError(
@@ -133,9 +160,14 @@ class Runner:
                     source_options.decoder_options(),
                     recovery.resume if recovery is not None else None,
                 )
-            sink = DeltaSink(
-                sink_options, self.data_dir, tables, {"telepipe.input": origin}
-            ).start()
+            sink: Sink
+            if delta:
+                sink = DeltaSink(sink_options, self.data_dir, tables, {"telepipe.input": origin})
+            else:
+                from telepipe.sinks.kudu import KuduSink
+
+                sink = KuduSink(sink_options, tables)
+            sink.start()
             subject: Subject[Item] = Subject()
             restored = recovery.chain_states if recovery is not None and not live else {}
             self.publishers = {
@@ -165,10 +197,7 @@ class Runner:
                     recorder.stop()
                 if self.child is not None:
                     self.child.stop()
-                self._push(source.checkpoint(), source, sink, subject)
-                subject.on_completed()
-                for name in RESERVED_TABLES:
-                    sink.close(name)
+                self._drain(source, sink, subject, resumable=not live)
                 sink.join()
                 for publisher in self.publishers.values():
                     publisher.join()
@@ -188,7 +217,7 @@ class Runner:
             self._finish(source, sink)
         return self.stats
 
-    def _loop(self, source: PulledSource, sink: DeltaSink, subject: Subject[Item]) -> None:
+    def _loop(self, source: PulledSource, sink: Sink, subject: Subject[Item]) -> None:
         idle = idle_strategy(build(self.cfg.aeron, "aeron"))
         idle_limit = float(option(self.cfg, "limit.idle_s") or 5.0)
         last_data = self._started = time.monotonic()
@@ -224,10 +253,33 @@ class Runner:
                     self._refresh(source, sink)
                     display.update(source.progress())
 
-    def _push(
-        self, item: Item, source: PulledSource, sink: DeltaSink, subject: Subject[Item]
+    def _drain(
+        self, source: PulledSource, sink: Sink, subject: Subject[Item], resumable: bool
     ) -> None:
-        if isinstance(item, Watermark):
+        """End the flow so that what is committed is exactly what a restart expects.
+
+        At the end of the input (or the limit) every operator is flushed by a maximal
+        watermark *before* the final barrier, so the flushed windows and alarms commit
+        with it. A replay stopped early (Ctrl-C, SIGTERM) is not flushed: its final
+        barrier carries the open windows as state and a restart resumes them.
+        """
+        finished = self.stop_reason in ("end of input", "limit")
+        if finished or not resumable:
+            self._push(Watermark(MAX_WATERMARK), source, sink, subject)
+        self._push(source.checkpoint(), source, sink, subject)
+        if finished or not resumable:
+            subject.on_completed()
+        else:
+            for name in self.counted:
+                sink.close(name)
+            for publisher in self.publishers.values():
+                for name in publisher.table_names:
+                    publisher.close(name)
+        for name in RESERVED_TABLES:
+            sink.close(name)
+
+    def _push(self, item: Item, source: PulledSource, sink: Sink, subject: Subject[Item]) -> None:
+        if isinstance(item, Watermark) and item.ts_ns < MAX_WATERMARK:
             self.stats.watermark_lag_ms = (time.time_ns() - item.ts_ns) / 1e6
         elif isinstance(item, CheckpointBarrier):
             # Side outputs commit at the same barrier, after the rows that precede it.
@@ -236,14 +288,17 @@ class Runner:
                 sink.barrier(name, item)
         subject.on_next(item)
 
-    def _drain_side_outputs(self, source: PulledSource, sink: DeltaSink) -> None:
+    def _drain_side_outputs(self, source: PulledSource, sink: Sink) -> None:
         for batch in source.take_late():
             sink.write("late_readings", batch)
         dead = source.take_dead_letters()
+        take_rejected_rows = getattr(sink, "take_dead_letters", None)
+        if take_rejected_rows is not None:  # rows the store refused (Kudu per-row errors)
+            dead += take_rejected_rows()
         if dead:
             sink.write("dead_letters", dead_letters_batch(dead))
 
-    def _refresh(self, source: PulledSource, sink: DeltaSink) -> None:
+    def _refresh(self, source: PulledSource, sink: Sink) -> None:
         s, c = self.stats, source.counters
         s.received, s.messages = c.readings, c.messages
         s.rejected, s.rejected_by_reason, s.late = c.rejected, dict(c.rejected_by_reason), c.late
@@ -259,7 +314,7 @@ class Runner:
         s.windows, s.alarms = self.counted.get("windows", 0), self.counted.get("alarms", 0)
         s.sample_rss(time.monotonic() - self._started)
 
-    def _finish(self, source: PulledSource, sink: DeltaSink) -> None:
+    def _finish(self, source: PulledSource, sink: Sink) -> None:
         self._refresh(source, sink)
         s = self.stats
         s.elapsed_s = round(time.monotonic() - self._started, 3)

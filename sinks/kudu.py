@@ -1,7 +1,7 @@
 """``KuduSink``: record batches upserted into Apache Kudu tables, flushed at barriers.
 
-Same shape as ``DeltaSink``: one writer thread behind a bounded queue owns every
-table. Rows are upserted (last write wins per key: a replay from the last
+A ``QueuedSink``, like ``DeltaSink``: one writer thread behind a bounded queue
+owns every table. Rows are upserted (last write wins per key: a replay from the last
 checkpoint rewrites the same rows) through one background-flush session. A
 checkpoint counts as done only when the flush returned and its per-row errors
 were collected: effectively-once.
@@ -32,12 +32,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from reactivex import Observer
 
-from telepipe.boundary import BoundaryOptions, BoundedQueue
+from telepipe.boundary import BoundaryOptions
 from telepipe.dead_letters import DeadLetter
 from telepipe.errors import ConfigError, SchemaError, SinkError
-from telepipe.markers import CheckpointBarrier, Item
+from telepipe.markers import CheckpointBarrier
 from telepipe.sinks.kudu_types import (
     KuduColumn,
     KuduStatusError,
@@ -53,6 +52,7 @@ from telepipe.sinks.kudu_types import (
     table_spec,
     to_kudu_rows,
 )
+from telepipe.sinks.queued import QueuedSink
 
 ROW_ERROR = "kudu_row_error"
 Row = tuple[object, ...]
@@ -147,9 +147,6 @@ class KuduSinkOptions:
         return (moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
 
 
-_END = object()
-
-
 @dataclass
 class TableState:
     name: str
@@ -162,14 +159,14 @@ class TableState:
     applied: int = 0  # applied since the last confirmed flush
     failed: int = 0  # of those, dead-lettered at the flush
     committed_rows: int = 0
-    dropped_rows: int = 0
     dead_rows: int = 0
     checkpoint: int | None = None
-    done: bool = False
 
 
-class KuduSink:
+class KuduSink(QueuedSink):
     """Writes several Kudu tables from one writer thread; see the module docstring."""
+
+    kind = "Kudu sink"
 
     def __init__(
         self,
@@ -195,10 +192,7 @@ class KuduSink:
             if schema is not None:
                 self._set_schema(state, schema)
             self.tables[name] = state
-        self.queue: BoundedQueue[tuple[str, object]] = BoundedQueue(
-            options.queue, "sink queue", on_drop=self._dropped
-        )
-        self.error: BaseException | None = None
+        super().__init__(list(tables), options.queue)
         self.client: Any = None
         self.session: Any = None
         self.peak_pending = 0
@@ -207,10 +201,6 @@ class KuduSink:
         self._dead: list[DeadLetter] = []
         self._dead_lock = threading.Lock()
         self._in_cycle = False
-        self._aborted = False
-        self._thread = threading.Thread(target=self._run, name="kudu-sink", daemon=True)
-
-    # -- the DeltaSink surface ------------------------------------------------------------
 
     def start(self) -> KuduSink:
         """Connect (retrying transient errors) and start the writer thread."""
@@ -224,51 +214,12 @@ class KuduSink:
                 flush_interval_ms=o.flush_interval_ms,
             ),
         )
-        self._thread.start()
+        super().start()
         return self
-
-    def observer(self, table: str) -> Observer[Item]:
-        """An Rx observer that feeds ``table``; ``on_next`` blocks while the queue is full."""
-        if table not in self.tables:
-            raise ConfigError(f"sink has no table {table!r}; tables: {sorted(self.tables)}")
-
-        def on_next(item: Item) -> None:
-            self._raise_if_failed()
-            rows = item.num_rows if isinstance(item, pa.RecordBatch) else None
-            if rows is None and not isinstance(item, CheckpointBarrier):
-                return  # watermarks mean nothing to a table
-            self.queue.put((table, item), rows)
-
-        def on_error(error: Exception) -> None:
-            self.queue.put((table, _END), None)
-
-        return Observer(on_next, on_error, lambda: self.queue.put((table, _END), None))
-
-    def write(self, table: str, batch: pa.RecordBatch) -> None:
-        """Enqueue a batch outside a flow (side outputs: late rows, dead letters)."""
-        self._raise_if_failed()
-        self.queue.put((table, batch), batch.num_rows)
-
-    def close(self, table: str) -> None:
-        self.queue.put((table, _END), None)
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-        self._raise_if_failed()
-
-    def abort(self, timeout: float = 30.0) -> None:
-        """Stop after the call in progress; rows not yet flushed may or may not land."""
-        self._aborted = True
-        self.queue.close()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     def committed(self) -> dict[str, int]:
         """Rows per table confirmed by a flush with no error for them."""
         return {name: state.committed_rows for name, state in self.tables.items()}
-
-    def dropped(self) -> dict[str, int]:
-        return {name: state.dropped_rows for name, state in self.tables.items()}
 
     def dead_lettered(self) -> dict[str, int]:
         return {name: state.dead_rows for name, state in self.tables.items()}
@@ -285,38 +236,22 @@ class KuduSink:
 
     # -- writer thread ----------------------------------------------------------------------
 
-    def _dropped(self, entry: tuple[str, object], rows: int) -> None:
-        self.tables[entry[0]].dropped_rows += rows
+    def on_rows(self, table: str, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self._write_batch(self.tables[table], batch)
 
-    def _raise_if_failed(self) -> None:
-        if self.error is not None:
-            raise SinkError(f"Kudu sink failed: {self.error}") from self.error
+    def on_barrier(self, table: str, barrier: CheckpointBarrier) -> None:
+        self._flush_cycle()
+        self.tables[table].checkpoint = barrier.checkpoint_id
 
-    def _run(self) -> None:
-        try:
-            while not self._aborted and not all(t.done for t in self.tables.values()):
-                entry = self.queue.get(timeout=0.5)
-                if entry is None or self._aborted:
-                    continue
-                name, item = entry
-                state = self.tables[name]
-                if isinstance(item, pa.RecordBatch):
-                    if item.num_rows:
-                        self._write_batch(state, item)
-                elif isinstance(item, CheckpointBarrier):
-                    self._flush_cycle()
-                    state.checkpoint = item.checkpoint_id
-                elif item is _END:
-                    self._flush_cycle()
-                    self._ensure_table(state, None)
-                    state.done = True
-        except BaseException as error:
-            self.error = error
-            self.queue.close()
-        finally:
-            if self.client is not None:
-                with contextlib.suppress(Exception):
-                    self.client.close()
+    def on_end(self, table: str) -> None:
+        self._flush_cycle()
+        self._ensure_table(self.tables[table], None)
+
+    def on_stop(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                self.client.close()
 
     def _set_schema(self, state: TableState, schema: pa.Schema) -> None:
         try:

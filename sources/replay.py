@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -120,7 +120,8 @@ def parse_bound(value: object, key: str) -> tuple[str, int] | None:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return ("time", int(moment.timestamp() * 1e9))
+    since_epoch = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return ("time", since_epoch // timedelta(microseconds=1) * 1000)  # exact, no float
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,13 @@ class ReplaySource:
             done = self._skip_through.get((message.stream_id, message.session_id))
             if done is not None and message.position <= done:
                 continue
-            if o.start is not None and _value(message, o.start[0]) < o.start[1]:
+            # from=P: messages that start at or after stream position P (a message's
+            # position is where it ends); from=T: received at or after T. to: the mirror.
+            if o.start is not None and (
+                message.position <= o.start[1]
+                if o.start[0] == "position"
+                else message.received_ns < o.start[1]
+            ):
                 continue
             if o.stop is not None and _value(message, o.stop[0]) > o.stop[1]:
                 if o.stop[0] == "time":

@@ -8,7 +8,10 @@ BAD = [
     (["run", "bogus=1"], "unknown config key 'bogus'"),
     (["run", "limit.readings"], "is not an override"),
     (["run", "source.stream_id=abc"], "source: stream_id"),
-    (["run", "pipeline=nope"], "pipeline=nope: no such option (available: demo, demo_publish, demo_threaded)"),
+    (
+        ["run", "pipeline=nope"],
+        "pipeline=nope: no such option (available: demo, demo_publish, demo_threaded)",
+    ),
     (["run", "sink.queue.policy=sometimes"], "policy must be one of"),
     (["run", "sink.queue.capacity=0"], "capacity must be >= 1"),
     (["run", "pipeline.outputs.windows.window.size_ms=-5"], "pipeline.outputs.windows.window"),

@@ -1,0 +1,440 @@
+"""The dead-letter store: the ``dead_letters`` Delta table of a data dir, and its audit log.
+
+Pipelines append dead letters to ``<data_dir>/dead_letters`` (the DeltaSink);
+this module lists, reads, purges and replays them. Ids are the letters' stable
+content ids (``telepipe.dead_letters``) and may be abbreviated, as in git, to a
+unique prefix of at least ``MIN_PREFIX`` hex digits.
+
+Every mutation is appended to ``<data_dir>/dead_letters/_audit.jsonl`` (Delta
+ignores and never vacuums files whose name starts with ``_``), one JSON line per
+entry, written with append + flush + fsync::
+
+    {"seq", "time", "actor", "action", "ids", "detail", "prev", "hash"}
+
+``hash`` is the SHA-256 of the canonical JSON (sorted keys, no spaces, ASCII)
+of the entry without ``hash``; ``prev`` is the previous entry's hash (64 zeros
+for the first), so editing, deleting, reordering or truncating an entry breaks
+the chain at that entry (``verify``). Removing whole entries from the end cannot
+be detected from the log alone: keep the head hash ``verify`` reports elsewhere.
+A mutation is refused while the chain is broken, and mutations take a file lock
+(``_audit.lock``) so two commands never fork the chain.
+
+Replay writes the selected letters' payloads as a telepipe capture (one
+unfragmented frame per letter at its recorded stream, session and position),
+logs ``replay_start`` (whose seq names the run's ``sink.app_id``:
+``telepipe-dlq-<seq>``, so its checkpoints never mix with the pipeline's own),
+removes the letters, and runs the pipeline over the capture into the same data
+dir: rows that now decode land in the normal tables, letters that fail again
+come back with the same ids. Then it logs ``replay`` with the outcome. If the
+run fails, the letters that did not come back are put back before the error is
+raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import polars as pl
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError
+
+from telepipe.dead_letters import DeadLetter
+from telepipe.errors import ConfigError, SinkError, TelepipeError
+from telepipe.schema import DEAD_LETTERS
+from telepipe.sources.frames import HEADER_LENGTH, UNFRAGMENTED, align
+
+TABLE = "dead_letters"
+AUDIT_NAME = "_audit.jsonl"
+LOCK_NAME = "_audit.lock"
+REPLAY_DIR = "_telepipe_dlq"  # under data_dir: replay captures until their run is done
+GENESIS = "0" * 64
+MIN_PREFIX = 4
+FIELDS = ("seq", "time", "actor", "action", "ids", "detail", "prev", "hash")
+LISTED = [n for n in DEAD_LETTERS.names if n != "payload"]
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+class AuditError(TelepipeError):
+    """The audit log's hash chain is broken, or another command holds its lock."""
+
+
+def canonical(entry: dict[str, Any]) -> bytes:
+    return json.dumps(entry, sort_keys=True, separators=(",", ":")).encode()
+
+
+def entry_hash(entry: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical({k: v for k, v in entry.items() if k != "hash"})).hexdigest()
+
+
+class AuditLog:
+    """An append-only, hash-chained JSON-lines log."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def _walk(self) -> tuple[list[dict[str, Any]], str | None]:
+        """The valid entries up to the first broken one, and what broke (None: intact)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return [], None
+        except OSError as error:
+            raise AuditError(f"cannot read audit log {self.path}: {error.strerror}") from None
+        lines = raw.split(b"\n")
+        complete, tail = lines[:-1], lines[-1]
+        entries: list[dict[str, Any]] = []
+        prev = GENESIS
+        for n, line in enumerate([*complete, tail] if tail else complete, start=1):
+            where = f"audit log {self.path}: entry {n}"
+            if n > len(complete):
+                return entries, f"{where}: truncated (the last line has no end)"
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                return entries, f"{where}: not a JSON entry (edited or damaged)"
+            if not isinstance(entry, dict) or set(entry) != set(FIELDS):
+                return entries, f"{where}: not an audit entry (fields {FIELDS} expected)"
+            if entry["seq"] != n:
+                return entries, (
+                    f"{where}: found seq {entry['seq']} (entries deleted, inserted or reordered)"
+                )
+            if entry["prev"] != prev:
+                return entries, f"{where}: prev is not the hash of entry {n - 1} (chain broken)"
+            if entry["hash"] != entry_hash(entry):
+                return entries, f"{where}: hash does not match its content (entry edited)"
+            entries.append(entry)
+            prev = entry["hash"]
+        return entries, None
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every entry; an AuditError if the chain is broken."""
+        entries, problem = self._walk()
+        if problem is not None:
+            raise AuditError(problem)
+        return entries
+
+    def verify(self) -> tuple[bool, str | None]:
+        """(True, None) if the chain is intact, else (False, the first broken entry and why)."""
+        _, problem = self._walk()
+        return problem is None, problem
+
+    def head(self) -> tuple[int, str]:
+        """(number of entries, hash of the last one) of an intact log."""
+        entries = self.entries()
+        return len(entries), entries[-1]["hash"] if entries else GENESIS
+
+    def next_seq(self) -> int:
+        return len(self.entries()) + 1
+
+    def append(self, action: str, ids: Sequence[str], detail: dict[str, Any], actor: str) -> dict:
+        """Append one entry (fsynced before return); refused if the chain is broken."""
+        try:
+            entries, problem = self._walk()
+            if problem is not None:
+                raise AuditError(f"{problem}; changes are refused until the log is repaired")
+            entry: dict[str, Any] = {
+                "seq": len(entries) + 1,
+                "time": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+                "actor": actor,
+                "action": action,
+                "ids": list(ids),
+                "detail": detail,
+                "prev": entries[-1]["hash"] if entries else GENESIS,
+            }
+            entry["hash"] = entry_hash(entry)
+            created = not self.path.exists()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "ab") as f:
+                f.write(canonical(entry) + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            if created:
+                _fsync_dir(self.path.parent)
+            return entry
+        except OSError as error:
+            raise AuditError(f"cannot append to audit log {self.path}: {error}") from None
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive for one mutation; another command changing the store is refused."""
+        lock_path = self.path.with_name(LOCK_NAME)
+        try:
+            lock = open(lock_path, "ab")  # noqa: SIM115
+        except OSError as error:
+            raise AuditError(f"cannot open {lock_path}: {error.strerror}") from None
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise AuditError(
+                    f"another dlq command is changing {self.path.parent}; try again later"
+                ) from None
+            yield
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_overlaps(rows: Sequence[dict[str, Any]]) -> None:
+    """A capture holds one frame per (stream, session, byte range): two letters whose frames
+    would overlap cannot be replayed together (the frame assembler drops the second)."""
+    last: dict[tuple[int, int], dict[str, Any]] = {}
+    for row in sorted(rows, key=_frame_order):
+        key = (row["stream_id"], row["session_id"])
+        start = row["position"] - align(len(row["payload"]) + HEADER_LENGTH)
+        prev = last.get(key)
+        if prev is not None and start < prev["position"]:
+            raise ConfigError(
+                f"dead letters {prev['id']} and {row['id']} overlap in stream {key[0]} "
+                f"session {key[1]} (positions {prev['position']}, {row['position']}): "
+                "replay them separately"
+            )
+        last[key] = row
+
+
+def _frame_order(row: dict[str, Any]) -> tuple[int, int, int]:
+    return row["stream_id"], row["session_id"], row["position"]
+
+
+def write_capture(directory: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """The letters' payloads as a telepipe capture, one unfragmented frame each."""
+    from telepipe.sources.capture import CaptureWriter
+
+    ordered = sorted(rows, key=_frame_order)
+    first = ordered[0]["stream_id"] if ordered else 0
+    with CaptureWriter(directory, channel="telepipe-dlq", stream_id=first, fsync=True) as writer:
+        for row in ordered:
+            writer.append(
+                row["payload"],
+                received_ns=row["received_ns"],
+                position=row["position"],
+                flags=UNFRAGMENTED,
+                session_id=row["session_id"],
+                stream_id=row["stream_id"],
+            )
+
+
+def _quote(value: str) -> str:
+    """A Hydra override value: quoted unless it is plainly safe (paths with spaces...)."""
+    if re.fullmatch(r"[\w./:+-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class DeadLetterStore:
+    """The dead letters of one data dir: read, purge, replay; every change audited."""
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / TABLE
+        self.audit = AuditLog(self.path / AUDIT_NAME)
+
+    # -- reading ---------------------------------------------------------------
+
+    def _read(self, columns: Sequence[str] | None = None, where: Any = None) -> pl.DataFrame:
+        # Read with polars' native Delta scan: reading through deltalake's pyarrow dataset
+        # sometimes aborts the interpreter at exit (delta-rs issue #2184).
+        names = list(columns or DEAD_LETTERS.names)
+        if not DeltaTable.is_deltatable(str(self.path)):
+            empty = pa.schema([DEAD_LETTERS.field(n) for n in names]).empty_table()
+            return cast(pl.DataFrame, pl.from_arrow(empty))
+        try:
+            frame = pl.scan_delta(str(self.path)).select(names)
+            return (frame.filter(where) if where is not None else frame).collect()
+        except (DeltaError, OSError, pl.exceptions.PolarsError) as error:
+            text = str(error).strip()
+            first = text.splitlines()[0] if text else type(error).__name__
+            raise SinkError(f"cannot read dead letters in {self.path}: {first}") from None
+
+    def ids(self) -> list[str]:
+        """Every distinct id in the store, sorted."""
+        return sorted(set(self._read(["id"])["id"].to_list()))
+
+    def resolve(self, ids: Iterable[str]) -> list[str]:
+        """Full ids for ids or unique prefixes (in the order given, without repeats)."""
+        given = list(ids)
+        if not given:
+            raise ConfigError("give at least one dead-letter id (see `telepipe dlq list`)")
+        known = self.ids()
+        resolved: list[str] = []
+        for raw in given:
+            text = raw.strip().lower()
+            if not _HEX.fullmatch(text):
+                raise ConfigError(f"{raw!r} is not a dead-letter id (ids are hex digits)")
+            if len(text) < MIN_PREFIX:
+                raise ConfigError(
+                    f"id prefix {raw!r} is too short: give at least {MIN_PREFIX} hex digits"
+                )
+            matches = [k for k in known if k.startswith(text)]
+            if not matches:
+                raise ConfigError(f"no dead letter with id {raw} in {self.path}")
+            if len(matches) > 1:
+                shown = ", ".join(matches[:3]) + (", ..." if len(matches) > 3 else "")
+                raise ConfigError(
+                    f"id prefix {raw} is ambiguous: {len(matches)} dead letters match ({shown})"
+                )
+            if not _HEX.fullmatch(matches[0]):  # never build a predicate from anything else
+                raise SinkError(f"{self.path}: stored id {matches[0]!r} is not hex")
+            if matches[0] not in resolved:
+                resolved.append(matches[0])
+        return resolved
+
+    def _rows(self, full_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """One row (all columns) per id, in the order given."""
+        found: dict[str, dict[str, Any]] = {}
+        for row in self._read(where=pl.col("id").is_in(list(full_ids))).to_dicts():
+            found.setdefault(row["id"], row)
+        return [found[i] for i in full_ids if i in found]
+
+    def get(self, id: str) -> DeadLetter:
+        """The dead letter with this id (or unique prefix); ConfigError if there is none."""
+        full = self.resolve([id])
+        rows = self._rows(full)
+        if not rows:
+            raise ConfigError(f"no dead letter with id {id} in {self.path}")
+        row = rows[0]
+        return DeadLetter(*(row[n] for n in DEAD_LETTERS.names if n != "id"))
+
+    # -- changing --------------------------------------------------------------
+
+    def _delete(self, full_ids: Sequence[str], action: str, seq: int) -> int:
+        assert full_ids and all(_HEX.fullmatch(i) for i in full_ids)
+        predicate = "id IN (" + ", ".join(f"'{i}'" for i in full_ids) + ")"
+        properties = CommitProperties(
+            custom_metadata={"telepipe.dlq.action": action, "telepipe.dlq.audit_seq": str(seq)}
+        )
+        try:
+            metrics = DeltaTable(str(self.path)).delete(predicate, commit_properties=properties)
+        except (DeltaError, OSError) as error:
+            raise SinkError(f"cannot delete dead letters in {self.path}: {error}") from None
+        return int(metrics.get("num_deleted_rows", 0))
+
+    def _put_back(self, rows: Sequence[dict[str, Any]]) -> int:
+        present = set(self.ids())
+        missing = [r for r in rows if r["id"] not in present]
+        if missing:
+            table = pa.Table.from_pylist(missing, schema=DEAD_LETTERS)
+            properties = CommitProperties(custom_metadata={"telepipe.dlq.action": "put_back"})
+            write_deltalake(str(self.path), table, mode="append", commit_properties=properties)
+        return len(missing)
+
+    def _prepare(self, ids: Iterable[str], confirm: bool, verb: str) -> list[str]:
+        if not confirm:
+            raise ConfigError(f"{verb} changes the store: add --confirm")
+        given = list(ids)
+        self.resolve(given)  # unknown ids fail before anything is locked or written
+        return given
+
+    def purge(self, ids: Iterable[str], confirm: bool, actor: str) -> dict[str, Any]:
+        """Delete these dead letters; returns the audit entry."""
+        given = self._prepare(ids, confirm, "purge")
+        with self.audit.locked():
+            seq = self.audit.next_seq()  # also refuses a broken chain
+            full = self.resolve(given)
+            reasons = Counter(r["reason"] for r in self._rows(full))
+            deleted = self._delete(full, "purge", seq)
+            return self.audit.append(
+                "purge", full, {"rows": deleted, "reasons": dict(sorted(reasons.items()))}, actor
+            )
+
+    def replay(
+        self,
+        ids: Iterable[str],
+        confirm: bool,
+        pipeline: str,
+        actor: str,
+        extra_overrides: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Run these dead letters back through ``pipeline``; returns the final audit entry."""
+        from telepipe.config import load
+        from telepipe.pipelines.runner import run
+
+        given = self._prepare(ids, confirm, "replay")
+        with self.audit.locked():
+            seq = self.audit.next_seq()
+            full = self.resolve(given)
+            rows = self._rows(full)
+            check_overlaps(rows)
+            app_id = f"telepipe-dlq-{seq}"
+            work = self.data_dir.resolve() / REPLAY_DIR / f"replay-{seq}"
+            capture, stats_file = work / "capture", work / "stats.json"
+            overrides = [
+                f"pipeline={_quote(pipeline)}",
+                f"data_dir={_quote(str(self.data_dir.resolve()))}",
+                f"input={_quote(str(capture))}",
+                f"sink.app_id={app_id}",
+                "ui=never",
+                f"stats_file={_quote(str(stats_file))}",
+                *extra_overrides,
+            ]
+            cfg = load(overrides)  # a bad pipeline or override fails before any change
+            shutil.rmtree(work, ignore_errors=True)  # left by a crash before replay_start
+            write_capture(capture, rows)
+            start = {"pipeline": pipeline, "app_id": app_id, "capture": str(capture)}
+            self.audit.append("replay_start", full, start, actor)
+            removed = self._delete(full, "replay", seq)
+            try:
+                run(cfg, overrides, input_path=str(capture))
+            except BaseException as error:
+                put_back = self._put_back(rows)
+                message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                self.audit.append(
+                    "replay",
+                    full,
+                    {"app_id": app_id, "error": message, "put_back": put_back},
+                    actor,
+                )
+                shutil.rmtree(work, ignore_errors=True)
+                if isinstance(error, TelepipeError) or not isinstance(error, Exception):
+                    raise
+                raise SinkError(f"dlq replay failed: {message}") from error
+            stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+            present = set(self.ids())
+            back = [i for i in full if i in present]
+            detail = {
+                "pipeline": pipeline,
+                "app_id": app_id,
+                "removed_rows": removed,
+                "came_back": len(back),
+                "came_back_ids": back,
+                "readings_received": stats.get("received", 0),
+                "readings_committed": stats.get("committed", 0),
+                "rejected": stats.get("rejected", 0),
+                "committed_by_table": stats.get("committed_by_table", {}),
+            }
+            entry = self.audit.append("replay", full, detail, actor)
+            shutil.rmtree(work, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                (self.data_dir / REPLAY_DIR).rmdir()  # only if no other replay left one
+            return entry
+
+    def verify(self) -> tuple[bool, str | None]:
+        return self.audit.verify()
+
+    def list(self, reason: str | None = None, limit: int | None = None) -> pl.DataFrame:
+        """Dead letters (oldest first), without payloads but with ``payload_bytes``."""
+        if limit is not None and limit < 0:
+            raise ConfigError(f"--limit must be >= 0, got {limit}")
+        frame = self._read([*LISTED, "payload"])
+        frame = frame.with_columns(payload_bytes=pl.col("payload").bin.size()).drop("payload")
+        if reason is not None:
+            frame = frame.filter(pl.col("reason") == reason)
+        frame = frame.sort(["received_ns", "stream_id", "session_id", "position", "id"])
+        return frame.head(limit) if limit is not None else frame

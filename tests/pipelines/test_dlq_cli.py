@@ -1,0 +1,248 @@
+"""``telepipe dlq``: list, inspect, purge, replay and verify from the command line, over dead
+letters a real pipeline run made from a telepipe capture of good and malformed messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from deltalake import write_deltalake
+from helpers import ROOT, SCHEMA_XML
+
+from telepipe.dead_letters import DeadLetter, dead_letters_batch
+from telepipe.sinks.dead_letter_store import AuditLog
+from telepipe.sources.capture import CaptureWriter
+from telepipe.sources.frames import align
+from telepipe.sources.sbe import SbeCodec
+
+T0 = 1_767_225_600_000_000_000
+CODEC = SbeCodec.from_xml(SCHEMA_XML)
+REASONS = {2: "truncated_group", 5: "wrong_schema_id", 8: "trailing_bytes"}
+
+
+def _wired() -> bool:
+    """Whether telepipe.cli already has the dlq command (else the module's own entry)."""
+    from telepipe import cli
+
+    try:
+        cli._parser().parse_args(["dlq", "verify"])
+    except SystemExit:
+        return False
+    return True
+
+
+ENTRY = (
+    ["-m", "telepipe.cli"]
+    if _wired()
+    else ["-c", "import sys; from telepipe.pipelines.dlq import _standalone; "
+          "sys.exit(_standalone(sys.argv[1:]))"]
+)  # fmt: skip
+
+
+def telepipe(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *ENTRY, *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def telemetry(seq: int, sensor0: int = 0) -> bytes:
+    n = 10
+    return CODEC.encode(
+        {
+            "sensor_id": np.arange(sensor0, sensor0 + n, dtype=np.int32),
+            "ts": np.full(n, T0 + seq * 1_000_000, np.int64),
+            "value": np.linspace(1.0, 50.0, n),
+            "quality": np.zeros(n, np.uint8),
+        },
+        source_id=1,
+        batch_seq=seq,
+    )
+
+
+def capture(directory: Path) -> None:
+    payloads = [telemetry(i) for i in range(10)]
+    payloads[2] = payloads[2][:-5]
+    wrong = bytearray(payloads[5])
+    wrong[4:6] = (999).to_bytes(2, "little")
+    payloads[5] = bytes(wrong)
+    payloads[8] += b"junk"
+    position = 0
+    with CaptureWriter(directory, channel="aeron:ipc", stream_id=1001) as writer:
+        for i, payload in enumerate(payloads):
+            position += align(len(payload) + 32)
+            writer.append(
+                payload, received_ns=T0 + i, position=position, session_id=7, stream_id=1001
+            )
+
+
+GOOD = DeadLetter("sink_row_error", "kudu: timed out", 1001, 99, 4096, T0, telemetry(1, 5000))
+
+
+def colliding_pair() -> list[DeadLetter]:
+    seen: dict[str, DeadLetter] = {}
+    for k in range(1, 100_000):
+        letter = DeadLetter("sink_row_error", "x", 1001, 98, k * 1024, T0 + 1, b"\0" * 8)
+        if letter.id[:4] in seen:
+            return [seen[letter.id[:4]], letter]
+        seen[letter.id[:4]] = letter
+    raise AssertionError("no collision")
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("dlq_cli")
+    capture(base / "capture")
+    done = subprocess.run(
+        [sys.executable, "-m", "telepipe.cli", "replay", "pipeline=demo",
+         f"input={base / 'capture'}", f"data_dir={base / 'data'}", "ui=never"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return base
+
+
+@pytest.fixture
+def data(pristine: Path, tmp_path: Path) -> Path:
+    """A copy of the pipeline's data dir plus a good letter and two with a common prefix."""
+    shutil.copytree(pristine / "data", tmp_path / "data")
+    batch = dead_letters_batch([GOOD, *colliding_pair()])
+    write_deltalake(str(tmp_path / "data" / "dead_letters"), batch, mode="append")
+    return tmp_path / "data"
+
+
+def letters(data: Path) -> pl.DataFrame:
+    return pl.read_delta(str(data / "dead_letters")).sort("position")
+
+
+def ids_by_reason(data: Path) -> dict[str, str]:
+    return {r["reason"]: r["id"] for r in letters(data).iter_rows(named=True)}
+
+
+def one_line(done: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    assert done.returncode == code, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and text in lines[0], done.stderr
+
+
+def test_list_and_inspect(data: Path) -> None:
+    ids = ids_by_reason(data)
+    assert set(REASONS.values()) <= set(ids)
+    listed = telepipe("dlq", "list", "--data-dir", str(data))
+    assert listed.returncode == 0, listed.stderr
+    for reason, id_ in ids.items():
+        assert reason in listed.stdout and id_ in listed.stdout
+    assert "6 of 6 dead letters" in listed.stdout
+    as_json = telepipe(
+        "dlq", "list", "--data-dir", str(data), "--json", "--reason", "wrong_schema_id"
+    )
+    rows = json.loads(as_json.stdout)
+    assert [r["id"] for r in rows] == [ids["wrong_schema_id"]]
+    assert "payload" not in rows[0] and rows[0]["payload_bytes"] == len(telemetry(5))
+    limited = json.loads(
+        telepipe("dlq", "list", "--data-dir", str(data), "--json", "--limit", "2").stdout
+    )
+    assert len(limited) == 2
+
+    shown = telepipe("dlq", "inspect", ids["truncated_group"][:7], "--data-dir", str(data))
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert ids["truncated_group"] in out and "session_id   7" in out
+    assert "decode      rejected: truncated_group:" in out
+    assert "00000000  0c 00 01 00 85 1c 01 00" in out  # header: blockLength 12, template 1, 7301
+    good = telepipe("dlq", "inspect", GOOD.id, "--data-dir", str(data))
+    assert "decode      ok: 10 readings" in good.stdout and "sink_row_error" in good.stdout
+    assert not (data / "dead_letters" / "_audit.jsonl").exists()
+
+
+def test_purge_needs_confirm_then_removes_the_rows_and_audits(data: Path) -> None:
+    before = letters(data)
+    target = ids_by_reason(data)["trailing_bytes"]
+    one_line(telepipe("dlq", "purge", target, "--data-dir", str(data)), 2, "add --confirm")
+    assert letters(data).equals(before)
+    assert not (data / "dead_letters" / "_audit.jsonl").exists()
+
+    done = telepipe("dlq", "purge", target[:8], "--confirm", "--data-dir", str(data))
+    assert done.returncode == 0, done.stderr
+    assert "purged 1 dead letters" in done.stdout
+    assert sorted(letters(data)["id"]) == sorted(set(before["id"]) - {target})
+    (entry,) = AuditLog(data / "dead_letters" / "_audit.jsonl").entries()
+    assert entry["action"] == "purge" and entry["ids"] == [target]
+    verified = telepipe("dlq", "verify", "--data-dir", str(data))
+    assert verified.returncode == 0 and "audit log ok: 1 entries" in verified.stdout
+
+
+def test_replay_brings_failures_back_and_delivers_what_decodes(data: Path) -> None:
+    ids = ids_by_reason(data)
+    failing = ids["wrong_schema_id"]
+    readings_before = pl.read_delta(str(data / "readings")).height
+    one_line(telepipe("dlq", "replay", failing, "--data-dir", str(data)), 2, "add --confirm")
+
+    done = telepipe(
+        "dlq", "replay", failing[:6], GOOD.id[:6], "--confirm", "--pipeline", "demo",
+        "--data-dir", str(data),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"1 came back ({failing})" in done.stdout and "10 readings committed" in done.stdout
+    after = set(letters(data)["id"])
+    assert failing in after and GOOD.id not in after
+    readings = pl.read_delta(str(data / "readings"))
+    assert readings.height == readings_before + 10
+    assert readings.filter(pl.col("sensor_id") >= 5000).height == 10
+    actions = [e["action"] for e in AuditLog(data / "dead_letters" / "_audit.jsonl").entries()]
+    assert actions == ["replay_start", "replay"]
+
+
+@pytest.mark.parametrize(
+    ("how", "entry"), [("edit", 2), ("delete", 2), ("swap", 2), ("truncate", 3)]
+)
+def test_verify_names_the_broken_entry(tmp_path: Path, how: str, entry: int) -> None:
+    log = AuditLog(tmp_path / "dead_letters" / "_audit.jsonl")
+    for k in range(3):
+        log.append("purge", [f"{k:020x}"], {"rows": 1}, actor="alice")
+    assert telepipe("dlq", "verify", "--data-dir", str(tmp_path)).returncode == 0
+    lines = log.path.read_text().splitlines(keepends=True)
+    if how == "edit":
+        lines[1] = lines[1].replace('"rows":1', '"rows":2')
+    elif how == "delete":
+        del lines[1]
+    elif how == "swap":
+        lines[1], lines[2] = lines[2], lines[1]
+    else:
+        lines[2] = lines[2][:-20]
+    log.path.write_text("".join(lines))
+    one_line(telepipe("dlq", "verify", "--data-dir", str(tmp_path)), 1, f"entry {entry}:")
+
+
+def test_unknown_or_ambiguous_ids_are_one_line_exit_2(data: Path) -> None:
+    prefix = colliding_pair()[0].id[:4]
+    d = ["--data-dir", str(data)]
+    one_line(telepipe("dlq", "inspect", "ffffffff", *d), 2, "no dead letter with id ffffffff")
+    one_line(
+        telepipe("dlq", "purge", prefix, "--confirm", *d), 2, f"id prefix {prefix} is ambiguous"
+    )
+    one_line(telepipe("dlq", "replay", "ab", "--confirm", *d), 2, "too short")
+    assert not (data / "dead_letters" / "_audit.jsonl").exists()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="recovery reads checkpoints of every app_id and the DLQ run overwrites the "
+    "pipeline's _telepipe_state files: needs app_id in DeltaSink state paths/metadata",
+)
+def test_the_original_replay_still_resumes_after_a_dlq_replay(pristine: Path, data: Path) -> None:
+    failing = ids_by_reason(data)["wrong_schema_id"]
+    assert telepipe("dlq", "replay", failing, "--confirm", "--data-dir", str(data)).returncode == 0
+    before = pl.read_delta(str(data / "readings")).height
+    again = subprocess.run(
+        [sys.executable, "-m", "telepipe.cli", "replay", "pipeline=demo",
+         f"input={pristine / 'capture'}", f"data_dir={data}", "ui=never"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert pl.read_delta(str(data / "readings")).height == before
