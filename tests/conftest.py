@@ -11,9 +11,7 @@ import pytest
 from helpers import ROOT
 
 
-@pytest.fixture
-def telepipe_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run ``telepipe ARGS`` in its own process and return the completed process."""
+def _cli() -> Callable[..., subprocess.CompletedProcess[str]]:
 
     def run(*args: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ)
@@ -28,3 +26,14 @@ def telepipe_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+@pytest.fixture
+def telepipe_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``telepipe ARGS`` in its own process and return the completed process."""
+    return _cli()
+
+
+@pytest.fixture(scope="module")
+def telepipe_cli_module() -> Callable[..., subprocess.CompletedProcess[str]]:
+    return _cli()

@@ -152,7 +152,7 @@ def test_list_and_inspect(data: Path) -> None:
     shown = telepipe("dlq", "inspect", ids["truncated_group"][:7], "--data-dir", str(data))
     assert shown.returncode == 0, shown.stderr
     out = shown.stdout
-    assert ids["truncated_group"] in out and "session_id   7" in out
+    assert ids["truncated_group"] in out and "session_id  7" in out
     assert "decode      rejected: truncated_group:" in out
     assert "00000000  0c 00 01 00 85 1c 01 00" in out  # header: blockLength 12, template 1, 7301
     good = telepipe("dlq", "inspect", GOOD.id, "--data-dir", str(data))

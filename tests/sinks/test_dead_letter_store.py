@@ -278,3 +278,17 @@ def test_a_broken_chain_refuses_changes(store: DeadLetterStore) -> None:
     with pytest.raises(AuditError, match="entry 2: hash does not match"):
         store.purge(before["id"].to_list()[:1], confirm=True, actor="alice")
     assert store.list().equals(before)
+
+
+def test_a_replay_stopped_early_puts_back_what_it_did_not_read(store: DeadLetterStore) -> None:
+    first = good_letter(4096)
+    second = DeadLetter("sink_row_error", "x", STREAM, 99, 8192, T0, telemetry(2, sensor0=6000))
+    add_letters(store.data_dir, [first, second])
+    entry = store.replay(
+        [first.id, second.id], confirm=True, pipeline="demo", actor="d",
+        extra_overrides=["limit.readings=1", "replay.batch_messages=1"],
+    )  # fmt: skip
+    assert entry["detail"]["exit_reason"] == "limit" and entry["detail"]["put_back"] == 1
+    ids = set(store.list()["id"])
+    assert second.id in ids and first.id not in ids
+    assert readings(store).filter(pl.col("sensor_id") >= 5000)["sensor_id"].max() == 5009
