@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from telepipe.errors import ConfigError, TelepipeError
+from telepipe.errors import ConfigError
 
 DEFAULT_DATA_DIR = "data/demo"
 DUMP_BYTES = 256
@@ -217,25 +217,3 @@ ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(args: argparse.Namespace) -> int:
     """Run the ``dlq`` action parsed into ``args``; telepipe errors propagate."""
     return ACTIONS[args.dlq_action](args)
-
-
-def _standalone(argv: list[str]) -> int:
-    """``telepipe dlq ...`` without telepipe.cli: the same parser and error mapping."""
-    parser = argparse.ArgumentParser(prog="telepipe")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_parser(sub)
-    args = parser.parse_args(argv)
-    try:
-        return main(args)
-    except ConfigError as error:
-        print(f"telepipe: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except TelepipeError as error:
-        print(f"telepipe: error: {error}", file=sys.stderr)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(_standalone(sys.argv[1:]))

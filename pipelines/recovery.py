@@ -41,7 +41,7 @@ def read_recovery(data_dir: Path, tables: list[str], app_id: str) -> Recovery | 
     commits: dict[str, dict[int, dict[str, str]]] = {}
     for table, k in held.items():
         if k:
-            commits[table] = _checkpoint_commits(data_dir / table, oldest, k)
+            commits[table] = _checkpoint_commits(data_dir / table, oldest, k, app_id)
     barriers: dict[int, dict[str, int]] = {}
     inputs: set[str] = set()
     for table_commits in commits.values():
@@ -84,11 +84,18 @@ def read_recovery(data_dir: Path, tables: list[str], app_id: str) -> Recovery | 
     )
 
 
-def _checkpoint_commits(path: Path, oldest: int, latest: int) -> dict[int, dict[str, str]]:
-    """Commit metadata by checkpoint id, for checkpoints oldest..latest of one table."""
+def _checkpoint_commits(
+    path: Path, oldest: int, latest: int, app_id: str
+) -> dict[int, dict[str, str]]:
+    """Commit metadata by checkpoint id, for checkpoints oldest..latest of one table.
+
+    Only this app id's commits count: a DLQ replay or a purge commits too.
+    """
     found: dict[int, dict[str, str]] = {}
-    for entry in DeltaTable(str(path)).history(limit=latest - oldest + 64):
+    for entry in DeltaTable(str(path)).history(limit=2 * (latest - oldest) + 256):
         k = entry.get("telepipe.checkpoint_id")
+        if entry.get("telepipe.app_id", "telepipe") != app_id:
+            continue
         if k is not None and oldest <= int(k) <= latest:
             found.setdefault(
                 int(k), {key: str(v) for key, v in entry.items() if key.startswith("telepipe.")}

@@ -6,28 +6,23 @@ content ids (``telepipe.dead_letters``) and may be abbreviated, as in git, to a
 unique prefix of at least ``MIN_PREFIX`` hex digits.
 
 Every mutation is appended to ``<data_dir>/dead_letters/_audit.jsonl`` (Delta
-ignores and never vacuums files whose name starts with ``_``), one JSON line per
-entry, written with append + flush + fsync::
+ignores and never vacuums ``_`` files), one JSON line per entry, fsynced::
 
     {"seq", "time", "actor", "action", "ids", "detail", "prev", "hash"}
 
-``hash`` is the SHA-256 of the canonical JSON (sorted keys, no spaces, ASCII)
-of the entry without ``hash``; ``prev`` is the previous entry's hash (64 zeros
-for the first), so editing, deleting, reordering or truncating an entry breaks
-the chain at that entry (``verify``). Removing whole entries from the end cannot
-be detected from the log alone: keep the head hash ``verify`` reports elsewhere.
-A mutation is refused while the chain is broken, and mutations take a file lock
-(``_audit.lock``) so two commands never fork the chain.
+``hash``: SHA-256 of the canonical JSON (sorted keys, no spaces, ASCII) of the
+entry without ``hash``; ``prev``: the previous entry's hash (64 zeros first). An
+edited, deleted, reordered or truncated entry breaks the chain there
+(``verify``); removing whole entries from the end needs the head hash kept
+elsewhere. Changes are refused while the chain is broken and take a file lock.
 
-Replay writes the selected letters' payloads as a telepipe capture (one
-unfragmented frame per letter at its recorded stream, session and position),
-logs ``replay_start`` (whose seq names the run's ``sink.app_id``:
-``telepipe-dlq-<seq>``, so its checkpoints never mix with the pipeline's own),
-removes the letters, and runs the pipeline over the capture into the same data
-dir: rows that now decode land in the normal tables, letters that fail again
-come back with the same ids. Then it logs ``replay`` with the outcome. If the
-run fails, the letters that did not come back are put back before the error is
-raised.
+Replay writes the letters' payloads as a telepipe capture (one unfragmented
+frame each at its recorded stream, session and position), logs ``replay_start``
+(its seq names the run's ``sink.app_id``, ``telepipe-dlq-<seq>``, apart from the
+pipeline's own checkpoints), removes the letters and runs the pipeline over the
+capture into the same data dir: what decodes now lands in the normal tables,
+what fails again comes back with the same id. Then it logs ``replay``. Letters a
+failed or stopped run did not read are put back.
 """
 
 from __future__ import annotations
@@ -36,6 +31,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import operator
 import os
 import re
 import shutil
@@ -64,6 +60,7 @@ MIN_PREFIX = 4
 FIELDS = ("seq", "time", "actor", "action", "ids", "detail", "prev", "hash")
 LISTED = [n for n in DEAD_LETTERS.names if n != "payload"]
 _HEX = re.compile(r"[0-9a-f]+")
+_FRAME_ORDER = operator.itemgetter("stream_id", "session_id", "position")
 
 
 class AuditError(TelepipeError):
@@ -160,8 +157,10 @@ class AuditLog:
                 f.write(canonical(entry) + b"\n")
                 f.flush()
                 os.fsync(f.fileno())
-            if created:
-                _fsync_dir(self.path.parent)
+            if created:  # the new file's directory entry too
+                fd = os.open(self.path.parent, os.O_RDONLY)
+                os.fsync(fd)
+                os.close(fd)
             return entry
         except OSError as error:
             raise AuditError(f"cannot append to audit log {self.path}: {error}") from None
@@ -184,19 +183,11 @@ class AuditLog:
             yield
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def check_overlaps(rows: Sequence[dict[str, Any]]) -> None:
     """A capture holds one frame per (stream, session, byte range): two letters whose frames
     would overlap cannot be replayed together (the frame assembler drops the second)."""
     last: dict[tuple[int, int], dict[str, Any]] = {}
-    for row in sorted(rows, key=_frame_order):
+    for row in sorted(rows, key=_FRAME_ORDER):
         key = (row["stream_id"], row["session_id"])
         start = row["position"] - align(len(row["payload"]) + HEADER_LENGTH)
         prev = last.get(key)
@@ -209,26 +200,18 @@ def check_overlaps(rows: Sequence[dict[str, Any]]) -> None:
         last[key] = row
 
 
-def _frame_order(row: dict[str, Any]) -> tuple[int, int, int]:
-    return row["stream_id"], row["session_id"], row["position"]
-
-
 def write_capture(directory: Path, rows: Sequence[dict[str, Any]]) -> None:
     """The letters' payloads as a telepipe capture, one unfragmented frame each."""
     from telepipe.sources.capture import CaptureWriter
 
-    ordered = sorted(rows, key=_frame_order)
+    ordered = sorted(rows, key=_FRAME_ORDER)
     first = ordered[0]["stream_id"] if ordered else 0
     with CaptureWriter(directory, channel="telepipe-dlq", stream_id=first, fsync=True) as writer:
         for row in ordered:
             writer.append(
-                row["payload"],
-                received_ns=row["received_ns"],
-                position=row["position"],
-                flags=UNFRAGMENTED,
-                session_id=row["session_id"],
-                stream_id=row["stream_id"],
-            )
+                row["payload"], received_ns=row["received_ns"], position=row["position"],
+                flags=UNFRAGMENTED, session_id=row["session_id"], stream_id=row["stream_id"],
+            )  # fmt: skip
 
 
 def _quote(value: str) -> str:
@@ -393,19 +376,12 @@ class DeadLetterStore:
             try:
                 run(cfg, overrides, input_path=str(capture))
             except BaseException as error:
-                put_back = self._put_back(rows)
-                message = (str(error).strip().splitlines() or [type(error).__name__])[0]
-                self.audit.append(
-                    "replay",
-                    full,
-                    {"app_id": app_id, "error": message, "put_back": put_back},
-                    actor,
-                )
-                shutil.rmtree(work, ignore_errors=True)
-                if isinstance(error, TelepipeError) or not isinstance(error, Exception):
-                    raise
-                raise SinkError(f"dlq replay failed: {message}") from error
+                self._failed(error, rows, full, start, actor)
+                raise  # _failed raises a one-line error for anything else
             stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+            put_back = 0
+            if stats.get("exit_reason") != "end of input":  # stopped early (signal, limit)
+                put_back = self._put_back(self._unread(rows, capture))
             present = set(self.ids())
             back = [i for i in full if i in present]
             detail = {
@@ -414,6 +390,8 @@ class DeadLetterStore:
                 "removed_rows": removed,
                 "came_back": len(back),
                 "came_back_ids": back,
+                "put_back": put_back,
+                "exit_reason": stats.get("exit_reason", ""),
                 "readings_received": stats.get("received", 0),
                 "readings_committed": stats.get("committed", 0),
                 "rejected": stats.get("rejected", 0),
@@ -424,6 +402,39 @@ class DeadLetterStore:
             with contextlib.suppress(OSError):
                 (self.data_dir / REPLAY_DIR).rmdir()  # only if no other replay left one
             return entry
+
+    def _failed(
+        self, error: BaseException, rows: list[dict], full: list[str], start: dict, actor: str
+    ) -> None:
+        """After a failed run: put the letters back and log it; the caller re-raises."""
+        message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        detail = {**start, "error": message, "put_back": 0}
+        try:
+            detail["put_back"] = self._put_back(rows)
+        except Exception as again:  # keep the capture: it is the only copy left
+            self.audit.append("replay", full, detail, actor)
+            raise SinkError(
+                f"dlq replay failed ({message}) and putting the letters back failed ({again}); "
+                f"they are in the capture {start['capture']}"
+            ) from error
+        self.audit.append("replay", full, detail, actor)
+        shutil.rmtree(Path(start["capture"]).parent, ignore_errors=True)
+        if isinstance(error, Exception) and not isinstance(error, TelepipeError):
+            raise SinkError(f"dlq replay failed: {message}") from error
+
+    def _unread(self, rows: Sequence[dict[str, Any]], capture: Path) -> list[dict[str, Any]]:
+        """The letters a run stopped before reading: past the positions of its last commit."""
+        origin = str(capture.resolve())
+        consumed: dict[str, int] = {}
+        try:
+            for commit in DeltaTable(str(self.path)).history(limit=1000):
+                if commit.get("telepipe.input") == origin and "telepipe.positions" in commit:
+                    consumed = json.loads(commit["telepipe.positions"])
+                    break
+        except (DeltaError, OSError, ValueError) as error:
+            raise SinkError(f"cannot read the history of {self.path}: {error}") from None
+        key = "{stream_id}:{session_id}".format
+        return [r for r in rows if r["position"] > consumed.get(key(**r), -1)]
 
     def verify(self) -> tuple[bool, str | None]:
         return self.audit.verify()

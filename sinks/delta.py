@@ -121,6 +121,7 @@ class DeltaSink(QueuedSink):
             ],
             custom_metadata={
                 **self.metadata,
+                "telepipe.app_id": self.options.app_id,
                 "telepipe.checkpoint_id": str(barrier.checkpoint_id),
                 "telepipe.positions": json.dumps(barrier.positions, sort_keys=True),
                 "telepipe.state": state_file,
@@ -143,7 +144,9 @@ class DeltaSink(QueuedSink):
         state.commits += 1
 
     def _save_state(self, state: TableState, barrier: CheckpointBarrier) -> str:
-        directory = self.root / STATE_DIR / state.path.name
+        # Per app id: a DLQ replay (its own app id) into the same data_dir must not
+        # overwrite or prune the pipeline's own checkpoint states.
+        directory = self.root / STATE_DIR / self.options.app_id / state.path.name
         directory.mkdir(parents=True, exist_ok=True)
         name = f"{barrier.checkpoint_id:012d}.pkl"
         tmp = directory / (name + ".tmp")
@@ -154,7 +157,7 @@ class DeltaSink(QueuedSink):
         os.replace(tmp, directory / name)
         for old in sorted(directory.glob("*.pkl"))[:-KEEP_STATES]:
             old.unlink(missing_ok=True)
-        return f"{STATE_DIR}/{state.path.name}/{name}"
+        return f"{STATE_DIR}/{self.options.app_id}/{state.path.name}/{name}"
 
     def _create_if_missing(self, state: TableState) -> None:
         # Every output exists after a run, even one no row reached, so readers

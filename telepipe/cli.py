@@ -7,6 +7,7 @@
     telepipe simulate simulator.options.sensors=100 source=aeron_udp
     telepipe driver --dir /dev/shm/aeron
     telepipe validate pipeline=demo
+    telepipe dlq list --data-dir data/demo   (inspect ID, replay IDS --confirm, purge IDS --confirm, verify)
 
 Arguments after most commands are Hydra overrides (``key=value``,
 ``group=option``). Errors a user can cause print one line and exit 2; a run
@@ -140,6 +141,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--dir", default=None, help="Aeron directory (default: a new one in /dev/shm)"
             )
+    from telepipe.pipelines import dlq
+
+    dlq.add_parser(sub)
     return parser
 
 
@@ -153,7 +157,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    handler = COMMANDS[args.command][0]
+    if args.command == "dlq":
+        from telepipe.pipelines import dlq
+
+        handler = dlq.main
+    else:
+        handler = COMMANDS[args.command][0]
     try:
         return handler(args)
     except ConfigError as error:

@@ -26,23 +26,7 @@ CODEC = SbeCodec.from_xml(SCHEMA_XML)
 REASONS = {2: "truncated_group", 5: "wrong_schema_id", 8: "trailing_bytes"}
 
 
-def _wired() -> bool:
-    """Whether telepipe.cli already has the dlq command (else the module's own entry)."""
-    from telepipe import cli
-
-    try:
-        cli._parser().parse_args(["dlq", "verify"])
-    except SystemExit:
-        return False
-    return True
-
-
-ENTRY = (
-    ["-m", "telepipe.cli"]
-    if _wired()
-    else ["-c", "import sys; from telepipe.pipelines.dlq import _standalone; "
-          "sys.exit(_standalone(sys.argv[1:]))"]
-)  # fmt: skip
+ENTRY = ["-m", "telepipe.cli"]
 
 
 def telepipe(*args: str) -> subprocess.CompletedProcess[str]:
@@ -230,11 +214,6 @@ def test_unknown_or_ambiguous_ids_are_one_line_exit_2(data: Path) -> None:
     assert not (data / "dead_letters" / "_audit.jsonl").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="recovery reads checkpoints of every app_id and the DLQ run overwrites the "
-    "pipeline's _telepipe_state files: needs app_id in DeltaSink state paths/metadata",
-)
 def test_the_original_replay_still_resumes_after_a_dlq_replay(pristine: Path, data: Path) -> None:
     failing = ids_by_reason(data)["wrong_schema_id"]
     assert telepipe("dlq", "replay", failing, "--confirm", "--data-dir", str(data)).returncode == 0
