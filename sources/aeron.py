@@ -10,16 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyaeron
-import pyarrow as pa
 
 from telepipe.aeron import AeronConnection
-from telepipe.dead_letters import DeadLetter
 from telepipe.errors import ConfigError, SourceError
-from telepipe.markers import CheckpointBarrier, Item
+from telepipe.markers import Item
 from telepipe.sources.decoder import (
     DecoderOptions,
+    DecodingSource,
     MessageBuffer,
-    SourceCounters,
     TelemetryDecoder,
 )
 from telepipe.sources.sbe import SbeCodec
@@ -51,7 +49,7 @@ class AeronSourceOptions:
         )
 
 
-class AeronSource:
+class AeronSource(DecodingSource):
     """Subscribes to one channel/stream and turns SBE messages into record batches.
 
     Each ``poll`` takes up to ``fragment_limit`` fragments (Aeron reassembles
@@ -78,10 +76,6 @@ class AeronSource:
                 f"cannot subscribe to {options.channel} stream {options.stream_id}: {error}"
             ) from error
 
-    @property
-    def counters(self) -> SourceCounters:
-        return self.decoder.counters
-
     def _on_message(self, buffer: pyaeron.BufferView, header: pyaeron.Header) -> None:
         self._messages.add(buffer, header.stream_id, header.session_id, header.position)
 
@@ -89,15 +83,6 @@ class AeronSource:
         """Poll once; return the items it produced (possibly none). Never blocks."""
         self.subscription.poll(self._handler, self.options.fragment_limit)
         return self.decoder.decode(self._messages)
-
-    def checkpoint(self) -> CheckpointBarrier:
-        return self.decoder.checkpoint()
-
-    def take_dead_letters(self) -> list[DeadLetter]:
-        return self.decoder.take_dead_letters()
-
-    def take_late(self) -> list[pa.RecordBatch]:
-        return self.decoder.take_late()
 
     def progress(self) -> tuple[int, int | None]:
         return self.decoder.counters.bytes, None

@@ -232,3 +232,23 @@ class TelemetryDecoder:
     def take_late(self) -> list[pa.RecordBatch]:
         late, self._late = self._late, []
         return late
+
+
+class DecodingSource:
+    """What every pulled source shares: a ``TelemetryDecoder`` and its side outputs."""
+
+    decoder: TelemetryDecoder
+    exhausted: bool = False
+
+    @property
+    def counters(self) -> SourceCounters:
+        return self.decoder.counters
+
+    def checkpoint(self) -> CheckpointBarrier:
+        return self.decoder.checkpoint()
+
+    def take_dead_letters(self) -> list[DeadLetter]:
+        return self.decoder.take_dead_letters()
+
+    def take_late(self) -> list[pa.RecordBatch]:
+        return self.decoder.take_late()

@@ -16,15 +16,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-import pyarrow as pa
-
-from telepipe.dead_letters import DeadLetter
 from telepipe.errors import ConfigError, SourceError
-from telepipe.markers import CheckpointBarrier, Item
+from telepipe.markers import Item
 from telepipe.sources.decoder import (
     DecoderOptions,
+    DecodingSource,
     MessageBuffer,
-    SourceCounters,
     TelemetryDecoder,
     parse_position_key,
 )
@@ -171,7 +168,7 @@ class ReplayOptions:
         )
 
 
-class ReplaySource:
+class ReplaySource(DecodingSource):
     """Pulls messages from a recorded input, ``batch_messages`` per poll."""
 
     def __init__(
@@ -209,10 +206,6 @@ class ReplaySource:
             for k, positions in sorted(resume.barriers.items())
         ]
         self.decoder.auto_checkpoints = not self._inject
-
-    @property
-    def counters(self) -> SourceCounters:
-        return self.decoder.counters
 
     def _selected(self) -> Iterator[Message]:
         o = self.options
@@ -286,15 +279,6 @@ class ReplaySource:
     @property
     def gaps(self) -> int:
         return len(self.assembler.counters.gaps)
-
-    def checkpoint(self) -> CheckpointBarrier:
-        return self.decoder.checkpoint()
-
-    def take_dead_letters(self) -> list[DeadLetter]:
-        return self.decoder.take_dead_letters()
-
-    def take_late(self) -> list[pa.RecordBatch]:
-        return self.decoder.take_late()
 
     def stop(self) -> None:
         stop = getattr(self.input, "stop", None)
