@@ -24,6 +24,9 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/demo_throughput.py
+	$(BIN)/python benchmarks/replay_throughput.py
+	$(BIN)/python benchmarks/backpressure.py --readings 1000000 --sink-delay-ms 20 --policy block
+	$(BIN)/python benchmarks/crash_recovery.py --kills 10
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

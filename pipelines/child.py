@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,10 +82,14 @@ class SimulatorProcess:
             self.process.wait()
 
     def counters(self) -> dict[str, int]:
+        """The simulator's counters (once it stopped); removes its scratch directory."""
         try:
             return json.loads(self.stats_path.read_text())
         except (OSError, ValueError):
             return {}
+        finally:
+            if self.process.poll() is not None:
+                shutil.rmtree(self.stats_path.parent, ignore_errors=True)
 
 
 class CaptureProcess:

@@ -31,8 +31,8 @@ class AeronSourceOptions:
     stream_id: int = 1001
     fragment_limit: int = 1024
     out_of_orderness_ms: int = 50
-    checkpoint_every_readings: int = 250_000
-    checkpoint_every_ms: int = 1000
+    checkpoint_every_readings: int = 1_000_000
+    checkpoint_every_ms: int = 2000
 
     def __post_init__(self) -> None:
         if not self.channel.startswith("aeron:"):

@@ -25,8 +25,8 @@ from telepipe.sources.sbe import SbeCodec
 @dataclass(frozen=True)
 class DecoderOptions:
     out_of_orderness_ms: int = 50
-    checkpoint_every_readings: int = 250_000
-    checkpoint_every_ms: int = 1000
+    checkpoint_every_readings: int = 1_000_000
+    checkpoint_every_ms: int = 2000
 
     def __post_init__(self) -> None:
         if self.out_of_orderness_ms < 0:
