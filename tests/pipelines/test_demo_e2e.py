@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-from helpers import free_udp_port
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operators"))
+from helpers import ROOT, free_udp_port
 from reference import alarms_reference
 
 N = 300_000
@@ -129,3 +130,24 @@ def test_late_readings_go_to_their_own_table(telepipe_cli, tmp_path: Path) -> No
     # Every late row is behind the bound: no window of the table counts it.
     windows = _read(data_dir, "windows")
     assert windows["count"].sum() == readings.height
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_without_a_limit_a_signal_drains_flushes_and_exits_0(tmp_path: Path, signum: int) -> None:
+    data_dir, stats_file = tmp_path / "data", tmp_path / "stats.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "telepipe.cli", "run", f"data_dir={data_dir}", f"stats_file={stats_file}",
+         "simulator.options.rate=100000", "simulator.options.late_fraction=0"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(4.0)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    stats = json.loads(stats_file.read_text())
+    assert stats["exit_reason"] == signal.Signals(signum).name
+    assert stats["received"] > 0 and stats["committed"] == stats["received"]
+    assert _read(data_dir, "readings").height == stats["received"]
+    # Drained: every committed reading is in a committed window.
+    assert _read(data_dir, "windows")["count"].sum() == stats["received"]
+    assert "Delta tables in" in out
