@@ -1,0 +1,270 @@
+"""Shared machinery of the detectors: event-time buffering, keyed numba state, validation.
+
+A detector's logic (``DetectorLogic``) holds the rows not yet below the
+watermark in a buffer kept sorted by (ts, arrival), as ``ThresholdAlarm`` does:
+each batch is merged into it, and a watermark releases a prefix, already in the
+order the per-sensor state machines need. Rows below the watermark at arrival
+are late: dropped and counted in ``late_rows``. Per-sensor state lives in a
+``KeyedTable`` (numpy arrays probed by numba kernels, see ``_detector_kernels``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from telepipe.errors import ConfigError, SchemaError
+from telepipe.markers import MAX_WATERMARK
+from telepipe.operators._detector_kernels import _merge_rows_kernel, _table_rebuild_kernel
+from telepipe.operators._kernels import INT64_MIN, _stable_argsort_kernel
+from telepipe.operators.tumbling_window import readings_arrays
+
+_MIN_CAPACITY = 64
+INT32_MAX = 2**31 - 1
+
+# ------------------------------------------------------------- validation
+
+
+def check_number(owner: str, name: str, value: object, *, finite: bool = True) -> float:
+    """A real number (``int``/``float``, not bool, not NaN; finite unless told)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and (math.isnan(value) or (finite and math.isinf(value))):  # type: ignore[arg-type]
+        ok = False
+    if not ok:
+        kind = "a finite number" if finite else "a number"
+        raise ConfigError(f"{owner}.{name} must be {kind}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def check_int(owner: str, name: str, value: object, lo: int, hi: int = INT32_MAX) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{owner}.{name} must be an integer in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def check_choice(owner: str, name: str, value: object, choices: Sequence[str]) -> int:
+    """The index of ``value`` in ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"{owner}.{name} must be one of {', '.join(choices)}, got {value!r}")
+    return list(choices).index(value)  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------- keyed state
+
+
+class KeyedTable:
+    """Per-sensor state: ``used``, ``k_sid``, ``ints[cap, ni]``, ``floats[cap, nf]``."""
+
+    def __init__(self, n_ints: int, n_floats: int) -> None:
+        self.n_ints = n_ints
+        self.n_floats = n_floats
+        self.set_entries(
+            np.empty(0, np.int32), np.empty((0, n_ints), np.int64), np.empty((0, n_floats))
+        )
+
+    @property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return self.used, self.k_sid, self.ints, self.floats
+
+    def set_entries(self, sid: np.ndarray, ints: np.ndarray, floats: np.ndarray) -> None:
+        cap = _MIN_CAPACITY
+        while cap < 4 * len(sid):
+            cap *= 2
+        ints = np.ascontiguousarray(ints, np.int64).reshape(len(sid), self.n_ints)
+        floats = np.ascontiguousarray(floats, np.float64).reshape(len(sid), self.n_floats)
+        used = np.ones(len(sid), np.uint8)
+        self._rebuild(used, np.asarray(sid, np.int32), ints, floats, used, cap)
+
+    def _rebuild(self, used, k_sid, ints, floats, keep, cap: int) -> None:
+        (self.used, self.k_sid, self.ints, self.floats), self.n_used = _table_rebuild_kernel(
+            used, k_sid, ints, floats, keep, cap
+        )
+
+    def grow(self) -> None:
+        self._rebuild(*self.arrays, self.used, 2 * len(self.used))
+
+    def keep_only(self, keep: np.ndarray) -> None:
+        """Drop the slots with ``keep == 0``, shrinking the capacity to fit."""
+        n = int(np.count_nonzero(self.used & keep))
+        cap = _MIN_CAPACITY
+        while cap < 4 * n:
+            cap *= 2
+        self._rebuild(*self.arrays, keep, cap)
+
+    def entries(self) -> dict[str, np.ndarray]:
+        live = self.used != 0
+        return {
+            "sensor_id": self.k_sid[live],
+            "ints": self.ints[live],
+            "floats": self.floats[live],
+        }
+
+    def run(self, kernel: Callable[..., tuple[int, int, int]], n: int) -> int:
+        """Call ``kernel(pos, table, n_used, n_out) -> (pos, n_used, n_out)`` until all
+        ``n`` rows are done, growing the table whenever it stops early. Returns ``n_out``."""
+        pos = n_out = 0
+        while True:
+            pos, self.n_used, n_out = kernel(pos, self.arrays, self.n_used, n_out)
+            if pos >= n:
+                return n_out
+            self.grow()
+
+
+# ------------------------------------------------------------------ logic
+
+
+class DetectorLogic:
+    """Event-time buffer + keyed table; subclasses implement ``_advance``.
+
+    ``params`` identifies the options a snapshot was taken under; ``restore``
+    refuses a snapshot of other options. ``with_quality`` keeps the readings'
+    ``quality`` column in the buffer (for operators that pass readings through).
+    """
+
+    name = "Detector"
+
+    def __init__(
+        self, params: dict[str, object], n_ints: int, n_floats: int, with_quality: bool = False
+    ) -> None:
+        self.params = params
+        self.with_quality = with_quality
+        self.watermark = INT64_MIN
+        self.late_rows = 0
+        self.table = KeyedTable(n_ints, n_floats)
+        self._buf = [
+            np.empty(0, np.int32),
+            np.empty(0, np.int64),
+            np.empty(0, np.float64),
+            np.empty(0, np.uint8),
+        ]
+        self._head = 0
+        self._n_buf = 0
+
+    # -- the BatchLogic protocol
+
+    def on_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        sid, ts, val = readings_arrays(batch)
+        q = _quality(batch) if self.with_quality else np.empty(0, np.uint8)
+        if self.watermark >= MAX_WATERMARK:
+            self.late_rows += len(ts)
+            return []
+        if self.watermark > INT64_MIN:
+            on_time = ts >= self.watermark
+            n_on_time = int(np.count_nonzero(on_time))
+            if n_on_time < len(ts):
+                self.late_rows += len(ts) - n_on_time
+                sid, ts, val = sid[on_time], ts[on_time], val[on_time]
+                q = q[on_time] if self.with_quality else q
+        self._append(sid, ts, val, q)
+        return []
+
+    def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]:
+        if watermark_ns <= self.watermark:
+            return []
+        self.watermark = watermark_ns
+        head, end = self._head, self._n_buf
+        if watermark_ns >= MAX_WATERMARK:
+            cut = end
+        else:
+            cut = head + int(np.searchsorted(self._buf[1][head:end], watermark_ns, "left"))
+        # Views: nothing writes to the buffer before _advance has copied what it emits.
+        sid, ts, val, q = (b[head:cut] for b in self._buf)
+        if cut == end:
+            self._head = self._n_buf = 0
+        else:
+            self._head = cut
+        return self._advance(sid, ts, val, q, watermark_ns)
+
+    def snapshot(self) -> dict[str, object]:
+        head, end = self._head, self._n_buf
+        sid, ts, val, q = (b[head:end].copy() for b in self._buf)
+        return {
+            "params": dict(self.params),
+            "watermark": self.watermark,
+            "late_rows": self.late_rows,
+            "table": self.table.entries(),
+            "buffer_sensor_id": sid,
+            "buffer_ts": ts,
+            "buffer_value": val,
+            "buffer_quality": q,
+            **self._extra_snapshot(),
+        }
+
+    def restore(self, snapshot: dict[str, object]) -> None:
+        if snapshot["params"] != self.params:
+            raise ConfigError(
+                f"{self.name} snapshot options {snapshot['params']} do not match {self.params}"
+            )
+        self.watermark = int(snapshot["watermark"])  # type: ignore[call-overload]
+        self.late_rows = int(snapshot["late_rows"])  # type: ignore[call-overload]
+        table: dict[str, np.ndarray] = snapshot["table"]  # type: ignore[assignment]
+        self.table.set_entries(table["sensor_id"], table["ints"], table["floats"])
+        self._head = self._n_buf = 0
+        self._append(
+            np.asarray(snapshot["buffer_sensor_id"], np.int32),
+            np.asarray(snapshot["buffer_ts"], np.int64),
+            np.asarray(snapshot["buffer_value"], np.float64),
+            np.asarray(snapshot["buffer_quality"], np.uint8),
+        )
+        self._restore_extra(snapshot)
+
+    # -- for subclasses
+
+    def _advance(self, sid, ts, val, q, watermark: int) -> list[pa.RecordBatch]:
+        """Process released rows (in (ts, arrival) order), then the new watermark."""
+        raise NotImplementedError
+
+    def _extra_snapshot(self) -> dict[str, object]:
+        return {}
+
+    def _restore_extra(self, snapshot: dict[str, object]) -> None:
+        pass
+
+    # -- buffer
+
+    def _append(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray, q: np.ndarray) -> None:
+        add = len(ts)
+        if add == 0:
+            return
+        head, end = self._head, self._n_buf
+        live = end - head
+        if end + add > len(self._buf[1]):
+            # Compact in place while that leaves half the buffer free, else grow.
+            cap = len(self._buf[1])
+            new_cap = cap if live + add <= cap // 2 else max(1024, 2 * (live + add))
+            for i, old in enumerate(self._buf):
+                if i == 3 and not self.with_quality:
+                    continue
+                new = old if new_cap == len(old) else np.empty(new_cap, old.dtype)
+                new[:live] = old[head:end]  # memmove when in place
+                self._buf[i] = new
+            head, end = 0, live
+        order = _stable_argsort_kernel(ts)
+        self._n_buf = _merge_rows_kernel(*self._buf, head, end, sid, ts, val, q, order)
+        self._head = head
+
+
+def _quality(batch: pa.RecordBatch) -> np.ndarray:
+    index = batch.schema.get_field_index("quality")
+    if index < 0:
+        raise SchemaError(f"readings batch has no column 'quality' ({batch.schema.names})")
+    column = batch.column(index)
+    if column.type != pa.uint8() or column.null_count:
+        raise SchemaError(f"readings column 'quality' is {column.type} with nulls or not uint8")
+    return column.to_numpy(zero_copy_only=True)
+
+
+def event_batch(schema: pa.Schema, columns: Sequence[np.ndarray]) -> list[pa.RecordBatch]:
+    """One batch of ``schema`` from numpy columns (int64 for timestamps), or none if empty."""
+    if len(columns[0]) == 0:
+        return []
+    arrays = [pa.array(c, f.type) for c, f in zip(columns, schema, strict=True)]
+    return [pa.RecordBatch.from_arrays(arrays, schema=schema)]
+
+
+def out_buffer(n: int, dtype: type | str) -> np.ndarray:
+    """An output array for ``n`` rows; untouched pages of ``np.empty`` are never faulted in."""
+    return np.empty(max(n, 1), dtype)
