@@ -1,0 +1,547 @@
+"""numba kernels of the sliding and session windows: numpy in, numpy out, no Arrow or Rx.
+
+An accumulator is one row of two 2-D arrays, ``ia`` (int64) and ``fa`` (float64),
+columns ``I_*`` and ``A_*`` below. Rows are added in arrival order (Welford for
+the variance, so two accumulators merge exactly as Chan et al.); first/last
+compare ``(ts, seq)`` where ``seq`` is the row's global arrival number, so they
+do not depend on batching.
+
+Sliding windows keep accumulators in an open-addressing hash table keyed by
+``(sensor, window index)`` (empty iff count is 0), like ``_kernels``. Session
+windows keep them in arrays sorted by ``(sensor, start)``, merged with each
+batch. Quantiles use a DDSketch kept sparse in a second hash table keyed by
+``(sensor, window key, bucket)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from telepipe.operators._kernels import _hash_kernel, _jit, _stable_argsort_kernel
+
+# ia columns: count, first ts/seq, last ts/seq, times fired, updated since fired.
+I_CNT, I_FTS, I_FSEQ, I_LTS, I_LSEQ, I_FIRED, I_DIRTY = range(7)
+N_I = 7
+# fa columns: sum, Welford mean, Welford M2, min, max, first value, last value.
+A_SUM, A_WMEAN, A_M2, A_MIN, A_MAX, A_FVAL, A_LVAL = range(7)
+N_A = 7
+# Columns of the finalize kernel's float output.
+F_SUM, F_MEAN, F_MIN, F_MAX, F_STD, F_FIRST, F_LAST = range(7)
+
+# DDSketch: bucket k holds |v| in (gamma**(k-1), gamma**k]; its estimate
+# 2 gamma**k / (gamma + 1) is within SKETCH_ALPHA of every value in it.
+SKETCH_ALPHA = 0.01
+_GAMMA = (1 + SKETCH_ALPHA) / (1 - SKETCH_ALPHA)
+_LN_GAMMA = math.log(_GAMMA)
+_LN_EST = math.log(2 / (_GAMMA + 1))
+SKETCH_MIN_ABS = 1e-300  # |v| below this counts as 0 (absolute error < 1e-300)
+_CODE_OFFSET = 40_000  # |k| <= 35_500 for doubles above SKETCH_MIN_ABS
+_CODE_INF = 131_071
+
+
+# ------------------------------------------------------------ accumulators
+
+
+@_jit
+def _acc_first(ia, fa, h, t, seq, v):
+    ia[h, I_CNT] = 1
+    ia[h, I_FTS] = ia[h, I_LTS] = t
+    ia[h, I_FSEQ] = ia[h, I_LSEQ] = seq
+    ia[h, I_FIRED] = ia[h, I_DIRTY] = 0
+    fa[h, A_SUM] = fa[h, A_WMEAN] = fa[h, A_MIN] = fa[h, A_MAX] = v
+    fa[h, A_FVAL] = fa[h, A_LVAL] = v
+    fa[h, A_M2] = 0.0 if v - v == 0.0 else math.nan  # inf/NaN: no variance
+
+
+@_jit
+def _acc_add(ia, fa, h, t, seq, v, full):
+    """Add a row; ``full=False`` skips the variance and first/last (not asked for)."""
+    c = ia[h, I_CNT] + 1
+    ia[h, I_CNT] = c
+    fa[h, A_SUM] += v
+    if full:
+        d = v - fa[h, A_WMEAN]
+        fa[h, A_WMEAN] += d / c
+        fa[h, A_M2] += d * (v - fa[h, A_WMEAN])
+    # min/max skip NaN unless every value is NaN (as polars min/max).
+    m = fa[h, A_MIN]
+    if v < m or m != m:
+        fa[h, A_MIN] = v
+    m = fa[h, A_MAX]
+    if v > m or m != m:
+        fa[h, A_MAX] = v
+    if full and (t < ia[h, I_FTS] or (t == ia[h, I_FTS] and seq < ia[h, I_FSEQ])):
+        ia[h, I_FTS] = t
+        ia[h, I_FSEQ] = seq
+        fa[h, A_FVAL] = v
+    if full and (t > ia[h, I_LTS] or (t == ia[h, I_LTS] and seq > ia[h, I_LSEQ])):
+        ia[h, I_LTS] = t
+        ia[h, I_LSEQ] = seq
+        fa[h, A_LVAL] = v
+    if ia[h, I_FIRED] > 0:
+        ia[h, I_DIRTY] = 1
+
+
+@_jit
+def _acc_copy(ia, fa, d, sia, sfa, s):
+    for j in range(N_I):
+        ia[d, j] = sia[s, j]
+    for j in range(N_A):
+        fa[d, j] = sfa[s, j]
+
+
+@_jit
+def _acc_merge(ia, fa, d, sia, sfa, s):
+    """Merge accumulator ``s`` of ``(sia, sfa)`` into ``d`` of ``(ia, fa)`` (Chan et al.)."""
+    na = ia[d, I_CNT]
+    nb = sia[s, I_CNT]
+    n = na + nb
+    delta = sfa[s, A_WMEAN] - fa[d, A_WMEAN]
+    fa[d, A_WMEAN] += delta * (nb / n)
+    fa[d, A_M2] += sfa[s, A_M2] + delta * delta * (na * (nb / n))
+    ia[d, I_CNT] = n
+    fa[d, A_SUM] += sfa[s, A_SUM]
+    v = sfa[s, A_MIN]
+    m = fa[d, A_MIN]
+    if v < m or m != m:
+        fa[d, A_MIN] = v
+    v = sfa[s, A_MAX]
+    m = fa[d, A_MAX]
+    if v > m or m != m:
+        fa[d, A_MAX] = v
+    t = sia[s, I_FTS]
+    if t < ia[d, I_FTS] or (t == ia[d, I_FTS] and sia[s, I_FSEQ] < ia[d, I_FSEQ]):
+        ia[d, I_FTS] = t
+        ia[d, I_FSEQ] = sia[s, I_FSEQ]
+        fa[d, A_FVAL] = sfa[s, A_FVAL]
+    t = sia[s, I_LTS]
+    if t > ia[d, I_LTS] or (t == ia[d, I_LTS] and sia[s, I_LSEQ] > ia[d, I_LSEQ]):
+        ia[d, I_LTS] = t
+        ia[d, I_LSEQ] = sia[s, I_LSEQ]
+        fa[d, A_LVAL] = sfa[s, A_LVAL]
+    # Fired parts make the merged window an update of what was emitted.
+    fired = max(ia[d, I_FIRED], sia[s, I_FIRED])
+    ia[d, I_DIRTY] = 1 if fired > 0 else 0
+    ia[d, I_FIRED] = fired
+
+
+@_jit
+def _finalize_kernel(slots, k_sid, ia, fa, start, end):
+    """Output columns of accumulators ``slots`` sorted by (start, sensor).
+
+    ``start``/``end`` are indexed by slot. Returns ``(slots, sensor_id, start, end,
+    count, revision, floats[n, 7])``.
+    """
+    by_sid = np.argsort(k_sid[slots], kind="mergesort")
+    by_sid = slots[by_sid]
+    o_slots = by_sid[np.argsort(start[by_sid], kind="mergesort")]
+    n = slots.shape[0]
+    o_f = np.empty((n, 7), np.float64)
+    o_cnt = np.empty(n, np.int64)
+    o_rev = np.empty(n, np.int64)
+    for j in range(n):
+        h = o_slots[j]
+        c = ia[h, I_CNT]
+        o_cnt[j] = c
+        o_rev[j] = ia[h, I_FIRED]
+        o_f[j, F_SUM] = fa[h, A_SUM]
+        o_f[j, F_MEAN] = fa[h, A_SUM] / c
+        o_f[j, F_MIN] = fa[h, A_MIN]
+        o_f[j, F_MAX] = fa[h, A_MAX]
+        o_f[j, F_STD] = math.sqrt(fa[h, A_M2] / (c - 1)) if c > 1 else math.nan
+        o_f[j, F_FIRST] = fa[h, A_FVAL]
+        o_f[j, F_LAST] = fa[h, A_LVAL]
+    return o_slots, k_sid[o_slots], start[o_slots], end[o_slots], o_cnt, o_rev, o_f
+
+
+# --------------------------------------------------------- sliding windows
+
+
+@_jit
+def _sliding_update_kernel(
+    sid, ts, val, seq0, start, size, slide, purge_below, late, k_lo, k_hi, full, k_sid, k_win, ia,
+    fa, n_used,
+):  # fmt: skip
+    """Add rows ``start..`` to their windows ``k`` (``k*slide <= ts < k*slide + size``).
+
+    Windows ``< purge_below`` are gone; a row all of whose windows are gone is late
+    (``late[i] = 1``); the windows a row went to are ``k_lo[i]..k_hi[i]`` (left as
+    they are for rows that went nowhere). ``full=False`` skips std and first/last.
+    Returns ``(next_row, n_used, n_late)``; ``next_row < len(ts)`` means: grow the
+    table and resume.
+    """
+    cap = k_win.shape[0]
+    mask = cap - 1
+    n_late = 0
+    n = ts.shape[0]
+    # Window range of the previous row's slide interval: sorted data skips divisions.
+    q0 = (size - 1) // slide
+    rem = (size - 1) - q0 * slide
+    lo = np.int64(1)
+    hi = np.int64(0)
+    khi = np.int64(0)
+    for i in range(start, n):
+        t = ts[i]
+        if t < lo or t >= hi:
+            khi = t // slide
+            lo = khi * slide
+            hi = lo + slide
+        jmax = q0 if t - lo <= rem else q0 - 1
+        if jmax < 0:
+            continue  # between windows (slide > size)
+        if khi < purge_below:
+            late[i] = 1
+            n_late += 1
+            continue
+        klo = max(khi - jmax, purge_below)
+        if (n_used + khi - klo + 1) * 2 > cap:
+            return i, n_used, n_late
+        k_lo[i] = klo
+        k_hi[i] = khi
+        s = sid[i]
+        v = val[i]
+        seq = seq0 + i
+        for k in range(klo, khi + 1):
+            h = _hash_kernel(s, k) & mask
+            while True:
+                if ia[h, I_CNT] == 0:
+                    k_sid[h] = s
+                    k_win[h] = k
+                    _acc_first(ia, fa, h, t, seq, v)
+                    n_used += 1
+                    break
+                if k_win[h] == k and k_sid[h] == s:
+                    _acc_add(ia, fa, h, t, seq, v, full)
+                    break
+                h = (h + 1) & mask
+    return n, n_used, n_late
+
+
+@_jit
+def _sliding_rebuild_kernel(k_sid, k_win, ia, fa, keep_from, new_cap):
+    """A fresh table of ``new_cap`` slots with the windows ``>= keep_from``."""
+    n_sid = np.zeros(new_cap, np.int32)
+    n_win = np.zeros(new_cap, np.int64)
+    n_ia = np.zeros((new_cap, N_I), np.int64)
+    n_fa = np.zeros((new_cap, N_A), np.float64)
+    mask = new_cap - 1
+    n_used = 0
+    for j in range(k_win.shape[0]):
+        if ia[j, I_CNT] == 0 or k_win[j] < keep_from:
+            continue
+        h = _hash_kernel(k_sid[j], k_win[j]) & mask
+        while n_ia[h, I_CNT] != 0:
+            h = (h + 1) & mask
+        n_sid[h] = k_sid[j]
+        n_win[h] = k_win[j]
+        _acc_copy(n_ia, n_fa, h, ia, fa, j)
+        n_used += 1
+    return (n_sid, n_win, n_ia, n_fa), n_used
+
+
+# --------------------------------------------------------- session windows
+
+
+@_jit
+def _sensor_ts_order_kernel(sid, ts):
+    """Row order sorted by (sensor, ts, arrival) in O(n): a stable radix sort by ts, then
+    a stable counting sort by the sensor's rank among the batch's distinct sensors."""
+    n = ts.shape[0]
+    by_ts = _stable_argsort_kernel(ts)
+    cap = 64
+    while cap < 2 * n:
+        cap *= 2
+    mask = cap - 1
+    used = np.zeros(cap, np.uint8)
+    keys = np.empty(cap, np.int32)
+    dense = np.empty(cap, np.int64)
+    row_dense = np.empty(n, np.int64)
+    uniq = np.empty(n, np.int32)
+    u = 0
+    for i in range(n):
+        s = sid[i]
+        h = _hash_kernel(s, 0) & mask
+        while used[h] and keys[h] != s:
+            h = (h + 1) & mask
+        if not used[h]:
+            used[h] = 1
+            keys[h] = s
+            dense[h] = u
+            uniq[u] = s
+            u += 1
+        row_dense[i] = dense[h]
+    rank = np.empty(u, np.int64)
+    rank[np.argsort(uniq[:u])] = np.arange(u)
+    row_rank = rank[row_dense]
+    count = np.zeros(u + 1, np.int64)
+    for i in range(n):
+        count[row_rank[i] + 1] += 1
+    count = np.cumsum(count)
+    out = np.empty(n, np.int64)
+    for i in by_ts:
+        out[count[row_rank[i]]] = i
+        count[row_rank[i]] += 1
+    return out
+
+
+@_jit
+def _session_merge_kernel(st_sid, st_id, st_ia, st_fa, sid, ts, val, seqs, order, gap, dead, next_id):  # fmt: skip
+    """Merge rows ``order`` (by sensor, ts, arrival) into sessions sorted by (sensor, start).
+
+    A session is ``[first ts, last ts + gap)``; a row ``[ts, ts + gap)`` joins every
+    session it overlaps, so out-of-order rows can join two. A merged session with
+    no stored part whose end is ``<= dead`` is past allowed lateness: its rows get
+    ``row_id = -1``. Returns ``((sid, id, ia, fa), row_id, absorbed, into, next_id)``:
+    the new sorted state, each row's session id, and the ids of stored sessions that
+    merged into another.
+    """
+    m = st_sid.shape[0]
+    n = order.shape[0]
+    o_sid = np.empty(m + n, np.int32)
+    o_id = np.empty(m + n, np.int64)
+    o_ia = np.empty((m + n, N_I), np.int64)
+    o_fa = np.empty((m + n, N_A), np.float64)
+    row_id = np.empty(ts.shape[0], np.int64)
+    absorbed = np.empty(m, np.int64)
+    into = np.empty(m, np.int64)
+    members = np.empty(n, np.int64)  # rows of the open session
+    n_out = 0
+    n_abs = 0
+    i = 0
+    j = 0
+    while i < m or j < n:
+        s = st_sid[i] if j >= n or (i < m and st_sid[i] <= sid[order[j]]) else sid[order[j]]
+        open_ = False
+        cur_end = np.int64(0)
+        cur_id = np.int64(-1)
+        n_mem = 0
+        while True:
+            take_state = i < m and st_sid[i] == s
+            take_row = j < n and sid[order[j]] == s
+            if take_state and take_row:
+                take_state = st_ia[i, I_FTS] <= ts[order[j]]
+            elif not take_state and not take_row:
+                break
+            if take_state:
+                b_start = st_ia[i, I_FTS]
+                b_end = st_ia[i, I_LTS] + gap
+            else:
+                b_start = ts[order[j]]
+                b_end = b_start + gap
+            if open_ and b_start >= cur_end:
+                # fmt: off
+                n_out, next_id = _session_close(o_sid, o_id, n_out, s, cur_id, cur_end,
+                                                members[:n_mem], row_id, dead, next_id)
+                # fmt: on
+                open_ = False
+            if take_state:
+                if not open_:
+                    _acc_copy(o_ia, o_fa, n_out, st_ia, st_fa, i)
+                    cur_id = st_id[i]
+                    cur_end = b_end
+                    n_mem = 0
+                    open_ = True
+                else:
+                    if cur_id < 0:
+                        cur_id = st_id[i]
+                    else:
+                        absorbed[n_abs] = st_id[i]
+                        into[n_abs] = cur_id
+                        n_abs += 1
+                    _acc_merge(o_ia, o_fa, n_out, st_ia, st_fa, i)  # marks it dirty if fired
+                    cur_end = max(cur_end, b_end)
+                i += 1
+            else:
+                r = order[j]
+                if not open_:
+                    _acc_first(o_ia, o_fa, n_out, ts[r], seqs[r], val[r])
+                    cur_id = -1
+                    cur_end = b_end
+                    n_mem = 0
+                    open_ = True
+                else:
+                    _acc_add(o_ia, o_fa, n_out, ts[r], seqs[r], val[r], True)  # dirty if fired
+                    cur_end = max(cur_end, b_end)
+                members[n_mem] = r
+                n_mem += 1
+                j += 1
+        if open_:
+            # fmt: off
+            n_out, next_id = _session_close(o_sid, o_id, n_out, s, cur_id, cur_end,
+                                            members[:n_mem], row_id, dead, next_id)
+            # fmt: on
+    state = (o_sid[:n_out], o_id[:n_out], o_ia[:n_out], o_fa[:n_out])
+    return state, row_id, absorbed[:n_abs], into[:n_abs], next_id
+
+
+@_jit
+def _session_close(o_sid, o_id, n_out, s, cur_id, cur_end, members, row_id, dead, next_id):
+    n_mem = members.shape[0]
+    if cur_id < 0:
+        if cur_end <= dead:  # only new rows, already past allowed lateness: late
+            for k in range(n_mem):
+                row_id[members[k]] = -1
+            return n_out, next_id
+        cur_id = next_id
+        next_id += 1
+    for k in range(n_mem):
+        row_id[members[k]] = cur_id
+    o_sid[n_out] = s
+    o_id[n_out] = cur_id
+    return n_out + 1, next_id
+
+
+# ------------------------------------------------------------------ sketch
+
+
+@_jit
+def _sketch_code(v):
+    """The bucket of ``v``, as an int ordered like the values (0 holds |v| < MIN_ABS)."""
+    a = abs(v)
+    if a < SKETCH_MIN_ABS:
+        return 0
+    c = _CODE_INF if a == math.inf else np.int64(math.ceil(math.log(a) / _LN_GAMMA)) + _CODE_OFFSET
+    return c if v > 0 else -c
+
+
+@_jit
+def _sketch_value(code):
+    if code == 0:
+        return 0.0
+    c = abs(code)
+    x = math.inf if c == _CODE_INF else math.exp((c - _CODE_OFFSET) * _LN_GAMMA + _LN_EST)
+    return x if code > 0 else -x
+
+
+@_jit
+def _sketch_slot(s_cnt, s_sid, s_key, s_code, s, key, code, mask):
+    h = _hash_kernel(s, key * np.int64(262147) + code) & mask
+    while s_cnt[h] != 0:
+        if s_code[h] == code and s_key[h] == key and s_sid[h] == s:
+            return h
+        h = (h + 1) & mask
+    return h
+
+
+@_jit
+def _sketch_add_kernel(sid, val, k_lo, k_hi, start, s_cnt, s_sid, s_key, s_code, n_used):
+    """Add the non-NaN values of rows ``start..`` to sketches ``(sid, k_lo[i]..k_hi[i])``.
+
+    Returns ``(next_row, n_used)``; ``next_row < len(val)`` means: grow and resume.
+    """
+    mask = s_cnt.shape[0] - 1
+    n = val.shape[0]
+    for i in range(start, n):
+        v = val[i]
+        if v != v or k_hi[i] < k_lo[i]:
+            continue
+        if (n_used + k_hi[i] - k_lo[i] + 1) * 2 > s_cnt.shape[0]:
+            return i, n_used
+        code = _sketch_code(v)
+        for k in range(k_lo[i], k_hi[i] + 1):
+            h = _sketch_slot(s_cnt, s_sid, s_key, s_code, sid[i], k, code, mask)
+            if s_cnt[h] == 0:
+                s_sid[h] = sid[i]
+                s_key[h] = k
+                s_code[h] = code
+                n_used += 1
+            s_cnt[h] += 1
+    return n, n_used
+
+
+@_jit
+def _sketch_rebuild_kernel(s_cnt, s_sid, s_key, s_code, keep_from, remap_from, remap_to, new_cap):
+    """A fresh sketch table: keys ``< keep_from`` dropped, keys in sorted ``remap_from``
+    renamed to ``remap_to`` (``-1`` drops), buckets of equal keys added up."""
+    n_cnt = np.zeros(new_cap, np.int64)
+    n_sid = np.zeros(new_cap, np.int32)
+    n_key = np.zeros(new_cap, np.int64)
+    n_code = np.zeros(new_cap, np.int64)
+    mask = new_cap - 1
+    n_used = 0
+    n_map = remap_from.shape[0]
+    for j in range(s_cnt.shape[0]):
+        if s_cnt[j] == 0 or s_key[j] < keep_from:
+            continue
+        key = s_key[j]
+        if n_map:
+            p = np.searchsorted(remap_from, key)
+            if p < n_map and remap_from[p] == key:
+                key = remap_to[p]
+                if key < 0:
+                    continue
+        h = _sketch_slot(n_cnt, n_sid, n_key, n_code, s_sid[j], key, s_code[j], mask)
+        if n_cnt[h] == 0:
+            n_sid[h] = s_sid[j]
+            n_key[h] = key
+            n_code[h] = s_code[j]
+            n_used += 1
+        n_cnt[h] += s_cnt[j]
+    return (n_cnt, n_sid, n_key, n_code), n_used
+
+
+@_jit
+def _sketch_quantiles_kernel(s_cnt, s_sid, s_key, s_code, q_sid, q_key, qs, lo, hi):
+    """Quantiles ``qs`` of the sketches ``(q_sid, q_key)``: out ``[len(q_sid), len(qs)]``.
+
+    Quantile ``q`` estimates the value of rank ``floor(q * (n - 1))`` among the
+    ``n`` non-NaN values (numpy ``method="lower"``), clamped to ``[lo, hi]``;
+    NaN if there are none.
+    """
+    n_q = q_sid.shape[0]
+    out = np.full((n_q, qs.shape[0]), np.nan)
+    if n_q == 0:
+        return out
+    cap = 64
+    while cap < 2 * n_q:
+        cap *= 2
+    mask = cap - 1
+    l_used = np.zeros(cap, np.uint8)
+    l_row = np.zeros(cap, np.int64)
+    for r in range(n_q):
+        h = _hash_kernel(q_sid[r], q_key[r]) & mask
+        while l_used[h]:
+            h = (h + 1) & mask
+        l_used[h] = 1
+        l_row[h] = r
+    # Entries of the wanted sketches, keyed by (output row, bucket).
+    n_e = 0
+    e_sort = np.empty(s_cnt.shape[0], np.int64)
+    e_cnt = np.empty(s_cnt.shape[0], np.int64)
+    for j in range(s_cnt.shape[0]):
+        if s_cnt[j] == 0:
+            continue
+        h = _hash_kernel(s_sid[j], s_key[j]) & mask
+        while l_used[h]:
+            r = l_row[h]
+            if q_sid[r] == s_sid[j] and q_key[r] == s_key[j]:
+                e_sort[n_e] = (r << 18) + (s_code[j] + 131072)
+                e_cnt[n_e] = s_cnt[j]
+                n_e += 1
+                break
+            h = (h + 1) & mask
+    e_sort = e_sort[:n_e]
+    e_cnt = e_cnt[:n_e]
+    order = np.argsort(e_sort)
+    a = 0
+    while a < n_e:
+        r = e_sort[order[a]] >> 18
+        b = a
+        total = 0
+        while b < n_e and (e_sort[order[b]] >> 18) == r:
+            total += e_cnt[order[b]]
+            b += 1
+        for qi in range(qs.shape[0]):
+            rank = np.int64(math.floor(qs[qi] * (total - 1)))
+            seen = 0
+            for p in range(a, b):
+                seen += e_cnt[order[p]]
+                if seen > rank:
+                    code = (e_sort[order[p]] & 262143) - 131072
+                    x = _sketch_value(code)
+                    out[r, qi] = min(max(x, lo[r]), hi[r])
+                    break
+        a = b
+    return out
