@@ -15,6 +15,7 @@ def stage(
     build: Callable[[], BatchLogic],
     name: str | None = None,
     restore: dict[str, object] | None = None,
+    late: Callable[[pa.RecordBatch], None] | None = None,
 ) -> Callable[[Observable[Item]], Observable[Item]]:
     """An Rx operator that runs one ``BatchLogic`` per subscription.
 
@@ -22,8 +23,9 @@ def stage(
     forwarded after the outputs it released. A barrier is forwarded in place,
     carrying the logic's snapshot under ``name`` when the stage is named. A
     ``restore`` snapshot is loaded into the logic before the first item. On
-    completion the logic is flushed with the maximal watermark. Errors raised by
-    the logic go to ``on_error`` and end the flow.
+    completion the logic is flushed with the maximal watermark. Rows a logic sets
+    aside as late (``take_late()``) go to ``late``, in order, before the item that
+    follows. Errors raised by the logic go to ``on_error`` and end the flow.
     """
 
     def _stage(source: Observable[Item]) -> Observable[Item]:
@@ -45,6 +47,10 @@ def stage(
                     failed = True
                     observer.on_error(error)
                     return False
+                take_late = getattr(logic, "take_late", None) if late is not None else None
+                if take_late is not None:
+                    for batch in take_late():
+                        late(batch)  # type: ignore[misc]
                 for out in outputs:
                     observer.on_next(out)
                 return True

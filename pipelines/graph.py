@@ -61,20 +61,24 @@ def outputs_from_config(pipeline: DictConfig) -> list[Output]:
 
 
 def connect(
-    subject: Subject[Item], output: Output, restore: dict[str, object] | None = None
+    subject: Subject[Item],
+    output: Output,
+    restore: dict[str, object] | None = None,
+    late: Callable[[pa.RecordBatch], None] | None = None,
 ) -> Observable[Item]:
     """The output's chain applied to the source flow.
 
     A stateful operator (one with ``build()``) runs as a stage named after its
     step, so its snapshot rides every barrier to the sink, and starts from
-    ``restore[step]`` when a restart recovered one.
+    ``restore[step]`` when a restart recovered one. Rows an operator finds too
+    late for it go to ``late`` (the runner's ``late_readings`` table).
     """
     flow: Observable[Item] = subject
     restore = restore or {}
     for step, op in zip(output.steps, output.operators, strict=True):
         build = getattr(op, "build", None)
         if build is not None:
-            flow = flow.pipe(stage(build, name=step, restore=restore.get(step)))  # type: ignore[arg-type]
+            flow = flow.pipe(stage(build, name=step, restore=restore.get(step), late=late))  # type: ignore[arg-type]
         else:
             flow = flow.pipe(op)
     return flow

@@ -10,6 +10,7 @@ runner checkpoints, completes the flow, flushes every table and saves the stats.
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import time
 from pathlib import Path
@@ -179,7 +180,8 @@ class Runner:
                 observers = [sink.observer(output.table)]
                 if output.table in self.publishers:
                     observers.append(self.publishers[output.table].observer(output.table))
-                connect(subject, output, restored.get(output.table)).subscribe(
+                late = functools.partial(sink.write, "late_readings")
+                connect(subject, output, restored.get(output.table), late).subscribe(
                     _counting(observers, self.counted, output.table)
                 )
             recorder = None
