@@ -83,10 +83,15 @@ def live_table(stats: RunStats, started: float) -> Table:
 def print_summary(stats: RunStats, console: Console | None = None) -> None:
     console = console or Console()
     tables = ", ".join(f"{k}={v:,}" for k, v in sorted(stats.committed_by_table.items()))
+    outputs = "".join(
+        f"{count:,} {name}, "
+        for name, count in (("windows", stats.windows), ("alarms", stats.alarms))
+        if name in stats.committed_by_table
+    )
     console.print(
         f"telepipe: {stats.received:,} readings in {stats.elapsed_s:.2f} s "
-        f"({stats.readings_per_s:,.0f} readings/s), {stats.windows:,} windows, "
-        f"{stats.alarms:,} alarms, {stats.late:,} late, {stats.rejected:,} rejected, "
+        f"({stats.readings_per_s:,.0f} readings/s), {outputs}"
+        f"{stats.late:,} late, {stats.rejected:,} rejected, "
         f"{stats.dropped:,} dropped; back-pressured offers {stats.backpressured_offers:,}; "
         f"peak RSS {stats.peak_rss_mb:,.0f} MB",
         highlight=False,

@@ -151,3 +151,16 @@ def test_without_a_limit_a_signal_drains_flushes_and_exits_0(tmp_path: Path, sig
     # Drained: every committed reading is in a committed window.
     assert _read(data_dir, "windows")["count"].sum() == stats["received"]
     assert "Delta tables in" in out
+
+
+def test_the_press_line_pipeline_runs_every_detector(telepipe_cli, tmp_path: Path) -> None:
+    done = telepipe_cli(
+        "run", "pipeline=press_line", "limit.readings=300000", f"data_dir={tmp_path}"
+    )
+    assert done.returncode == 0, done.stderr
+    heights = {
+        t: _read(tmp_path, t).height
+        for t in ("readings", "stats_10s", "alarm_states", "stuck", "silent")
+    }
+    assert heights["readings"] + _read(tmp_path, "late_readings").height == 300_000
+    assert all(heights.values()), heights

@@ -10,7 +10,7 @@ BAD = [
     (["run", "source.stream_id=abc"], "source: stream_id"),
     (
         ["run", "pipeline=nope"],
-        "pipeline=nope: no such option (available: demo, demo_publish, demo_threaded)",
+        "pipeline=nope: no such option (available: demo, ",
     ),
     (["run", "sink.queue.policy=sometimes"], "policy must be one of"),
     (["run", "sink.queue.capacity=0"], "capacity must be >= 1"),
