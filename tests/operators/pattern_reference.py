@@ -1,0 +1,229 @@
+"""A plain explicit-state matcher for ``CepPattern``: pure Python, no NFA tables, no numba.
+
+It reads the steps itself (not the compiled tables), sees the whole stream at
+once (no watermarks: time advances only at each sensor's readings and at the end)
+and keeps each sensor's partial matches as Python objects. The semantics are those
+written in ``docs/operators/patterns.md``.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+from telepipe.operators._pattern_compiler import INF, parse_condition, parse_quantifier
+from telepipe.operators.pattern import CepPattern
+
+FINAL = ("final",)
+_OPS = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+
+def holds(node: tuple, row: dict[str, float]) -> bool | float:
+    tag = node[0]
+    if tag == "num":
+        return node[1]
+    if tag == "col":
+        return row[node[1]]
+    if tag == "const":
+        return node[1]
+    if tag == "cmp":
+        return _OPS[node[1]](holds(node[2], row), holds(node[3], row))
+    if tag == "not":
+        return not holds(node[1], row)
+    if tag == "and":
+        return bool(holds(node[1], row)) and bool(holds(node[2], row))
+    return bool(holds(node[1], row)) or bool(holds(node[2], row))
+
+
+@dataclass
+class El:
+    step: int
+    cond: tuple
+    lo: int
+    hi: int
+    strict_before: bool
+    strict_inner: bool
+    guard: str = ""
+    guard_cond: tuple | None = None
+
+
+@dataclass
+class Pm:
+    """A partial match at ``loc`` (or a complete one, ``done``)."""
+
+    loc: tuple
+    noproceed: bool
+    events: list  # (pos, ts, value, step)
+    start_ts: int
+    start_pos: int
+    done: bool = False
+
+    def key(self) -> tuple:
+        return (self.start_pos, tuple(e[0] for e in self.events))
+
+
+@dataclass
+class Reference:
+    op: CepPattern
+    els: list[El] = field(default_factory=list)
+    trailing: str = ""
+    trailing_cond: tuple | None = None
+    dropped: int = 0
+    overflow: int = 0
+
+    def __post_init__(self) -> None:
+        guard = None
+        for i, st in enumerate(self.op.steps):
+            cond = parse_condition(st.condition)
+            if st.contiguity in ("not_next", "not_followed_by"):
+                guard = (st.contiguity, cond)
+                continue
+            lo, hi = parse_quantifier(st.quantifier)
+            lo = 0 if st.optional else lo
+            g = guard or ("", None)
+            self.els.append(
+                El(i, cond, lo, hi, st.contiguity == "next", st.consecutive, g[0], g[1])
+            )
+            guard = None
+        if guard:
+            self.trailing, self.trailing_cond = guard
+        self.within = (self.op.within_ms or 0) * 1_000_000
+        bound = sum(e.hi for e in self.els) if all(e.hi != INF for e in self.els) else None
+        cap = self.op.max_match_events
+        self.L = cap if bound is None else min(bound, cap)
+
+    # -- the decision graph of one partial match on one event
+
+    def entry(self, j: int) -> tuple:
+        if j == len(self.els):
+            return ("trail",) if self.trailing else FINAL
+        return ("notnext", j) if self.els[j].guard == "not_next" else ("elem", j, 0)
+
+    def reaches_final(self, loc: tuple) -> bool:
+        if loc == FINAL:
+            return True
+        if loc[0] != "elem":
+            return False
+        return loc[2] >= self.els[loc[1]].lo and self.reaches_final(self.entry(loc[1] + 1))
+
+    def branches(self, pm: Pm, ev: tuple, row: dict, from_start: bool) -> list[Pm]:
+        out: list[Pm] = []
+        loc, noproceed = pm.loc, pm.noproceed
+        while loc != FINAL:
+            if loc[0] == "notnext":
+                if holds(self.els[loc[1]].guard_cond, row):
+                    return []
+                loc, noproceed = ("elem", loc[1], 0), False
+                continue
+            if loc[0] == "trail":
+                if holds(self.trailing_cond, row):
+                    return []
+                if self.trailing == "not_next":
+                    out.append(Pm(FINAL, False, pm.events, pm.start_ts, pm.start_pos, True))
+                else:
+                    out.append(Pm(loc, False, pm.events, pm.start_ts, pm.start_pos))
+                return out
+            j, c = loc[1], loc[2]
+            el = self.els[j]
+            if c == 0 and el.guard == "not_followed_by" and holds(el.guard_cond, row):
+                return []
+            can_proceed = c >= el.lo and not noproceed
+            if holds(el.cond, row):
+                if len(pm.events) + 1 > self.L:
+                    self.overflow += 1
+                else:
+                    events = [*pm.events, (*ev, el.step)]
+                    if el.hi != INF and c + 1 == el.hi:
+                        nxt = self.entry(j + 1)
+                    else:
+                        nxt = ("elem", j, c + 1 if el.hi != INF else min(c + 1, max(el.lo, 1)))
+                    if nxt == FINAL:
+                        out.append(Pm(FINAL, False, events, pm.start_ts, pm.start_pos, True))
+                    else:
+                        out.append(Pm(nxt, False, events, pm.start_ts, pm.start_pos))
+                        if self.reaches_final(nxt):
+                            out.append(Pm(FINAL, False, events, pm.start_ts, pm.start_pos, True))
+            elif not (el.strict_before if c == 0 else el.strict_inner) and not from_start:
+                out.append(Pm(loc, noproceed or can_proceed, pm.events, pm.start_ts, pm.start_pos))
+            if not can_proceed:
+                break
+            loc, noproceed = self.entry(j + 1), False
+        return out
+
+    # -- after-match skip, caps, time
+
+    def emit(self, sid: int, pms: list[Pm], out: list) -> list[Pm]:
+        while True:
+            done = [p for p in pms if p.done]
+            if not done:
+                return pms
+            best = min(done, key=Pm.key)
+            if any(p.start_pos < best.start_pos for p in pms if not p.done):
+                return pms
+            out.append(
+                (
+                    sid,
+                    best.start_ts,
+                    best.events[-1][1],
+                    len(best.events),
+                    tuple(e[2] for e in best.events),
+                    tuple(e[1] for e in best.events),
+                    tuple(self.op.steps[e[3]].name for e in best.events),
+                )
+            )
+            last = best.events[-1][0]
+            pms = [p for p in pms if p.start_pos > last]
+
+    def timeout(self, pms: list[Pm], t: int | None) -> list[Pm]:
+        """Time reaches ``t`` (None: the end of the stream)."""
+        kept = []
+        for p in pms:
+            if not p.done and (t is None or (self.within and t - p.start_ts >= self.within)):
+                if self.within and p.loc == ("trail",) and self.trailing == "not_followed_by":
+                    kept.append(Pm(FINAL, False, p.events, p.start_ts, p.start_pos, True))
+                continue
+            kept.append(p)
+        return kept
+
+    def run(self, sensor_id, ts, value, quality=None) -> list[tuple]:
+        quality = quality if quality is not None else [0] * len(ts)
+        order = sorted(range(len(ts)), key=lambda i: ts[i])  # stable: ties in arrival order
+        state: dict[int, list[Pm]] = {}
+        out: list[tuple] = []
+        cap = self.op.max_partial_matches
+        for pos, i in enumerate(order):
+            sid, t, v = sensor_id[i], ts[i], value[i]
+            row = {"value": v, "quality": quality[i], "sensor_id": sid}
+            pms = state.get(sid, [])
+            if self.within:
+                pms = self.emit(sid, self.timeout(pms, t), out)
+            new: list[Pm] = []
+            for p in pms:
+                new += [p] if p.done else self.branches(p, (pos, t, v), row, False)
+            start = Pm(("elem", 0, 0), False, [], t, pos)
+            new += self.branches(start, (pos, t, v), row, True)
+            new = self.emit(sid, new, out)
+            while len(new) > cap and any(not p.done for p in new):
+                oldest = min(p.start_pos for p in new if not p.done)
+                self.dropped += sum(1 for p in new if not p.done and p.start_pos == oldest)
+                new = [p for p in new if p.done or p.start_pos != oldest]
+                new = self.emit(sid, new, out)
+            state[sid] = new
+        for sid, pms in state.items():
+            self.emit(sid, self.timeout(pms, None), out)
+        return out
+
+
+def pattern_reference(op: CepPattern, sensor_id, ts, value, quality=None) -> tuple[list, int, int]:
+    """``(matches, dropped, overflow)``; a match is ``(sensor_id, start_ts, end_ts,
+    n_events, values, event_ts, step_names)``."""
+    ref = Reference(op)
+    out = ref.run(sensor_id, ts, value, quality)
+    return out, ref.dropped, ref.overflow
