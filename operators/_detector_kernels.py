@@ -58,54 +58,6 @@ def _table_rebuild_kernel(used, k_sid, ints, floats, keep, new_cap):
 
 
 @_jit
-def _merge_rows_kernel(b_sid, b_ts, b_val, b_q, head, end, sid, ts, val, q, order):
-    """``_kernels._alarm_merge_kernel`` with an optional fourth column ``q``.
-
-    Merges rows ``order`` (new rows sorted by ts, stably) into the buffer
-    ``[head:end]`` sorted by (ts, arrival); ``q`` moves along when ``b_q`` is
-    non-empty. Returns the new ``end``.
-    """
-    add = order.shape[0]
-    if add == 0:
-        return end
-    with_q = b_q.shape[0] > 0
-    first = ts[order[0]]
-    lo = head
-    hi = end
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if b_ts[mid] <= first:
-            lo = mid + 1
-        else:
-            hi = mid
-    i = end - 1
-    j = add - 1
-    k = end + add - 1
-    while j >= 0:
-        r = order[j]
-        t = ts[r]
-        if i >= lo and b_ts[i] > t:
-            b_sid[k] = b_sid[i]
-            b_ts[k] = b_ts[i]
-            b_val[k] = b_val[i]
-            if with_q:
-                b_q[k] = b_q[i]
-            i -= 1
-        else:
-            b_sid[k] = sid[r]
-            b_ts[k] = t
-            b_val[k] = val[r]
-            if with_q:
-                b_q[k] = q[r]
-            j -= 1
-        k -= 1
-    return end + add
-
-
-# ------------------------------------------------------------ hysteresis
-
-
-@_jit
 def _hysteresis_kernel(rows, start, params, table, n_used, out, n_out):
     """Enter when ``n_enter`` consecutive values are beyond ``enter``, exit after
     ``n_exit`` consecutive values beyond ``exit_`` (``sign`` -1 mirrors both).

@@ -234,19 +234,18 @@ def _alarm_kernel(
 
 
 @_jit
-def _alarm_merge_kernel(b_sid, b_ts, b_val, head, end, sid, ts, val, order):
-    """Merge rows ``order`` of ``(sid, ts, val)`` into the buffer ``[head:end]``, in place.
+def _merge_rows_kernel(b_sid, b_ts, b_val, b_q, head, end, sid, ts, val, q, order):
+    """Merge new rows into an event-time buffer, in place, with an optional fourth column ``q``.
 
-    The buffer is sorted by ts, ties in arrival order; ``order`` sorts the new rows
-    by ts, stably. New rows go after buffered rows of equal ts, so the buffer stays
-    in (ts, arrival) order. Needs ``end + len(order) <= len(b_ts)``. Only the tail
-    of the buffer above the smallest new ts moves. Returns the new ``end``.
+    Merges rows ``order`` (new rows sorted by ts, stably) into the buffer
+    ``[head:end]`` sorted by (ts, arrival); ``q`` moves along when ``b_q`` is
+    non-empty. Returns the new ``end``.
     """
     add = order.shape[0]
     if add == 0:
         return end
+    with_q = b_q.shape[0] > 0
     first = ts[order[0]]
-    # lo: the first buffered row with ts > first (rows below it stay in place).
     lo = head
     hi = end
     while lo < hi:
@@ -265,14 +264,21 @@ def _alarm_merge_kernel(b_sid, b_ts, b_val, head, end, sid, ts, val, order):
             b_sid[k] = b_sid[i]
             b_ts[k] = b_ts[i]
             b_val[k] = b_val[i]
+            if with_q:
+                b_q[k] = b_q[i]
             i -= 1
         else:
             b_sid[k] = sid[r]
             b_ts[k] = t
             b_val[k] = val[r]
+            if with_q:
+                b_q[k] = q[r]
             j -= 1
         k -= 1
     return end + add
+
+
+# ------------------------------------------------------------ hysteresis
 
 
 @_jit

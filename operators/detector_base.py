@@ -18,8 +18,8 @@ import pyarrow as pa
 
 from telepipe.errors import ConfigError, SchemaError
 from telepipe.markers import MAX_WATERMARK
-from telepipe.operators._detector_kernels import _merge_rows_kernel, _table_rebuild_kernel
-from telepipe.operators._kernels import INT64_MIN, _stable_argsort_kernel
+from telepipe.operators._detector_kernels import _table_rebuild_kernel
+from telepipe.operators._kernels import INT64_MIN, _merge_rows_kernel, _stable_argsort_kernel
 from telepipe.operators.tumbling_window import readings_arrays
 
 _MIN_CAPACITY = 64

@@ -14,13 +14,15 @@ from telepipe.markers import MAX_WATERMARK, Item
 from telepipe.operators._kernels import (
     INT64_MIN,
     _alarm_kernel,
-    _alarm_merge_kernel,
     _alarm_rebuild_kernel,
+    _merge_rows_kernel,
     _stable_argsort_kernel,
 )
 from telepipe.operators.stage import stage
 from telepipe.operators.tumbling_window import readings_arrays
 from telepipe.schema import ALARMS
+
+_NO_Q = np.empty(0, np.uint8)  # the merge's optional fourth column, unused here
 
 _MIN_CAPACITY = 64
 _INT32_MAX = 2**31 - 1
@@ -122,8 +124,8 @@ class ThresholdAlarmLogic:
                 setattr(self, name, new)
             head, end = 0, live
         order = _stable_argsort_kernel(ts)
-        self._n_buf = _alarm_merge_kernel(
-            self._buf_sid, self._buf_ts, self._buf_val, head, end, sid, ts, val, order
+        self._n_buf = _merge_rows_kernel(
+            self._buf_sid, self._buf_ts, self._buf_val, _NO_Q, head, end, sid, ts, val, _NO_Q, order
         )
         self._head = head
 
