@@ -184,6 +184,7 @@ class Runner:
                 connect(subject, output, restored.get(output.table), late).subscribe(
                     _counting(observers, self.counted, output.table)
                 )
+            metrics_server = self._serve_metrics()  # before any child: a bad port fails alone
             recorder = None
             capture_dir = option(cfg, "capture_dir")
             if capture_dir and connection is not None:
@@ -216,6 +217,8 @@ class Runner:
                 raise
             finally:
                 source.close()
+                if metrics_server is not None:
+                    metrics_server.shutdown()
             self._finish(source, sink)
         return self.stats
 
@@ -254,6 +257,18 @@ class Runner:
                     next_ui = now + 0.25
                     self._refresh(source, sink)
                     display.update(source.progress())
+
+    def _serve_metrics(self) -> object | None:
+        port = option(self.cfg, "metrics.port")
+        if not port:
+            return None
+        from telepipe.metrics import serve
+
+        address = str(option(self.cfg, "metrics.address") or "127.0.0.1")
+        try:
+            return serve(self.stats, str(self.cfg.pipeline.name), int(port), address)
+        except OSError as error:
+            raise ConfigError(f"metrics.port={port}: cannot listen on {address}: {error}") from None
 
     def _drain(
         self, source: PulledSource, sink: Sink, subject: Subject[Item], resumable: bool
