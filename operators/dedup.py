@@ -6,19 +6,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from reactivex import Observable
 
-from telepipe.markers import Item
 from telepipe.operators._detector_kernels import _dedup_kernel
 from telepipe.operators.detector_base import DetectorLogic, check_choice, event_batch
-from telepipe.operators.stage import stage
+from telepipe.operators.stage import StageOperator
 from telepipe.schema import READINGS
 
 _KEEP = ("first", "last")
 
 
 @dataclass(frozen=True)
-class Dedup:
+class Dedup(StageOperator):
     """Drop readings that repeat the key ``(sensor_id, ts)`` (the ts acts as the sequence).
 
     Rows are held until the watermark passes their ts and released in
@@ -42,9 +40,6 @@ class Dedup:
 
     def build(self) -> DedupLogic:
         return DedupLogic(self)
-
-    def __call__(self, source: Observable[Item]) -> Observable[Item]:
-        return stage(self.build)(source)
 
 
 class DedupLogic(DetectorLogic):

@@ -6,10 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from reactivex import Observable
 
 from telepipe.errors import ConfigError
-from telepipe.markers import Item
 from telepipe.operators._detector_kernels import _ewma_kernel
 from telepipe.operators.detector_base import (
     DetectorLogic,
@@ -18,7 +16,7 @@ from telepipe.operators.detector_base import (
     event_batch,
     out_buffer,
 )
-from telepipe.operators.stage import stage
+from telepipe.operators.stage import StageOperator
 from telepipe.schema import TS_NS
 
 EWMA_EVENTS = pa.schema(
@@ -34,7 +32,7 @@ EWMA_EVENTS = pa.schema(
 
 
 @dataclass(frozen=True)
-class EwmaZScore:
+class EwmaZScore(StageOperator):
     """Alarm when a reading is more than ``threshold`` EW standard deviations off the EW mean.
 
     Per sensor, in event-time order: the first finite reading sets ``mean``;
@@ -66,9 +64,6 @@ class EwmaZScore:
 
     def build(self) -> EwmaZScoreLogic:
         return EwmaZScoreLogic(self)
-
-    def __call__(self, source: Observable[Item]) -> Observable[Item]:
-        return stage(self.build)(source)
 
 
 class EwmaZScoreLogic(DetectorLogic):

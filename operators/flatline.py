@@ -6,10 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from reactivex import Observable
 
 from telepipe.errors import ConfigError
-from telepipe.markers import Item
 from telepipe.operators._detector_kernels import _flatline_kernel
 from telepipe.operators._kernels import INT64_MAX
 from telepipe.operators.detector_base import (
@@ -19,7 +17,7 @@ from telepipe.operators.detector_base import (
     event_batch,
     out_buffer,
 )
-from telepipe.operators.stage import stage
+from telepipe.operators.stage import StageOperator
 from telepipe.schema import TS_NS
 
 FLATLINE_EVENTS = pa.schema(
@@ -34,7 +32,7 @@ FLATLINE_EVENTS = pa.schema(
 
 
 @dataclass(frozen=True)
-class Flatline:
+class Flatline(StageOperator):
     """Alarm when a sensor's values stay within a band of width ``tolerance``.
 
     A run is the longest stretch of a sensor's readings (event-time order) whose
@@ -63,9 +61,6 @@ class Flatline:
 
     def build(self) -> FlatlineLogic:
         return FlatlineLogic(self)
-
-    def __call__(self, source: Observable[Item]) -> Observable[Item]:
-        return stage(self.build)(source)
 
 
 class FlatlineLogic(DetectorLogic):

@@ -6,13 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from reactivex import Observable
 
-from telepipe.markers import Item
 from telepipe.operators._detector_kernels import _heartbeat_kernel, _heartbeat_scan_kernel
 from telepipe.operators._kernels import INT64_MAX
 from telepipe.operators.detector_base import DetectorLogic, check_int, event_batch, out_buffer
-from telepipe.operators.stage import stage
+from telepipe.operators.stage import StageOperator
 from telepipe.schema import TS_NS
 
 HEARTBEAT_EVENTS = pa.schema(
@@ -26,7 +24,7 @@ HEARTBEAT_EVENTS = pa.schema(
 
 
 @dataclass(frozen=True)
-class HeartbeatTimeout:
+class HeartbeatTimeout(StageOperator):
     """Alarm when a seen sensor sends nothing for more than ``timeout_ms`` of event time.
 
     A silence starts at a sensor's reading ``last_ts`` and fires when the
@@ -50,9 +48,6 @@ class HeartbeatTimeout:
 
     def build(self) -> HeartbeatTimeoutLogic:
         return HeartbeatTimeoutLogic(self)
-
-    def __call__(self, source: Observable[Item]) -> Observable[Item]:
-        return stage(self.build)(source)
 
 
 class HeartbeatTimeoutLogic(DetectorLogic):

@@ -6,10 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from reactivex import Observable
 
 from telepipe.errors import ConfigError
-from telepipe.markers import Item
 from telepipe.operators._detector_kernels import _hysteresis_kernel
 from telepipe.operators.detector_base import (
     DetectorLogic,
@@ -19,7 +17,7 @@ from telepipe.operators.detector_base import (
     event_batch,
     out_buffer,
 )
-from telepipe.operators.stage import stage
+from telepipe.operators.stage import StageOperator
 from telepipe.schema import TS_NS
 
 HYSTERESIS_EVENTS = pa.schema(
@@ -35,7 +33,7 @@ _DIRECTIONS = ("above", "below")
 
 
 @dataclass(frozen=True)
-class HysteresisAlarm:
+class HysteresisAlarm(StageOperator):
     """Alarm state per sensor with hysteresis: enter beyond ``enter``, leave beyond ``exit``.
 
     ``direction: above``: a sensor enters the alarm after ``consecutive`` readings
@@ -73,9 +71,6 @@ class HysteresisAlarm:
 
     def build(self) -> HysteresisAlarmLogic:
         return HysteresisAlarmLogic(self)
-
-    def __call__(self, source: Observable[Item]) -> Observable[Item]:
-        return stage(self.build)(source)
 
 
 class HysteresisAlarmLogic(DetectorLogic):

@@ -21,14 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from reactivex import Observable
 
 from telepipe.errors import ConfigError
-from telepipe.markers import MAX_WATERMARK, Item
+from telepipe.markers import MAX_WATERMARK
 from telepipe.operators import _pattern_compiler as pc
 from telepipe.operators import _pattern_kernels as pk
 from telepipe.operators.detector_base import DetectorLogic, check_int
-from telepipe.operators.stage import stage
+from telepipe.operators.stage import StageOperator
 from telepipe.operators.window_options import MAX_MS
 from telepipe.schema import TS_NS
 
@@ -117,7 +116,7 @@ class Pattern:
 
 
 @dataclass(frozen=True)
-class CepPattern:
+class CepPattern(StageOperator):
     """Emit one ``PATTERN_MATCHES`` row per match of ``steps`` within a sensor's readings.
 
     Readings are buffered until the watermark passes them and taken per sensor in
@@ -152,9 +151,6 @@ class CepPattern:
 
     def build(self) -> CepPatternLogic:
         return CepPatternLogic(self)
-
-    def __call__(self, source: Observable[Item]) -> Observable[Item]:
-        return stage(self.build)(source)
 
 
 def _steps_tuple(value: object) -> tuple[PatternStep, ...]:

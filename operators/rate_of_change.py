@@ -6,10 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from reactivex import Observable
 
 from telepipe.errors import ConfigError
-from telepipe.markers import Item
 from telepipe.operators._detector_kernels import _rate_kernel
 from telepipe.operators.detector_base import (
     DetectorLogic,
@@ -18,7 +16,7 @@ from telepipe.operators.detector_base import (
     event_batch,
     out_buffer,
 )
-from telepipe.operators.stage import stage
+from telepipe.operators.stage import StageOperator
 from telepipe.schema import TS_NS
 
 RATE_EVENTS = pa.schema(
@@ -35,7 +33,7 @@ _DIRECTIONS = ("both", "rise", "fall")
 
 
 @dataclass(frozen=True)
-class RateOfChange:
+class RateOfChange(StageOperator):
     """Alarm when ``(value - prev_value) / (ts - prev_ts)`` (per second) exceeds ``max_rate``.
 
     ``prev`` is the sensor's previous non-NaN reading in event-time order (ts,
@@ -62,9 +60,6 @@ class RateOfChange:
 
     def build(self) -> RateOfChangeLogic:
         return RateOfChangeLogic(self)
-
-    def __call__(self, source: Observable[Item]) -> Observable[Item]:
-        return stage(self.build)(source)
 
 
 class RateOfChangeLogic(DetectorLogic):

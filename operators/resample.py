@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from reactivex import Observable
 
-from telepipe.markers import MAX_WATERMARK, Item
+from telepipe.markers import MAX_WATERMARK
 from telepipe.operators._detector_kernels import _resample_kernel, _resample_scan_kernel
 from telepipe.operators._kernels import INT64_MAX, _stable_argsort_kernel
 from telepipe.operators.detector_base import (
@@ -18,7 +17,7 @@ from telepipe.operators.detector_base import (
     event_batch,
     out_buffer,
 )
-from telepipe.operators.stage import stage
+from telepipe.operators.stage import StageOperator
 from telepipe.schema import TS_NS
 
 RESAMPLED = pa.schema(
@@ -35,7 +34,7 @@ _FILL = ("none", "previous", "nan", "linear")
 
 
 @dataclass(frozen=True)
-class Resample:
+class Resample(StageOperator):
     """Per-sensor values on the grid ``k * interval_ms``, one row per bucket with readings.
 
     The bucket ``[g, g + interval)`` is labelled ``g`` (polars ``group_by_dynamic``
@@ -68,9 +67,6 @@ class Resample:
 
     def build(self) -> ResampleLogic:
         return ResampleLogic(self)
-
-    def __call__(self, source: Observable[Item]) -> Observable[Item]:
-        return stage(self.build)(source)
 
 
 class ResampleLogic(DetectorLogic):

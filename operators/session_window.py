@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from reactivex import Observable
 
 from telepipe.errors import ConfigError
-from telepipe.markers import MAX_WATERMARK, Item
+from telepipe.markers import MAX_WATERMARK
 from telepipe.operators._kernels import INT64_MIN
 from telepipe.operators._window_kernels import (
     I_CNT,
@@ -24,7 +23,7 @@ from telepipe.operators._window_kernels import (
     _sketch_add_kernel,
     _sketch_rebuild_kernel,
 )
-from telepipe.operators.stage import stage
+from telepipe.operators.stage import StageOperator
 from telepipe.operators.tumbling_window import readings_arrays
 from telepipe.operators.window_options import (
     DEFAULT_AGGREGATES,
@@ -42,7 +41,7 @@ _MS = 1_000_000
 
 
 @dataclass(frozen=True)
-class SessionWindow:
+class SessionWindow(StageOperator):
     """Per-sensor sessions of ``value``: rows less than ``gap_ms`` apart share a session.
 
     A session is ``[first ts, last ts + gap)``; an out-of-order row can extend one
@@ -71,9 +70,6 @@ class SessionWindow:
 
     def build(self) -> SessionWindowLogic:
         return SessionWindowLogic(self)
-
-    def __call__(self, source: Observable[Item]) -> Observable[Item]:
-        return stage(self.build)(source)
 
 
 class SessionWindowLogic:

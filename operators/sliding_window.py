@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from reactivex import Observable
 
 from telepipe.errors import ConfigError
-from telepipe.markers import MAX_WATERMARK, Item
+from telepipe.markers import MAX_WATERMARK
 from telepipe.operators._kernels import INT64_MAX, INT64_MIN
 from telepipe.operators._window_kernels import (
     I_CNT,
@@ -22,7 +21,7 @@ from telepipe.operators._window_kernels import (
     _sliding_rebuild_kernel,
     _sliding_update_kernel,
 )
-from telepipe.operators.stage import stage
+from telepipe.operators.stage import StageOperator
 from telepipe.operators.tumbling_window import readings_arrays
 from telepipe.operators.window_options import (
     DEFAULT_AGGREGATES,
@@ -40,7 +39,7 @@ _MS = 1_000_000
 
 
 @dataclass(frozen=True)
-class SlidingWindow:
+class SlidingWindow(StageOperator):
     """Per-sensor windows ``[k*slide, k*slide + size)`` of ``value`` on event time.
 
     A row belongs to every window holding its ts (``size/slide`` of them when slide
@@ -75,9 +74,6 @@ class SlidingWindow:
 
     def build(self) -> SlidingWindowLogic:
         return SlidingWindowLogic(self)
-
-    def __call__(self, source: Observable[Item]) -> Observable[Item]:
-        return stage(self.build)(source)
 
 
 class SlidingWindowLogic:

@@ -97,3 +97,16 @@ def _unknown(item: object) -> list[pa.RecordBatch]:
     raise TypeError(
         f"a flow carries RecordBatch, Watermark or CheckpointBarrier, not {type(item)!r}"
     )
+
+
+class StageOperator:
+    """Base of operator options: a dataclass with ``build()`` is an Rx operator.
+
+    ``flow.pipe(TumblingWindow(size_ms=1000))`` runs ``stage(options.build)``.
+    """
+
+    def build(self) -> BatchLogic:
+        raise NotImplementedError
+
+    def __call__(self, source: Observable[Item]) -> Observable[Item]:
+        return stage(self.build)(source)

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from reactivex import Observable
 
 from telepipe.errors import ConfigError
-from telepipe.markers import MAX_WATERMARK, Item
+from telepipe.markers import MAX_WATERMARK
 from telepipe.operators._kernels import (
     INT64_MIN,
     _alarm_kernel,
@@ -18,7 +17,7 @@ from telepipe.operators._kernels import (
     _merge_rows_kernel,
     _stable_argsort_kernel,
 )
-from telepipe.operators.stage import stage
+from telepipe.operators.stage import StageOperator
 from telepipe.operators.tumbling_window import readings_arrays
 from telepipe.schema import ALARMS
 
@@ -29,7 +28,7 @@ _INT32_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
-class ThresholdAlarm:
+class ThresholdAlarm(StageOperator):
     """Alarm when a sensor's run of readings ``> threshold`` reaches ``consecutive``.
 
     Readings are taken in event-time order per sensor (ts, then arrival): they are
@@ -56,9 +55,6 @@ class ThresholdAlarm:
 
     def build(self) -> ThresholdAlarmLogic:
         return ThresholdAlarmLogic(float(self.threshold), self.consecutive)
-
-    def __call__(self, source: Observable[Item]) -> Observable[Item]:
-        return stage(self.build)(source)
 
 
 class ThresholdAlarmLogic:

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from reactivex import Observable
 
 from telepipe.errors import ConfigError, SchemaError
-from telepipe.markers import MAX_WATERMARK, Item
+from telepipe.markers import MAX_WATERMARK
 from telepipe.operators._kernels import (
     INT64_MAX,
     INT64_MIN,
@@ -18,7 +17,7 @@ from telepipe.operators._kernels import (
     _window_rebuild_kernel,
     _window_update_kernel,
 )
-from telepipe.operators.stage import stage
+from telepipe.operators.stage import StageOperator
 from telepipe.schema import WINDOWS
 
 _MIN_CAPACITY = 64
@@ -56,7 +55,7 @@ def _capacity_for(n_entries: int) -> int:
 
 
 @dataclass(frozen=True)
-class TumblingWindow:
+class TumblingWindow(StageOperator):
     """Per-sensor event-time tumbling windows ``[k*size, (k+1)*size)`` of ``value``.
 
     Emits ``telepipe.schema.WINDOWS`` rows (count, mean, min, max) when the watermark
@@ -81,9 +80,6 @@ class TumblingWindow:
 
     def build(self) -> TumblingWindowLogic:
         return TumblingWindowLogic(self.size_ms * 1_000_000)
-
-    def __call__(self, source: Observable[Item]) -> Observable[Item]:
-        return stage(self.build)(source)
 
 
 class TumblingWindowLogic:
