@@ -1,9 +1,8 @@
 """Shared machinery of the detectors: event-time buffering, keyed numba state, validation.
 
 A detector's logic (``DetectorLogic``) holds the rows not yet below the
-watermark in a buffer kept sorted by (ts, arrival), as ``ThresholdAlarm`` does:
-each batch is merged into it, and a watermark releases a prefix, already in the
-order the per-sensor state machines need. Rows below the watermark at arrival
+watermark in an ``EventTimeBuffer`` (shared with ``ThresholdAlarm``): a watermark
+releases them in the (ts, arrival) order the per-sensor state machines need. Rows below the watermark at arrival
 are late: dropped and counted in ``late_rows``. Per-sensor state lives in a
 ``KeyedTable`` (numpy arrays probed by numba kernels, see ``_detector_kernels``).
 """
@@ -17,9 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from telepipe.errors import ConfigError, SchemaError
-from telepipe.markers import MAX_WATERMARK
 from telepipe.operators._detector_kernels import _table_rebuild_kernel
-from telepipe.operators._kernels import INT64_MIN, _merge_rows_kernel, _stable_argsort_kernel
+from telepipe.operators.event_buffer import EventTimeBuffer
 from telepipe.operators.tumbling_window import readings_arrays
 
 _MIN_CAPACITY = 64
@@ -131,65 +129,36 @@ class DetectorLogic:
     ) -> None:
         self.params = params
         self.with_quality = with_quality
-        self.watermark = INT64_MIN
-        self.late_rows = 0
         self.table = KeyedTable(n_ints, n_floats)
-        self._buf = [
-            np.empty(0, np.int32),
-            np.empty(0, np.int64),
-            np.empty(0, np.float64),
-            np.empty(0, np.uint8),
-        ]
-        self._head = 0
-        self._n_buf = 0
+        self.buffer = EventTimeBuffer(with_quality)
+
+    @property
+    def watermark(self) -> int:
+        return self.buffer.watermark
+
+    @property
+    def late_rows(self) -> int:
+        return self.buffer.late_rows
 
     # -- the BatchLogic protocol
 
     def on_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         sid, ts, val = readings_arrays(batch)
         q = _quality(batch) if self.with_quality else np.empty(0, np.uint8)
-        if self.watermark >= MAX_WATERMARK:
-            self.late_rows += len(ts)
-            return []
-        if self.watermark > INT64_MIN:
-            on_time = ts >= self.watermark
-            n_on_time = int(np.count_nonzero(on_time))
-            if n_on_time < len(ts):
-                self.late_rows += len(ts) - n_on_time
-                sid, ts, val = sid[on_time], ts[on_time], val[on_time]
-                q = q[on_time] if self.with_quality else q
-        self._append(sid, ts, val, q)
+        self.buffer.admit(sid, ts, val, q)
         return []
 
     def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]:
-        if watermark_ns <= self.watermark:
+        rows = self.buffer.release(watermark_ns)
+        if rows is None:
             return []
-        self.watermark = watermark_ns
-        head, end = self._head, self._n_buf
-        if watermark_ns >= MAX_WATERMARK:
-            cut = end
-        else:
-            cut = head + int(np.searchsorted(self._buf[1][head:end], watermark_ns, "left"))
-        # Views: nothing writes to the buffer before _advance has copied what it emits.
-        sid, ts, val, q = (b[head:cut] for b in self._buf)
-        if cut == end:
-            self._head = self._n_buf = 0
-        else:
-            self._head = cut
-        return self._advance(sid, ts, val, q, watermark_ns)
+        return self._advance(*rows, watermark_ns)
 
     def snapshot(self) -> dict[str, object]:
-        head, end = self._head, self._n_buf
-        sid, ts, val, q = (b[head:end].copy() for b in self._buf)
         return {
             "params": dict(self.params),
-            "watermark": self.watermark,
-            "late_rows": self.late_rows,
             "table": self.table.entries(),
-            "buffer_sensor_id": sid,
-            "buffer_ts": ts,
-            "buffer_value": val,
-            "buffer_quality": q,
+            **self.buffer.snapshot(),
             **self._extra_snapshot(),
         }
 
@@ -198,17 +167,9 @@ class DetectorLogic:
             raise ConfigError(
                 f"{self.name} snapshot options {snapshot['params']} do not match {self.params}"
             )
-        self.watermark = int(snapshot["watermark"])  # type: ignore[call-overload]
-        self.late_rows = int(snapshot["late_rows"])  # type: ignore[call-overload]
         table: dict[str, np.ndarray] = snapshot["table"]  # type: ignore[assignment]
         self.table.set_entries(table["sensor_id"], table["ints"], table["floats"])
-        self._head = self._n_buf = 0
-        self._append(
-            np.asarray(snapshot["buffer_sensor_id"], np.int32),
-            np.asarray(snapshot["buffer_ts"], np.int64),
-            np.asarray(snapshot["buffer_value"], np.float64),
-            np.asarray(snapshot["buffer_quality"], np.uint8),
-        )
+        self.buffer.restore(snapshot)
         self._restore_extra(snapshot)
 
     # -- for subclasses
@@ -222,29 +183,6 @@ class DetectorLogic:
 
     def _restore_extra(self, snapshot: dict[str, object]) -> None:
         pass
-
-    # -- buffer
-
-    def _append(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray, q: np.ndarray) -> None:
-        add = len(ts)
-        if add == 0:
-            return
-        head, end = self._head, self._n_buf
-        live = end - head
-        if end + add > len(self._buf[1]):
-            # Compact in place while that leaves half the buffer free, else grow.
-            cap = len(self._buf[1])
-            new_cap = cap if live + add <= cap // 2 else max(1024, 2 * (live + add))
-            for i, old in enumerate(self._buf):
-                if i == 3 and not self.with_quality:
-                    continue
-                new = old if new_cap == len(old) else np.empty(new_cap, old.dtype)
-                new[:live] = old[head:end]  # memmove when in place
-                self._buf[i] = new
-            head, end = 0, live
-        order = _stable_argsort_kernel(ts)
-        self._n_buf = _merge_rows_kernel(*self._buf, head, end, sid, ts, val, q, order)
-        self._head = head
 
 
 def _quality(batch: pa.RecordBatch) -> np.ndarray:

@@ -9,14 +9,11 @@ import numpy as np
 import pyarrow as pa
 
 from telepipe.errors import ConfigError
-from telepipe.markers import MAX_WATERMARK
 from telepipe.operators._kernels import (
-    INT64_MIN,
     _alarm_kernel,
     _alarm_rebuild_kernel,
-    _merge_rows_kernel,
-    _stable_argsort_kernel,
 )
+from telepipe.operators.event_buffer import EventTimeBuffer
 from telepipe.operators.stage import StageOperator
 from telepipe.operators.tumbling_window import readings_arrays
 from telepipe.schema import ALARMS
@@ -60,27 +57,26 @@ class ThresholdAlarm(StageOperator):
 class ThresholdAlarmLogic:
     """The ``BatchLogic`` of ``ThresholdAlarm``: a row buffer plus a numba table of open runs.
 
-    The buffer holds the rows not yet below the watermark, kept sorted by (ts,
-    arrival): each batch is merged into it, so the rows a watermark releases are a
-    prefix, found by binary search and already in the order the state machine
-    needs. Live rows are ``[_head:_n_buf]``; the prefix is dropped by moving
-    ``_head``, and the buffer is compacted only when an append needs the room.
+    The ``EventTimeBuffer`` holds the rows not yet below the watermark and
+    releases them in the (ts, arrival) order the state machine needs.
     """
 
     def __init__(self, threshold: float, consecutive: int) -> None:
         self.threshold = threshold
         self.consecutive = consecutive
-        self.watermark = INT64_MIN
-        self.late_rows = 0
-        self._buf_sid = np.empty(0, np.int32)
-        self._buf_ts = np.empty(0, np.int64)
-        self._buf_val = np.empty(0, np.float64)
-        self._head = 0
-        self._n_buf = 0
+        self.buffer = EventTimeBuffer()
         # Alarm outputs of one watermark; alarms are rare, so these stay small.
         self._out_row = np.empty(1024, np.int64)
         self._out_start = np.empty(1024, np.int64)
         self._set_runs(np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0, np.int64))
+
+    @property
+    def watermark(self) -> int:
+        return self.buffer.watermark
+
+    @property
+    def late_rows(self) -> int:
+        return self.buffer.late_rows
 
     def _set_runs(self, sid: np.ndarray, run_len: np.ndarray, run_start: np.ndarray) -> None:
         cap = _MIN_CAPACITY
@@ -91,57 +87,14 @@ class ThresholdAlarmLogic:
 
     def on_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         sid, ts, val = readings_arrays(batch)
-        if self.watermark >= MAX_WATERMARK:
-            self.late_rows += len(ts)
-            return []
-        if self.watermark > INT64_MIN:
-            on_time = ts >= self.watermark
-            n_on_time = int(np.count_nonzero(on_time))
-            if n_on_time < len(ts):
-                self.late_rows += len(ts) - n_on_time
-                sid, ts, val = sid[on_time], ts[on_time], val[on_time]
-        self._append(sid, ts, val)
+        self.buffer.admit(sid, ts, val, _NO_Q)
         return []
 
-    def _append(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray) -> None:
-        add = len(ts)
-        if add == 0:
-            return
-        head, end = self._head, self._n_buf
-        live = end - head
-        if end + add > len(self._buf_ts):
-            # Compact in place while that leaves half the buffer free, else grow.
-            cap = len(self._buf_ts)
-            new_cap = cap if live + add <= cap // 2 else max(1024, 2 * (live + add))
-            for name in ("_buf_sid", "_buf_ts", "_buf_val"):
-                old = getattr(self, name)
-                new = old if new_cap == len(old) else np.empty(new_cap, old.dtype)
-                new[:live] = old[head:end]  # memmove when in place
-                setattr(self, name, new)
-            head, end = 0, live
-        order = _stable_argsort_kernel(ts)
-        self._n_buf = _merge_rows_kernel(
-            self._buf_sid, self._buf_ts, self._buf_val, _NO_Q, head, end, sid, ts, val, _NO_Q, order
-        )
-        self._head = head
-
     def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]:
-        if watermark_ns <= self.watermark:
+        rows = self.buffer.release(watermark_ns)
+        if rows is None:
             return []
-        self.watermark = watermark_ns
-        head, end = self._head, self._n_buf
-        if watermark_ns >= MAX_WATERMARK:
-            cut = end
-        else:
-            cut = head + int(np.searchsorted(self._buf_ts[head:end], watermark_ns, "left"))
-        if cut == head:
-            return []
-        # Views: nothing writes to the buffer before _process has copied what it emits.
-        sid, ts, val = self._buf_sid[head:cut], self._buf_ts[head:cut], self._buf_val[head:cut]
-        if cut == end:
-            self._head = self._n_buf = 0
-        else:
-            self._head = cut
+        sid, ts, val, _ = rows
         return self._process(sid, ts, val)
 
     def _process(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray) -> list[pa.RecordBatch]:
@@ -190,18 +143,13 @@ class ThresholdAlarmLogic:
     def snapshot(self) -> dict[str, object]:
         used, k_sid, run_len, run_start = self._table
         live = (used != 0) & (run_len != 0)
-        head, end = self._head, self._n_buf
         return {
             "threshold": self.threshold,
             "consecutive": self.consecutive,
-            "watermark": self.watermark,
-            "late_rows": self.late_rows,
             "sensor_id": k_sid[live],
             "run_len": run_len[live],
             "run_start": run_start[live],
-            "buffer_sensor_id": self._buf_sid[head:end].copy(),
-            "buffer_ts": self._buf_ts[head:end].copy(),
-            "buffer_value": self._buf_val[head:end].copy(),
+            **self.buffer.snapshot(),
         }
 
     def restore(self, snapshot: dict[str, object]) -> None:
@@ -210,16 +158,9 @@ class ThresholdAlarmLogic:
                 f"snapshot threshold/consecutive {snapshot['threshold']}/"
                 f"{snapshot['consecutive']} do not match {self.threshold}/{self.consecutive}"
             )
-        self.watermark = int(snapshot["watermark"])  # type: ignore[call-overload]
-        self.late_rows = int(snapshot["late_rows"])  # type: ignore[call-overload]
         self._set_runs(
             np.asarray(snapshot["sensor_id"], np.int32),
             np.asarray(snapshot["run_len"], np.int64),
             np.asarray(snapshot["run_start"], np.int64),
         )
-        self._head = self._n_buf = 0
-        self._append(
-            np.asarray(snapshot["buffer_sensor_id"], np.int32),
-            np.asarray(snapshot["buffer_ts"], np.int64),
-            np.asarray(snapshot["buffer_value"], np.float64),
-        )
+        self.buffer.restore(snapshot)

@@ -179,7 +179,7 @@ def test_state_stays_bounded_on_an_endless_stream(name: str) -> None:
         logic.on_batch(readings_batch(sid, ts, rng.choice([0.0, 2.0, 2.0], n)))
         logic.on_watermark(k * step)
         assert logic.table.n_used <= 20 and len(logic.table.used) <= 128
-        assert logic._n_buf - logic._head <= 2 * n and len(logic._buf[1]) <= 8 * n
+        assert logic.buffer.live_rows <= 2 * n and logic.buffer.capacity <= 8 * n
 
 
 @pytest.mark.parametrize("name", NAMES)
