@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -63,3 +64,19 @@ def machine() -> dict[str, object]:
 
 def rate(rows: int, seconds: float) -> float:
     return rows / seconds if seconds > 0 else float("nan")
+
+
+def medians(results: list[dict[str, float]]) -> dict[str, float]:
+    """The median of every key over the repeats."""
+    return {key: median([r[key] for r in results]) for key in results[0]}
+
+
+def emit(summary: dict[str, object], results: list[dict[str, float]], out: Path | None) -> int:
+    """Add the rounded medians and runs to ``summary``; print it as the last line (and to ``out``)."""
+    summary["median"] = {k: round(v, 4) for k, v in medians(results).items()}
+    summary["runs"] = [{k: round(v, 4) for k, v in r.items()} for r in results]
+    line = json.dumps(summary, sort_keys=True)
+    if out is not None:
+        out.write_text(line + "\n")
+    print(line)
+    return 0

@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     import numpy as np
-    from _common import machine, median, rate
+    from _common import emit, machine, medians, rate
 
     if not args.python.exists():
         raise SystemExit(
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
 
-    med = {key: median([r[key] for r in results]) for key in results[0]}
+    med = medians(results)
     print(
         f"\nreadings={n:,} sensors={args.sensors} repeats={args.repeats} (medians), "
         f"bytewax {bytewax_version}, TestingSource batch {args.batch_size}"
@@ -296,14 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         "outputs_equal": True,
         "check": check,
         "machine": machine(),
-        "median": {k: round(v, 4) for k, v in med.items()},
-        "runs": [{k: round(v, 4) for k, v in r.items()} for r in results],
     }
-    line = json.dumps(summary, sort_keys=True)
-    if args.out is not None:
-        args.out.write_text(line + "\n")
-    print(line)
-    return 0
+    return emit(summary, results, args.out)
 
 
 if __name__ == "__main__":

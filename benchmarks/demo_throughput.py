@@ -34,7 +34,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import reactivex
-from _common import REPO, machine, median, rate, timed
+from _common import REPO, emit, machine, median, medians, rate, timed
 from reactivex.subject import Subject
 
 from telepipe.markers import Watermark
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
 
-    med = {key: median([r[key] for r in results]) for key in results[0]}
+    med = medians(results)
     print(f"\nreadings={args.readings:,} repeats={args.repeats} (medians)")
     print(f"{'measurement':<58} {'M readings/s':>12} {'x kernel':>9}")
     for key, label in ROWS:
@@ -382,14 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "slice_rows": args.slice_rows,
         "machine": machine(),
-        "median": {k: round(v, 4) for k, v in med.items()},
-        "runs": [{k: round(v, 4) for k, v in r.items()} for r in results],
     }
-    line = json.dumps(summary, sort_keys=True)
-    if args.out is not None:
-        args.out.write_text(line + "\n")
-    print(line)
-    return 0
+    return emit(summary, results, args.out)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ ratios computed within each repeat, then the median taken).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +42,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import reactivex
-from _common import REPO, machine, median, rate, timed
+from _common import REPO, emit, machine, medians, rate, timed
 from demo_throughput import to_batches, with_watermarks
 from reactivex.subject import Subject
 
@@ -521,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
 
-    med = {key: median([r[key] for r in results]) for key in results[0]}
+    med = medians(results)
     print(
         f"\nreadings={df.height:,} sensors={args.sensors} repeats={args.repeats} "
         f"slice={args.slice_rows} (medians; py* = pure Python on {len(sub[0]):,} rows, scaled)"
@@ -552,14 +551,8 @@ def main(argv: list[str] | None = None) -> int:
         "target_ratio_both_ops_to_bound": 0.8,
         "target_met": verdict == "met",
         "machine": machine(),
-        "median": {k: round(v, 4) for k, v in med.items()},
-        "runs": [{k: round(v, 4) for k, v in r.items()} for r in results],
     }
-    line = json.dumps(summary, sort_keys=True)
-    if args.out is not None:
-        args.out.write_text(line + "\n")
-    print(line)
-    return 0
+    return emit(summary, results, args.out)
 
 
 if __name__ == "__main__":
