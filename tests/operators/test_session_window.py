@@ -19,6 +19,7 @@ from window_reference import (
     assert_matches,
     assert_same_runs,
     disordered,
+    fired_output,
     latest,
     resplit,
     rows_to_dict,
@@ -54,21 +55,7 @@ def test_matches_reference_under_any_batching(case, data) -> None:
     logic = op.build()
     emitted, late = run(logic, sid, ts, value, plan)
     assert late == [] and logic.late_rows == 0
-    marks = [w for _, _, w in plan if w is not None] + [MAX_WATERMARK]
-    outputs = []
-    current = -(2**63)
-    for mark, batches in zip(marks, emitted, strict=True):
-        advanced = mark > current
-        current = max(current, mark)
-        assert len(batches) <= (1 if advanced else 0)
-        outputs += [(current, b) for b in batches]
-        for b in batches:
-            assert b.schema == op.output_schema and b.num_rows > 0
-    got = columns([b for _, b in outputs])
-    emitted_at = [w for w, b in outputs for _ in range(b.num_rows)]
-    seen_marks = sorted({max(marks[: i + 1]) for i in range(len(marks))})
-    for end, at in zip(got.get("window_end", []), emitted_at, strict=True):
-        assert at == min(w for w in seen_marks if w >= end)
+    got = fired_output(op, emitted, plan)
     if got:
         order = np.lexsort((got["sensor_id"], got["window_start"]))
         got = {k: v[order] for k, v in got.items()}

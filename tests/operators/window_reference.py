@@ -266,3 +266,30 @@ def latest(got: dict[str, np.ndarray], sessions: bool) -> dict[str, np.ndarray]:
     rows = np.asarray(keep, np.int64)
     order = np.lexsort((got["sensor_id"][rows], got["window_start"][rows]))
     return {k: v[rows[order]] for k, v in got.items()}
+
+
+def fired_output(op, emitted, plan) -> dict[str, np.ndarray]:
+    """The columns a run emitted, checking each firing: at most one batch per advancing
+    watermark, the operator's schema, and every window emitted at the first watermark
+    at or past its end."""
+    from reference import columns
+
+    from telepipe.markers import MAX_WATERMARK
+
+    marks = [w for _, _, w in plan if w is not None] + [MAX_WATERMARK]
+    outputs = []
+    current = -(2**63)
+    for mark, batches in zip(marks, emitted, strict=True):
+        advanced = mark > current
+        current = max(current, mark)
+        assert len(batches) <= (1 if advanced else 0)
+        outputs += [(current, b) for b in batches]
+        for b in batches:
+            assert b.schema == op.output_schema and b.num_rows > 0
+    got = columns([b for _, b in outputs])
+    # Each firing is sorted by (window_start, sensor_id); firings follow time.
+    emitted_at = [w for w, b in outputs for _ in range(b.num_rows)]
+    seen_marks = sorted({max(marks[: i + 1]) for i in range(len(marks))})
+    for end, at in zip(got.get("window_end", []), emitted_at, strict=True):
+        assert at == min(w for w in seen_marks if w >= end)
+    return got
