@@ -13,43 +13,74 @@ Alarm table: ``(used, k_sid, run_len, run_start)``; a slot is empty iff ``used =
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-_jit = numba.njit(cache=True, nogil=True)
-
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
-
-# Odd 64-bit multipliers (golden ratio and splitmix64), as signed int64: numba
-# int64 multiplication wraps, which is what a multiplicative hash wants.
-_M1 = -7046029254386353131
-_M2 = -4658895280553007687
-_M3 = -7723592293110705685
-
-
-@_jit
-def _hash_kernel(sid: np.int64, win: np.int64) -> np.int64:
-    h = np.int64(sid) * _M1 + np.int64(win) * _M2
-    h ^= h >> 31
-    h *= _M3
-    h ^= h >> 29
-    return h
-
+from telepipe.operators._key_kernels import (  # noqa: F401 (re-exported)
+    INT64_MAX,
+    INT64_MIN,
+    _hash_kernel,
+    _jit,
+    _slot_kernel,
+)
 
 # ----------------------------------------------------------------- windows
 
 
 @_jit
-def _window_update_kernel(
-    sid, ts, val, start, size_ns, fire_below, cnt, k_sid, k_win, sm, mn, mx, n_used
-):
-    """Aggregate rows ``start..`` into the table; rows of windows ``< fire_below`` are late.
+def _window_find_kernel(cnt, k_sid, k_win, s, w):
+    """The table slot of window ``(s, w)``, or the empty slot where it would go."""
+    mask = cnt.shape[0] - 1
+    h = _hash_kernel(s, w) & mask
+    while cnt[h] != 0 and (k_win[h] != w or k_sid[h] != s):
+        h = (h + 1) & mask
+    return h
 
-    Returns ``(next_row, n_used, late)``; ``next_row < len(ts)`` means: grow and resume.
+
+@_jit
+def _window_add_kernel(table, h, s, w, c, total, lo, hi):
+    """Fold ``c`` rows (sum ``total``, min ``lo``, max ``hi``) into table slot ``h``."""
+    cnt, k_sid, k_win, sm, mn, mx = table
+    if cnt[h] == 0:
+        k_sid[h] = s
+        k_win[h] = w
+        cnt[h] = c
+        sm[h] = total
+        mn[h] = lo
+        mx[h] = hi
+        return
+    cnt[h] += c
+    sm[h] += total
+    # min/max skip NaN unless every value is NaN (as polars min/max).
+    m = mn[h]
+    if lo < m or m != m:
+        mn[h] = lo
+    m = mx[h]
+    if hi > m or m != m:
+        mx[h] = hi
+
+
+# What ``_window_update_kernel`` needs before it can go on.
+WINDOW_NEED_KEY = 1  # a sensor without a slot (or slot state) yet
+WINDOW_NEED_TABLE = 2  # the table would pass load 0.5
+
+
+@_jit
+def _window_update_kernel(sid, ts, val, start, size_ns, fire_below, lookup, cur, table, n_used):
+    """Aggregate rows ``start..`` of windows ``>= fire_below``; count the others late.
+
+    Each sensor's newest window lives in the dense per-slot arrays ``cur``
+    (``win, cnt, sum, min, max``; ``lookup`` gives the slot); an older one still
+    open (out-of-order rows) lives in the hash table ``table``, where the dense
+    entry also goes when the sensor moves on to a later window. In-order data
+    thus touches one slot's arrays per row and the table once per sensor and
+    window. Returns ``(next_row, n_used, late, need)``; ``next_row < len(ts)``
+    means: make room as ``need`` says and resume.
     """
+    dense, h_key, h_slot = lookup
+    c_win, c_cnt, c_sm, c_mn, c_mx = cur
+    cnt = table[0]
     cap = cnt.shape[0]
-    mask = cap - 1
+    n_slots = c_win.shape[0]
     late = 0
     # Window of the previous row: time-ordered data skips the integer division.
     lo = np.int64(1)
@@ -66,34 +97,66 @@ def _window_update_kernel(
             late += 1
             continue
         s = sid[i]
+        # The dense load inline, the table only on a miss: calling _slot_kernel
+        # for every row (even inlined) makes this loop ~4x slower.
+        k = -1
+        if 0 <= s < dense.shape[0]:
+            k = dense[s]
+        if k < 0:
+            k = _slot_kernel(s, dense, h_key, h_slot)
+        if k < 0 or k >= n_slots:
+            return i, n_used, late, WINDOW_NEED_KEY
         v = val[i]
-        h = _hash_kernel(s, w) & mask
-        while True:
-            c = cnt[h]
-            if c == 0:
-                if (n_used + 1) * 2 > cap:
-                    return i, n_used, late
-                cnt[h] = 1
-                k_sid[h] = s
-                k_win[h] = w
-                sm[h] = v
-                mn[h] = v
-                mx[h] = v
-                n_used += 1
-                break
-            if k_win[h] == w and k_sid[h] == s:
-                cnt[h] = c + 1
-                sm[h] += v
-                # min/max skip NaN unless every value is NaN (as polars min/max).
-                m = mn[h]
-                if v < m or m != m:
-                    mn[h] = v
-                m = mx[h]
-                if v > m or m != m:
-                    mx[h] = v
-                break
-            h = (h + 1) & mask
-    return n, n_used, late
+        cw = c_win[k]
+        if w == cw and c_cnt[k] != 0:
+            c_cnt[k] += 1
+            c_sm[k] += v
+            m = c_mn[k]
+            if v < m or m != m:
+                c_mn[k] = v
+            m = c_mx[k]
+            if v > m or m != m:
+                c_mx[k] = v
+            continue
+        if w >= cw or c_cnt[k] == 0:
+            if c_cnt[k] != 0:  # the sensor moves on: its window goes to the table
+                h = _window_find_kernel(*table[:3], s, cw)
+                if cnt[h] == 0:
+                    if (n_used + 1) * 2 > cap:
+                        return i, n_used, late, WINDOW_NEED_TABLE
+                    n_used += 1
+                _window_add_kernel(table, h, s, cw, c_cnt[k], c_sm[k], c_mn[k], c_mx[k])
+            c_win[k] = w
+            c_cnt[k] = 1
+            c_sm[k] = v
+            c_mn[k] = v
+            c_mx[k] = v
+            continue
+        h = _window_find_kernel(*table[:3], s, w)
+        if cnt[h] == 0:
+            if (n_used + 1) * 2 > cap:
+                return i, n_used, late, WINDOW_NEED_TABLE
+            n_used += 1
+        _window_add_kernel(table, h, s, w, 1, v, v, v)
+    return n, n_used, late, 0
+
+
+@_jit
+def _window_spill_kernel(keys, n_keys, cur, below, table, n_used):
+    """Move the dense entries of windows ``< below`` into the table (room checked by
+    the caller). Returns ``n_used``."""
+    c_win, c_cnt, c_sm, c_mn, c_mx = cur
+    cnt = table[0]
+    for k in range(n_keys):
+        if c_cnt[k] == 0 or c_win[k] >= below:
+            continue
+        s = keys[k]
+        h = _window_find_kernel(*table[:3], s, c_win[k])
+        if cnt[h] == 0:
+            n_used += 1
+        _window_add_kernel(table, h, s, c_win[k], c_cnt[k], c_sm[k], c_mn[k], c_mx[k])
+        c_cnt[k] = 0
+    return n_used
 
 
 @_jit

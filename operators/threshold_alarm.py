@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
 from telepipe.errors import ConfigError
-from telepipe.operators._kernels import (
-    _alarm_kernel,
-    _alarm_rebuild_kernel,
+from telepipe.markers import MAX_WATERMARK
+from telepipe.operators._alarm_kernels import (
+    _alarm_admit_kernel,
+    _alarm_replay_kernel,
+    _alarm_waiting_rows_kernel,
 )
-from telepipe.operators.event_buffer import EventTimeBuffer
+from telepipe.operators._kernels import INT64_MIN
+from telepipe.operators.key_index import KeyIndex, grown_state
 from telepipe.operators.stage import StageOperator
 from telepipe.operators.tumbling_window import readings_arrays
 from telepipe.schema import ALARMS
 
-_NO_Q = np.empty(0, np.uint8)  # the merge's optional fourth column, unused here
-
-_MIN_CAPACITY = 64
 _INT32_MAX = 2**31 - 1
 
 
@@ -54,102 +55,217 @@ class ThresholdAlarm(StageOperator):
         return ThresholdAlarmLogic(float(self.threshold), self.consecutive)
 
 
-class ThresholdAlarmLogic:
-    """The ``BatchLogic`` of ``ThresholdAlarm``: a row buffer plus a numba table of open runs.
+class _Retained(NamedTuple):
+    """An admitted batch that may still hold rows at or above the watermark."""
 
-    The ``EventTimeBuffer`` holds the rows not yet below the watermark and
-    releases them in the (ts, arrival) order the state machine needs.
+    sid: np.ndarray
+    ts: np.ndarray
+    value: np.ndarray
+    r_before: np.ndarray  # the row's sensor's run length before it (-1: late or waiting)
+    s_before: np.ndarray  # ... and run start
+    high: int  # largest on-time ts
+
+
+class ThresholdAlarmLogic:
+    """The ``BatchLogic`` of ``ThresholdAlarm``: runs per ``KeyIndex`` slot, taken eagerly.
+
+    Rows go through the state machine as they arrive and alarms wait for the
+    watermark; a sensor whose rows arrive out of ts order is repaired from the
+    rows still at or above the watermark (see ``_alarm_kernels``). The admitted
+    batches are kept, by reference, until the watermark passes their last row.
     """
 
     def __init__(self, threshold: float, consecutive: int) -> None:
         self.threshold = threshold
         self.consecutive = consecutive
-        self.buffer = EventTimeBuffer()
-        # Alarm outputs of one watermark; alarms are rare, so these stay small.
-        self._out_row = np.empty(1024, np.int64)
-        self._out_start = np.empty(1024, np.int64)
-        self._set_runs(np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0, np.int64))
+        self.watermark = INT64_MIN
+        self.late_rows = 0
+        self.repairs = 0  # sensors repaired after an out-of-order row
+        self._keys = KeyIndex()
+        self._state = _runs(0)
+        self._repair = np.empty(0, np.int32)
+        self._retained: list[_Retained] = []
+        # ``before`` arrays of dropped batches, reused: fresh ones page-fault on write.
+        self._spare: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending = _alarm_rows(1024)
+        self._n_pend = 0
 
-    @property
-    def watermark(self) -> int:
-        return self.buffer.watermark
+    def _fit_state(self) -> None:
+        run_len, run_start, last_ts = self._state
+        if len(run_len) < self._keys.n:
+            n = self._keys.n
+            self._state = (
+                grown_state(run_len, n, 0),
+                grown_state(run_start, n, 0),
+                grown_state(last_ts, n, INT64_MIN),
+            )
+            self._repair = np.empty(len(self._state[0]), np.int32)
 
-    @property
-    def late_rows(self) -> int:
-        return self.buffer.late_rows
-
-    def _set_runs(self, sid: np.ndarray, run_len: np.ndarray, run_start: np.ndarray) -> None:
-        cap = _MIN_CAPACITY
-        while cap < 4 * len(sid):
-            cap *= 2
-        used = np.ones(len(sid), np.uint8)
-        self._table, self._n_used = _alarm_rebuild_kernel(used, sid, run_len, run_start, cap)
+    def _fit_pending(self, more: int) -> None:
+        need = self._n_pend + more
+        if len(self._pending[0]) < need:
+            # At most one alarm per row. Untouched pages of np.empty are never faulted in.
+            grown = _alarm_rows(max(need, 2 * len(self._pending[0])))
+            for new, old in zip(grown, self._pending, strict=True):
+                new[: self._n_pend] = old[: self._n_pend]
+            self._pending = grown
 
     def on_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
-        sid, ts, val = readings_arrays(batch)
-        self.buffer.admit(sid, ts, val, _NO_Q)
+        self._admit(*readings_arrays(batch))
         return []
 
-    def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]:
-        rows = self.buffer.release(watermark_ns)
-        if rows is None:
-            return []
-        sid, ts, val, _ = rows
-        return self._process(sid, ts, val)
-
-    def _process(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray) -> list[pa.RecordBatch]:
-        """Run the state machine over rows already in (ts, arrival) order."""
+    def _admit(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray) -> None:
         n = len(ts)
         if n == 0:
-            return []
-        if len(self._out_row) < n:
-            # At most one alarm per row. Untouched pages of np.empty are never faulted in.
-            self._out_row = np.empty(n, np.int64)
-            self._out_start = np.empty(n, np.int64)
-        out_row, out_start = self._out_row, self._out_start
-        pos = n_out = 0
+            return
+        if self.watermark >= MAX_WATERMARK:
+            self.late_rows += n
+            return
+        self._fit_pending(n)
+        before = self._before_arrays(n)
+        start, n_repair, high, n_late = 0, 0, INT64_MIN, 0
         while True:
-            pos, self._n_used, n_out = _alarm_kernel(
-                sid,
-                ts,
-                val,
-                pos,
-                self.threshold,
-                self.consecutive,
-                *self._table,
-                self._n_used,
-                out_row,
-                out_start,
-                n_out,
-            )
-            if pos >= n:
+            params = (self.threshold, self.consecutive, n_repair, high)
+            start, self._n_pend, late, n_repair, high, _ = _alarm_admit_kernel(
+                (sid, ts, val), start, self.watermark, params, self._keys.lookup,
+                self._state, before, self._pending, self._n_pend, self._repair,
+            )  # fmt: skip
+            n_late += late
+            if start >= n:
                 break
-            self._table, self._n_used = _alarm_rebuild_kernel(*self._table, 2 * len(self._table[0]))
-        if n_out == 0:
+            self._keys.slots(sid[start:])
+            self._fit_state()
+        self.late_rows += n_late
+        if n_late < n:
+            self._retained.append(_Retained(sid, ts, val, *before, high))
+        if n_repair:
+            self._repair_sensors(n_repair)
+
+    def _before_arrays(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        for i, (r, s) in enumerate(self._spare):
+            if len(r) >= n:
+                del self._spare[i]
+                return r[:n], s[:n]
+        return np.empty(n, np.int32), np.empty(n, np.int64)
+
+    def _drop_retained(self, watermark_ns: int) -> None:
+        """Forget the batches whose rows are all below the watermark."""
+        keep = []
+        for b in self._retained:
+            if b.high >= watermark_ns:
+                keep.append(b)
+            elif len(self._spare) < 4:
+                self._spare.append((_whole(b.r_before), _whole(b.s_before)))
+        self._retained = keep
+
+    def _repair_sensors(self, n_repair: int) -> None:
+        """Run the waiting sensors' rows at or above the watermark again, in event order."""
+        self.repairs += n_repair
+        waiting = self._state[2] == np.iinfo(np.int64).max
+        n = self._n_pend
+        keep = ~waiting[self._pending[0][:n]]
+        kept = int(np.count_nonzero(keep))
+        for column in self._pending:
+            column[:kept] = column[:n][keep]
+        self._n_pend = kept
+        rows = self._waiting_rows(only_repair=True)
+        slots, ts, val, r_before, s_before, where = rows
+        order = np.lexsort((where[1], where[0], ts, slots))
+        ordered = [a[order] for a in (slots, ts, val, r_before, s_before)]
+        self._fit_pending(len(order))
+        self._n_pend = _alarm_replay_kernel(
+            *ordered, (self.threshold, self.consecutive), self._state, self._pending, self._n_pend
+        )
+        # The rows' new states before them, back into their batches.
+        r_new, s_new = np.empty_like(r_before), np.empty_like(s_before)
+        r_new[order], s_new[order] = ordered[3], ordered[4]
+        for j, b in enumerate(self._retained):
+            mine = where[0] == j
+            b.r_before[where[1][mine]] = r_new[mine]
+            b.s_before[where[1][mine]] = s_new[mine]
+
+    def _waiting_rows(self, only_repair: bool) -> tuple[np.ndarray, ...]:
+        """Retained rows at or above the watermark in arrival order: ``(slot, ts, value,
+        r_before, s_before, (batch, row))``."""
+        parts = []
+        for j, b in enumerate(self._retained):
+            rows = _alarm_waiting_rows_kernel(
+                b.sid, b.ts, self.watermark, self._keys.lookup, self._state, only_repair
+            )
+            parts.append(
+                (
+                    self._keys.slots(b.sid[rows]),
+                    b.ts[rows],
+                    b.value[rows],
+                    b.r_before[rows],
+                    b.s_before[rows],
+                    np.full(len(rows), j, np.int64),
+                    rows,
+                )
+            )
+        if not parts:
+            parts.append(tuple(np.empty(0, t) for t in _ROW_TYPES))
+        slots, ts, val, r_before, s_before, batch, row = (
+            np.concatenate(c) for c in zip(*parts, strict=True)
+        )
+        return slots, ts, val, r_before, s_before, np.stack([batch, row])
+
+    def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]:
+        if watermark_ns <= self.watermark:
             return []
-        rows = out_row[:n_out]
-        a_sid, a_ts = sid[rows], ts[rows]
-        by = np.lexsort((a_sid, a_ts))  # stable: equal (ts, sensor) keep event order
+        self.watermark = watermark_ns
+        self._drop_retained(watermark_ns)
+        n = self._n_pend
+        p_ts = self._pending[1][:n]
+        due = p_ts < watermark_ns if watermark_ns < MAX_WATERMARK else np.ones(n, bool)
+        if not due.any():
+            return []
+        out = [column[:n][due] for column in self._pending]
+        kept = n - len(out[0])
+        for column in self._pending:
+            column[:kept] = column[:n][~due]
+        self._n_pend = kept
+        if watermark_ns >= MAX_WATERMARK:
+            self._drop_retained(MAX_WATERMARK + 1)
+        return self._alarms(*out)
+
+    def _alarms(self, slot, ts, start, val) -> list[pa.RecordBatch]:
+        a_sid = self._keys.keys[slot]
+        by = np.lexsort((a_sid, ts))  # stable: equal (ts, sensor) keep event order
+        n = len(ts)
         columns = [
             pa.array(a_sid[by], pa.int32()),
-            pa.array(a_ts[by], pa.timestamp("ns")),
-            pa.array(out_start[:n_out][by], pa.timestamp("ns")),
-            pa.array(val[rows][by], pa.float64()),
-            pa.array(np.full(n_out, self.threshold), pa.float64()),
-            pa.array(np.full(n_out, self.consecutive, np.int32), pa.int32()),
+            pa.array(ts[by], pa.timestamp("ns")),
+            pa.array(start[by], pa.timestamp("ns")),
+            pa.array(val[by], pa.float64()),
+            pa.array(np.full(n, self.threshold), pa.float64()),
+            pa.array(np.full(n, self.consecutive, np.int32), pa.int32()),
         ]
         return [pa.RecordBatch.from_arrays(columns, schema=ALARMS)]
 
     def snapshot(self) -> dict[str, object]:
-        used, k_sid, run_len, run_start = self._table
-        live = (used != 0) & (run_len != 0)
+        """The runs as of the watermark and the rows at or above it, in arrival order
+        (as a buffering implementation would hold them)."""
+        n = self._keys.n
+        run_len = self._state[0][:n].copy()
+        run_start = self._state[1][:n].copy()
+        slots, ts, val, r_before, s_before, where = self._waiting_rows(only_repair=False)
+        order = np.lexsort((where[1], where[0], ts, slots))
+        first = order[np.r_[True, slots[order][1:] != slots[order][:-1]]] if len(order) else order
+        run_len[slots[first]] = r_before[first]
+        run_start[slots[first]] = s_before[first]
+        live = run_len != 0
         return {
             "threshold": self.threshold,
             "consecutive": self.consecutive,
-            "sensor_id": k_sid[live],
+            "sensor_id": self._keys.keys[live],
             "run_len": run_len[live],
             "run_start": run_start[live],
-            **self.buffer.snapshot(),
+            "watermark": self.watermark,
+            "late_rows": self.late_rows,
+            "buffer_sensor_id": self._keys.keys[slots],
+            "buffer_ts": ts,
+            "buffer_value": val,
         }
 
     def restore(self, snapshot: dict[str, object]) -> None:
@@ -158,9 +274,32 @@ class ThresholdAlarmLogic:
                 f"snapshot threshold/consecutive {snapshot['threshold']}/"
                 f"{snapshot['consecutive']} do not match {self.threshold}/{self.consecutive}"
             )
-        self._set_runs(
-            np.asarray(snapshot["sensor_id"], np.int32),
-            np.asarray(snapshot["run_len"], np.int64),
-            np.asarray(snapshot["run_start"], np.int64),
+        self.__init__(self.threshold, self.consecutive)  # type: ignore[misc]
+        slots = self._keys.slots(np.asarray(snapshot["sensor_id"], np.int32))
+        self._fit_state()
+        self._state[0][slots] = np.asarray(snapshot["run_len"], np.int64)
+        self._state[1][slots] = np.asarray(snapshot["run_start"], np.int64)
+        self.watermark = int(snapshot["watermark"])  # type: ignore[call-overload]
+        self.late_rows = int(snapshot["late_rows"])  # type: ignore[call-overload]
+        self._admit(
+            np.asarray(snapshot["buffer_sensor_id"], np.int32),
+            np.asarray(snapshot["buffer_ts"], np.int64),
+            np.asarray(snapshot["buffer_value"], np.float64),
         )
-        self.buffer.restore(snapshot)
+
+
+def _whole(view: np.ndarray) -> np.ndarray:
+    return view if view.base is None else view.base  # type: ignore[return-value]
+
+
+def _runs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-slot ``(run_len, run_start, last_ts)``."""
+    return np.zeros(n, np.int64), np.zeros(n, np.int64), np.full(n, INT64_MIN, np.int64)
+
+
+_ROW_TYPES = (np.int32, np.int64, np.float64, np.int32, np.int64, np.int64, np.int64)
+
+
+def _alarm_rows(n: int) -> tuple[np.ndarray, ...]:
+    """Alarms waiting for the watermark: ``(slot, ts, run start, value)``."""
+    return (np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n))

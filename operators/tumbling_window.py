@@ -12,11 +12,14 @@ from telepipe.markers import MAX_WATERMARK
 from telepipe.operators._kernels import (
     INT64_MAX,
     INT64_MIN,
+    WINDOW_NEED_KEY,
     _window_count_fired_kernel,
     _window_emit_kernel,
     _window_rebuild_kernel,
+    _window_spill_kernel,
     _window_update_kernel,
 )
+from telepipe.operators.key_index import KeyIndex, grown_state
 from telepipe.operators.stage import StageOperator
 from telepipe.schema import WINDOWS
 
@@ -83,7 +86,13 @@ class TumblingWindow(StageOperator):
 
 
 class TumblingWindowLogic:
-    """The ``BatchLogic`` of ``TumblingWindow``; state is a numba hash table of numpy arrays."""
+    """The ``BatchLogic`` of ``TumblingWindow``.
+
+    State: each sensor's newest window in dense arrays indexed by its ``KeyIndex``
+    slot, older open windows (out-of-order rows) in a numba hash table keyed by
+    (sensor, window). A window fires from the table, after its dense entry moved
+    there.
+    """
 
     def __init__(self, size_ns: int) -> None:
         self.size_ns = size_ns
@@ -91,6 +100,8 @@ class TumblingWindowLogic:
         self.late_rows = 0
         # Windows with index < _fire_below have fired; their rows are late.
         self._fire_below = INT64_MIN // size_ns
+        self._keys = KeyIndex()
+        self._cur = _empty_current(0)
         self._table, self._n_used = _window_rebuild_kernel(
             *_empty_entries(), INT64_MIN, _MIN_CAPACITY
         )
@@ -100,14 +111,49 @@ class TumblingWindowLogic:
         n = len(ts)
         start = 0
         while True:
-            start, self._n_used, late = _window_update_kernel(
-                sid, ts, val, start, self.size_ns, self._fire_below, *self._table, self._n_used
+            start, self._n_used, late, need = _window_update_kernel(
+                sid,
+                ts,
+                val,
+                start,
+                self.size_ns,
+                self._fire_below,
+                self._keys.lookup,
+                self._cur,
+                self._table,
+                self._n_used,
             )
             self.late_rows += late
             if start >= n:
                 return []
-            self._table, self._n_used = _window_rebuild_kernel(
-                *self._table, INT64_MIN, 2 * len(self._table[0])
+            if need == WINDOW_NEED_KEY:
+                self._keys.slots(sid[start:])
+                self._grow_current()
+            else:
+                self._grow_table(self._n_used + 1)
+
+    def _grow_current(self) -> None:
+        n = self._keys.n
+        win, *rest = self._cur
+        self._cur = (grown_state(win, n, INT64_MIN), *(grown_state(a, n, 0) for a in rest))
+
+    def _grow_table(self, entries: int) -> None:
+        cap = len(self._table[0])
+        if entries * 2 <= cap:
+            return
+        while entries * 2 > cap:
+            cap *= 2
+        self._table, self._n_used = _window_rebuild_kernel(*self._table, INT64_MIN, cap)
+
+    def _spill(self, below: int) -> None:
+        """Move the dense entries of windows ``< below`` into the table."""
+        n = self._keys.n
+        win, cnt = self._cur[0][:n], self._cur[1][:n]
+        moving = int(np.count_nonzero((cnt != 0) & (win < below)))
+        if moving:
+            self._grow_table(self._n_used + moving)
+            self._n_used = _window_spill_kernel(
+                self._keys.keys, n, self._cur, below, self._table, self._n_used
             )
 
     def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]:
@@ -124,6 +170,7 @@ class TumblingWindowLogic:
             self._fire_below = watermark_ns // self.size_ns
 
     def _fire(self) -> list[pa.RecordBatch]:
+        self._spill(self._fire_below)
         cnt, _, k_win, *_ = self._table
         n_fire = _window_count_fired_kernel(cnt, k_win, self._fire_below)
         if n_fire == 0:
@@ -143,16 +190,19 @@ class TumblingWindowLogic:
     def snapshot(self) -> dict[str, object]:
         cnt, k_sid, k_win, sm, mn, mx = self._table
         live = cnt != 0
+        n = self._keys.n
+        c_win, c_cnt, c_sm, c_mn, c_mx = (a[:n] for a in self._cur)
+        cur = c_cnt != 0
         return {
             "size_ns": self.size_ns,
             "watermark": self.watermark,
             "late_rows": self.late_rows,
-            "sensor_id": k_sid[live],
-            "window": k_win[live],
-            "count": cnt[live],
-            "sum": sm[live],
-            "min": mn[live],
-            "max": mx[live],
+            "sensor_id": np.concatenate([k_sid[live], self._keys.keys[cur]]),
+            "window": np.concatenate([k_win[live], c_win[cur]]),
+            "count": np.concatenate([cnt[live], c_cnt[cur]]),
+            "sum": np.concatenate([sm[live], c_sm[cur]]),
+            "min": np.concatenate([mn[live], c_mn[cur]]),
+            "max": np.concatenate([mx[live], c_mx[cur]]),
         }
 
     def restore(self, snapshot: dict[str, object]) -> None:
@@ -170,9 +220,35 @@ class TumblingWindowLogic:
             np.asarray(snapshot["min"], np.float64),
             np.asarray(snapshot["max"], np.float64),
         )
+        cnt, sid, win = entries[:3]
+        # Each sensor's newest window goes back to the dense arrays, as it was:
+        # the sums then go on in the same order as without the restart.
+        order = np.lexsort((win, sid))
+        newest = np.zeros(len(sid), bool)
+        if len(sid):
+            s = sid[order]
+            newest[order[np.r_[s[1:] != s[:-1], True]]] = True
+        newest &= cnt != 0
+        self._keys = KeyIndex()
+        slots = self._keys.slots(sid[newest])
+        self._cur = _empty_current(self._keys.n)
+        for dst, src in zip(self._cur, (win, *entries[:1], *entries[3:]), strict=True):
+            dst[slots] = src[newest]
+        rest = tuple(e[~newest] for e in entries)
         self._table, self._n_used = _window_rebuild_kernel(
-            *entries, INT64_MIN, _capacity_for(len(entries[0]))
+            *rest, INT64_MIN, _capacity_for(len(rest[0]))
         )
+
+
+def _empty_current(n: int) -> tuple[np.ndarray, ...]:
+    """Per-slot newest window: ``(win, count, sum, min, max)``."""
+    return (
+        np.full(n, INT64_MIN, np.int64),
+        np.zeros(n, np.int64),
+        np.zeros(n, np.float64),
+        np.zeros(n, np.float64),
+        np.zeros(n, np.float64),
+    )
 
 
 def _empty_entries() -> tuple[np.ndarray, ...]:

@@ -78,7 +78,14 @@ def test_drop_policies_count_every_dropped_row(telepipe_cli, tmp_path, policy: s
     assert committed.height == stats["committed"]
     sent = published(n)
     kept = sent.join(committed, on=["sensor_id", "ts_ns"], how="semi")
-    assert kept.height == committed.height  # every committed row was published once
+    # Every committed row was published, and no more often than it was published.
+    # (The simulator can repeat a (sensor, ts) pair, so compare counts per pair.)
+    key = ["sensor_id", "ts_ns"]
+    per_key = (
+        committed.group_by(key).len("got").join(sent.group_by(key).len("sent"), on=key, how="left")
+    )
+    assert per_key["sent"].null_count() == 0
+    assert (per_key["got"] <= per_key["sent"]).all()
     if policy == "drop_newest":
         # The queue keeps what it holds and refuses arrivals: the start survives.
         assert kept["seq"].min() == 0

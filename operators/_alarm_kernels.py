@@ -1,0 +1,172 @@
+"""numba kernels of ``ThresholdAlarm``: numpy in, numpy out, no Arrow or Rx.
+
+The alarm runs *eagerly*: each on-time row goes through its sensor's state
+machine as it arrives, in arrival order, and the alarms it fires wait until the
+watermark passes them. That equals the event-time result as long as each
+sensor's rows arrive in ts order, which the kernel checks per row. A sensor whose
+row arrives behind one already taken is *repaired*: its rows not yet below the
+watermark are sorted by (ts, arrival) and run again from the state it had at the
+watermark, which is the state recorded before the first of them (every row
+taken records its sensor's state before it, ``r_before`` / ``s_before``).
+
+Per-sensor state is ``state = (run_len, run_start, last_ts)``, int64 arrays
+indexed by slot; ``last_ts`` is the last ts taken (``INT64_MAX`` while the
+sensor waits for its repair). Alarms waiting for
+the watermark are ``pending = (slot int32, ts, run start, value)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from telepipe.operators._kernels import INT64_MAX, _jit, _slot_kernel
+
+NEED_KEY = 1  # a sensor without a slot (or slot state) yet
+
+
+@_jit
+def _alarm_step(state, k, t, v, threshold, consecutive, pending, n_pend):
+    """One row through the debounced state machine; returns ``n_pend``.
+
+    An alarm fires when a run of values ``> threshold`` reaches exactly
+    ``consecutive`` (NaN ends a run).
+    """
+    run_len, run_start, _ = state
+    if v > threshold:  # False for NaN
+        r = run_len[k]
+        if r < consecutive:
+            if r == 0:
+                run_start[k] = t
+            r += 1
+            run_len[k] = r
+            if r == consecutive:
+                p_slot, p_ts, p_start, p_val = pending
+                p_slot[n_pend] = k
+                p_ts[n_pend] = t
+                p_start[n_pend] = run_start[k]
+                p_val[n_pend] = v
+                n_pend += 1
+    else:
+        run_len[k] = 0
+    return n_pend
+
+
+@_jit
+def _alarm_admit_kernel(
+    rows, start, watermark, params, lookup, state, before, pending, n_pend, repair
+):
+    """Take the rows ``start..`` of a batch ``rows = (sid, ts, value)``.
+
+    Rows below ``watermark`` are late (skipped, counted; ``before`` gets -1). A
+    row behind its sensor's last one sends the sensor to ``repair`` (slots) and
+    its later rows wait for it: their ``before`` run length is -1, as is that
+    of the late rows. ``n_repair`` is ``repair[0]``'s fill, passed in ``params``.
+
+    Returns ``(next_row, n_pend, late, n_repair, high, need)``: ``high`` is the
+    largest on-time ts; ``next_row < len(ts)`` means a new sensor: add its slot
+    and resume there.
+    """
+    sid, ts, val = rows
+    threshold, consecutive, n_repair, high = params
+    dense, h_key, h_slot = lookup
+    r_before, s_before = before
+    run_len, run_start, last_ts = state
+    p_slot, p_ts, p_start, p_val = pending
+    n_slots = run_len.shape[0]
+    late = 0
+    for i in range(start, ts.shape[0]):
+        t = ts[i]
+        if t < watermark:
+            late += 1
+            r_before[i] = -1
+            continue
+        s = sid[i]
+        # The dense load inline, the table only on a miss (see _window_update_kernel).
+        k = -1
+        if 0 <= s < dense.shape[0]:
+            k = dense[s]
+        if k < 0:
+            k = _slot_kernel(s, dense, h_key, h_slot)
+        if k < 0 or k >= n_slots:
+            return i, n_pend, late, n_repair, high, NEED_KEY
+        if t > high:
+            high = t
+        if t < last_ts[k]:
+            if last_ts[k] != INT64_MAX:
+                last_ts[k] = INT64_MAX
+                repair[n_repair] = k
+                n_repair += 1
+            r_before[i] = -1
+            continue
+        last_ts[k] = t
+        # _alarm_step, inline: as a call it makes this loop ~5x slower.
+        r = run_len[k]
+        r_before[i] = r
+        s_before[i] = run_start[k]
+        v = val[i]
+        if v > threshold:  # False for NaN: NaN ends a run
+            if r < consecutive:
+                if r == 0:
+                    run_start[k] = t
+                r += 1
+                run_len[k] = r
+                if r == consecutive:
+                    p_slot[n_pend] = k
+                    p_ts[n_pend] = t
+                    p_start[n_pend] = run_start[k]
+                    p_val[n_pend] = v
+                    n_pend += 1
+        else:
+            run_len[k] = 0
+    return ts.shape[0], n_pend, late, n_repair, high, 0
+
+
+@_jit
+def _alarm_waiting_rows_kernel(sid, ts, watermark, lookup, state, only_repair):
+    """Indices of a batch's rows at or above ``watermark`` (none of them is late);
+    with ``only_repair``, just those of sensors waiting for a repair."""
+    dense, h_key, h_slot = lookup
+    out = np.empty(ts.shape[0], np.int64)
+    n = 0
+    for i in range(ts.shape[0]):
+        if ts[i] < watermark:
+            continue
+        if only_repair:
+            k = _slot_kernel(sid[i], dense, h_key, h_slot)
+            if state[2][k] != INT64_MAX:
+                continue
+        out[n] = i
+        n += 1
+    return out[:n]
+
+
+@_jit
+def _alarm_replay_kernel(slots, ts, val, r_before, s_before, params, state, pending, n_pend):
+    """Run each sensor's rows again from its state at the watermark.
+
+    Rows come sorted by (slot, ts, arrival); a slot's state at the watermark is
+    the ``before`` of its first row that was taken (``r_before >= 0``), or its
+    current state if none was. ``r_before`` / ``s_before`` are rewritten with the
+    new states. Returns ``n_pend``.
+    """
+    threshold, consecutive = params
+    run_len, run_start, last_ts = state
+    n = slots.shape[0]
+    lo = 0
+    while lo < n:
+        k = slots[lo]
+        hi = lo
+        found = False
+        while hi < n and slots[hi] == k:
+            if not found and r_before[hi] >= 0:
+                run_len[k] = r_before[hi]
+                run_start[k] = s_before[hi]
+                found = True
+            hi += 1
+        for i in range(lo, hi):
+            r_before[i] = run_len[k]
+            s_before[i] = run_start[k]
+            n_pend = _alarm_step(state, k, ts[i], val[i], threshold, consecutive, pending, n_pend)
+        last_ts[k] = ts[hi - 1]
+        lo = hi
+    return n_pend

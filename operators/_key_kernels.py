@@ -1,0 +1,129 @@
+"""numba kernels of ``KeyIndex``: sensor id -> dense slot, numpy in and out.
+
+Slots are numbered ``0..n-1`` in order of first appearance, so per-key state can
+live in plain arrays indexed by slot (as a hand-written kernel indexes by sensor
+id) instead of a hash table probed per row. Two parts:
+
+- ``dense int32[d]``: the slot of ids ``0 <= id < d`` (-1: absent), one load per row;
+- an open-addressing table (``h_key int32[cap]``, ``h_slot int32[cap]``, -1 empty,
+  linear probing) for the ids outside it: negative, or too large for ``dense``.
+
+An id is looked up in ``dense`` first and then in the table, so ids put in the
+table before ``dense`` grew past them are still found there.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_jit = numba.njit(cache=True, nogil=True)
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+# Odd 64-bit multipliers (golden ratio and splitmix64), as signed int64: numba
+# int64 multiplication wraps, which is what a multiplicative hash wants.
+_M1 = -7046029254386353131
+_M2 = -4658895280553007687
+_M3 = -7723592293110705685
+
+
+@_jit
+def _hash_kernel(sid: np.int64, win: np.int64) -> np.int64:
+    h = np.int64(sid) * _M1 + np.int64(win) * _M2
+    h ^= h >> 31
+    h *= _M3
+    h ^= h >> 29
+    return h
+
+
+# What ``_key_slots_kernel`` needs before it can go on.
+NEED_NOTHING = 0
+NEED_KEYS = 1  # ``keys`` (slot -> id) is full
+NEED_TABLE = 2  # the table would pass load 0.5
+NEED_DENSE = 3  # ``dense`` should grow to cover the id of the row it stopped at
+
+
+@_jit
+def _slot_kernel(s, dense, h_key, h_slot):
+    """The slot of id ``s``, or -1."""
+    if 0 <= s < dense.shape[0]:
+        k = dense[s]
+        if k >= 0:
+            return k
+    mask = h_key.shape[0] - 1
+    h = _hash_kernel(s, 0) & mask
+    while h_slot[h] >= 0:
+        if h_key[h] == s:
+            return h_slot[h]
+        h = (h + 1) & mask
+    return -1
+
+
+@_jit
+def _key_slots_kernel(sid, start, out, dense, h_key, h_slot, keys, n, n_table, dense_limit):
+    """Write the slot of ``sid[i]`` to ``out[i]`` for ``i >= start``, adding new ids.
+
+    A new id ``0 <= id < dense_limit`` goes to ``dense`` (``NEED_DENSE`` if it
+    must grow first), any other to the table. Returns ``(next_row, n, n_table,
+    need)``; ``next_row < len(sid)`` means: make room as ``need`` says and resume.
+    """
+    cap = h_key.shape[0]
+    mask = cap - 1
+    d = dense.shape[0]
+    # Known ids in the dense range first, in a loop with no call in it (a gather
+    # LLVM can unroll); the general loop below starts at the first miss.
+    first_miss = sid.shape[0]
+    for i in range(start, sid.shape[0]):
+        s = sid[i]
+        k = dense[s] if 0 <= s < d else -1
+        out[i] = k
+        if k < 0 and i < first_miss:
+            first_miss = i
+    for i in range(first_miss, sid.shape[0]):
+        s = sid[i]
+        if 0 <= s < d:
+            k = dense[s]
+            if k >= 0:
+                out[i] = k
+                continue
+        k = _slot_kernel(s, dense, h_key, h_slot)
+        if k >= 0:
+            out[i] = k
+            continue
+        if n >= keys.shape[0]:
+            return i, n, n_table, NEED_KEYS
+        if 0 <= s < d:
+            dense[s] = n
+        elif 0 <= s < dense_limit:
+            return i, n, n_table, NEED_DENSE
+        else:
+            if (n_table + 1) * 2 > cap:
+                return i, n, n_table, NEED_TABLE
+            h = _hash_kernel(s, 0) & mask
+            while h_slot[h] >= 0:
+                h = (h + 1) & mask
+            h_key[h] = s
+            h_slot[h] = n
+            n_table += 1
+        keys[n] = s
+        out[i] = n
+        n += 1
+    return sid.shape[0], n, n_table, NEED_NOTHING
+
+
+@_jit
+def _key_table_rebuild_kernel(h_key, h_slot, new_cap):
+    n_key = np.zeros(new_cap, np.int32)
+    n_slot = np.full(new_cap, -1, np.int32)
+    mask = new_cap - 1
+    for j in range(h_key.shape[0]):
+        if h_slot[j] < 0:
+            continue
+        h = _hash_kernel(h_key[j], 0) & mask
+        while n_slot[h] >= 0:
+            h = (h + 1) & mask
+        n_key[h] = h_key[j]
+        n_slot[h] = h_slot[j]
+    return n_key, n_slot
