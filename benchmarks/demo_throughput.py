@@ -39,8 +39,9 @@ from reactivex.subject import Subject
 
 from telepipe.markers import Watermark
 from telepipe.operators._kernels import INT64_MIN, _window_rebuild_kernel, _window_update_kernel
+from telepipe.operators.key_index import KeyIndex
 from telepipe.operators.threshold_alarm import ThresholdAlarm
-from telepipe.operators.tumbling_window import TumblingWindow, _empty_entries
+from telepipe.operators.tumbling_window import TumblingWindow, _empty_current, _empty_entries
 from telepipe.schema import READINGS
 
 SIZE_MS = 1000
@@ -136,14 +137,21 @@ def with_watermarks(batches: list[pa.RecordBatch]) -> list[object]:
 
 
 def kernel_pass(sid: np.ndarray, ts: np.ndarray, val: np.ndarray, cap: int) -> tuple[float, int]:
-    """One timed pass of the window update kernel over all rows; returns (s, capacity)."""
+    """One timed pass of the window update kernel over all rows; returns (s, capacity).
+
+    Slots for every sensor and the per-slot arrays are made first (not timed), as a
+    running operator has them after its first batch.
+    """
     size_ns = SIZE_MS * 1_000_000
     fire_below = INT64_MIN // size_ns
+    keys = KeyIndex()
+    keys.slots(sid)
     while True:
         table, n_used = _window_rebuild_kernel(*_empty_entries(), INT64_MIN, cap)
-        seconds, (end, n_used, _late) = timed(
-            lambda t=table, u=n_used: _window_update_kernel(
-                sid, ts, val, 0, size_ns, fire_below, *t, u
+        current = _empty_current(keys.n)
+        seconds, (end, n_used, _late, _need) = timed(
+            lambda t=table, u=n_used, c=current: _window_update_kernel(
+                sid, ts, val, 0, size_ns, fire_below, keys.lookup, c, t, u
             )
         )
         if end >= len(ts):

@@ -99,25 +99,24 @@ def _alarm_admit_kernel(
             r_before[i] = -1
             continue
         last_ts[k] = t
-        # _alarm_step, inline: as a call it makes this loop ~5x slower.
+        # _alarm_step, inline (as a call it makes this loop ~5x slower) and without
+        # branches on the value: consecutive rows are other sensors, so whether a
+        # value is above the threshold is a coin toss for the branch predictor.
         r = run_len[k]
+        start_ = run_start[k]
         r_before[i] = r
-        s_before[i] = run_start[k]
+        s_before[i] = start_
         v = val[i]
-        if v > threshold:  # False for NaN: NaN ends a run
-            if r < consecutive:
-                if r == 0:
-                    run_start[k] = t
-                r += 1
-                run_len[k] = r
-                if r == consecutive:
-                    p_slot[n_pend] = k
-                    p_ts[n_pend] = t
-                    p_start[n_pend] = run_start[k]
-                    p_val[n_pend] = v
-                    n_pend += 1
-        else:
-            run_len[k] = 0
+        above = np.int64(v > threshold)  # 0 for NaN: NaN ends a run
+        run_len[k] = min(r + 1, consecutive) * above
+        start_ = t if r == 0 else start_  # (a run of none has no start to keep)
+        run_start[k] = start_
+        if above and r == consecutive - 1:
+            p_slot[n_pend] = k
+            p_ts[n_pend] = t
+            p_start[n_pend] = start_
+            p_val[n_pend] = v
+            n_pend += 1
     return ts.shape[0], n_pend, late, n_repair, high, 0
 
 

@@ -1,9 +1,9 @@
 """Shared machinery of the detectors: event-time buffering, keyed numba state, validation.
 
 A detector's logic (``DetectorLogic``) holds the rows not yet below the
-watermark in an ``EventTimeBuffer`` (shared with ``ThresholdAlarm``): a watermark
-releases them in the (ts, arrival) order the per-sensor state machines need. Rows below the watermark at arrival
-are late: dropped and counted in ``late_rows``. Per-sensor state lives in a
+watermark in an ``EventTimeBuffer``: a watermark releases them in the (ts,
+arrival) order the per-sensor state machines need. Rows below the watermark at
+arrival are late: counted in ``late_rows`` and kept for ``take_late()``. Per-sensor state lives in a
 ``KeyedTable`` (numpy arrays probed by numba kernels, see ``_detector_kernels``).
 """
 
@@ -131,6 +131,7 @@ class DetectorLogic:
         self.with_quality = with_quality
         self.table = KeyedTable(n_ints, n_floats)
         self.buffer = EventTimeBuffer(with_quality)
+        self._late: list[pa.RecordBatch] = []
 
     @property
     def watermark(self) -> int:
@@ -145,8 +146,15 @@ class DetectorLogic:
     def on_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         sid, ts, val = readings_arrays(batch)
         q = _quality(batch) if self.with_quality else np.empty(0, np.uint8)
-        self.buffer.admit(sid, ts, val, q)
+        late = self.buffer.admit(sid, ts, val, q)
+        if late is not None:
+            self._late.append(batch.filter(pa.array(late)))
         return []
+
+    def take_late(self) -> list[pa.RecordBatch]:
+        """The late rows (input schema) since the last call."""
+        late, self._late = self._late, []
+        return late
 
     def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]:
         rows = self.buffer.release(watermark_ns)

@@ -41,19 +41,27 @@ class EventTimeBuffer:
     def capacity(self) -> int:
         return len(self._buf[1])
 
-    def admit(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray, q: np.ndarray) -> None:
-        """Buffer the rows at or above the watermark; count the others as late."""
+    def admit(
+        self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray, q: np.ndarray
+    ) -> np.ndarray | None:
+        """Buffer the rows at or above the watermark; count the others as late.
+
+        Returns the late rows' mask, or None when none is late.
+        """
         if self.watermark >= MAX_WATERMARK:
             self.late_rows += len(ts)
-            return
+            return np.ones(len(ts), bool) if len(ts) else None
+        late = None
         if self.watermark > INT64_MIN:
             on_time = ts >= self.watermark
             n_on_time = int(np.count_nonzero(on_time))
             if n_on_time < len(ts):
                 self.late_rows += len(ts) - n_on_time
+                late = ~on_time
                 sid, ts, val = sid[on_time], ts[on_time], val[on_time]
                 q = q[on_time] if self.with_quality else q
         self.append(sid, ts, val, q)
+        return late
 
     def release(self, watermark_ns: int) -> Rows | None:
         """Advance the watermark; the rows below it as views (None if it did not advance).

@@ -16,7 +16,7 @@ from telepipe.operators._alarm_kernels import (
     _alarm_replay_kernel,
     _alarm_waiting_rows_kernel,
 )
-from telepipe.operators._kernels import INT64_MIN
+from telepipe.operators._kernels import INT64_MIN, _stable_argsort_kernel
 from telepipe.operators.key_index import KeyIndex, grown_state
 from telepipe.operators.stage import StageOperator
 from telepipe.operators.tumbling_window import readings_arrays
@@ -33,7 +33,7 @@ class ThresholdAlarm(StageOperator):
     buffered until the watermark passes them. One alarm per run (debounce): a
     reading ``<= threshold`` or NaN ends the run. Emits ``telepipe.schema.ALARMS``
     rows sorted by ``(ts, sensor_id)``. Rows below the watermark at arrival are
-    late: dropped and counted in ``logic.late_rows``.
+    late: counted in ``logic.late_rows`` and kept for ``logic.take_late()``.
     """
 
     threshold: float
@@ -87,6 +87,7 @@ class ThresholdAlarmLogic:
         self._retained: list[_Retained] = []
         # ``before`` arrays of dropped batches, reused: fresh ones page-fault on write.
         self._spare: list[tuple[np.ndarray, np.ndarray]] = []
+        self._late: list[pa.RecordBatch] = []
         self._pending = _alarm_rows(1024)
         self._n_pend = 0
 
@@ -110,8 +111,18 @@ class ThresholdAlarmLogic:
                 new[: self._n_pend] = old[: self._n_pend]
             self._pending = grown
 
+    def take_late(self) -> list[pa.RecordBatch]:
+        """The late rows (input schema) since the last call."""
+        late, self._late = self._late, []
+        return late
+
     def on_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
-        self._admit(*readings_arrays(batch))
+        sid, ts, val = readings_arrays(batch)
+        late_before = self.late_rows
+        self._admit(sid, ts, val)
+        if self.late_rows > late_before:
+            late = ts < self.watermark if self.watermark < MAX_WATERMARK else np.ones(len(ts), bool)
+            self._late.append(batch.filter(pa.array(late)))
         return []
 
     def _admit(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray) -> None:
@@ -231,12 +242,14 @@ class ThresholdAlarmLogic:
 
     def _alarms(self, slot, ts, start, val) -> list[pa.RecordBatch]:
         a_sid = self._keys.keys[slot]
-        by = np.lexsort((a_sid, ts))  # stable: equal (ts, sensor) keep event order
+        # Sorted by (ts, sensor), stable: equal (ts, sensor) keep event order.
+        by = _stable_argsort_kernel(a_sid.astype(np.int64))
+        by = by[_stable_argsort_kernel(ts[by])]
         n = len(ts)
         columns = [
             pa.array(a_sid[by], pa.int32()),
-            pa.array(ts[by], pa.timestamp("ns")),
-            pa.array(start[by], pa.timestamp("ns")),
+            _timestamps(ts[by]),
+            _timestamps(start[by]),
             pa.array(val[by], pa.float64()),
             pa.array(np.full(n, self.threshold), pa.float64()),
             pa.array(np.full(n, self.consecutive, np.int32), pa.int32()),
@@ -286,6 +299,11 @@ class ThresholdAlarmLogic:
             np.asarray(snapshot["buffer_ts"], np.int64),
             np.asarray(snapshot["buffer_value"], np.float64),
         )
+
+
+def _timestamps(ns: np.ndarray) -> pa.Array:
+    """A ``timestamp[ns]`` array over int64 ``ns`` without a copy (``pa.array`` casts)."""
+    return pa.Array.from_buffers(pa.timestamp("ns"), len(ns), [None, pa.py_buffer(ns)])
 
 
 def _whole(view: np.ndarray) -> np.ndarray:

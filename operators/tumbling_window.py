@@ -64,8 +64,9 @@ class TumblingWindow(StageOperator):
     Emits ``telepipe.schema.WINDOWS`` rows (count, mean, min, max) when the watermark
     reaches a window's end, sorted by ``(window_start, sensor_id)``. ``min``/``max``
     skip NaN (NaN only if all values are NaN, as polars); ``mean`` is IEEE (NaN
-    if any value is NaN). Rows of already fired windows are late: dropped and
-    counted in ``logic.late_rows``.
+    if any value is NaN). Rows of already fired windows are late: counted in
+    ``logic.late_rows`` and kept for ``logic.take_late()`` (a pipeline's
+    ``late_readings`` table).
     """
 
     size_ms: int = 1000
@@ -105,11 +106,17 @@ class TumblingWindowLogic:
         self._table, self._n_used = _window_rebuild_kernel(
             *_empty_entries(), INT64_MIN, _MIN_CAPACITY
         )
+        self._late: list[pa.RecordBatch] = []
+
+    def take_late(self) -> list[pa.RecordBatch]:
+        """The late rows (input schema) since the last call."""
+        late, self._late = self._late, []
+        return late
 
     def on_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         sid, ts, val = readings_arrays(batch)
         n = len(ts)
-        start = 0
+        start = n_late = 0
         while True:
             start, self._n_used, late, need = _window_update_kernel(
                 sid,
@@ -123,14 +130,21 @@ class TumblingWindowLogic:
                 self._table,
                 self._n_used,
             )
-            self.late_rows += late
+            n_late += late
             if start >= n:
-                return []
+                break
             if need == WINDOW_NEED_KEY:
                 self._keys.slots(sid[start:])
                 self._grow_current()
             else:
                 self._grow_table(self._n_used + 1)
+        if n_late:
+            self.late_rows += n_late
+            # ts < start of the first unfired window (the kernel's ``w < fire_below``).
+            first_open = max(INT64_MIN, min(INT64_MAX, self._fire_below * self.size_ns))
+            late_rows = ts < first_open if self._fire_below < INT64_MAX else np.ones(n, bool)
+            self._late.append(batch.filter(pa.array(late_rows)))
+        return []
 
     def _grow_current(self) -> None:
         n = self._keys.n

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 import reactivex
 
 from telepipe.markers import CheckpointBarrier, Watermark
+from telepipe.operators.hysteresis_alarm import HysteresisAlarm
+from telepipe.operators.session_window import SessionWindow
 from telepipe.operators.sliding_window import SlidingWindow
 from telepipe.operators.stage import stage
+from telepipe.operators.threshold_alarm import ThresholdAlarm
+from telepipe.operators.tumbling_window import TumblingWindow
 
 
 def readings(ts_ms: list[int]) -> pa.RecordBatch:
@@ -46,3 +51,39 @@ def test_a_named_stage_puts_its_snapshot_on_the_barrier_and_restores_from_it() -
         lambda item: out.append(item) if isinstance(item, pa.RecordBatch) else None
     )
     assert pa.Table.from_batches(out).column("count").to_pylist() == [2, 1]
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        TumblingWindow(size_ms=100),
+        ThresholdAlarm(threshold=0.5, consecutive=1),
+        HysteresisAlarm(enter=0.5, exit=0.2),
+        SessionWindow(gap_ms=50),
+    ],
+    ids=lambda op: type(op).__name__,
+)
+def test_every_keyed_operator_sets_its_late_rows_aside(op) -> None:
+    """Rows behind the operator's watermark reach the side output whole (input schema),
+    as many as ``late_rows`` counts, and take no part in the results."""
+    late: list[pa.RecordBatch] = []
+    out: list[pa.RecordBatch] = []
+    logic_box: list[object] = []
+
+    def build():
+        logic_box.append(op.build())
+        return logic_box[-1]
+
+    items = [
+        readings([10, 20, 30]),
+        Watermark(250_000_000),
+        readings([40, 300, 60]),  # 40 and 60 are behind 250 ms
+        Watermark(10**9),
+    ]
+    reactivex.from_iterable(items).pipe(stage(build, late=late.append)).subscribe(
+        lambda item: out.append(item) if isinstance(item, pa.RecordBatch) else None
+    )
+    assert logic_box[0].late_rows == 2
+    (aside,) = late
+    assert aside.schema == items[0].schema
+    assert aside.column("ts").cast(pa.int64()).to_pylist() == [40_000_000, 60_000_000]
