@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from telepipe.operators._key_kernels import (  # noqa: F401 (re-exported)
+from telepipe.operators._key_kernels import (
     INT64_MAX,
     INT64_MIN,
     _hash_kernel,
@@ -59,27 +59,26 @@ def _window_add_kernel(table, h, s, w, c, total, lo, hi):
         mx[h] = hi
 
 
-# What ``_window_update_kernel`` needs before it can go on.
-WINDOW_NEED_KEY = 1  # a sensor without a slot (or slot state) yet
-WINDOW_NEED_TABLE = 2  # the table would pass load 0.5
-
-
 @_jit
-def _window_update_kernel(sid, ts, val, start, size_ns, fire_below, lookup, cur, table, n_used):
+def _window_update_kernel(
+    sid, ts, val, start, size_ns, fire_below, lookup, cur, moved, n_moved, deferred, n_def
+):
     """Aggregate rows ``start..`` of windows ``>= fire_below``; count the others late.
 
     Each sensor's newest window lives in the dense per-slot arrays ``cur``
-    (``win, cnt, sum, min, max``; ``lookup`` gives the slot); an older one still
-    open (out-of-order rows) lives in the hash table ``table``, where the dense
-    entry also goes when the sensor moves on to a later window. In-order data
-    thus touches one slot's arrays per row and the table once per sensor and
-    window. Returns ``(next_row, n_used, late, need)``; ``next_row < len(ts)``
-    means: make room as ``need`` says and resume.
+    (``win, cnt, sum, min, max``; ``lookup`` gives the slot). When a sensor moves
+    on to a later window, its entry is appended to ``moved`` (``sid, win, cnt,
+    sum, min, max``); a row of an older window still open (out of order) is
+    appended to ``deferred`` (row index). Both go to the hash table afterwards
+    (``_window_table_kernel``), so this loop has no table code in it: in-order
+    data touches one slot's arrays per row.
+
+    Returns ``(next_row, late, n_moved, n_def)``; ``next_row < len(ts)`` means a
+    sensor without a slot (or slot state) yet: add it and resume there.
     """
     dense, h_key, h_slot = lookup
     c_win, c_cnt, c_sm, c_mn, c_mx = cur
-    cnt = table[0]
-    cap = cnt.shape[0]
+    m_sid, m_win, m_cnt, m_sm, m_mn, m_mx = moved
     n_slots = c_win.shape[0]
     late = 0
     # Window of the previous row: time-ordered data skips the integer division.
@@ -105,40 +104,73 @@ def _window_update_kernel(sid, ts, val, start, size_ns, fire_below, lookup, cur,
         if k < 0:
             k = _slot_kernel(s, dense, h_key, h_slot)
         if k < 0 or k >= n_slots:
-            return i, n_used, late, WINDOW_NEED_KEY
+            return i, late, n_moved, n_def
         v = val[i]
         cw = c_win[k]
-        if w == cw and c_cnt[k] != 0:
+        if w == cw:  # (an emptied entry has win INT64_MIN, never a row's)
             c_cnt[k] += 1
             c_sm[k] += v
+            # min/max skip NaN unless every value is NaN (as polars min/max);
+            # written as selects, not branches.
             m = c_mn[k]
-            if v < m or m != m:
-                c_mn[k] = v
+            c_mn[k] = v if (v < m) | (m != m) else m
             m = c_mx[k]
-            if v > m or m != m:
-                c_mx[k] = v
-            continue
-        if w >= cw or c_cnt[k] == 0:
-            if c_cnt[k] != 0:  # the sensor moves on: its window goes to the table
-                h = _window_find_kernel(*table[:3], s, cw)
-                if cnt[h] == 0:
-                    if (n_used + 1) * 2 > cap:
-                        return i, n_used, late, WINDOW_NEED_TABLE
-                    n_used += 1
-                _window_add_kernel(table, h, s, cw, c_cnt[k], c_sm[k], c_mn[k], c_mx[k])
+            c_mx[k] = v if (v > m) | (m != m) else m
+        elif w > cw:
+            if c_cnt[k] != 0:
+                m_sid[n_moved] = s
+                m_win[n_moved] = cw
+                m_cnt[n_moved] = c_cnt[k]
+                m_sm[n_moved] = c_sm[k]
+                m_mn[n_moved] = c_mn[k]
+                m_mx[n_moved] = c_mx[k]
+                n_moved += 1
             c_win[k] = w
             c_cnt[k] = 1
             c_sm[k] = v
             c_mn[k] = v
             c_mx[k] = v
-            continue
+        else:
+            deferred[n_def] = i
+            n_def += 1
+    return n, late, n_moved, n_def
+
+
+@_jit
+def _window_table_kernel(
+    moved, m_pos, n_moved, rows, deferred, d_pos, n_def, size_ns, table, n_used
+):
+    """Fold ``moved[m_pos:n_moved]`` entries, then the ``deferred[d_pos:n_def]`` rows of
+    ``rows = (sid, ts, value)``, into the hash table, in that order (a window's
+    moved entry holds its rows that came before any deferred one).
+
+    Returns ``(m_pos, d_pos, n_used)``; stopping short means: grow the table, resume.
+    """
+    m_sid, m_win, m_cnt, m_sm, m_mn, m_mx = moved
+    sid, ts, val = rows
+    cnt = table[0]
+    cap = cnt.shape[0]
+    while m_pos < n_moved:
+        s, w = m_sid[m_pos], m_win[m_pos]
         h = _window_find_kernel(*table[:3], s, w)
         if cnt[h] == 0:
             if (n_used + 1) * 2 > cap:
-                return i, n_used, late, WINDOW_NEED_TABLE
+                return m_pos, d_pos, n_used
+            n_used += 1
+        _window_add_kernel(table, h, s, w, m_cnt[m_pos], m_sm[m_pos], m_mn[m_pos], m_mx[m_pos])
+        m_pos += 1
+    while d_pos < n_def:
+        i = deferred[d_pos]
+        s, v = sid[i], val[i]
+        w = ts[i] // size_ns
+        h = _window_find_kernel(*table[:3], s, w)
+        if cnt[h] == 0:
+            if (n_used + 1) * 2 > cap:
+                return m_pos, d_pos, n_used
             n_used += 1
         _window_add_kernel(table, h, s, w, 1, v, v, v)
-    return n, n_used, late, 0
+        d_pos += 1
+    return m_pos, d_pos, n_used
 
 
 @_jit
@@ -156,6 +188,7 @@ def _window_spill_kernel(keys, n_keys, cur, below, table, n_used):
             n_used += 1
         _window_add_kernel(table, h, s, c_win[k], c_cnt[k], c_sm[k], c_mn[k], c_mx[k])
         c_cnt[k] = 0
+        c_win[k] = INT64_MIN  # emptied: no row's window, so the hit test needs no count
     return n_used
 
 

@@ -12,11 +12,11 @@ from telepipe.markers import MAX_WATERMARK
 from telepipe.operators._kernels import (
     INT64_MAX,
     INT64_MIN,
-    WINDOW_NEED_KEY,
     _window_count_fired_kernel,
     _window_emit_kernel,
     _window_rebuild_kernel,
     _window_spill_kernel,
+    _window_table_kernel,
     _window_update_kernel,
 )
 from telepipe.operators.key_index import KeyIndex, grown_state
@@ -107,6 +107,8 @@ class TumblingWindowLogic:
             *_empty_entries(), INT64_MIN, _MIN_CAPACITY
         )
         self._late: list[pa.RecordBatch] = []
+        self._moved = _entries(0)
+        self._deferred = np.empty(0, np.int64)
 
     def take_late(self) -> list[pa.RecordBatch]:
         """The late rows (input schema) since the last call."""
@@ -116,27 +118,28 @@ class TumblingWindowLogic:
     def on_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         sid, ts, val = readings_arrays(batch)
         n = len(ts)
-        start = n_late = 0
+        if len(self._deferred) < n:
+            # At most one of each per row. Untouched pages of np.empty are never faulted in.
+            self._deferred = np.empty(n, np.int64)
+            self._moved = _entries(n)
+        start = n_late = n_moved = n_def = 0
         while True:
-            start, self._n_used, late, need = _window_update_kernel(
-                sid,
-                ts,
-                val,
-                start,
-                self.size_ns,
-                self._fire_below,
-                self._keys.lookup,
-                self._cur,
-                self._table,
-                self._n_used,
-            )
+            start, late, n_moved, n_def = _window_update_kernel(
+                sid, ts, val, start, self.size_ns, self._fire_below, self._keys.lookup,
+                self._cur, self._moved, n_moved, self._deferred, n_def,
+            )  # fmt: skip
             n_late += late
             if start >= n:
                 break
-            if need == WINDOW_NEED_KEY:
-                self._keys.slots(sid[start:])
-                self._grow_current()
-            else:
+            self._keys.slots(sid[start:])
+            self._grow_current()
+        m_pos = d_pos = 0
+        while m_pos < n_moved or d_pos < n_def:
+            m_pos, d_pos, self._n_used = _window_table_kernel(
+                self._moved, m_pos, n_moved, (sid, ts, val), self._deferred, d_pos, n_def,
+                self.size_ns, self._table, self._n_used,
+            )  # fmt: skip
+            if m_pos < n_moved or d_pos < n_def:
                 self._grow_table(self._n_used + 1)
         if n_late:
             self.late_rows += n_late
@@ -252,6 +255,18 @@ class TumblingWindowLogic:
         self._table, self._n_used = _window_rebuild_kernel(
             *rest, INT64_MIN, _capacity_for(len(rest[0]))
         )
+
+
+def _entries(n: int) -> tuple[np.ndarray, ...]:
+    """Window entries as columns: ``(sid, win, count, sum, min, max)``."""
+    return (
+        np.empty(n, np.int32),
+        np.empty(n, np.int64),
+        np.empty(n, np.int64),
+        np.empty(n, np.float64),
+        np.empty(n, np.float64),
+        np.empty(n, np.float64),
+    )
 
 
 def _empty_current(n: int) -> tuple[np.ndarray, ...]:
