@@ -6,10 +6,9 @@ the variance, so two accumulators merge exactly as Chan et al.); first/last
 compare ``(ts, seq)`` where ``seq`` is the row's global arrival number, so they
 do not depend on batching.
 
-Sliding windows keep accumulators in an open-addressing hash table keyed by
-``(sensor, window index)`` (empty iff count is 0), like ``_kernels``. Session
-windows keep them in arrays sorted by ``(sensor, start)``, merged with each
-batch. Quantiles use a DDSketch kept sparse in a second hash table keyed by
+Sliding windows (``_sliding_kernels``) keep window accumulators in a hash table
+fed by per-sensor panes. Session windows keep them in arrays sorted by
+``(sensor, start)``, merged with each batch. Quantiles use a DDSketch kept sparse in a second hash table keyed by
 ``(sensor, window key, bucket)``.
 """
 
@@ -17,9 +16,13 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 from telepipe.operators._kernels import _hash_kernel, _jit, _stable_argsort_kernel
+
+# Row-level helpers called from hot loops: inlined into the caller by numba.
+_inline = numba.njit(cache=True, nogil=True, inline="always")
 
 # ia columns: count, first ts/seq, last ts/seq, times fired, updated since fired.
 I_CNT, I_FTS, I_FSEQ, I_LTS, I_LSEQ, I_FIRED, I_DIRTY = range(7)
@@ -44,7 +47,7 @@ _CODE_INF = 131_071
 # ------------------------------------------------------------ accumulators
 
 
-@_jit
+@_inline
 def _acc_first(ia, fa, h, t, seq, v):
     ia[h, I_CNT] = 1
     ia[h, I_FTS] = ia[h, I_LTS] = t
@@ -55,16 +58,12 @@ def _acc_first(ia, fa, h, t, seq, v):
     fa[h, A_M2] = 0.0 if v - v == 0.0 else math.nan  # inf/NaN: no variance
 
 
-@_jit
+@_inline
 def _acc_add(ia, fa, h, t, seq, v, full):
     """Add a row; ``full=False`` skips the variance and first/last (not asked for)."""
     c = ia[h, I_CNT] + 1
     ia[h, I_CNT] = c
     fa[h, A_SUM] += v
-    if full:
-        d = v - fa[h, A_WMEAN]
-        fa[h, A_WMEAN] += d / c
-        fa[h, A_M2] += d * (v - fa[h, A_WMEAN])
     # min/max skip NaN unless every value is NaN (as polars min/max).
     m = fa[h, A_MIN]
     if v < m or m != m:
@@ -72,16 +71,26 @@ def _acc_add(ia, fa, h, t, seq, v, full):
     m = fa[h, A_MAX]
     if v > m or m != m:
         fa[h, A_MAX] = v
-    if full and (t < ia[h, I_FTS] or (t == ia[h, I_FTS] and seq < ia[h, I_FSEQ])):
+    if full:
+        _acc_add_full(ia, fa, h, t, seq, v, c)
+    if ia[h, I_FIRED] > 0:
+        ia[h, I_DIRTY] = 1
+
+
+@_jit
+def _acc_add_full(ia, fa, h, t, seq, v, c):
+    """The variance (Welford) and first/last part of adding the ``c``-th row."""
+    d = v - fa[h, A_WMEAN]
+    fa[h, A_WMEAN] += d / c
+    fa[h, A_M2] += d * (v - fa[h, A_WMEAN])
+    if t < ia[h, I_FTS] or (t == ia[h, I_FTS] and seq < ia[h, I_FSEQ]):
         ia[h, I_FTS] = t
         ia[h, I_FSEQ] = seq
         fa[h, A_FVAL] = v
-    if full and (t > ia[h, I_LTS] or (t == ia[h, I_LTS] and seq > ia[h, I_LSEQ])):
+    if t > ia[h, I_LTS] or (t == ia[h, I_LTS] and seq > ia[h, I_LSEQ]):
         ia[h, I_LTS] = t
         ia[h, I_LSEQ] = seq
         fa[h, A_LVAL] = v
-    if ia[h, I_FIRED] > 0:
-        ia[h, I_DIRTY] = 1
 
 
 @_jit
@@ -154,91 +163,6 @@ def _finalize_kernel(slots, k_sid, ia, fa, start, end):
         o_f[j, F_FIRST] = fa[h, A_FVAL]
         o_f[j, F_LAST] = fa[h, A_LVAL]
     return o_slots, k_sid[o_slots], start[o_slots], end[o_slots], o_cnt, o_rev, o_f
-
-
-# --------------------------------------------------------- sliding windows
-
-
-@_jit
-def _sliding_update_kernel(
-    sid, ts, val, seq0, start, size, slide, purge_below, late, k_lo, k_hi, full, k_sid, k_win, ia,
-    fa, n_used,
-):  # fmt: skip
-    """Add rows ``start..`` to their windows ``k`` (``k*slide <= ts < k*slide + size``).
-
-    Windows ``< purge_below`` are gone; a row all of whose windows are gone is late
-    (``late[i] = 1``); the windows a row went to are ``k_lo[i]..k_hi[i]`` (left as
-    they are for rows that went nowhere). ``full=False`` skips std and first/last.
-    Returns ``(next_row, n_used, n_late)``; ``next_row < len(ts)`` means: grow the
-    table and resume.
-    """
-    cap = k_win.shape[0]
-    mask = cap - 1
-    n_late = 0
-    n = ts.shape[0]
-    # Window range of the previous row's slide interval: sorted data skips divisions.
-    q0 = (size - 1) // slide
-    rem = (size - 1) - q0 * slide
-    lo = np.int64(1)
-    hi = np.int64(0)
-    khi = np.int64(0)
-    for i in range(start, n):
-        t = ts[i]
-        if t < lo or t >= hi:
-            khi = t // slide
-            lo = khi * slide
-            hi = lo + slide
-        jmax = q0 if t - lo <= rem else q0 - 1
-        if jmax < 0:
-            continue  # between windows (slide > size)
-        if khi < purge_below:
-            late[i] = 1
-            n_late += 1
-            continue
-        klo = max(khi - jmax, purge_below)
-        if (n_used + khi - klo + 1) * 2 > cap:
-            return i, n_used, n_late
-        k_lo[i] = klo
-        k_hi[i] = khi
-        s = sid[i]
-        v = val[i]
-        seq = seq0 + i
-        for k in range(klo, khi + 1):
-            h = _hash_kernel(s, k) & mask
-            while True:
-                if ia[h, I_CNT] == 0:
-                    k_sid[h] = s
-                    k_win[h] = k
-                    _acc_first(ia, fa, h, t, seq, v)
-                    n_used += 1
-                    break
-                if k_win[h] == k and k_sid[h] == s:
-                    _acc_add(ia, fa, h, t, seq, v, full)
-                    break
-                h = (h + 1) & mask
-    return n, n_used, n_late
-
-
-@_jit
-def _sliding_rebuild_kernel(k_sid, k_win, ia, fa, keep_from, new_cap):
-    """A fresh table of ``new_cap`` slots with the windows ``>= keep_from``."""
-    n_sid = np.zeros(new_cap, np.int32)
-    n_win = np.zeros(new_cap, np.int64)
-    n_ia = np.zeros((new_cap, N_I), np.int64)
-    n_fa = np.zeros((new_cap, N_A), np.float64)
-    mask = new_cap - 1
-    n_used = 0
-    for j in range(k_win.shape[0]):
-        if ia[j, I_CNT] == 0 or k_win[j] < keep_from:
-            continue
-        h = _hash_kernel(k_sid[j], k_win[j]) & mask
-        while n_ia[h, I_CNT] != 0:
-            h = (h + 1) & mask
-        n_sid[h] = k_sid[j]
-        n_win[h] = k_win[j]
-        _acc_copy(n_ia, n_fa, h, ia, fa, j)
-        n_used += 1
-    return (n_sid, n_win, n_ia, n_fa), n_used
 
 
 # --------------------------------------------------------- session windows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,13 @@ import pyarrow as pa
 from telepipe.errors import ConfigError
 from telepipe.markers import MAX_WATERMARK
 from telepipe.operators._kernels import INT64_MAX, INT64_MIN
+from telepipe.operators._sliding_kernels import (
+    NEED_KEY,
+    _sliding_due_panes_kernel,
+    _sliding_fold_due_kernel,
+    _sliding_rebuild_kernel,
+    _sliding_update_kernel,
+)
 from telepipe.operators._window_kernels import (
     I_CNT,
     I_DIRTY,
@@ -18,9 +26,8 @@ from telepipe.operators._window_kernels import (
     N_I,
     _sketch_add_kernel,
     _sketch_rebuild_kernel,
-    _sliding_rebuild_kernel,
-    _sliding_update_kernel,
 )
+from telepipe.operators.key_index import KeyIndex, grown_state
 from telepipe.operators.stage import StageOperator
 from telepipe.operators.tumbling_window import readings_arrays
 from telepipe.operators.window_options import (
@@ -77,7 +84,8 @@ class SlidingWindow(StageOperator):
 
 
 class SlidingWindowLogic:
-    """The ``BatchLogic`` of ``SlidingWindow``: a numba hash table of accumulators
+    """The ``BatchLogic`` of ``SlidingWindow``: per-sensor pane accumulators (see
+    ``_sliding_kernels``) folded into a numba hash table of window accumulators
     keyed by (sensor, window index), plus a DDSketch table when quantiles are asked."""
 
     def __init__(self, options: SlidingWindow) -> None:
@@ -85,6 +93,11 @@ class SlidingWindowLogic:
         self.size_ns = options.size_ms * _MS
         self.slide_ns = options.slide_ms * _MS
         self.lateness_ns = options.allowed_lateness_ms * _MS
+        # Every window is a whole number of panes of this width.
+        self.pane_ns = math.gcd(self.size_ns, self.slide_ns)
+        self._shape = (self.pane_ns, self.size_ns, self.slide_ns)
+        self._keys = KeyIndex()
+        self._panes = _empty_panes()
         self.schema = options.output_schema
         self.watermark = INT64_MIN
         self.late_rows = 0
@@ -114,23 +127,25 @@ class SlidingWindowLogic:
         n = len(ts)
         late = np.zeros(n, np.uint8)
         # Windows each row went to (none: lo > hi), for the sketches.
-        k_lo = np.zeros(n, np.int64)
-        k_hi = np.full(n, -1, np.int64)
-        size, slide, below = self.size_ns, self.slide_ns, self._purge_below
+        k_lo = np.zeros(n if self._quantiles else 0, np.int64)
+        k_hi = np.full(n if self._quantiles else 0, -1, np.int64)
+        out, flags = (late, k_lo, k_hi), (self._full, self._quantiles)
         pos = n_late = 0
         while True:
-            # fmt: off
-            pos, self._n_used, got = _sliding_update_kernel(
-                sid, ts, val, self._seq, pos, size, slide, below, late, k_lo, k_hi, self._full,
-                *self._table, self._n_used,
-            )
-            # fmt: on
+            pos, self._n_used, got, need = _sliding_update_kernel(
+                (sid, ts, val), self._seq, pos, self._shape, self._purge_below, out, flags,
+                self._keys.lookup, self._panes, self._table, self._n_used,
+            )  # fmt: skip
             n_late += got
             if pos >= n:
                 break
-            self._table, self._n_used = _sliding_rebuild_kernel(
-                *self._table, INT64_MIN, 2 * len(self._table[0])
-            )
+            if need == NEED_KEY:
+                self._keys.slots(sid[pos:])
+                self._grow_panes()
+            else:
+                self._table, self._n_used = _sliding_rebuild_kernel(
+                    *self._table, INT64_MIN, 2 * len(self._table[0])
+                )
         if self._quantiles:
             pos = 0
             while True:
@@ -148,13 +163,44 @@ class SlidingWindowLogic:
             self._late.append(batch.filter(pa.array(late.view(np.bool_))))
         return []
 
+    def _grow_panes(self) -> None:
+        n = self._keys.n
+        c_pane, pia, pfa = self._panes
+        self._panes = (
+            grown_state(c_pane, n, INT64_MIN),
+            grown_state(pia, n, 0),
+            grown_state(pfa, n, 0),
+        )
+
     def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]:
         if watermark_ns <= self.watermark:
             return []
+        self._fold_due_panes(_fire_to(watermark_ns, self.size_ns, self.slide_ns))
         self._set_watermark(watermark_ns)
         out = self._fire()
         self._purge()
         return out
+
+    def _fold_due_panes(self, fire_to: int) -> None:
+        """Fold the panes of windows that fire (or were fired and get updated) now."""
+        if fire_to < INT64_MIN:
+            return
+        n = self._keys.n
+        c_pane, pia, _ = self._panes
+        due = _sliding_due_panes_kernel(c_pane, pia, n, self._shape, self._purge_below, fire_to)
+        if not due:
+            return
+        per_pane = -(-self.size_ns // self.slide_ns)
+        cap = len(self._table[0])
+        need = self._n_used + due * per_pane
+        if need * 2 > cap:
+            while need * 2 > cap:
+                cap *= 2
+            self._table, self._n_used = _sliding_rebuild_kernel(*self._table, INT64_MIN, cap)
+        self._n_used = _sliding_fold_due_kernel(
+            self._keys.keys, n, self._shape, self._purge_below, fire_to, self._panes,
+            self._table, self._n_used,
+        )  # fmt: skip
 
     def _set_watermark(self, watermark_ns: int) -> None:
         self.watermark = watermark_ns
@@ -166,10 +212,7 @@ class SlidingWindowLogic:
             self._purge_below = (dead - self.size_ns) // self.slide_ns + 1
 
     def _fire(self) -> list[pa.RecordBatch]:
-        if self.watermark >= MAX_WATERMARK:
-            fire_to = INT64_MAX
-        else:
-            fire_to = (self.watermark - self.size_ns) // self.slide_ns  # end <= watermark
+        fire_to = _fire_to(self.watermark, self.size_ns, self.slide_ns)
         if fire_to < INT64_MIN:
             return []
         k_sid, k_win, ia, fa = self._table
@@ -224,6 +267,18 @@ class SlidingWindowLogic:
             "sketch_sensor_id": s_sid[s_live],
             "sketch_window": s_key[s_live],
             "sketch_bucket": s_code[s_live],
+            **self._pane_snapshot(),
+        }
+
+    def _pane_snapshot(self) -> dict[str, np.ndarray]:
+        n = self._keys.n
+        c_pane, pia, pfa = (a[:n] for a in self._panes)
+        live = pia[:, I_CNT] != 0
+        return {
+            "pane_sensor_id": self._keys.keys[live],
+            "pane": c_pane[live],
+            "pane_acc_int": pia[live],
+            "pane_acc_float": pfa[live],
         }
 
     def restore(self, snapshot: dict[str, object]) -> None:
@@ -250,6 +305,27 @@ class SlidingWindowLogic:
             np.asarray(snapshot["sketch_bucket"], np.int64),
             _capacity_for(len(s_cnt)),
         )
+        # Open panes go back as they were, so sums go on in the same order.
+        self._keys, self._panes = KeyIndex(), _empty_panes()
+        if "pane" in snapshot:
+            slots = self._keys.slots(np.asarray(snapshot["pane_sensor_id"], np.int32))
+            self._grow_panes()
+            c_pane, pia, pfa = self._panes
+            c_pane[slots] = np.asarray(snapshot["pane"], np.int64)
+            pia[slots] = np.asarray(snapshot["pane_acc_int"], np.int64).reshape(-1, N_I)
+            pfa[slots] = np.asarray(snapshot["pane_acc_float"], np.float64).reshape(-1, N_A)
+
+
+def _fire_to(watermark_ns: int, size_ns: int, slide_ns: int) -> int:
+    """The last window index whose end is at or before the watermark (Python int)."""
+    if watermark_ns >= MAX_WATERMARK:
+        return INT64_MAX
+    return (watermark_ns - size_ns) // slide_ns
+
+
+def _empty_panes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-slot newest pane: ``(pane index, ia, fa)``."""
+    return np.zeros(0, np.int64), np.zeros((0, N_I), np.int64), np.zeros((0, N_A), np.float64)
 
 
 def _capacity_for(n_entries: int) -> int:

@@ -1,0 +1,235 @@
+"""numba kernels of ``SlidingWindow``: numpy in, numpy out, no Arrow or Rx.
+
+Rows are aggregated into *panes* (slices of width ``gcd(size, slide)``, as in
+Flink's sliding-window slicing): every window is a whole number of panes and a
+row belongs to exactly one, so a row costs one accumulator update instead of
+``size/slide``. Each sensor's newest pane lives in dense per-slot accumulators
+(``KeyIndex`` slots); it is folded (Chan et al.) into the windows holding it
+when the sensor moves on to a later pane, or when the watermark reaches the end
+of the earliest of those windows. A row of an older pane (out of order) goes
+straight into its windows. Window accumulators live in an open-addressing hash
+table keyed by ``(sensor, window index)`` (empty iff count is 0). Panes are
+folded at row arrivals and watermarks only, so outputs do not depend on how
+the rows between two watermarks were batched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from telepipe.operators._kernels import INT64_MIN, _hash_kernel, _jit, _slot_kernel
+from telepipe.operators._window_kernels import (
+    A_MAX,
+    A_MIN,
+    A_SUM,
+    I_CNT,
+    N_A,
+    N_I,
+    _acc_add,
+    _acc_add_full,
+    _acc_copy,
+    _acc_first,
+    _acc_merge,
+)
+
+NEED_KEY = 1  # a sensor without a slot (or pane) yet
+NEED_TABLE = 2  # the window table could pass load 0.5
+
+
+@_jit
+def _windows_of(t, size, slide):
+    """``(klo, khi)``: the windows ``k*slide <= t < k*slide + size``; none if klo > khi."""
+    khi = t // slide
+    q0 = (size - 1) // slide
+    rem = (size - 1) - q0 * slide
+    jmax = q0 if t - khi * slide <= rem else q0 - 1
+    return khi - jmax, khi
+
+
+@_jit
+def _fold_pane(s, klo, khi, pia, pfa, k, table, n_used):
+    """Fold pane accumulator ``k`` of sensor ``s`` into windows ``klo..khi``."""
+    k_sid, k_win, ia, fa = table
+    mask = k_win.shape[0] - 1
+    for kw in range(klo, khi + 1):
+        h = _hash_kernel(s, kw) & mask
+        while True:
+            if ia[h, I_CNT] == 0:
+                k_sid[h] = s
+                k_win[h] = kw
+                _acc_copy(ia, fa, h, pia, pfa, k)
+                n_used += 1
+                break
+            if k_win[h] == kw and k_sid[h] == s:
+                _acc_merge(ia, fa, h, pia, pfa, k)
+                break
+            h = (h + 1) & mask
+    return n_used
+
+
+@_jit
+def _add_row(s, klo, khi, t, seq, v, full, table, n_used):
+    """Add one row straight to windows ``klo..khi``."""
+    k_sid, k_win, ia, fa = table
+    mask = k_win.shape[0] - 1
+    for kw in range(klo, khi + 1):
+        h = _hash_kernel(s, kw) & mask
+        while True:
+            if ia[h, I_CNT] == 0:
+                k_sid[h] = s
+                k_win[h] = kw
+                _acc_first(ia, fa, h, t, seq, v)
+                n_used += 1
+                break
+            if k_win[h] == kw and k_sid[h] == s:
+                _acc_add(ia, fa, h, t, seq, v, full)
+                break
+            h = (h + 1) & mask
+    return n_used
+
+
+@_jit
+def _sliding_update_kernel(
+    rows, seq0, start, shape, purge_below, out, flags, lookup, panes, table, n_used
+):
+    """Add rows ``start..`` of ``rows = (sid, ts, value)`` to their panes.
+
+    ``shape = (pane, size, slide)`` in ns. Windows ``< purge_below`` are gone; a
+    row all of whose windows are gone is late (``late[i] = 1``); with
+    ``flags = (full, windows)``, ``full=False`` skips std and first/last and
+    ``windows`` records the windows of each row in ``k_lo/k_hi`` (for the
+    sketches; ``out = (late, k_lo, k_hi)``). Returns ``(next_row, n_used, n_late,
+    need)``; ``next_row < len(ts)`` means: make room as ``need`` says and resume.
+    """
+    sid, ts, val = rows
+    pane, size, slide = shape
+    late, k_lo, k_hi = out
+    full, want_windows = flags
+    dense, h_key, h_slot = lookup
+    c_pane, pia, pfa = panes
+    cap = table[1].shape[0]
+    n_slots = c_pane.shape[0]
+    per_row = (size + slide - 1) // slide  # most windows a row or pane is in
+    q0 = (size - 1) // slide
+    rem = (size - 1) - q0 * slide
+    n_late = 0
+    # Slide interval and pane of the previous row: sorted data skips divisions.
+    lo = np.int64(1)
+    hi = np.int64(0)
+    khi = np.int64(0)
+    p_lo = np.int64(1)
+    p_hi = np.int64(0)
+    p = np.int64(0)
+    n = ts.shape[0]
+    for i in range(start, n):
+        t = ts[i]
+        if t < lo or t >= hi:
+            khi = t // slide
+            lo = khi * slide
+            hi = lo + slide
+        jmax = q0 if t - lo <= rem else q0 - 1
+        if jmax < 0:
+            continue  # between windows (slide > size)
+        if khi < purge_below:
+            late[i] = 1
+            n_late += 1
+            continue
+        klo = max(khi - jmax, purge_below)
+        s = sid[i]
+        # The dense load inline, the table only on a miss (see _window_update_kernel).
+        k = -1
+        if 0 <= s < dense.shape[0]:
+            k = dense[s]
+        if k < 0:
+            k = _slot_kernel(s, dense, h_key, h_slot)
+        if k < 0 or k >= n_slots:
+            return i, n_used, n_late, NEED_KEY
+        if t < p_lo or t >= p_hi:
+            p = t // pane
+            p_lo = p * pane
+            p_hi = p_lo + pane
+        v = val[i]
+        seq = seq0 + i
+        cp = c_pane[k]
+        if p == cp:  # (an emptied pane has index INT64_MIN, never a row's)
+            # _acc_add written out, as selects (a pane is never fired): as a call,
+            # even inlined, it makes this loop ~2x slower.
+            c = pia[k, I_CNT] + 1
+            pia[k, I_CNT] = c
+            pfa[k, A_SUM] += v
+            m = pfa[k, A_MIN]
+            pfa[k, A_MIN] = v if (v < m) | (m != m) else m
+            m = pfa[k, A_MAX]
+            pfa[k, A_MAX] = v if (v > m) | (m != m) else m
+            if full:
+                _acc_add_full(pia, pfa, k, t, seq, v, c)
+        elif p > cp:
+            if pia[k, I_CNT] != 0:  # the sensor moves on: its pane goes to its windows
+                if (n_used + per_row) * 2 > cap:
+                    return i, n_used, n_late, NEED_TABLE
+                w_lo, w_hi = _windows_of(cp * pane, size, slide)
+                n_used = _fold_pane(s, max(w_lo, purge_below), w_hi, pia, pfa, k, table, n_used)
+            c_pane[k] = p
+            _acc_first(pia, pfa, k, t, seq, v)
+        else:
+            if (n_used + per_row) * 2 > cap:
+                return i, n_used, n_late, NEED_TABLE
+            n_used = _add_row(s, klo, khi, t, seq, v, full, table, n_used)
+        if want_windows:
+            k_lo[i] = klo
+            k_hi[i] = khi
+    return n, n_used, n_late, 0
+
+
+@_jit
+def _sliding_due_panes_kernel(c_pane, pia, n_keys, shape, purge_below, fire_to):
+    """How many panes ``_sliding_fold_due_kernel`` would fold."""
+    pane, size, slide = shape
+    n = 0
+    for k in range(n_keys):
+        if pia[k, I_CNT] != 0:
+            w_lo, _ = _windows_of(c_pane[k] * pane, size, slide)
+            if max(w_lo, purge_below) <= fire_to:
+                n += 1
+    return n
+
+
+@_jit
+def _sliding_fold_due_kernel(keys, n_keys, shape, purge_below, fire_to, panes, table, n_used):
+    """Fold the panes whose earliest window is ``<= fire_to`` (it fires now, or fired
+    and is updated) and empty them. Room is checked by the caller."""
+    pane, size, slide = shape
+    c_pane, pia, pfa = panes
+    for k in range(n_keys):
+        if pia[k, I_CNT] == 0:
+            continue
+        w_lo, w_hi = _windows_of(c_pane[k] * pane, size, slide)
+        w_lo = max(w_lo, purge_below)
+        if w_lo > fire_to:
+            continue
+        n_used = _fold_pane(keys[k], w_lo, w_hi, pia, pfa, k, table, n_used)
+        pia[k, I_CNT] = 0
+        c_pane[k] = INT64_MIN
+    return n_used
+
+
+@_jit
+def _sliding_rebuild_kernel(k_sid, k_win, ia, fa, keep_from, new_cap):
+    """A fresh table of ``new_cap`` slots with the windows ``>= keep_from``."""
+    n_sid = np.zeros(new_cap, np.int32)
+    n_win = np.zeros(new_cap, np.int64)
+    n_ia = np.zeros((new_cap, N_I), np.int64)
+    n_fa = np.zeros((new_cap, N_A), np.float64)
+    mask = new_cap - 1
+    n_used = 0
+    for j in range(k_win.shape[0]):
+        if ia[j, I_CNT] == 0 or k_win[j] < keep_from:
+            continue
+        h = _hash_kernel(k_sid[j], k_win[j]) & mask
+        while n_ia[h, I_CNT] != 0:
+            h = (h + 1) & mask
+        n_sid[h] = k_sid[j]
+        n_win[h] = k_win[j]
+        _acc_copy(n_ia, n_fa, h, ia, fa, j)
+        n_used += 1
+    return (n_sid, n_win, n_ia, n_fa), n_used
