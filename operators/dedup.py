@@ -44,6 +44,7 @@ class Dedup(StageOperator):
 
 class DedupLogic(DetectorLogic):
     name = "Dedup"
+    sensor_order = False  # it emits the rows themselves, in (ts, arrival) order
 
     def __init__(self, options: Dedup) -> None:
         self.keep_last = options.keep == "last"

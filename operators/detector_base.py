@@ -123,6 +123,10 @@ class DetectorLogic:
     """
 
     name = "Detector"
+    # Released rows in each sensor's event order, not interleaved in global ts order
+    # (see EventTimeBuffer): enough for per-sensor state machines whose outputs
+    # are sorted afterwards.
+    sensor_order = True
 
     def __init__(
         self, params: dict[str, object], n_ints: int, n_floats: int, with_quality: bool = False
@@ -130,7 +134,7 @@ class DetectorLogic:
         self.params = params
         self.with_quality = with_quality
         self.table = KeyedTable(n_ints, n_floats)
-        self.buffer = EventTimeBuffer(with_quality)
+        self.buffer = EventTimeBuffer(with_quality, sensor_order=self.sensor_order)
         self._late: list[pa.RecordBatch] = []
 
     @property

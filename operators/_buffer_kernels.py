@@ -1,0 +1,114 @@
+"""numba kernels of ``EventTimeBuffer``: numpy in, numpy out, no Arrow or Rx.
+
+Two ways to hand a watermark's rows to per-sensor state machines:
+
+- *event order* (``_merge_rows_kernel``): each batch is sorted by ts and merged
+  into a buffer kept in (ts, arrival) order, so a watermark releases a prefix;
+- *sensor order* (``_release_in_arrival_order_kernel``): rows stay in arrival
+  order, and a watermark releases those below it in arrival order, which is
+  each sensor's (ts, arrival) order as long as each sensor's rows arrive in ts
+  order (the kernel checks, per row, against the sensor's last released ts).
+  No sort, one pass; when a sensor's rows are out of order the caller sorts.
+"""
+
+from __future__ import annotations
+
+from telepipe.operators._kernels import _jit, _slot_kernel
+
+RELEASED = 0
+NEED_KEY = 1  # a sensor without a slot yet
+OUT_OF_ORDER = 2  # a sensor's released rows are not in ts order
+
+
+@_jit
+def _merge_rows_kernel(b_sid, b_ts, b_val, b_q, head, end, sid, ts, val, q, order):
+    """Merge new rows into an event-time buffer, in place, with an optional fourth column ``q``.
+
+    Merges rows ``order`` (new rows sorted by ts, stably) into the buffer
+    ``[head:end]`` sorted by (ts, arrival); ``q`` moves along when ``b_q`` is
+    non-empty. Returns the new ``end``.
+    """
+    add = order.shape[0]
+    if add == 0:
+        return end
+    with_q = b_q.shape[0] > 0
+    first = ts[order[0]]
+    lo = head
+    hi = end
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if b_ts[mid] <= first:
+            lo = mid + 1
+        else:
+            hi = mid
+    i = end - 1
+    j = add - 1
+    k = end + add - 1
+    while j >= 0:
+        r = order[j]
+        t = ts[r]
+        if i >= lo and b_ts[i] > t:
+            b_sid[k] = b_sid[i]
+            b_ts[k] = b_ts[i]
+            b_val[k] = b_val[i]
+            if with_q:
+                b_q[k] = b_q[i]
+            i -= 1
+        else:
+            b_sid[k] = sid[r]
+            b_ts[k] = t
+            b_val[k] = val[r]
+            if with_q:
+                b_q[k] = q[r]
+            j -= 1
+        k -= 1
+    return end + add
+
+
+@_jit
+def _release_in_arrival_order_kernel(
+    buf, pos, end, watermark, release_all, lookup, last_ts, out, n_out, kept
+):
+    """Move the rows ``< watermark`` (all rows with ``release_all``) of ``buf[pos:end]``
+    to ``out`` in arrival order, and the others down to ``buf[kept:]``, in order.
+
+    ``buf``/``out`` are ``(sid, ts, value, quality)`` (quality moves along when
+    ``buf``'s is non-empty); ``last_ts[slot]`` is each sensor's last released ts.
+    Returns ``(pos, n_out, kept, status)``: ``RELEASED`` when done; ``NEED_KEY``
+    (add the sensors of ``buf[pos:end]`` and resume) or ``OUT_OF_ORDER`` stop at
+    row ``pos``, with everything before it done.
+    """
+    b_sid, b_ts, b_val, b_q = buf
+    o_sid, o_ts, o_val, o_q = out
+    dense, h_key, h_slot = lookup
+    with_q = b_q.shape[0] > 0
+    n_slots = last_ts.shape[0]
+    for i in range(pos, end):
+        t = b_ts[i]
+        if t >= watermark and not release_all:
+            b_sid[kept] = b_sid[i]
+            b_ts[kept] = t
+            b_val[kept] = b_val[i]
+            if with_q:
+                b_q[kept] = b_q[i]
+            kept += 1
+            continue
+        s = b_sid[i]
+        # The dense load inline, the table only on a miss (see _window_update_kernel).
+        k = -1
+        if 0 <= s < dense.shape[0]:
+            k = dense[s]
+        if k < 0:
+            k = _slot_kernel(s, dense, h_key, h_slot)
+        if k < 0 or k >= n_slots:
+            return i, n_out, kept, NEED_KEY
+        if t < last_ts[k]:
+            return i, n_out, kept, OUT_OF_ORDER
+        last_ts[k] = t
+        o_sid[n_out] = s
+        o_ts[n_out] = t
+        o_val[n_out] = b_val[i]
+        if with_q:
+            o_q[n_out] = b_q[i]
+        n_out += 1
+    return end, n_out, kept, RELEASED
