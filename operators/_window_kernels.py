@@ -171,9 +171,9 @@ def _finalize_kernel(slots, k_sid, ia, fa, start, end):
 @_jit
 def _sensor_ts_order_kernel(sid, ts):
     """Row order sorted by (sensor, ts, arrival) in O(n): a stable radix sort by ts, then
-    a stable counting sort by the sensor's rank among the batch's distinct sensors."""
+    a stable counting sort by the sensor's rank among the batch's distinct sensors.
+    When each sensor's rows already arrive in ts order the radix sort is skipped."""
     n = ts.shape[0]
-    by_ts = _stable_argsort_kernel(ts)
     cap = 64
     while cap < 2 * n:
         cap *= 2
@@ -183,6 +183,8 @@ def _sensor_ts_order_kernel(sid, ts):
     dense = np.empty(cap, np.int64)
     row_dense = np.empty(n, np.int64)
     uniq = np.empty(n, np.int32)
+    last = np.empty(n, np.int64)
+    in_order = True
     u = 0
     for i in range(n):
         s = sid[i]
@@ -194,8 +196,14 @@ def _sensor_ts_order_kernel(sid, ts):
             keys[h] = s
             dense[h] = u
             uniq[u] = s
+            last[u] = ts[i]
             u += 1
-        row_dense[i] = dense[h]
+        d = dense[h]
+        row_dense[i] = d
+        if ts[i] < last[d]:
+            in_order = False
+        last[d] = ts[i]
+    by_ts = np.arange(n) if in_order else _stable_argsort_kernel(ts)
     rank = np.empty(u, np.int64)
     rank[np.argsort(uniq[:u])] = np.arange(u)
     row_rank = rank[row_dense]
