@@ -4,11 +4,11 @@ Two ways to hand a watermark's rows to per-sensor state machines:
 
 - *event order* (``_merge_rows_kernel``): each batch is sorted by ts and merged
   into a buffer kept in (ts, arrival) order, so a watermark releases a prefix;
-- *sensor order* (``_release_in_arrival_order_kernel``): rows stay in arrival
-  order, and a watermark releases those below it in arrival order, which is
-  each sensor's (ts, arrival) order as long as each sensor's rows arrive in ts
-  order (the kernel checks, per row, against the sensor's last released ts).
-  No sort, one pass; when a sensor's rows are out of order the caller sorts.
+- *sensor order* (``_release_segment_kernel``): rows stay in arrival order,
+  and a watermark releases those below it in arrival order, which is each
+  sensor's (ts, arrival) order as long as each sensor's rows arrive in ts order
+  (the kernel checks, per row, against the sensor's last released ts). No sort,
+  one pass; when a sensor's rows are out of order the caller sorts.
 """
 
 from __future__ import annotations
@@ -66,49 +66,52 @@ def _merge_rows_kernel(b_sid, b_ts, b_val, b_q, head, end, sid, ts, val, q, orde
 
 
 @_jit
-def _release_in_arrival_order_kernel(
-    buf, pos, end, watermark, release_all, lookup, last_ts, out, n_out, kept
+def _release_segment_kernel(
+    seg, pos, n, kept, watermark, release_all, lookup, last_ts, out, n_out, check
 ):
-    """Move the rows ``< watermark`` (all rows with ``release_all``) of ``buf[pos:end]``
-    to ``out`` in arrival order, and the others down to ``buf[kept:]``, in order.
+    """Move the rows ``< watermark`` (all with ``release_all``) of ``seg[pos:n]`` to
+    ``out[n_out:]`` in arrival order, and the others down to ``seg[kept:]``, in order.
 
-    ``buf``/``out`` are ``(sid, ts, value, quality)`` (quality moves along when
-    ``buf``'s is non-empty); ``last_ts[slot]`` is each sensor's last released ts.
+    ``seg``/``out`` are ``(sid, ts, value, quality)`` (quality moves along when
+    ``seg``'s is non-empty); ``last_ts[slot]`` is each sensor's last released ts.
+    Without ``check`` (the caller sorts what it gets) rows are just moved.
     Returns ``(pos, n_out, kept, status)``: ``RELEASED`` when done; ``NEED_KEY``
-    (add the sensors of ``buf[pos:end]`` and resume) or ``OUT_OF_ORDER`` stop at
-    row ``pos``, with everything before it done.
+    (add the sensors of ``seg[pos:n]`` and resume) or ``OUT_OF_ORDER`` (a row
+    behind its sensor's last one) stop at row ``pos`` with everything before it
+    done.
     """
-    b_sid, b_ts, b_val, b_q = buf
+    s_sid, s_ts, s_val, s_q = seg
     o_sid, o_ts, o_val, o_q = out
     dense, h_key, h_slot = lookup
-    with_q = b_q.shape[0] > 0
+    with_q = s_q.shape[0] > 0
     n_slots = last_ts.shape[0]
-    for i in range(pos, end):
-        t = b_ts[i]
+    for i in range(pos, n):
+        t = s_ts[i]
         if t >= watermark and not release_all:
-            b_sid[kept] = b_sid[i]
-            b_ts[kept] = t
-            b_val[kept] = b_val[i]
+            s_sid[kept] = s_sid[i]
+            s_ts[kept] = t
+            s_val[kept] = s_val[i]
             if with_q:
-                b_q[kept] = b_q[i]
+                s_q[kept] = s_q[i]
             kept += 1
             continue
-        s = b_sid[i]
-        # The dense load inline, the table only on a miss (see _window_update_kernel).
-        k = -1
-        if 0 <= s < dense.shape[0]:
-            k = dense[s]
-        if k < 0:
-            k = _slot_kernel(s, dense, h_key, h_slot)
-        if k < 0 or k >= n_slots:
-            return i, n_out, kept, NEED_KEY
-        if t < last_ts[k]:
-            return i, n_out, kept, OUT_OF_ORDER
-        last_ts[k] = t
+        s = s_sid[i]
+        if check:
+            # The dense load inline, the table only on a miss (see _window_update_kernel).
+            k = -1
+            if 0 <= s < dense.shape[0]:
+                k = dense[s]
+            if k < 0:
+                k = _slot_kernel(s, dense, h_key, h_slot)
+            if k < 0 or k >= n_slots:
+                return i, n_out, kept, NEED_KEY
+            if t < last_ts[k]:
+                return i, n_out, kept, OUT_OF_ORDER
+            last_ts[k] = t
         o_sid[n_out] = s
         o_ts[n_out] = t
-        o_val[n_out] = b_val[i]
+        o_val[n_out] = s_val[i]
         if with_q:
-            o_q[n_out] = b_q[i]
+            o_q[n_out] = s_q[i]
         n_out += 1
-    return end, n_out, kept, RELEASED
+    return n, n_out, kept, RELEASED

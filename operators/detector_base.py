@@ -1,8 +1,9 @@
 """Shared machinery of the detectors: event-time buffering, keyed numba state, validation.
 
 A detector's logic (``DetectorLogic``) holds the rows not yet below the
-watermark in an ``EventTimeBuffer``: a watermark releases them in the (ts,
-arrival) order the per-sensor state machines need. Rows below the watermark at
+watermark in a ``SensorOrderBuffer`` (``Dedup``: an ``EventTimeBuffer``): a
+watermark releases them in the (ts, arrival) order the per-sensor state
+machines need. Rows below the watermark at
 arrival are late: counted in ``late_rows`` and kept for ``take_late()``. Per-sensor state lives in a
 ``KeyedTable`` (numpy arrays probed by numba kernels, see ``_detector_kernels``).
 """
@@ -18,6 +19,7 @@ import pyarrow as pa
 from telepipe.errors import ConfigError, SchemaError
 from telepipe.operators._detector_kernels import _table_rebuild_kernel
 from telepipe.operators.event_buffer import EventTimeBuffer
+from telepipe.operators.sensor_order_buffer import SensorOrderBuffer
 from telepipe.operators.tumbling_window import readings_arrays
 
 _MIN_CAPACITY = 64
@@ -124,8 +126,8 @@ class DetectorLogic:
 
     name = "Detector"
     # Released rows in each sensor's event order, not interleaved in global ts order
-    # (see EventTimeBuffer): enough for per-sensor state machines whose outputs
-    # are sorted afterwards.
+    # (SensorOrderBuffer): enough for per-sensor state machines whose outputs are
+    # sorted afterwards.
     sensor_order = True
 
     def __init__(
@@ -134,7 +136,8 @@ class DetectorLogic:
         self.params = params
         self.with_quality = with_quality
         self.table = KeyedTable(n_ints, n_floats)
-        self.buffer = EventTimeBuffer(with_quality, sensor_order=self.sensor_order)
+        kind = SensorOrderBuffer if self.sensor_order else EventTimeBuffer
+        self.buffer: EventTimeBuffer | SensorOrderBuffer = kind(with_quality)
         self._late: list[pa.RecordBatch] = []
 
     @property

@@ -1,19 +1,11 @@
-"""``EventTimeBuffer``: rows held until the watermark, released in event-time order.
+"""``EventTimeBuffer``: rows held until the watermark, released in (ts, arrival) order.
 
-Shared by the detectors, which must see each sensor's rows in event-time order.
-Two modes (see ``_buffer_kernels``):
-
-- ``sensor_order=False``: each batch is merged into a buffer kept sorted by (ts,
-  arrival), so the rows a watermark releases are a prefix, found by binary search,
-  in global (ts, arrival) order;
-- ``sensor_order=True``: rows stay in arrival order and a watermark releases
-  those below it in one pass, in arrival order, which is each sensor's (ts,
-  arrival) order when its rows arrive in ts order (checked); otherwise the
-  released rows are sorted by (ts, arrival). For operators whose outputs do not
-  depend on how different sensors' rows interleave.
-
-Live rows are ``[head:end]``; the buffer is compacted only when an append needs
-the room.
+For operators whose output follows the global event order (``Dedup``); those
+that only need each sensor's rows in event order use ``SensorOrderBuffer``.
+Each batch is merged into a buffer kept sorted by (ts, arrival), so the rows a
+watermark releases are a prefix, found by binary search. Live rows are
+``[head:end]``; a released prefix is dropped by moving ``head``, and the buffer
+is compacted only when an append needs the room.
 """
 
 from __future__ import annotations
@@ -21,14 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from telepipe.markers import MAX_WATERMARK
-from telepipe.operators._buffer_kernels import (
-    NEED_KEY,
-    RELEASED,
-    _merge_rows_kernel,
-    _release_in_arrival_order_kernel,
-)
+from telepipe.operators._buffer_kernels import _merge_rows_kernel
 from telepipe.operators._kernels import INT64_MIN, _stable_argsort_kernel
-from telepipe.operators.key_index import KeyIndex, grown_state
 
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # sensor_id, ts, value, quality
 
@@ -36,13 +22,8 @@ Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # sensor_id, ts, v
 class EventTimeBuffer:
     """``quality`` is kept only when ``with_quality`` (operators passing readings on)."""
 
-    def __init__(self, with_quality: bool = False, sensor_order: bool = False) -> None:
+    def __init__(self, with_quality: bool = False) -> None:
         self.with_quality = with_quality
-        self.sensor_order = sensor_order
-        self.sorted_releases = 0  # sensor order: releases that needed the sort
-        self._keys = KeyIndex()
-        self._last_ts = np.empty(0, np.int64)
-        self._out = _columns(0, with_quality)
         self.watermark = INT64_MIN
         self.late_rows = 0
         self._buf = [
@@ -92,8 +73,6 @@ class EventTimeBuffer:
         if watermark_ns <= self.watermark:
             return None
         self.watermark = watermark_ns
-        if self.sensor_order:
-            return self._release_in_arrival_order(watermark_ns)
         head, end = self._head, self._end
         if watermark_ns >= MAX_WATERMARK:
             cut = end
@@ -123,56 +102,9 @@ class EventTimeBuffer:
                 new[:live] = old[head:end]  # memmove when in place
                 self._buf[i] = new
             head, end = 0, live
-        self._head = head
-        if self.sensor_order:
-            lo, hi = end, end + add
-            for column, new in zip(self._buf, (sid, ts, val, q), strict=True):
-                if len(column):
-                    column[lo:hi] = new
-            self._end = hi
-            return
         order = _stable_argsort_kernel(ts)
         self._end = _merge_rows_kernel(*self._buf, head, end, sid, ts, val, q, order)
-
-    def _release_in_arrival_order(self, watermark_ns: int) -> Rows:
-        head, end = self._head, self._end
-        if len(self._out[1]) < end - head:
-            self._out = _columns(len(self._buf[1]), self.with_quality)
-        release_all = watermark_ns >= MAX_WATERMARK
-        pos, n_out, kept = head, 0, head
-        while True:
-            pos, n_out, kept, status = _release_in_arrival_order_kernel(
-                tuple(self._buf), pos, end, watermark_ns, release_all, self._keys.lookup,
-                self._last_ts, tuple(self._out), n_out, kept,
-            )  # fmt: skip
-            if status == RELEASED:
-                break
-            if status == NEED_KEY:
-                self._keys.slots(self._buf[0][pos:end])
-                self._last_ts = grown_state(self._last_ts, self._keys.n, INT64_MIN)
-                continue
-            # A sensor's rows out of ts order: the rest by a mask, all released rows sorted.
-            self.sorted_releases += 1
-            rest = [b[pos:end] for b in self._buf]
-            below = np.ones(end - pos, bool) if release_all else rest[1] < watermark_ns
-            released = [
-                np.concatenate([o[:n_out], r[below]]) if len(r) else o[:0]
-                for o, r in zip(self._out, rest, strict=True)
-            ]
-            order = _stable_argsort_kernel(released[1])
-            for column, r in zip(self._buf, rest, strict=True):
-                if len(column):
-                    tail = r[~below]
-                    column[kept : kept + len(tail)] = tail
-            kept += int(np.count_nonzero(~below))
-            self._end = kept
-            if kept == head:
-                self._head = self._end = 0
-            return tuple(c[order] if len(c) else c for c in released)  # type: ignore[return-value]
-        self._end = kept
-        if kept == head:
-            self._head = self._end = 0
-        return tuple(o[:n_out] for o in self._out)  # type: ignore[return-value]
+        self._head = head
 
     def snapshot(self) -> dict[str, object]:
         sid, ts, val, q = (b[self._head : self._end].copy() for b in self._buf)
@@ -195,13 +127,3 @@ class EventTimeBuffer:
             np.asarray(snapshot["buffer_value"], np.float64),
             np.asarray(snapshot.get("buffer_quality", np.empty(0)), np.uint8),
         )
-
-
-def _columns(n: int, with_quality: bool) -> list[np.ndarray]:
-    """Empty row columns ``(sid, ts, value, quality)``; quality only when kept."""
-    return [
-        np.empty(n, np.int32),
-        np.empty(n, np.int64),
-        np.empty(n, np.float64),
-        np.empty(n if with_quality else 0, np.uint8),
-    ]

@@ -1,4 +1,4 @@
-"""EventTimeBuffer: sensor order releases each sensor's rows as event order does."""
+"""SensorOrderBuffer releases each sensor's rows as EventTimeBuffer does."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from reference import readings, schedules
 
 from telepipe.markers import MAX_WATERMARK
 from telepipe.operators.event_buffer import EventTimeBuffer
+from telepipe.operators.sensor_order_buffer import SensorOrderBuffer
 
 
 def per_sensor(rows) -> dict[int, list[tuple[int, float, int]]]:
@@ -29,7 +30,7 @@ def test_sensor_order_releases_what_event_order_releases(case) -> None:
     (sid, ts, val), plan = case
     q = np.arange(len(ts), dtype=np.uint8)  # the arrival number rides along
     sid, ts, val = np.asarray(sid, np.int32), np.asarray(ts, np.int64), np.asarray(val)
-    a, b = EventTimeBuffer(True), EventTimeBuffer(True, sensor_order=True)
+    a, b = EventTimeBuffer(True), SensorOrderBuffer(True)
     for lo, hi, watermark in [*plan, (len(ts), len(ts), MAX_WATERMARK)]:
         for buf in (a, b):
             buf.admit(sid[lo:hi], ts[lo:hi], val[lo:hi], q[lo:hi])
@@ -45,7 +46,7 @@ def test_sensor_order_releases_what_event_order_releases(case) -> None:
 
 
 def test_sorts_only_when_a_sensor_is_out_of_order() -> None:
-    buf = EventTimeBuffer(sensor_order=True)
+    buf = SensorOrderBuffer()
     none = np.empty(0, np.uint8)
     # Sensors interleaved out of global ts order, each in its own ts order: no sort.
     buf.admit(np.array([1, 2, 1, 2], np.int32), np.array([10, 5, 11, 6]), np.zeros(4), none)

@@ -23,7 +23,8 @@ from reference import (
 
 from telepipe.errors import ConfigError, SchemaError
 from telepipe.markers import MAX_WATERMARK, Watermark
-from telepipe.operators.threshold_alarm import ThresholdAlarm
+from telepipe.operators.eager_alarm import EagerAlarmLogic
+from telepipe.operators.threshold_alarm import BufferedAlarmLogic, ThresholdAlarm
 from telepipe.schema import ALARMS
 
 VALUES = st.sampled_from([0.0, 1.0, 1.0, 2.0, 2.0, 2.0, 7.5, math.nan, math.inf, -math.inf])
@@ -217,6 +218,54 @@ def test_state_is_bounded_on_an_endless_stream() -> None:
         ts += k * 1_000_000
         logic.on_batch(readings_batch(sid, ts, value))
         logic.on_watermark(int(ts.max()) - 200_000)
-        assert len(logic._retained) <= 2
-        assert logic._n_pend <= 1_000
-    assert len(logic.snapshot()["buffer_ts"]) <= 1_000
+        inner = logic.logic
+        if isinstance(inner, EagerAlarmLogic):
+            assert len(inner._retained) <= 2
+        assert inner._n_pend <= 1_000
+        assert len(logic.snapshot()["buffer_ts"]) <= 1_000
+
+
+@settings(max_examples=100, deadline=None)
+@given(cases(), st.sampled_from([EagerAlarmLogic, BufferedAlarmLogic]))
+def test_both_ways_of_running_it_match_the_reference(case, kind) -> None:
+    consecutive, sid, ts, value, plan = case
+    logic = kind(1.0, consecutive)
+    got = columns([b for _, bs in drive(logic, sid, ts, value, plan) for b in bs])
+    want = alarms_reference(sid, ts, value, 1.0, consecutive)
+    assert list(
+        zip(
+            got.get("sensor_id", np.empty(0)).tolist(),
+            got.get("ts", np.empty(0)).tolist(),
+            got.get("start_ts", np.empty(0)).tolist(),
+            strict=True,
+        )
+    ) == [a[:3] for a in want]
+
+
+def test_moves_to_buffered_under_jitter_and_back_with_the_same_output() -> None:
+    """Every sensor jittered: the eager logic would repair every batch, so the state
+    moves to the buffered one; in-order data moves it back. Outputs are the same
+    batches as either logic alone gives."""
+    rng = np.random.default_rng(2)
+    jittered = _disordered(rng, 30_000, 40, 6)
+    in_order = _disordered(rng, 30_000, 40, 0)
+    sid = np.concatenate([jittered[0], in_order[0]])
+    ts = np.concatenate([jittered[1], in_order[1] + 40_000_000])
+    value = np.concatenate([jittered[2], in_order[2]])
+    plan = []
+    for lo in range(0, len(ts), 1_000):
+        hi = lo + 1_000
+        plan.append((lo, hi, int(ts[hi:].min()) if hi < len(ts) else None))
+    outputs = {}
+    switching = ThresholdAlarm(threshold=1.0, consecutive=3).build()
+    for name, logic in [
+        ("switching", switching),
+        ("eager", EagerAlarmLogic(1.0, 3)),
+        ("buffered", BufferedAlarmLogic(1.0, 3)),
+    ]:
+        outputs[name] = [b for _, bs in drive(logic, sid, ts, value, plan) for b in bs]
+    assert switching.switches >= 2 and switching.eager
+    assert_same_outputs(outputs["switching"], outputs["eager"])
+    assert_same_outputs(outputs["switching"], outputs["buffered"])
+    want = alarms_reference(sid.tolist(), ts.tolist(), value.tolist(), 1.0, 3)
+    assert columns(outputs["switching"])["ts"].tolist() == [a[1] for a in want]
