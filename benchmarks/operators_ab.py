@@ -1,0 +1,122 @@
+"""A/B of the CEP operators of this checkout against those of an older one, same data.
+
+Extract the older tree first (never committed, never installed):
+
+    git archive 6e61549 | tar -x -C /tmp/telepipe-6e61549
+
+then run one process per tree, alternating, and compare the medians:
+
+    .venv/bin/python benchmarks/operators_ab.py --data simulator --batch-rows 65536
+    .venv/bin/python benchmarks/operators_ab.py --tree /tmp/telepipe-6e61549 --data simulator ...
+
+``--tree`` puts the older tree's ``telepipe/``, ``operators/`` and ``benchmarks/``
+in front of this checkout's, so its operator modules (and what they import from
+``telepipe.*``) are the ones timed. Data: ``ordered`` is ``operators.make_data``
+(each sensor's rows in ts order, ts jittered across sensors); ``simulator`` is
+what the demo publishes (``TelemetryGenerator`` with default options: every
+reading jittered by up to 5 ms at 1 kHz, so each sensor's rows arrive out of
+order), less the rows more than 50 ms behind the running maximum (the source
+sets those aside). Batches of ``--batch-rows`` with a watermark after each, as
+``benchmarks/operators.py``; each operator through ``reactivex.from_iterable(...)
+.pipe(op)``, outputs kept. Last line: one JSON object (medians, row counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def _use_tree(tree: Path) -> None:
+    """Import telepipe's core and operators from ``tree`` (an extracted checkout)."""
+    sys.path.insert(0, str(tree / "benchmarks"))
+    import telepipe
+    import telepipe.operators
+
+    telepipe.__path__.insert(0, str(tree / "telepipe"))
+    telepipe.operators.__path__.insert(0, str(tree / "operators"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", type=Path, default=None, help="an extracted older checkout")
+    parser.add_argument("--data", choices=("ordered", "simulator"), default="simulator")
+    parser.add_argument("--readings", type=int, default=2_000_000)
+    parser.add_argument("--batch-rows", type=int, default=65_536)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.tree is not None:
+        _use_tree(args.tree.resolve())
+    else:
+        sys.path.insert(0, str(_REPO / "benchmarks"))
+
+    import numpy as np
+    import polars as pl
+    from _common import emit, machine, median, rate
+    from demo_throughput import to_batches, with_watermarks
+
+    from operators import make_data, run_op
+    from telepipe.operators.hysteresis_alarm import HysteresisAlarm
+    from telepipe.operators.rate_of_change import RateOfChange
+    from telepipe.operators.session_window import SessionWindow
+    from telepipe.operators.sliding_window import SlidingWindow
+    from telepipe.operators.threshold_alarm import ThresholdAlarm
+    from telepipe.operators.tumbling_window import TumblingWindow
+
+    if args.data == "ordered":
+        df = make_data(args.readings, 1000)
+    else:
+        from telepipe.sources.simulator import SimulatorOptions, TelemetryGenerator
+
+        chunks = list(TelemetryGenerator(SimulatorOptions()).chunks(args.readings))
+        ts = np.concatenate([c["ts"] for c in chunks])
+        df = pl.DataFrame(
+            {
+                "sensor_id": np.concatenate([c["sensor_id"] for c in chunks]),
+                "ts_ns": ts,
+                "value": np.concatenate([c["value"] for c in chunks]),
+                "quality": np.zeros(len(ts), np.uint8),
+            }
+        ).filter(pl.Series(ts >= np.maximum.accumulate(ts) - 50_000_000))
+    items = with_watermarks(to_batches(df, args.batch_rows))
+    ops = {
+        "TumblingWindow": TumblingWindow(1000),
+        "ThresholdAlarm": ThresholdAlarm(80.0, 3),
+        "SlidingWindow": SlidingWindow(size_ms=2000, slide_ms=500),
+        "SessionWindow": SessionWindow(gap_ms=100),
+        "HysteresisAlarm": HysteresisAlarm(
+            enter=80.0, exit=70.0, consecutive=3, exit_consecutive=3
+        ),
+        "RateOfChange": RateOfChange(max_rate=20_000.0),
+    }
+    results: list[dict[str, float]] = []
+    for op in ops.values():
+        run_op(items[:40], op)  # load (or compile) its kernels
+    for _ in range(args.repeats):
+        r: dict[str, float] = {}
+        for name, op in ops.items():
+            seconds, out = run_op(items, op)
+            r[name] = rate(df.height, seconds)
+            r[f"{name}_rows_out"] = sum(b.num_rows for b in out)
+        results.append(r)
+    tree = str(args.tree) if args.tree else "this checkout"
+    print(f"{tree}: {args.data} data, {df.height:,} readings, {args.batch_rows}-row batches")
+    for name in ops:
+        print(f"  {name:<16} {median([r[name] for r in results]) / 1e6:7.1f} M/s")
+    summary = {
+        "benchmark": "operators_ab",
+        "tree": tree,
+        "data": args.data,
+        "readings": df.height,
+        "batch_rows": args.batch_rows,
+        "repeats": args.repeats,
+        "machine": machine(),
+    }
+    return emit(summary, results, None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
