@@ -38,10 +38,20 @@ from _common import REPO, emit, machine, median, medians, rate, timed
 from reactivex.subject import Subject
 
 from telepipe.markers import Watermark
-from telepipe.operators._kernels import INT64_MIN, _window_rebuild_kernel, _window_update_kernel
+from telepipe.operators._kernels import (
+    INT64_MIN,
+    _window_rebuild_kernel,
+    _window_table_kernel,
+    _window_update_kernel,
+)
 from telepipe.operators.key_index import KeyIndex
 from telepipe.operators.threshold_alarm import ThresholdAlarm
-from telepipe.operators.tumbling_window import TumblingWindow, _empty_current, _empty_entries
+from telepipe.operators.tumbling_window import (
+    TumblingWindow,
+    _empty_current,
+    _empty_entries,
+    _entries,
+)
 from telepipe.schema import READINGS
 
 SIZE_MS = 1000
@@ -137,24 +147,32 @@ def with_watermarks(batches: list[pa.RecordBatch]) -> list[object]:
 
 
 def kernel_pass(sid: np.ndarray, ts: np.ndarray, val: np.ndarray, cap: int) -> tuple[float, int]:
-    """One timed pass of the window update kernel over all rows; returns (s, capacity).
+    """One timed pass of the window update kernels over all rows; returns (s, capacity).
 
     Slots for every sensor and the per-slot arrays are made first (not timed), as a
-    running operator has them after its first batch.
+    running operator has them after its first batch; the timed pass is the row
+    loop plus folding its moved entries and out-of-order rows into the table.
     """
     size_ns = SIZE_MS * 1_000_000
     fire_below = INT64_MIN // size_ns
     keys = KeyIndex()
     keys.slots(sid)
+    n = len(ts)
     while True:
         table, n_used = _window_rebuild_kernel(*_empty_entries(), INT64_MIN, cap)
-        current = _empty_current(keys.n)
-        seconds, (end, n_used, _late, _need) = timed(
-            lambda t=table, u=n_used, c=current: _window_update_kernel(
-                sid, ts, val, 0, size_ns, fire_below, keys.lookup, c, t, u
+        current, moved, deferred = _empty_current(keys.n), _entries(n), np.empty(n, np.int64)
+
+        def one_pass(t=table, u=n_used, c=current, m=moved, d=deferred) -> bool:
+            _, _, n_moved, n_def = _window_update_kernel(
+                sid, ts, val, 0, size_ns, fire_below, keys.lookup, c, m, 0, d, 0
             )
-        )
-        if end >= len(ts):
+            m_pos, d_pos, _ = _window_table_kernel(
+                m, 0, n_moved, (sid, ts, val), d, 0, n_def, size_ns, t, u
+            )
+            return m_pos == n_moved and d_pos == n_def
+
+        seconds, done = timed(one_pass)
+        if done:
             return seconds, cap
         cap *= 2  # too small: size up and time again (not timed as a resumed pass)
 
