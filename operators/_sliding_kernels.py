@@ -47,44 +47,46 @@ def _windows_of(t, size, slide):
 
 
 @_jit
+def _window_slot(table, s, kw):
+    """The table slot of window ``(s, kw)``, claimed (key set, count 0) if new; and
+    whether it is new."""
+    k_sid, k_win, ia, _ = table
+    mask = k_win.shape[0] - 1
+    h = _hash_kernel(s, kw) & mask
+    while ia[h, I_CNT] != 0:
+        if k_win[h] == kw and k_sid[h] == s:
+            return h, False
+        h = (h + 1) & mask
+    k_sid[h] = s
+    k_win[h] = kw
+    return h, True
+
+
+@_jit
 def _fold_pane(s, klo, khi, pia, pfa, k, table, n_used):
     """Fold pane accumulator ``k`` of sensor ``s`` into windows ``klo..khi``."""
-    k_sid, k_win, ia, fa = table
-    mask = k_win.shape[0] - 1
+    _, _, ia, fa = table
     for kw in range(klo, khi + 1):
-        h = _hash_kernel(s, kw) & mask
-        while True:
-            if ia[h, I_CNT] == 0:
-                k_sid[h] = s
-                k_win[h] = kw
-                _acc_copy(ia, fa, h, pia, pfa, k)
-                n_used += 1
-                break
-            if k_win[h] == kw and k_sid[h] == s:
-                _acc_merge(ia, fa, h, pia, pfa, k)
-                break
-            h = (h + 1) & mask
+        h, new = _window_slot(table, s, kw)
+        if new:
+            _acc_copy(ia, fa, h, pia, pfa, k)
+            n_used += 1
+        else:
+            _acc_merge(ia, fa, h, pia, pfa, k)
     return n_used
 
 
 @_jit
 def _add_row(s, klo, khi, t, seq, v, full, table, n_used):
     """Add one row straight to windows ``klo..khi``."""
-    k_sid, k_win, ia, fa = table
-    mask = k_win.shape[0] - 1
+    _, _, ia, fa = table
     for kw in range(klo, khi + 1):
-        h = _hash_kernel(s, kw) & mask
-        while True:
-            if ia[h, I_CNT] == 0:
-                k_sid[h] = s
-                k_win[h] = kw
-                _acc_first(ia, fa, h, t, seq, v)
-                n_used += 1
-                break
-            if k_win[h] == kw and k_sid[h] == s:
-                _acc_add(ia, fa, h, t, seq, v, full)
-                break
-            h = (h + 1) & mask
+        h, new = _window_slot(table, s, kw)
+        if new:
+            _acc_first(ia, fa, h, t, seq, v)
+            n_used += 1
+        else:
+            _acc_add(ia, fa, h, t, seq, v, full)
     return n_used
 
 

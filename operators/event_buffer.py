@@ -19,7 +19,47 @@ from telepipe.operators._kernels import INT64_MIN, _stable_argsort_kernel
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # sensor_id, ts, value, quality
 
 
-class EventTimeBuffer:
+def split_late(
+    watermark: int, rows: Rows, with_quality: bool
+) -> tuple[np.ndarray | None, Rows | None]:
+    """``(late mask or None, the rows at or above the watermark or None)``."""
+    ts = rows[1]
+    if watermark >= MAX_WATERMARK:
+        return (np.ones(len(ts), bool) if len(ts) else None), None
+    if watermark == INT64_MIN or len(ts) == 0 or int(ts.min()) >= watermark:
+        return None, rows
+    on_time = ts >= watermark
+    sid, ts, val, q = rows
+    q = q[on_time] if with_quality else q
+    return ~on_time, (sid[on_time], ts[on_time], val[on_time], q)
+
+
+class LateSplit:
+    """``admit``: the rows at or above the watermark to ``_hold``, the others counted late."""
+
+    watermark: int
+    late_rows: int
+    with_quality: bool
+
+    def admit(
+        self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray, q: np.ndarray
+    ) -> np.ndarray | None:
+        """Buffer the rows at or above the watermark; count the others as late.
+
+        Returns the late rows' mask, or None when none is late.
+        """
+        late, rows = split_late(self.watermark, (sid, ts, val, q), self.with_quality)
+        if late is not None:
+            self.late_rows += int(np.count_nonzero(late))
+        if rows is not None:
+            self._hold(*rows)
+        return late
+
+    def _hold(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray, q: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+class EventTimeBuffer(LateSplit):
     """``quality`` is kept only when ``with_quality`` (operators passing readings on)."""
 
     def __init__(self, with_quality: bool = False) -> None:
@@ -43,28 +83,6 @@ class EventTimeBuffer:
     def capacity(self) -> int:
         return len(self._buf[1])
 
-    def admit(
-        self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray, q: np.ndarray
-    ) -> np.ndarray | None:
-        """Buffer the rows at or above the watermark; count the others as late.
-
-        Returns the late rows' mask, or None when none is late.
-        """
-        if self.watermark >= MAX_WATERMARK:
-            self.late_rows += len(ts)
-            return np.ones(len(ts), bool) if len(ts) else None
-        late = None
-        if self.watermark > INT64_MIN:
-            on_time = ts >= self.watermark
-            n_on_time = int(np.count_nonzero(on_time))
-            if n_on_time < len(ts):
-                self.late_rows += len(ts) - n_on_time
-                late = ~on_time
-                sid, ts, val = sid[on_time], ts[on_time], val[on_time]
-                q = q[on_time] if self.with_quality else q
-        self.append(sid, ts, val, q)
-        return late
-
     def release(self, watermark_ns: int) -> Rows | None:
         """Advance the watermark; the rows below it as views (None if it did not advance).
 
@@ -84,6 +102,9 @@ class EventTimeBuffer:
         else:
             self._head = cut
         return rows  # type: ignore[return-value]
+
+    def _hold(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray, q: np.ndarray) -> None:
+        self.append(sid, ts, val, q)
 
     def append(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray, q: np.ndarray) -> None:
         add = len(ts)

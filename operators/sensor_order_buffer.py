@@ -18,6 +18,7 @@ import numpy as np
 from telepipe.markers import MAX_WATERMARK
 from telepipe.operators._buffer_kernels import NEED_KEY, OUT_OF_ORDER, _release_segment_kernel
 from telepipe.operators._kernels import INT64_MIN, _stable_argsort_kernel
+from telepipe.operators.event_buffer import LateSplit
 from telepipe.operators.key_index import KeyIndex, grown_state
 
 _RECHECK = 16
@@ -35,7 +36,7 @@ class _Segment:
         self.low = low
 
 
-class SensorOrderBuffer:
+class SensorOrderBuffer(LateSplit):
     """``quality`` is kept only when ``with_quality`` (operators passing readings on)."""
 
     def __init__(self, with_quality: bool = False) -> None:
@@ -60,27 +61,7 @@ class SensorOrderBuffer:
     def capacity(self) -> int:
         return sum(len(s.columns[1]) for s in self._segments)
 
-    def admit(
-        self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray, q: np.ndarray
-    ) -> np.ndarray | None:
-        """Buffer the rows at or above the watermark; count the others as late.
-
-        Returns the late rows' mask, or None when none is late.
-        """
-        if self.watermark >= MAX_WATERMARK:
-            self.late_rows += len(ts)
-            return np.ones(len(ts), bool) if len(ts) else None
-        late = None
-        if self.watermark > INT64_MIN and len(ts) and int(ts.min()) < self.watermark:
-            on_time = ts >= self.watermark
-            self.late_rows += len(ts) - int(np.count_nonzero(on_time))
-            late = ~on_time
-            sid, ts, val = sid[on_time], ts[on_time], val[on_time]
-            q = q[on_time] if self.with_quality else q
-        self._append(sid, ts, val, q)
-        return late
-
-    def _append(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray, q: np.ndarray) -> None:
+    def _hold(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray, q: np.ndarray) -> None:
         if len(ts) == 0:
             return
         columns = [
@@ -152,7 +133,7 @@ class SensorOrderBuffer:
         self.watermark = int(snapshot["watermark"])  # type: ignore[call-overload]
         self.late_rows = int(snapshot["late_rows"])  # type: ignore[call-overload]
         self._segments = []
-        self._append(
+        self._hold(
             np.asarray(snapshot["buffer_sensor_id"], np.int32),
             np.asarray(snapshot["buffer_ts"], np.int64),
             np.asarray(snapshot["buffer_value"], np.float64),
