@@ -7,7 +7,8 @@ stuck sensors (flatline), some silent ones (heartbeat, sessions) and ~0.5%
 resent rows (dedup). They are cut into 64k-row READINGS batches with a
 watermark after each (running max ts - 50 ms, as the source does).
 
-Each repeat measures, for every operator (except ``Pattern``):
+Each repeat measures, for every operator (``CepPattern``: three readings above 80, then
+one below 20, within 1 s):
 
 (a) the operator through RxPY ``reactivex.from_iterable(items).pipe(Op(...))``,
     batches and watermarks, outputs kept;
@@ -51,6 +52,7 @@ from telepipe.operators.ewma_zscore import EwmaZScore
 from telepipe.operators.flatline import Flatline
 from telepipe.operators.heartbeat_timeout import HeartbeatTimeout
 from telepipe.operators.hysteresis_alarm import HysteresisAlarm
+from telepipe.operators.pattern import Pattern
 from telepipe.operators.rate_of_change import RateOfChange
 from telepipe.operators.resample import Resample
 from telepipe.operators.session_window import SessionWindow
@@ -66,6 +68,7 @@ from detector_reference import (
     hysteresis_reference,
     rate_reference,
 )
+from pattern_reference import pattern_reference
 from reference import alarms_reference
 from window_reference import session_reference
 
@@ -84,6 +87,15 @@ HEARTBEAT = HeartbeatTimeout(timeout_ms=100)
 EWMA = EwmaZScore(alpha=0.1, threshold=3.0, warmup=10)
 DEDUP = Dedup(keep="first")
 RESAMPLE = Resample(interval_ms=100, how="mean")
+# A spike then a drop: three readings above 80 (not necessarily in a row), then one
+# below 20, within 1 s of the first (the sine's swing takes ~0.6 s).
+PATTERN = (
+    Pattern.begin("high", "value > 80")
+    .times(3)
+    .followed_by("low", "value < 20")
+    .within(ms=1000)
+    .operator("spike_then_drop")
+)
 
 
 # ------------------------------------------------------------------------ data
@@ -513,6 +525,13 @@ OPERATORS: list[tuple[str, object, str, str, Callable[..., object]]] = [
         lambda s, t, v: heartbeat_reference(s, t, v, HEARTBEAT),
     ),
     ("EwmaZScore", EWMA, "polars", "ewm_mean (means only)", polars_ewm),
+    (
+        "CepPattern",
+        PATTERN,
+        "py",
+        "pattern_reference",
+        lambda s, t, v: pattern_reference(PATTERN, s, t, v)[0],
+    ),
     ("Dedup", DEDUP, "polars", "unique", polars_dedup),
     ("Resample", RESAMPLE, "polars", "group_by_dynamic", polars_resample),
 ]
