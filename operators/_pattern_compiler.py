@@ -423,3 +423,21 @@ def compile_steps(steps: tuple, within_ms: int | None) -> Compiled:
     trailing, trailing_cond = guard if guard is not None else ("", -1)
     nfa = compile_nfa(elements, trailing, trailing_cond)
     return Compiled(nfa, trees, [st.name for st in steps])
+
+
+def idle_rows_do_nothing(tab: np.ndarray) -> bool:
+    """Whether a row meeting no condition leaves a sensor with no partial match as it
+    is: the start state's walk (as ``_pattern_kernels._walk``) takes nothing and
+    reaches no trailing negation."""
+    cur = 0
+    while cur >= 0:
+        kind = tab[cur, T_KIND]
+        if kind == K_NOTNEXT:
+            cur = int(tab[cur, T_NEXT])
+            continue
+        if kind in (K_TRAIL_NN, K_TRAIL_NFB):
+            return False
+        if tab[cur, T_PROCEED] != 1:
+            return True
+        cur = int(tab[cur, T_NEXT])
+    return True

@@ -17,6 +17,7 @@ caller grows (or collects) and resumes, as the other operator kernels do.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from telepipe.operators._kernels import INT64_MAX, _hash_kernel, _jit
@@ -42,7 +43,10 @@ ST_DONE, ST_KEYS, ST_NODES, ST_OUT = range(4)
 C_DROPPED, C_OVERFLOW = range(2)
 
 
-@_jit
+_inline = numba.njit(cache=True, nogil=True, inline="always")
+
+
+@_inline
 def _put(sl, w, state, flag, done, start_ts, start_pos, n, head):
     sl[w, S_STATE] = state
     sl[w, S_FLAG] = flag
@@ -54,7 +58,7 @@ def _put(sl, w, state, flag, done, start_ts, start_pos, n, head):
     return w + 1
 
 
-@_jit
+@_inline
 def _chain(nd, head, n, into):
     h = head
     for j in range(n - 1, -1, -1):
@@ -62,7 +66,7 @@ def _chain(nd, head, n, into):
         h = nd[h, N_PREV]
 
 
-@_jit
+@_inline
 def _better(sl, a, b, nd, tmp_a, tmp_b):
     """Slot ``a`` wins over ``b``: earlier start, then lexicographically smaller positions."""
     if sl[a, S_START_POS] != sl[b, S_START_POS]:
@@ -77,7 +81,7 @@ def _better(sl, a, b, nd, tmp_a, tmp_b):
     return na < nb
 
 
-@_jit
+@_inline
 def _emit(sl, lo, cnt, sid, nd, o_meta, n_out, tmp_a, tmp_b):
     """Emit held complete matches no earlier partial match can pre-empt; skip past each.
 
@@ -111,7 +115,7 @@ def _emit(sl, lo, cnt, sid, nd, o_meta, n_out, tmp_a, tmp_b):
         cnt = w - lo
 
 
-@_jit
+@_inline
 def _timeout(sl, lo, cnt, t, within, flush, tab):
     """Partial matches older than ``within`` at time ``t`` end: a pending trailing
     ``not_followed_by`` completes, any other is dropped. ``flush`` ends them all."""
@@ -133,7 +137,7 @@ def _timeout(sl, lo, cnt, t, within, flush, tab):
     return w - lo
 
 
-@_jit
+@_inline
 def _cap(sl, cnt, cap, sid, nd, o_meta, n_out, counters, tmp_a, tmp_b):
     """Drop the partial matches of the oldest start event until ``cnt <= cap``."""
     while cnt > cap:
@@ -155,7 +159,7 @@ def _cap(sl, cnt, cap, sid, nd, o_meta, n_out, counters, tmp_a, tmp_b):
     return cnt, n_out
 
 
-@_jit
+@_inline
 def _walk(
     sl,
     w,
@@ -227,6 +231,7 @@ def _walk(
 
 @_jit
 def _pattern_run_kernel(
+    skip_idle,
     start,
     sid,
     ts,
@@ -257,6 +262,9 @@ def _pattern_run_kernel(
 ):
     """Run rows ``start..`` (in (ts, arrival) order; row ``i`` has position ``pos0 + i``).
 
+    With ``skip_idle`` (``idle_rows_do_nothing(tab)``), a row meeting no condition
+    of a sensor with no partial match is passed over (it would change nothing).
+
     Returns ``(row, n_keys, n_nodes, n_out, status)``: ``status`` ST_DONE, or what
     to grow before resuming at ``row``.
     """
@@ -271,6 +279,8 @@ def _pattern_run_kernel(
                 idx = k_idx[h]
                 break
             h = (h + 1) & mask
+        if skip_idle and bits[i] == 0 and (idx < 0 or nslot[idx] == 0):
+            continue
         if idx < 0:
             if (n_keys + 1) * 2 > used.shape[0] or n_keys + 1 > nslot.shape[0]:
                 return i, n_keys, n_nodes, n_out, ST_KEYS

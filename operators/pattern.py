@@ -192,6 +192,7 @@ class CepPatternLogic(DetectorLogic):
         self.trees = compiled.trees
         self.step_names = pa.array(compiled.names, pa.string())
         self.tab = compiled.nfa.table
+        self._skip_idle = pc.idle_rows_do_nothing(self.tab)
         self.within = 0 if op.within_ms is None else op.within_ms * 1_000_000
         self.cap = op.max_partial_matches
         self.L = pc.max_events(compiled.nfa.elements, op.max_match_events)
@@ -299,6 +300,7 @@ class CepPatternLogic(DetectorLogic):
             row = 0
             while True:
                 row, self.n_keys, self.n_nodes, n_out, status = pk._pattern_run_kernel(
+                    self._skip_idle,
                     row,
                     sid,
                     ts,
