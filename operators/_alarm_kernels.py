@@ -5,8 +5,8 @@ machine as it arrives, in arrival order, and the alarms it fires wait until the
 watermark passes them. That equals the event-time result as long as each
 sensor's rows arrive in ts order, which the kernel checks per row. A sensor whose
 row arrives behind one already taken is *repaired*: its rows not yet below the
-watermark are sorted by (ts, arrival) and run again from the state it had at the
-watermark, which is the state recorded before the first of them (every row
+watermark are sorted by (ts, arrival) and run through this same kernel again from the state
+it had at the watermark, which is the state recorded before the first of them (every row
 taken records its sensor's state before it, ``r_before`` / ``s_before``).
 
 Per-sensor state is ``state = (run_len, run_start, last_ts)``, int64 arrays
@@ -22,33 +22,6 @@ import numpy as np
 from telepipe.operators._kernels import INT64_MAX, _jit, _slot_kernel
 
 NEED_KEY = 1  # a sensor without a slot (or slot state) yet
-
-
-@_jit
-def _alarm_step(state, k, t, v, threshold, consecutive, pending, n_pend):
-    """One row through the debounced state machine; returns ``n_pend``.
-
-    An alarm fires when a run of values ``> threshold`` reaches exactly
-    ``consecutive`` (NaN ends a run).
-    """
-    run_len, run_start, _ = state
-    if v > threshold:  # False for NaN
-        r = run_len[k]
-        if r < consecutive:
-            if r == 0:
-                run_start[k] = t
-            r += 1
-            run_len[k] = r
-            if r == consecutive:
-                p_slot, p_ts, p_start, p_val = pending
-                p_slot[n_pend] = k
-                p_ts[n_pend] = t
-                p_start[n_pend] = run_start[k]
-                p_val[n_pend] = v
-                n_pend += 1
-    else:
-        run_len[k] = 0
-    return n_pend
 
 
 @_jit
@@ -81,7 +54,7 @@ def _alarm_admit_kernel(
             r_before[i] = -1
             continue
         s = sid[i]
-        # The dense load inline, the table only on a miss (see _window_update_kernel).
+        # The slot lookup written out, as _key_kernels says why.
         k = -1
         if 0 <= s < dense.shape[0]:
             k = dense[s]
@@ -99,7 +72,7 @@ def _alarm_admit_kernel(
             r_before[i] = -1
             continue
         last_ts[k] = t
-        # _alarm_step, inline (as a call it makes this loop ~5x slower) and without
+        # The state machine inline (as a call it made this loop ~5x slower) and without
         # branches on the value: consecutive rows are other sensors, so whether a
         # value is above the threshold is a coin toss for the branch predictor.
         r = run_len[k]
@@ -137,35 +110,3 @@ def _alarm_waiting_rows_kernel(sid, ts, watermark, lookup, state, only_repair):
         out[n] = i
         n += 1
     return out[:n]
-
-
-@_jit
-def _alarm_replay_kernel(slots, ts, val, r_before, s_before, params, state, pending, n_pend):
-    """Run each sensor's rows again from its state at the watermark.
-
-    Rows come sorted by (slot, ts, arrival); a slot's state at the watermark is
-    the ``before`` of its first row that was taken (``r_before >= 0``), or its
-    current state if none was. ``r_before`` / ``s_before`` are rewritten with the
-    new states. Returns ``n_pend``.
-    """
-    threshold, consecutive = params
-    run_len, run_start, last_ts = state
-    n = slots.shape[0]
-    lo = 0
-    while lo < n:
-        k = slots[lo]
-        hi = lo
-        found = False
-        while hi < n and slots[hi] == k:
-            if not found and r_before[hi] >= 0:
-                run_len[k] = r_before[hi]
-                run_start[k] = s_before[hi]
-                found = True
-            hi += 1
-        for i in range(lo, hi):
-            r_before[i] = run_len[k]
-            s_before[i] = run_start[k]
-            n_pend = _alarm_step(state, k, ts[i], val[i], threshold, consecutive, pending, n_pend)
-        last_ts[k] = ts[hi - 1]
-        lo = hi
-    return n_pend

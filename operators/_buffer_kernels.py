@@ -97,7 +97,7 @@ def _release_segment_kernel(
             continue
         s = s_sid[i]
         if check:
-            # The dense load inline, the table only on a miss (see _window_update_kernel).
+            # The slot lookup written out, as _key_kernels says why.
             k = -1
             if 0 <= s < dense.shape[0]:
                 k = dense[s]

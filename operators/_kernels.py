@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from telepipe.operators._key_kernels import (
-    INT64_MAX,
-    INT64_MIN,
-    _hash_kernel,
-    _jit,
-    _slot_kernel,
-)
+# Re-exported: the other kernel modules take these from here.
+from telepipe.operators._key_kernels import INT64_MAX as INT64_MAX
+from telepipe.operators._key_kernels import INT64_MIN as INT64_MIN
+from telepipe.operators._key_kernels import _hash_kernel as _hash_kernel
+from telepipe.operators._key_kernels import _jit as _jit
+from telepipe.operators._key_kernels import _slot_kernel as _slot_kernel
 
 # ----------------------------------------------------------------- windows
 
@@ -95,8 +94,7 @@ def _window_update_kernel(
             late += 1
             continue
         s = sid[i]
-        # The dense load inline, the table only on a miss: calling _slot_kernel
-        # for every row (even inlined) makes this loop ~4x slower.
+        # The slot lookup written out, as _key_kernels says why.
         k = -1
         if 0 <= s < dense.shape[0]:
             k = dense[s]
@@ -170,25 +168,6 @@ def _window_table_kernel(
         _window_add_kernel(table, h, s, w, 1, v, v, v)
         d_pos += 1
     return m_pos, d_pos, n_used
-
-
-@_jit
-def _window_spill_kernel(keys, n_keys, cur, below, table, n_used):
-    """Move the dense entries of windows ``< below`` into the table (room checked by
-    the caller). Returns ``n_used``."""
-    c_win, c_cnt, c_sm, c_mn, c_mx = cur
-    cnt = table[0]
-    for k in range(n_keys):
-        if c_cnt[k] == 0 or c_win[k] >= below:
-            continue
-        s = keys[k]
-        h = _window_find_kernel(*table[:3], s, c_win[k])
-        if cnt[h] == 0:
-            n_used += 1
-        _window_add_kernel(table, h, s, c_win[k], c_cnt[k], c_sm[k], c_mn[k], c_mx[k])
-        c_cnt[k] = 0
-        c_win[k] = INT64_MIN  # emptied: no row's window, so the hit test needs no count
-    return n_used
 
 
 @_jit

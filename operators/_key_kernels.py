@@ -10,6 +10,17 @@ id) instead of a hash table probed per row. Two parts:
 
 An id is looked up in ``dense`` first and then in the table, so ids put in the
 table before ``dense`` grew past them are still found there.
+
+Row loops write the dense load out and call ``_slot_kernel`` only on a miss::
+
+    k = -1
+    if 0 <= s < dense.shape[0]:
+        k = dense[s]
+    if k < 0:
+        k = _slot_kernel(s, dense, h_key, h_slot)
+
+Calling ``_slot_kernel`` for every row, or a helper doing the dense load
+(``inline="always"`` included), measured 2-5x slower per loop here.
 """
 
 from __future__ import annotations

@@ -138,7 +138,7 @@ def _sliding_update_kernel(
             continue
         klo = max(khi - jmax, purge_below)
         s = sid[i]
-        # The dense load inline, the table only on a miss (see _window_update_kernel).
+        # The slot lookup written out, as _key_kernels says why.
         k = -1
         if 0 <= s < dense.shape[0]:
             k = dense[s]

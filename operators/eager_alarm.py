@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 
 from telepipe.markers import MAX_WATERMARK
-from telepipe.operators._alarm_kernels import _alarm_replay_kernel, _alarm_waiting_rows_kernel
+from telepipe.operators._alarm_kernels import _alarm_waiting_rows_kernel
+from telepipe.operators._kernels import INT64_MIN
 from telepipe.operators.alarm_runs import AlarmRuns
 from telepipe.operators.tumbling_window import readings_arrays
 
@@ -97,11 +98,16 @@ class EagerAlarmLogic(AlarmRuns):
         slots, ts, val, r_before, s_before, where = rows
         self.last_rerun_rows += len(ts)
         order = np.lexsort((where[1], where[0], ts, slots))
-        ordered = [a[order] for a in (slots, ts, val, r_before, s_before)]
-        self._fit_pending(len(order))
-        self._n_pend = _alarm_replay_kernel(
-            *ordered, (self.threshold, self.consecutive), self._state, self._pending, self._n_pend
-        )
+        o_slot, o_ts, o_val, o_r, o_s = (a[order] for a in (slots, ts, val, r_before, s_before))
+        # Each sensor starts again from its run at the watermark; its sorted rows go
+        # through the kernel arriving rows go through (in order now: nothing to repair).
+        first, r0, s0 = _runs_at_watermark(o_slot, o_r, o_s)
+        self._state[0][first], self._state[1][first] = r0, s0
+        self._state[2][o_slot] = INT64_MIN
+        rows = (self._keys.keys[o_slot], o_ts, o_val)
+        _, _, again = self._run_rows(rows, INT64_MIN, (o_r, o_s))
+        assert again == 0, "rows sorted by (sensor, ts, arrival) are in order"
+        ordered = (o_slot, o_ts, o_val, o_r, o_s)
         # The rows' new states before them, back into their batches.
         r_new, s_new = np.empty_like(r_before), np.empty_like(s_before)
         r_new[order], s_new[order] = ordered[3], ordered[4]
@@ -154,9 +160,8 @@ class EagerAlarmLogic(AlarmRuns):
         run_start = self._state[1][:n].copy()
         slots, ts, val, r_before, s_before, where = self._waiting_rows(only_repair=False)
         order = np.lexsort((where[1], where[0], ts, slots))
-        first = order[np.r_[True, slots[order][1:] != slots[order][:-1]]] if len(order) else order
-        run_len[slots[first]] = r_before[first]
-        run_start[slots[first]] = s_before[first]
+        first, r0, s0 = _runs_at_watermark(slots[order], r_before[order], s_before[order])
+        run_len[first], run_start[first] = r0, s0
         return {
             **self._runs_snapshot(run_len, run_start),
             "watermark": self.watermark,
@@ -173,6 +178,18 @@ class EagerAlarmLogic(AlarmRuns):
             np.asarray(snapshot["buffer_ts"], np.int64),
             np.asarray(snapshot["buffer_value"], np.float64),
         )
+
+
+def _runs_at_watermark(
+    slots: np.ndarray, r_before: np.ndarray, s_before: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(slots, run_len, run_start)``: each sensor's run at the watermark, the one
+    recorded before its first taken row (``r_before >= 0``) of rows sorted by
+    (slot, ts, arrival); sensors with none keep their current run."""
+    taken = r_before >= 0
+    t_slot = slots[taken]
+    first = np.flatnonzero(np.r_[True, t_slot[1:] != t_slot[:-1]]) if len(t_slot) else t_slot
+    return t_slot[first], r_before[taken][first], s_before[taken][first]
 
 
 def _whole(view: np.ndarray) -> np.ndarray:

@@ -15,7 +15,6 @@ from telepipe.operators._kernels import (
     _window_count_fired_kernel,
     _window_emit_kernel,
     _window_rebuild_kernel,
-    _window_spill_kernel,
     _window_table_kernel,
     _window_update_kernel,
 )
@@ -166,12 +165,18 @@ class TumblingWindowLogic:
         """Move the dense entries of windows ``< below`` into the table."""
         n = self._keys.n
         win, cnt = self._cur[0][:n], self._cur[1][:n]
-        moving = int(np.count_nonzero((cnt != 0) & (win < below)))
-        if moving:
-            self._grow_table(self._n_used + moving)
-            self._n_used = _window_spill_kernel(
-                self._keys.keys, n, self._cur, below, self._table, self._n_used
-            )
+        moving = np.flatnonzero((cnt != 0) & (win < below))
+        if len(moving) == 0:
+            return
+        self._grow_table(self._n_used + len(moving))
+        entries = (self._keys.keys[moving], *(column[moving] for column in self._cur))
+        no_rows = (np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0, np.float64))
+        _, _, self._n_used = _window_table_kernel(
+            entries, 0, len(moving), no_rows, np.empty(0, np.int64), 0, 0, self.size_ns,
+            self._table, self._n_used,
+        )  # fmt: skip
+        cnt[moving] = 0
+        win[moving] = INT64_MIN  # emptied: no row's window, so the hit test needs no count
 
     def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]:
         if watermark_ns <= self.watermark:
