@@ -7,6 +7,7 @@ built on its own (``telepipe.config.build``) and applied with ``.pipe``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -64,21 +65,23 @@ def connect(
     subject: Subject[Item],
     output: Output,
     restore: dict[str, object] | None = None,
-    late: Callable[[pa.RecordBatch], None] | None = None,
+    late: Callable[[str, pa.RecordBatch], None] | None = None,
 ) -> Observable[Item]:
     """The output's chain applied to the source flow.
 
     A stateful operator (one with ``build()``) runs as a stage named after its
     step, so its snapshot rides every barrier to the sink, and starts from
     ``restore[step]`` when a restart recovered one. Rows an operator finds too
-    late for it go to ``late`` (the runner's ``late_readings`` table).
+    late for it go to ``late(where, rows)``, ``where`` naming the step as
+    ``table.step`` (the runner's ``late_readings`` table and dead letters).
     """
     flow: Observable[Item] = subject
     restore = restore or {}
     for step, op in zip(output.steps, output.operators, strict=True):
         build = getattr(op, "build", None)
         if build is not None:
-            flow = flow.pipe(stage(build, name=step, restore=restore.get(step), late=late))  # type: ignore[arg-type]
+            to = functools.partial(late, f"{output.table}.{step}") if late is not None else None
+            flow = flow.pipe(stage(build, name=step, restore=restore.get(step), late=to))  # type: ignore[arg-type]
         else:
             flow = flow.pipe(op)
     return flow

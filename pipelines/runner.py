@@ -40,7 +40,8 @@ from telepipe.schema import DEAD_LETTERS
 from telepipe.sinks.aeron import AeronSink
 from telepipe.sinks.delta import DeltaSink, DeltaSinkOptions
 from telepipe.sinks.queued import QueuedSink
-from telepipe.sources.decoder import SourceCounters
+from telepipe.sources.decoder import SourceCounters, late_row_letters
+from telepipe.sources.sbe import SbeCodec
 from telepipe.stats import RunStats, print_summary
 
 
@@ -103,6 +104,7 @@ class Runner:
         self.counted: dict[str, int] = {}
         self.child: SimulatorProcess | None = None
         self.publishers: dict[str, AeronSink] = {}
+        self.late_at_steps = 0  # rows operators set aside (the source counts its own)
         self._started = time.monotonic()
 
     def request_stop(self, reason: str) -> None:
@@ -180,7 +182,7 @@ class Runner:
                 observers = [sink.observer(output.table)]
                 if output.table in self.publishers:
                     observers.append(self.publishers[output.table].observer(output.table))
-                late = functools.partial(sink.write, "late_readings")
+                late = functools.partial(self._late_at_step, sink, codec, source_options.stream_id)
                 connect(subject, output, restored.get(output.table), late).subscribe(
                     _counting(observers, self.counted, output.table)
                 )
@@ -305,6 +307,16 @@ class Runner:
                 sink.barrier(name, item)
         subject.on_next(item)
 
+    def _late_at_step(
+        self, sink: Sink, codec: SbeCodec, stream_id: int, where: str, rows: pa.RecordBatch
+    ) -> None:
+        """Rows an operator found too late: to ``late_readings`` and the dead letters."""
+        sink.write("late_readings", rows)
+        self.late_at_steps += rows.num_rows
+        sink.write(
+            "dead_letters", dead_letters_batch(late_row_letters(codec, rows, where, stream_id))
+        )
+
     def _drain_side_outputs(self, source: PulledSource, sink: Sink) -> None:
         for batch in source.take_late():
             sink.write("late_readings", batch)
@@ -318,7 +330,8 @@ class Runner:
     def _refresh(self, source: PulledSource, sink: Sink) -> None:
         s, c = self.stats, source.counters
         s.received, s.messages = c.readings, c.messages
-        s.rejected, s.rejected_by_reason, s.late = c.rejected, dict(c.rejected_by_reason), c.late
+        s.rejected, s.rejected_by_reason = c.rejected, dict(c.rejected_by_reason)
+        s.late = c.late + self.late_at_steps
         s.gaps = getattr(source, "gaps", 0)
         q = sink.queue.counters
         s.queue_depth, s.peak_queue_depth = q.depth, q.peak_depth

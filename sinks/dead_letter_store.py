@@ -183,6 +183,24 @@ class AuditLog:
             yield
 
 
+def laid_out(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The letters with a position each: those with none (position 0: rows an operator
+    found late, which no longer have a wire origin) are laid one after another past
+    the last real position of their (stream, session), in id order."""
+    end: dict[tuple[int, int], int] = {}
+    for row in rows:
+        key = (row["stream_id"], row["session_id"])
+        end[key] = max(end.get(key, 0), row["position"])
+    out = []
+    for row in sorted(rows, key=lambda r: (r["position"] != 0, r["id"])):
+        if row["position"] == 0:
+            key = (row["stream_id"], row["session_id"])
+            end[key] += align(len(row["payload"]) + HEADER_LENGTH)
+            row = {**row, "position": end[key]}
+        out.append(row)
+    return out
+
+
 def check_overlaps(rows: Sequence[dict[str, Any]]) -> None:
     """A capture holds one frame per (stream, session, byte range): two letters whose frames
     would overlap cannot be replayed together (the frame assembler drops the second)."""
@@ -353,7 +371,8 @@ class DeadLetterStore:
         with self.audit.locked():
             seq = self.audit.next_seq()
             full = self.resolve(given)
-            rows = self._rows(full)
+            stored = self._rows(full)
+            rows = laid_out(stored)
             check_overlaps(rows)
             app_id = f"telepipe-dlq-{seq}"
             work = self.data_dir.resolve() / REPLAY_DIR / f"replay-{seq}"
@@ -376,12 +395,13 @@ class DeadLetterStore:
             try:
                 run(cfg, overrides, input_path=str(capture))
             except BaseException as error:
-                self._failed(error, rows, full, start, actor)
+                self._failed(error, stored, full, start, actor)
                 raise  # _failed raises a one-line error for anything else
             stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
             put_back = 0
             if stats.get("exit_reason") != "end of input":  # stopped early (signal, limit)
-                put_back = self._put_back(self._unread(rows, capture))
+                unread = {r["id"] for r in self._unread(rows, capture)}
+                put_back = self._put_back([r for r in stored if r["id"] in unread])
             present = set(self.ids())
             back = [i for i in full if i in present]
             detail = {
@@ -448,4 +468,5 @@ class DeadLetterStore:
         if reason is not None:
             frame = frame.filter(pl.col("reason") == reason)
         frame = frame.sort(["received_ns", "stream_id", "session_id", "position", "id"])
+        frame = frame.unique("id", keep="first", maintain_order=True)  # a row late at two steps
         return frame.head(limit) if limit is not None else frame

@@ -16,10 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from telepipe.dead_letters import DeadLetter
+from telepipe.dead_letters import LATE_READING, DeadLetter
 from telepipe.errors import ConfigError
 from telepipe.markers import CheckpointBarrier, Item, Watermark
-from telepipe.sources.sbe import SbeCodec
+from telepipe.sources.sbe import DecodeResult, SbeCodec
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,7 @@ class TelemetryDecoder:
             key = (messages.streams[last], messages.sessions[last])
             self.positions[key] = messages.positions[last]
             result = self.codec.decode_many(buffer, offsets[mine], lengths[mine])
+            letters = len(self._dead)
             for index, reason, detail in result.rejected:
                 at = int(mine[index])
                 start, length = int(offsets[at]), int(lengths[at])
@@ -147,9 +148,12 @@ class TelemetryDecoder:
             if batch.num_rows:
                 self.counters.readings += batch.num_rows
                 self._since_checkpoint += batch.num_rows
-                batch = self._split_late(key, batch)
+                positions = [messages.positions[int(mine[i])] for i in result.accepted]
+                batch = self._split_late(key, batch, result, positions)
                 if batch.num_rows:
                     items.append(batch)
+            # Rejected and late letters of a session in position order, whatever the polls.
+            self._dead[letters:] = sorted(self._dead[letters:], key=lambda d: d.position)
         if items:
             candidate = min(self._max_ts.values()) - self._bound_ns
             if candidate > self._watermark:
@@ -157,7 +161,13 @@ class TelemetryDecoder:
                 items.append(Watermark(candidate))
         return items
 
-    def _split_late(self, key: tuple[int, int], batch: pa.RecordBatch) -> pa.RecordBatch:
+    def _split_late(
+        self,
+        key: tuple[int, int],
+        batch: pa.RecordBatch,
+        result: DecodeResult,
+        positions: list[int],
+    ) -> pa.RecordBatch:
         ts = batch.column("ts").to_numpy().view(np.int64)
         before = self._max_ts.get(key, int(ts[0]))
         running = np.maximum.accumulate(ts)
@@ -172,7 +182,37 @@ class TelemetryDecoder:
         mask = pa.array(late)
         self._late.append(batch.filter(mask))
         self.counters.late += int(late.sum())
+        self._late_letters(key, batch, late, prior - ts, result, positions)
         return batch.filter(pc.invert(mask))
+
+    def _late_letters(
+        self,
+        key: tuple[int, int],
+        batch: pa.RecordBatch,
+        late: np.ndarray,
+        behind_ns: np.ndarray,
+        result: DecodeResult,
+        positions: list[int],
+    ) -> None:
+        """One ``late_reading`` dead letter per message with late rows, at the message's
+        position, its payload the message re-encoded with only those rows: the same ids
+        whatever the polls, and a replay of the letter feeds exactly the late rows."""
+        message = np.repeat(np.arange(len(positions)), result.counts)
+        bound_ms = self.options.out_of_orderness_ms
+        for m in np.unique(message[late]).tolist():
+            rows = np.flatnonzero(late & (message == m))
+            part = batch.take(pa.array(rows))
+            columns = {f.name: part.column(f.name).to_numpy() for f in batch.schema}
+            root = result.root[m]
+            payload = self.codec.encode(columns, **{n: int(root[n]) for n in root.dtype.names})
+            detail = (
+                f"{rows.size} of {int(result.counts[m])} readings more than {bound_ms} ms "
+                f"behind their session's newest ts (up to {behind_ns[rows].max() / 1e6:.3f} ms)"
+            )
+            letter = DeadLetter(
+                LATE_READING, detail, key[0], key[1], positions[m], time.time_ns(), payload
+            )
+            self._dead.append(letter)
 
     def _reject(
         self, reason: str, detail: str, key: tuple[int, int], position: int, payload: bytes
@@ -252,3 +292,30 @@ class DecodingSource:
 
     def take_late(self) -> list[pa.RecordBatch]:
         return self.decoder.take_late()
+
+
+def late_row_letters(
+    codec: SbeCodec, rows: pa.RecordBatch, where: str, stream_id: int
+) -> list[DeadLetter]:
+    """One ``late_reading`` dead letter per row an operator found behind its watermark.
+
+    Such rows have no wire position left (they passed the source), so each letter is
+    the row alone as a message (root fields 0) at session 0, position 0: its id is the
+    row's content, the same however batches were cut, and a row late at two steps is
+    one letter. ``dlq replay`` lays these out one after another.
+    """
+    if rows.num_rows == 0:
+        return []
+    columns = {f.name: rows.column(f.name).to_numpy(zero_copy_only=False) for f in rows.schema}
+    root = dict.fromkeys(codec.root_dtype.names or (), 0)
+    payloads = codec.encode_each(columns, **root)
+    sensors = rows.column("sensor_id").to_pylist() if "sensor_id" in columns else None
+    ts = columns["ts"].view(np.int64) if "ts" in columns else None
+    now = time.time_ns()
+    letters = []
+    for i, payload in enumerate(payloads):
+        what = f"sensor {sensors[i]} " if sensors is not None else ""
+        what += f"ts {int(ts[i])} " if ts is not None else ""
+        detail = f"{what}behind the watermark minus allowed lateness at step {where}"
+        letters.append(DeadLetter(LATE_READING, detail, stream_id, 0, 0, now, payload))
+    return letters

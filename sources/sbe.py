@@ -63,6 +63,7 @@ class DecodeResult:
     batch: pa.RecordBatch  # all accepted readings, columns per group field
     root: np.ndarray  # one row per accepted message, root block fields (snake_case)
     accepted: np.ndarray  # int64 indices of accepted messages in the input
+    counts: np.ndarray  # int64 readings of each accepted message (the batch's rows, in order)
     rejected: list[tuple[int, str, str]]  # (message index, reason slug, one-line detail)
 
 
@@ -267,6 +268,23 @@ class SbeCodec:
             entries[name] = col
         return out.tobytes()
 
+    def encode_each(self, columns: Mapping[str, np.ndarray], **root: int) -> list[bytes]:
+        """One message per row (same root block), without a Python loop over fields."""
+        names = tuple(self.entry_dtype.names or ())
+        n = len(np.asarray(columns[names[0]])) if names and names[0] in columns else 0
+        template = np.frombuffer(
+            self.encode({c: np.asarray(columns[c])[:1] for c in columns}, **root), np.uint8
+        )
+        if n == 0:
+            return []
+        head = template.size - self.entry_dtype.itemsize
+        out = np.tile(template, (n, 1))
+        entries = np.zeros(n, self.entry_dtype)
+        for name in names:
+            entries[name] = _as_column(name, columns[name], self.entry_dtype[name])
+        out[:, head:] = entries.view(np.uint8).reshape(n, -1)
+        return [row.tobytes() for row in out]
+
     # -- decoding ---------------------------------------------------------------
 
     def decode(self, payload: bytes | bytearray | memoryview) -> DecodeResult:
@@ -346,7 +364,9 @@ class SbeCodec:
             self._reject(int(i), int(code[i]), int(ln[i]), hdr[i], int(gbl[i]), int(num[i]))
             for i in np.flatnonzero(code).tolist()
         ]
-        return DecodeResult(batch=batch, root=root, accepted=accepted, rejected=rejected)
+        return DecodeResult(
+            batch=batch, root=root, accepted=accepted, counts=num[accepted], rejected=rejected
+        )
 
     def _gather_entries(
         self, buf: np.ndarray, starts: np.ndarray, counts: np.ndarray, strides: np.ndarray

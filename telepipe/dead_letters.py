@@ -13,6 +13,8 @@ import pyarrow as pa
 
 from telepipe.schema import DEAD_LETTERS
 
+LATE_READING = "late_reading"  # readings behind the watermark bound (also in ``late_readings``)
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:

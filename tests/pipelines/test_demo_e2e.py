@@ -11,9 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 from helpers import ROOT, free_udp_port
 from reference import alarms_reference
+
+from telepipe.sources.sbe import SbeCodec
 
 N = 300_000
 SEC = 1_000_000_000
@@ -130,6 +133,16 @@ def test_late_readings_go_to_their_own_table(telepipe_cli, tmp_path: Path) -> No
     # Every late row is behind the bound: no window of the table counts it.
     windows = _read(data_dir, "windows")
     assert windows["count"].sum() == readings.height
+    # And each message's late rows are a dead letter holding exactly those rows.
+    letters = _read(data_dir, "dead_letters")
+    assert set(letters["reason"]) == {"late_reading"}
+    codec = SbeCodec.from_xml(ROOT / "conf/schema/telemetry.xml")
+    batches = [codec.decode_one(p).batch for p in letters["payload"]]
+    decoded = pl.from_arrow(pa.Table.from_batches(batches))
+    assert isinstance(decoded, pl.DataFrame)
+    key = ["sensor_id", "ts_ns", "value"]
+    decoded = decoded.with_columns(ts_ns=pl.col("ts").dt.epoch("ns")).select(key)
+    assert decoded.sort(key).equals(late.select(key).sort(key))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

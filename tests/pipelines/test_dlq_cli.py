@@ -18,6 +18,7 @@ from helpers import ROOT, SCHEMA_XML
 from telepipe.dead_letters import DeadLetter, dead_letters_batch
 from telepipe.sinks.dead_letter_store import AuditLog
 from telepipe.sources.capture import CaptureWriter
+from telepipe.sources.decoder import late_row_letters
 from telepipe.sources.frames import align
 from telepipe.sources.sbe import SbeCodec
 
@@ -225,3 +226,50 @@ def test_the_original_replay_still_resumes_after_a_dlq_replay(pristine: Path, da
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert pl.read_delta(str(data / "readings")).height == before
+
+
+def test_late_rows_are_dead_letters_and_a_replay_delivers_them(tmp_path: Path) -> None:
+    # A session's message 500 ms behind its newest ts (the bound is 50 ms): late at the source.
+    payloads = [telemetry(i) for i in range(10)]
+    payloads[6] = CODEC.encode(
+        {"sensor_id": np.arange(100, 104, dtype=np.int32),
+         "ts": np.full(4, T0 - 500_000_000, np.int64), "value": np.ones(4),
+         "quality": np.zeros(4, np.uint8)},
+        source_id=1, batch_seq=6,
+    )  # fmt: skip
+    position, positions = 0, []
+    with CaptureWriter(tmp_path / "capture", channel="aeron:ipc", stream_id=1001) as writer:
+        for i, payload in enumerate(payloads):
+            position += align(len(payload) + 32)
+            positions.append(position)
+            writer.append(
+                payload, received_ns=T0 + i, position=position, session_id=7, stream_id=1001
+            )
+    data = tmp_path / "data"
+    done = telepipe(
+        "replay", "pipeline=demo", f"input={tmp_path / 'capture'}", f"data_dir={data}", "ui=never"
+    )
+    assert done.returncode == 0, done.stderr
+    (late,) = letters(data).filter(pl.col("reason") == "late_reading").iter_rows(named=True)
+    assert (late["session_id"], late["position"]) == (7, positions[6])
+    assert late["payload"] == payloads[6] and "4 of 4 readings" in late["detail"]
+    assert pl.read_delta(str(data / "late_readings")).height == 4
+
+    # Rows an operator set aside have no wire position: they are laid out for the replay.
+    rows = CODEC.decode_one(telemetry(3, 200)).batch
+    at_step = late_row_letters(CODEC, rows, "windows.tumble", 1001)
+    assert len({d.id for d in at_step}) == 10 and {d.position for d in at_step} == {0}
+    write_deltalake(str(data / "dead_letters"), dead_letters_batch(at_step), mode="append")
+    listed = telepipe("dlq", "list", "--data-dir", str(data), "--reason", "late_reading")
+    assert "11 of 11 dead letters" in listed.stdout, listed.stdout
+
+    ids = [late["id"], *(d.id for d in at_step)]
+    done = telepipe(
+        "dlq", "replay", *ids, "--confirm", "--pipeline", "demo", "--data-dir", str(data)
+    )
+    assert done.returncode == 0, done.stderr
+    assert "0 came back" in done.stdout and "14 readings committed" in done.stdout, done.stdout
+    readings = pl.read_delta(str(data / "readings"))
+    assert readings.filter(pl.col("sensor_id").is_between(100, 103)).height == 4
+    assert readings.filter(pl.col("sensor_id").is_between(200, 209)).height == 10
+    assert letters(data).filter(pl.col("reason") == "late_reading").height == 0
