@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from telepipe.operators._kernels import INT64_MAX, _jit, _slot_kernel
+from telepipe.operators._kernels import INT64_MAX, _jit, _slot_kernel, _stable_argsort_kernel
 
 NEED_KEY = 1  # a sensor without a slot (or slot state) yet
 
@@ -110,3 +110,41 @@ def _alarm_waiting_rows_kernel(sid, ts, watermark, lookup, state, only_repair):
         out[n] = i
         n += 1
     return out[:n]
+
+
+@_jit
+def _alarm_due_kernel(pending, n_pend, watermark, keys):
+    """Take the waiting alarms below ``watermark`` (all of them at ``INT64_MAX``) out of
+    ``pending``; the others move up, in order.
+
+    Returns ``(sensor id, ts, run start, value, left)``, sorted by (ts, sensor) with
+    equal pairs in firing order, and how many alarms are left waiting.
+    """
+    p_slot, p_ts, p_start, p_val = pending
+    flush = watermark == INT64_MAX
+    n_due = 0
+    for j in range(n_pend):
+        if flush or p_ts[j] < watermark:
+            n_due += 1
+    sid = np.empty(n_due, np.int64)
+    ts = np.empty(n_due, np.int64)
+    start = np.empty(n_due, np.int64)
+    val = np.empty(n_due)
+    d = 0
+    kept = 0
+    for j in range(n_pend):
+        if flush or p_ts[j] < watermark:
+            sid[d] = keys[p_slot[j]]
+            ts[d] = p_ts[j]
+            start[d] = p_start[j]
+            val[d] = p_val[j]
+            d += 1
+        else:
+            p_slot[kept] = p_slot[j]
+            p_ts[kept] = p_ts[j]
+            p_start[kept] = p_start[j]
+            p_val[kept] = p_val[j]
+            kept += 1
+    by = _stable_argsort_kernel(sid)
+    by = by[_stable_argsort_kernel(ts[by])]
+    return sid[by].astype(np.int32), ts[by], start[by], val[by], kept

@@ -11,8 +11,8 @@ import pyarrow as pa
 
 from telepipe.errors import ConfigError
 from telepipe.markers import MAX_WATERMARK
-from telepipe.operators._alarm_kernels import _alarm_admit_kernel
-from telepipe.operators._kernels import INT64_MIN, _stable_argsort_kernel
+from telepipe.operators._alarm_kernels import _alarm_admit_kernel, _alarm_due_kernel
+from telepipe.operators._kernels import INT64_MIN
 from telepipe.operators.key_index import KeyIndex, grown_state
 from telepipe.schema import ALARMS
 
@@ -78,29 +78,19 @@ class AlarmRuns:
 
     def _emit_due(self, watermark_ns: int) -> list[pa.RecordBatch]:
         """The waiting alarms below the watermark, as one ALARMS batch."""
-        n = self._n_pend
-        p_ts = self._pending[1][:n]
-        due = p_ts < watermark_ns if watermark_ns < MAX_WATERMARK else np.ones(n, bool)
-        if not due.any():
+        if self._n_pend == 0:
             return []
-        out = [column[:n][due] for column in self._pending]
-        kept = n - len(out[0])
-        for column in self._pending:
-            column[:kept] = column[:n][~due]
-        self._n_pend = kept
-        return self._alarms(*out)
-
-    def _alarms(self, slot, ts, start, val) -> list[pa.RecordBatch]:
-        a_sid = self._keys.keys[slot]
-        # Sorted by (ts, sensor), stable: equal (ts, sensor) keep event order.
-        by = _stable_argsort_kernel(a_sid.astype(np.int64))
-        by = by[_stable_argsort_kernel(ts[by])]
+        sid, ts, start, val, self._n_pend = _alarm_due_kernel(
+            self._pending, self._n_pend, min(watermark_ns, MAX_WATERMARK), self._keys.keys
+        )
+        if len(ts) == 0:
+            return []
         n = len(ts)
         columns = [
-            pa.array(a_sid[by], pa.int32()),
-            _timestamps(ts[by]),
-            _timestamps(start[by]),
-            pa.array(val[by], pa.float64()),
+            pa.array(sid, pa.int32()),
+            _timestamps(ts),
+            _timestamps(start),
+            pa.array(val, pa.float64()),
             pa.array(np.full(n, self.threshold), pa.float64()),
             pa.array(np.full(n, self.consecutive, np.int32), pa.int32()),
         ]
