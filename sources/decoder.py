@@ -197,22 +197,28 @@ class TelemetryDecoder:
         """One ``late_reading`` dead letter per message with late rows, at the message's
         position, its payload the message re-encoded with only those rows: the same ids
         whatever the polls, and a replay of the letter feeds exactly the late rows."""
-        message = np.repeat(np.arange(len(positions)), result.counts)
+        rows = np.flatnonzero(late)
+        message = np.repeat(np.arange(len(positions)), result.counts)[rows]
+        columns = {f.name: batch.column(f.name).to_numpy()[rows] for f in batch.schema}
+        behind = behind_ns[rows]
         bound_ms = self.options.out_of_orderness_ms
-        for m in np.unique(message[late]).tolist():
-            rows = np.flatnonzero(late & (message == m))
-            part = batch.take(pa.array(rows))
-            columns = {f.name: part.column(f.name).to_numpy() for f in batch.schema}
-            root = result.root[m]
-            payload = self.codec.encode(columns, **{n: int(root[n]) for n in root.dtype.names})
+        now = time.time_ns()
+        cuts = np.flatnonzero(np.diff(message)) + 1
+        firsts = np.concatenate([[0], cuts])
+        counts = np.diff(np.concatenate([firsts, [len(rows)]]))
+        messages = message[firsts]
+        payloads = self.codec.encode_groups(columns, result.root[messages], counts)
+        worst = np.maximum.reduceat(behind, firsts) / 1e6
+        for m, k, most, payload in zip(
+            messages.tolist(), counts.tolist(), worst.tolist(), payloads, strict=True
+        ):
             detail = (
-                f"{rows.size} of {int(result.counts[m])} readings more than {bound_ms} ms "
-                f"behind their session's newest ts (up to {behind_ns[rows].max() / 1e6:.3f} ms)"
+                f"{k} of {int(result.counts[m])} readings more than {bound_ms} ms "
+                f"behind their session's newest ts (up to {most:.3f} ms)"
             )
-            letter = DeadLetter(
-                LATE_READING, detail, key[0], key[1], positions[m], time.time_ns(), payload
+            self._dead.append(
+                DeadLetter(LATE_READING, detail, key[0], key[1], positions[m], now, payload)
             )
-            self._dead.append(letter)
 
     def _reject(
         self, reason: str, detail: str, key: tuple[int, int], position: int, payload: bytes

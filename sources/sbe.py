@@ -269,21 +269,60 @@ class SbeCodec:
         return out.tobytes()
 
     def encode_each(self, columns: Mapping[str, np.ndarray], **root: int) -> list[bytes]:
-        """One message per row (same root block), without a Python loop over fields."""
+        """One message per row, all with the same root block."""
+        n = len(np.asarray(next(iter(columns.values())))) if columns else 0
+        one = np.frombuffer(self.encode({c: np.asarray(v)[:0] for c, v in columns.items()}, **root),
+                            np.uint8)  # fmt: skip
+        roots = np.repeat(one[self.header_dtype.itemsize :][: self.root_dtype.itemsize]
+                          .view(self.root_dtype), n)  # fmt: skip
+        return self.encode_groups(columns, roots, np.ones(n, np.int64))
+
+    def encode_groups(
+        self, columns: Mapping[str, np.ndarray], roots: np.ndarray, counts: np.ndarray
+    ) -> list[bytes]:
+        """Many messages at once: message ``i`` has root block ``roots[i]`` (a structured
+        array of the root's fields) and the next ``counts[i]`` rows of ``columns``."""
         names = tuple(self.entry_dtype.names or ())
-        n = len(np.asarray(columns[names[0]])) if names and names[0] in columns else 0
-        template = np.frombuffer(
-            self.encode({c: np.asarray(columns[c])[:1] for c in columns}, **root), np.uint8
-        )
-        if n == 0:
-            return []
-        head = template.size - self.entry_dtype.itemsize
-        out = np.tile(template, (n, 1))
+        missing = [c for c in names if c not in columns]
+        unknown = [c for c in columns if c not in names]
+        if missing or unknown:
+            raise SchemaError(
+                f"{self.message_name}: columns missing {missing}, unknown {unknown}; "
+                f"expected {list(names)}"
+            )
+        counts = np.asarray(counts, np.int64)
+        n = int(counts.sum())
         entries = np.zeros(n, self.entry_dtype)
         for name in names:
-            entries[name] = _as_column(name, columns[name], self.entry_dtype[name])
-        out[:, head:] = entries.view(np.uint8).reshape(n, -1)
-        return [row.tobytes() for row in out]
+            col = _as_column(name, columns[name], self.entry_dtype[name])
+            if len(col) != n:
+                raise SchemaError(f"{self.message_name}: column {name!r} has {len(col)} rows, "
+                                  f"the messages {n}")  # fmt: skip
+            entries[name] = col
+        if len(counts) and (counts.min() < 0 or counts.max() > self.max_in_group):
+            raise SchemaError(
+                f"{self.message_name}: readings per message must be in [0, "
+                f"{self.max_in_group}], got up to {int(counts.max())}"
+            )
+        hsize, rsize = self.header_dtype.itemsize, self.root_dtype.itemsize
+        gsize, esize = self.group_header_dtype.itemsize, self.entry_dtype.itemsize
+        m = len(counts)
+        head = np.zeros(m, np.dtype([("h", self.header_dtype), ("r", self.root_dtype),
+                                     ("g", self.group_header_dtype)]))  # fmt: skip
+        head["h"]["blockLength"], head["h"]["templateId"] = rsize, self.template_id
+        head["h"]["schemaId"], head["h"]["version"] = self.schema_id, self.version
+        head["r"] = np.asarray(roots).astype(self.root_dtype)
+        head["g"]["blockLength"], head["g"]["numInGroup"] = esize, counts
+        fixed = hsize + rsize + gsize
+        sizes = fixed + counts * esize
+        ends = np.cumsum(sizes)
+        starts = ends - sizes
+        out = np.empty(int(ends[-1]) if m else 0, np.uint8)
+        out[starts[:, None] + np.arange(fixed)] = head.view(np.uint8).reshape(m, fixed)
+        within = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
+        at = np.repeat(starts + fixed, counts) + within * esize
+        out[at[:, None] + np.arange(esize)] = entries.view(np.uint8).reshape(n, esize)
+        return [out[a:b].tobytes() for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
 
     # -- decoding ---------------------------------------------------------------
 

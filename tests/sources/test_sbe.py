@@ -162,6 +162,27 @@ def test_decode_many_equals_per_message(parts: list[tuple[Columns, int]]) -> Non
         assert many.batch.num_rows == 0 and many.root.size == 0
 
 
+@settings(max_examples=50, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(column_sets(max_n=40), max_size=12))
+def test_encode_groups_equals_encode_per_message(parts: list[Columns]) -> None:
+    roots = np.array([(i, 2 * i) for i in range(len(parts))], CODEC.root_dtype)
+    joined = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]} if parts else {
+        c: np.zeros(0, CODEC.entry_dtype[c]) for c in CODEC.entry_dtype.names or ()
+    }  # fmt: skip
+    counts = np.array([len(p["ts"]) for p in parts], np.int64)
+    many = CODEC.encode_groups(joined, roots, counts)
+    assert many == [CODEC.encode(c, source_id=i, batch_seq=2 * i) for i, c in enumerate(parts)]
+    if parts:
+        each = CODEC.encode_each(joined, source_id=3, batch_seq=4)
+        one = {c: v[:1] for c, v in joined.items()}
+        assert len(each) == counts.sum() and (
+            not each or each[0] == CODEC.encode(one, source_id=3, batch_seq=4)
+        )
+    if parts:
+        with pytest.raises(SchemaError, match="rows"):
+            CODEC.encode_groups(joined, roots, counts + 1)
+
+
 def ref_rows(cols: Columns) -> list[dict[str, object]]:
     keys = {"sensor_id": "sensorId", "ts": "ts", "value": "value", "quality": "quality"}
     n = len(cols["ts"])
