@@ -122,6 +122,27 @@ def test_replays_with_other_batch_sizes_and_speeds_are_identical(
     assert_same_tables(recorded["live"], tmp_path / "replayed")
 
 
+def test_compaction_keeps_every_row_once_in_fewer_files(
+    recorded: dict[str, Path], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "compacted"
+    extra = ["source.checkpoint_every_readings=10000", "sink.compact_every_commits=3",
+             "replay.speed=1"]  # fmt: skip
+    done = replay(recorded["capture"], data_dir, *extra)
+    assert done.returncode == 0, done.stderr
+    assert_same_tables(recorded["live"], data_dir)
+    from deltalake import DeltaTable
+
+    readings = DeltaTable(str(data_dir / "readings"))
+    actions = [h.get("operation") for h in readings.history()]
+    assert actions.count("OPTIMIZE") >= 2
+    assert len(readings.file_uris()) < actions.count("WRITE") // 2
+    # A second replay of the same input into it commits nothing new.
+    again = replay(recorded["capture"], data_dir, *extra)
+    assert again.returncode == 0, again.stderr
+    assert_same_tables(recorded["live"], data_dir)
+
+
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     recorded: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -133,6 +154,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     extra = [
         "source.checkpoint_every_readings=10000",
         "replay.batch_messages=4",
+        "sink.compact_every_commits=3",  # kills also land mid-compaction
         "replay.speed=0.2",
     ]
     while kills < 12:
@@ -147,7 +169,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
         kills += 1
-    done = replay(recorded["capture"], data_dir, *extra[:2])
+    done = replay(recorded["capture"], data_dir, *extra[:3])
     assert done.returncode == 0, done.stderr
     assert kills >= 10
     assert_same_tables(recorded["live"], data_dir)
