@@ -75,7 +75,12 @@ def emit(summary: dict[str, object], results: list[dict[str, float]], out: Path 
     """Add the rounded medians and runs to ``summary``; print it as the last line (and to ``out``)."""
     summary["median"] = {k: round(v, 4) for k, v in medians(results).items()}
     summary["runs"] = [{k: round(v, 4) for k, v in r.items()} for r in results]
-    line = json.dumps(summary, sort_keys=True)
+    return write_json(summary, out)
+
+
+def write_json(summary: dict[str, object], out: Path | None) -> int:
+    """Print ``summary`` as one JSON line, the script's last (and write it to ``out``)."""
+    line = json.dumps(summary, sort_keys=True, default=str)
     if out is not None:
         out.write_text(line + "\n")
     print(line)

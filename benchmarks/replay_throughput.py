@@ -45,7 +45,7 @@ from pathlib import Path
 
 import polars as pl
 from _archive_writer import capture_initial_term_ids, write_archive
-from _common import REPO, machine, median, rate, timed
+from _common import REPO, machine, median, rate, timed, write_json
 
 from telepipe.sources.capture import CaptureReader
 from telepipe.sources.decoder import DecoderOptions, MessageBuffer, TelemetryDecoder
@@ -325,11 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"work directory kept: {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
-    line = json.dumps(summary, sort_keys=True, default=str)
-    if args.out is not None:
-        args.out.write_text(line + "\n")
-    print(line)
-    return 0
+    return write_json(summary, args.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import REPO, machine
+from _common import REPO, machine, write_json
 
 PAGE_MB = 1 / 1024  # /proc/<pid>/status VmRSS is in kB
 
@@ -128,11 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['pipeline_rss_slope_mb_per_min_second_half']} MB/min; per minute (median MB): "
         f"{per_minute}"
     )
-    line = json.dumps(result, sort_keys=True)
-    if args.out is not None:
-        args.out.write_text(line + "\n")
-    print(line)
-    return 0
+    return write_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -230,6 +230,31 @@ class SbeCodec:
     # -- encoding ---------------------------------------------------------------
 
     def encode(self, columns: Mapping[str, np.ndarray], **root: int) -> bytes:
+        cols, n = self._entry_columns(columns)
+        if n > self.max_in_group:
+            raise SchemaError(
+                f"{self.message_name}: {n} readings exceed the group's max numInGroup "
+                f"{self.max_in_group}; split the batch"
+            )
+        block = self._root_block(root)
+        hsize, rsize = self.header_dtype.itemsize, self.root_dtype.itemsize
+        gsize, esize = self.group_header_dtype.itemsize, self.entry_dtype.itemsize
+        out = np.zeros(hsize + rsize + gsize + n * esize, np.uint8)
+        header = out[:hsize].view(self.header_dtype)
+        header["blockLength"], header["templateId"] = rsize, self.template_id
+        header["schemaId"], header["version"] = self.schema_id, self.version
+        out[hsize : hsize + rsize] = block.view(np.uint8)
+        group_header = out[hsize + rsize : hsize + rsize + gsize].view(self.group_header_dtype)
+        group_header["blockLength"], group_header["numInGroup"] = esize, n
+        entries = out[hsize + rsize + gsize :].view(self.entry_dtype)
+        for name, col in cols.items():
+            entries[name] = col
+        return out.tobytes()
+
+    def _entry_columns(
+        self, columns: Mapping[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], int]:
+        """One checked, converted array per group field, and their common length."""
         names = tuple(self.entry_dtype.names or ())
         missing = [c for c in names if c not in columns]
         unknown = [c for c in columns if c not in names]
@@ -242,63 +267,40 @@ class SbeCodec:
         lengths = {len(v) for v in cols.values()}
         if len(lengths) > 1:
             raise SchemaError(f"{self.message_name}: columns differ in length {sorted(lengths)}")
-        n = lengths.pop() if lengths else 0
-        if n > self.max_in_group:
-            raise SchemaError(
-                f"{self.message_name}: {n} readings exceed the group's max numInGroup "
-                f"{self.max_in_group}; split the batch"
-            )
-        root_names = tuple(self.root_dtype.names or ())
-        if set(root) != set(root_names):
-            given, expected = sorted(root), list(root_names)
-            raise SchemaError(f"{self.message_name}: root fields {given}, expected {expected}")
-        hsize, rsize = self.header_dtype.itemsize, self.root_dtype.itemsize
-        gsize, esize = self.group_header_dtype.itemsize, self.entry_dtype.itemsize
-        out = np.zeros(hsize + rsize + gsize + n * esize, np.uint8)
-        header = out[:hsize].view(self.header_dtype)
-        header["blockLength"], header["templateId"] = rsize, self.template_id
-        header["schemaId"], header["version"] = self.schema_id, self.version
-        block = out[hsize : hsize + rsize].view(self.root_dtype)
-        for name in root_names:
-            block[name] = _as_column(name, np.array([root[name]]), self.root_dtype[name])
-        group_header = out[hsize + rsize : hsize + rsize + gsize].view(self.group_header_dtype)
-        group_header["blockLength"], group_header["numInGroup"] = esize, n
-        entries = out[hsize + rsize + gsize :].view(self.entry_dtype)
-        for name, col in cols.items():
-            entries[name] = col
-        return out.tobytes()
+        return cols, lengths.pop() if lengths else 0
 
     def encode_each(self, columns: Mapping[str, np.ndarray], **root: int) -> list[bytes]:
         """One message per row, all with the same root block."""
         n = len(np.asarray(next(iter(columns.values())))) if columns else 0
-        one = np.frombuffer(self.encode({c: np.asarray(v)[:0] for c, v in columns.items()}, **root),
-                            np.uint8)  # fmt: skip
-        roots = np.repeat(one[self.header_dtype.itemsize :][: self.root_dtype.itemsize]
-                          .view(self.root_dtype), n)  # fmt: skip
-        return self.encode_groups(columns, roots, np.ones(n, np.int64))
+        return self.encode_groups(
+            columns, np.repeat(self._root_block(root), n), np.ones(n, np.int64)
+        )
+
+    def _root_block(self, root: Mapping[str, int]) -> np.ndarray:
+        """One root block (a 1-element structured array) from its fields' values."""
+        root_names = tuple(self.root_dtype.names or ())
+        if set(root) != set(root_names):
+            given, expected = sorted(root), list(root_names)
+            raise SchemaError(f"{self.message_name}: root fields {given}, expected {expected}")
+        block = np.zeros(1, self.root_dtype)
+        for name in root_names:
+            block[name] = _as_column(name, np.array([root[name]]), self.root_dtype[name])
+        return block
 
     def encode_groups(
         self, columns: Mapping[str, np.ndarray], roots: np.ndarray, counts: np.ndarray
     ) -> list[bytes]:
         """Many messages at once: message ``i`` has root block ``roots[i]`` (a structured
         array of the root's fields) and the next ``counts[i]`` rows of ``columns``."""
-        names = tuple(self.entry_dtype.names or ())
-        missing = [c for c in names if c not in columns]
-        unknown = [c for c in columns if c not in names]
-        if missing or unknown:
-            raise SchemaError(
-                f"{self.message_name}: columns missing {missing}, unknown {unknown}; "
-                f"expected {list(names)}"
-            )
         counts = np.asarray(counts, np.int64)
-        n = int(counts.sum())
+        cols, n = self._entry_columns(columns)
         entries = np.zeros(n, self.entry_dtype)
-        for name in names:
-            col = _as_column(name, columns[name], self.entry_dtype[name])
-            if len(col) != n:
-                raise SchemaError(f"{self.message_name}: column {name!r} has {len(col)} rows, "
-                                  f"the messages {n}")  # fmt: skip
+        for name, col in cols.items():
             entries[name] = col
+        if n != int(counts.sum()):
+            raise SchemaError(
+                f"{self.message_name}: the columns have {n} rows, the messages {int(counts.sum())}"
+            )
         if len(counts) and (counts.min() < 0 or counts.max() > self.max_in_group):
             raise SchemaError(
                 f"{self.message_name}: readings per message must be in [0, "
@@ -319,9 +321,15 @@ class SbeCodec:
         starts = ends - sizes
         out = np.empty(int(ends[-1]) if m else 0, np.uint8)
         out[starts[:, None] + np.arange(fixed)] = head.view(np.uint8).reshape(m, fixed)
-        within = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
-        at = np.repeat(starts + fixed, counts) + within * esize
-        out[at[:, None] + np.arange(esize)] = entries.view(np.uint8).reshape(n, esize)
+        flat = entries.view(np.uint8)
+        if m <= 16:  # few messages (a publisher's batch): one slice copy each
+            first = np.cumsum(counts) - counts
+            for start, a, k in zip(starts.tolist(), first.tolist(), counts.tolist(), strict=True):
+                out[start + fixed : start + fixed + k * esize] = flat[a * esize : (a + k) * esize]
+        else:
+            within = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
+            at = np.repeat(starts + fixed, counts) + within * esize
+            out[at[:, None] + np.arange(esize)] = flat.reshape(n, esize)
         return [out[a:b].tobytes() for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
 
     # -- decoding ---------------------------------------------------------------
