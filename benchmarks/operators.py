@@ -403,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     small_items = with_watermarks(to_batches(small, 8192))
     bound_pass(*(small[c].to_numpy() for c in ("sensor_id", "ts_ns", "value")), args.sensors)
     half_passes(*(small[c].to_numpy() for c in ("sensor_id", "ts_ns", "value")), args.sensors)
+    guarded_pass(guarded_batches(small_items), args.sensors)
     run_both(small_items)
     run_both(small_items, threaded=True)
     for _name, operator, *_ in OPERATORS:
