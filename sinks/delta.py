@@ -42,6 +42,9 @@ class DeltaSinkOptions:
     # RSS here), so without it an endless run grows by ~10 MB/min (benchmarks/soak.py).
     compact_every_commits: int = 100
     target_file_mb: int = 128
+    # After a compaction, delete the files it replaced once they are this old (Delta's
+    # default 7 days keeps time travel and slow readers safe); None: never.
+    vacuum_retention_hours: int | None = 168
 
     def __post_init__(self) -> None:
         if not self.app_id:
@@ -54,6 +57,13 @@ class DeltaSinkOptions:
             )
         if self.target_file_mb < 1:
             raise ConfigError(f"sink.target_file_mb must be >= 1, got {self.target_file_mb}")
+        hours = self.vacuum_retention_hours
+        if hours is not None and (
+            isinstance(hours, bool) or not isinstance(hours, int) or hours < 0
+        ):
+            raise ConfigError(
+                f"sink.vacuum_retention_hours must be null or an int >= 0, got {hours!r}"
+            )
         if isinstance(self.queue, dict):  # built from YAML without a nested _target_
             object.__setattr__(self, "queue", BoundaryOptions(**self.queue))
 
@@ -74,6 +84,7 @@ class TableState:
     table: DeltaTable | None = None  # kept open once the table exists
     compactions: int = 0
     files_compacted: int = 0
+    files_vacuumed: int = 0
 
 
 class DeltaSink(QueuedSink):
@@ -168,7 +179,9 @@ class DeltaSink(QueuedSink):
     def _compact(self, state: TableState) -> None:
         """Rewrite the table's small files into ``target_file_mb`` ones (an OPTIMIZE
         commit: same rows, no application transaction, so recovery and exactly-once
-        are unaffected). The replaced files stay on disk until a ``vacuum``."""
+        are unaffected); then a vacuum deletes the files it replaced once they are
+        ``vacuum_retention_hours`` old. Below Delta's 168 h that is only safe when
+        no other writer (another pipeline, a ``dlq replay``) shares the table."""
         assert state.table is not None
         metrics = state.table.optimize.compact(
             target_size=self.options.target_file_mb * 2**20,
@@ -176,6 +189,14 @@ class DeltaSink(QueuedSink):
         )
         state.compactions += 1
         state.files_compacted += int(metrics.get("numFilesRemoved", 0))
+        hours = self.options.vacuum_retention_hours
+        if hours is not None:
+            state.files_vacuumed += len(
+                state.table.vacuum(
+                    retention_hours=hours, dry_run=False, enforce_retention_duration=False,
+                    commit_properties=CommitProperties(custom_metadata={"telepipe.action": "vacuum"}),
+                )
+            )  # fmt: skip
 
     def _save_state(self, state: TableState, barrier: CheckpointBarrier) -> str:
         # Per app id: a DLQ replay (its own app id) into the same data_dir must not

@@ -136,11 +136,34 @@ def test_compaction_keeps_every_row_once_in_fewer_files(
     readings = DeltaTable(str(data_dir / "readings"))
     actions = [h.get("operation") for h in readings.history()]
     assert actions.count("OPTIMIZE") >= 2
-    assert len(readings.file_uris()) < actions.count("WRITE") // 2
+    live = {Path(u).name for u in readings.file_uris()}
+    assert len(live) < actions.count("WRITE") // 2
+    # The default retention (168 h) kept the replaced files on disk.
+    assert len(list((data_dir / "readings").glob("*.parquet"))) > len(live)
     # A second replay of the same input into it commits nothing new.
     again = replay(recorded["capture"], data_dir, *extra)
     assert again.returncode == 0, again.stderr
     assert_same_tables(recorded["live"], data_dir)
+
+
+def test_vacuum_after_compaction_deletes_the_replaced_files(
+    recorded: dict[str, Path], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "vacuumed"
+    extra = ["source.checkpoint_every_readings=10000", "sink.compact_every_commits=3",
+             "sink.vacuum_retention_hours=0", "replay.speed=1"]  # fmt: skip
+    done = replay(recorded["capture"], data_dir, *extra)
+    assert done.returncode == 0, done.stderr
+    assert_same_tables(recorded["live"], data_dir)
+    from deltalake import DeltaTable
+
+    live = {Path(u).name for u in DeltaTable(str(data_dir / "readings")).file_uris()}
+    on_disk = {p.name for p in (data_dir / "readings").glob("*.parquet")}
+    # Only files written after the last vacuum are not live any more (none here, or
+    # those the last compaction replaced).
+    assert live <= on_disk and len(on_disk) <= len(live) + 3
+    bad = replay(recorded["capture"], tmp_path / "x", "sink.vacuum_retention_hours=-1")
+    assert bad.returncode == 2 and "vacuum_retention_hours" in bad.stderr
 
 
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
