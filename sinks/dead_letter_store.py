@@ -36,7 +36,7 @@ import os
 import re
 import shutil
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -183,22 +183,38 @@ class AuditLog:
             yield
 
 
-def laid_out(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def laid_out(
+    rows: Sequence[dict[str, Any]], order: Callable[[dict[str, Any]], int] = lambda r: 0
+) -> list[dict[str, Any]]:
     """The letters with a position each: those with none (position 0: rows an operator
     found late, which no longer have a wire origin) are laid one after another past
-    the last real position of their (stream, session), in id order."""
+    the last real position of their (stream, session), by ``order`` (their event time,
+    so the replay's source finds none of them late again), then id."""
     end: dict[tuple[int, int], int] = {}
     for row in rows:
         key = (row["stream_id"], row["session_id"])
         end[key] = max(end.get(key, 0), row["position"])
     out = []
-    for row in sorted(rows, key=lambda r: (r["position"] != 0, r["id"])):
+    unplaced = sorted((r for r in rows if r["position"] == 0), key=lambda r: (order(r), r["id"]))
+    for row in [*(r for r in rows if r["position"] != 0), *unplaced]:
         if row["position"] == 0:
             key = (row["stream_id"], row["session_id"])
             end[key] += align(len(row["payload"]) + HEADER_LENGTH)
             row = {**row, "position": end[key]}
         out.append(row)
     return out
+
+
+def _first_ts(codec: Any) -> Callable[[dict[str, Any]], int]:
+    """A letter's first reading's ts as ``codec`` decodes it (0 if it does not decode)."""
+
+    def ts(row: dict[str, Any]) -> int:
+        batch = codec.decode(row["payload"]).batch
+        if not batch.num_rows or "ts" not in batch.schema.names:
+            return 0
+        return int(batch.column("ts").cast(pa.int64())[0].as_py())
+
+    return ts
 
 
 def check_overlaps(rows: Sequence[dict[str, Any]]) -> None:
@@ -364,7 +380,7 @@ class DeadLetterStore:
         extra_overrides: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Run these dead letters back through ``pipeline``; returns the final audit entry."""
-        from telepipe.config import load
+        from telepipe.config import build, load
         from telepipe.pipelines.runner import run
 
         given = self._prepare(ids, confirm, "replay")
@@ -372,8 +388,6 @@ class DeadLetterStore:
             seq = self.audit.next_seq()
             full = self.resolve(given)
             stored = self._rows(full)
-            rows = laid_out(stored)
-            check_overlaps(rows)
             app_id = f"telepipe-dlq-{seq}"
             work = self.data_dir.resolve() / REPLAY_DIR / f"replay-{seq}"
             capture, stats_file = work / "capture", work / "stats.json"
@@ -387,6 +401,8 @@ class DeadLetterStore:
                 *extra_overrides,
             ]
             cfg = load(overrides)  # a bad pipeline or override fails before any change
+            rows = laid_out(stored, _first_ts(build(cfg.schema, "schema")))
+            check_overlaps(rows)
             shutil.rmtree(work, ignore_errors=True)  # left by a crash before replay_start
             write_capture(capture, rows)
             start = {"pipeline": pipeline, "app_id": app_id, "capture": str(capture)}

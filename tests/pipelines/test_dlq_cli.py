@@ -255,8 +255,12 @@ def test_late_rows_are_dead_letters_and_a_replay_delivers_them(tmp_path: Path) -
     assert late["payload"] == payloads[6] and "4 of 4 readings" in late["detail"]
     assert pl.read_delta(str(data / "late_readings")).height == 4
 
-    # Rows an operator set aside have no wire position: they are laid out for the replay.
-    rows = CODEC.decode_one(telemetry(3, 200)).batch
+    # Rows an operator set aside have no wire position: the replay lays them out in ts
+    # order (ids would put them out of order, 100 ms apart: late again at the source).
+    step_rows = {"sensor_id": np.arange(200, 210, dtype=np.int32),
+                 "ts": T0 - np.arange(10, dtype=np.int64) * 100_000_000,
+                 "value": np.ones(10), "quality": np.zeros(10, np.uint8)}  # fmt: skip
+    rows = CODEC.decode_one(CODEC.encode(step_rows, source_id=0, batch_seq=0)).batch
     at_step = late_row_letters(CODEC, rows, "windows.tumble", 1001)
     assert len({d.id for d in at_step}) == 10 and {d.position for d in at_step} == {0}
     write_deltalake(str(data / "dead_letters"), dead_letters_batch(at_step), mode="append")
