@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+import pyarrow as pa
 from _bound import CONSECUTIVE, MS, SIZE_MS, THRESHOLD
 from _common import timed
+
+from telepipe.markers import MAX_WATERMARK, Watermark
+from telepipe.operators.tumbling_window import readings_arrays
 
 INT64_MIN = np.iinfo(np.int64).min
 
@@ -191,18 +195,11 @@ def guarded_pass(
 def guarded_batches(items: list[object]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
     """The operators' items as ``(sid, ts, val, watermark after)``, ending with the end of
     input (the flush a completed flow gives the operators)."""
-    import pyarrow as pa
-
-    from telepipe.markers import MAX_WATERMARK, Watermark
-
     out: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
     for item in items:
         if isinstance(item, pa.RecordBatch):
-            sid = item.column("sensor_id").to_numpy().astype(np.int64)
-            ts = item.column("ts").to_numpy().view(np.int64)
-            out.append((sid, ts, item.column("value").to_numpy(), INT64_MIN))
+            out.append((*readings_arrays(item), INT64_MIN))
         elif isinstance(item, Watermark) and out:
             out[-1] = (*out[-1][:3], int(item.ts_ns))
-    empty = np.empty(0, np.int64)
-    out.append((empty, empty, np.empty(0), int(MAX_WATERMARK)))
+    out.append((np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0), int(MAX_WATERMARK)))
     return out

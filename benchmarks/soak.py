@@ -4,7 +4,7 @@ line after warm-up; a leak as a slope.
 
 Runs ``telepipe run pipeline=<--pipeline>`` with the simulator publishing
 ``--rate`` readings/s, samples the RSS of the pipeline process and of its simulator
-child from ``/proc`` every ``--sample-s`` seconds, stops the run with SIGINT (a
+child (psutil, as ``RunStats`` does) every ``--sample-s`` seconds, stops the run with SIGINT (a
 graceful stop: everything received is committed) after ``--minutes``, and reports
 RSS per minute, the slope over the second half (least squares, MB per minute), the
 readings committed and the final table sizes. Long: not part of the test suite.
@@ -24,27 +24,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 from _common import REPO, machine, write_json
 
-PAGE_MB = 1 / 1024  # /proc/<pid>/status VmRSS is in kB
 
-
-def rss_mb(pid: int) -> float | None:
+def rss_mb(process: psutil.Process) -> float | None:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * PAGE_MB
-    except (FileNotFoundError, ProcessLookupError):
+        return process.memory_info().rss / 2**20
+    except psutil.Error:  # it has just exited
         return None
-    return None
-
-
-def children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except FileNotFoundError:
-        return []
-    return [int(p) for p in text.split()]
 
 
 def slope_mb_per_min(t_s: np.ndarray, mb: np.ndarray) -> float:
@@ -74,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         started = time.monotonic()
         samples: list[tuple[float, float, float]] = []  # (s, pipeline MB, simulator MB)
+        pipeline = psutil.Process(run.pid)
         while run.poll() is None and time.monotonic() - started < args.minutes * 60:
-            mine = rss_mb(run.pid)
-            sim = sum(rss_mb(c) or 0.0 for c in children(run.pid))
+            mine = rss_mb(pipeline)
+            sim = sum(rss_mb(c) or 0.0 for c in pipeline.children())
             if mine is not None:
                 samples.append((time.monotonic() - started, mine, sim))
             time.sleep(args.sample_s)

@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow as pa
 
 from telepipe.errors import ConfigError
-from telepipe.markers import MAX_WATERMARK
 from telepipe.operators._alarm_kernels import _alarm_admit_kernel, _alarm_due_kernel
 from telepipe.operators._kernels import INT64_MIN
 from telepipe.operators.key_index import KeyIndex, grown_state
@@ -81,11 +80,11 @@ class AlarmRuns:
         if self._n_pend == 0:
             return []
         sid, ts, start, val, self._n_pend = _alarm_due_kernel(
-            self._pending, self._n_pend, min(watermark_ns, MAX_WATERMARK), self._keys.keys
+            self._pending, self._n_pend, watermark_ns, self._keys.keys
         )
-        if len(ts) == 0:
-            return []
         n = len(ts)
+        if n == 0:
+            return []
         columns = [
             pa.array(sid, pa.int32()),
             _timestamps(ts),

@@ -184,7 +184,7 @@ class AuditLog:
 
 
 def laid_out(
-    rows: Sequence[dict[str, Any]], order: Callable[[dict[str, Any]], int] = lambda r: 0
+    rows: Sequence[dict[str, Any]], order: Callable[[dict[str, Any]], int]
 ) -> list[dict[str, Any]]:
     """The letters with a position each: those with none (position 0: rows an operator
     found late, which no longer have a wire origin) are laid one after another past

@@ -182,14 +182,15 @@ class TelemetryDecoder:
         mask = pa.array(late)
         self._late.append(batch.filter(mask))
         self.counters.late += int(late.sum())
-        self._late_letters(key, batch, late, prior - ts, result, positions)
+        rows = np.flatnonzero(late)
+        self._late_letters(key, batch, rows, (prior - ts)[rows], result, positions)
         return batch.filter(pc.invert(mask))
 
     def _late_letters(
         self,
         key: tuple[int, int],
         batch: pa.RecordBatch,
-        late: np.ndarray,
+        rows: np.ndarray,
         behind_ns: np.ndarray,
         result: DecodeResult,
         positions: list[int],
@@ -197,10 +198,9 @@ class TelemetryDecoder:
         """One ``late_reading`` dead letter per message with late rows, at the message's
         position, its payload the message re-encoded with only those rows: the same ids
         whatever the polls, and a replay of the letter feeds exactly the late rows."""
-        rows = np.flatnonzero(late)
-        message = np.repeat(np.arange(len(positions)), result.counts)[rows]
+        # The message of each late row (rows are the messages' readings back to back).
+        message = np.searchsorted(np.cumsum(result.counts), rows, side="right")
         columns = {f.name: batch.column(f.name).to_numpy()[rows] for f in batch.schema}
-        behind = behind_ns[rows]
         bound_ms = self.options.out_of_orderness_ms
         now = time.time_ns()
         cuts = np.flatnonzero(np.diff(message)) + 1
@@ -208,7 +208,7 @@ class TelemetryDecoder:
         counts = np.diff(np.concatenate([firsts, [len(rows)]]))
         messages = message[firsts]
         payloads = self.codec.encode_groups(columns, result.root[messages], counts)
-        worst = np.maximum.reduceat(behind, firsts) / 1e6
+        worst = np.maximum.reduceat(behind_ns, firsts) / 1e6
         for m, k, most, payload in zip(
             messages.tolist(), counts.tolist(), worst.tolist(), payloads, strict=True
         ):

@@ -321,15 +321,9 @@ class SbeCodec:
         starts = ends - sizes
         out = np.empty(int(ends[-1]) if m else 0, np.uint8)
         out[starts[:, None] + np.arange(fixed)] = head.view(np.uint8).reshape(m, fixed)
-        flat = entries.view(np.uint8)
-        if m <= 16:  # few messages (a publisher's batch): one slice copy each
-            first = np.cumsum(counts) - counts
-            for start, a, k in zip(starts.tolist(), first.tolist(), counts.tolist(), strict=True):
-                out[start + fixed : start + fixed + k * esize] = flat[a * esize : (a + k) * esize]
-        else:
-            within = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
-            at = np.repeat(starts + fixed, counts) + within * esize
-            out[at[:, None] + np.arange(esize)] = flat.reshape(n, esize)
+        within = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
+        at = np.repeat(starts + fixed, counts) + within * esize
+        out[at[:, None] + np.arange(esize)] = entries.view(np.uint8).reshape(n, esize)
         return [out[a:b].tobytes() for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
 
     # -- decoding ---------------------------------------------------------------
