@@ -11,6 +11,8 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+RSS_SAMPLES_MAX = 512
+
 
 @dataclass
 class RunStats:
@@ -41,12 +43,21 @@ class RunStats:
     resumed_from: int = 0
     exit_reason: str = ""
 
+    # (seconds, MB), evenly spread over the whole run and never more than
+    # RSS_SAMPLES_MAX: when full, every other sample goes and the spacing doubles.
     rss_mb_over_time: list[tuple[float, float]] = field(default_factory=list)
+    rss_sample_every_s: float = 0.0
 
     def sample_rss(self, at_s: float) -> None:
         rss = round(psutil.Process().memory_info().rss / 2**20, 1)
         self.peak_rss_mb = max(self.peak_rss_mb, rss)
-        self.rss_mb_over_time.append((round(at_s, 2), rss))
+        series = self.rss_mb_over_time
+        if series and at_s - series[-1][0] < self.rss_sample_every_s:
+            return
+        series.append((round(at_s, 2), rss))
+        if len(series) >= RSS_SAMPLES_MAX:
+            del series[1::2]
+            self.rss_sample_every_s = max(2 * self.rss_sample_every_s, series[1][0] - series[0][0])
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
