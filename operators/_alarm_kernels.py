@@ -84,7 +84,9 @@ def _alarm_admit_kernel(
         run_len[k] = min(r + 1, consecutive) * above
         start_ = t if r == 0 else start_  # (a run of none has no start to keep)
         run_start[k] = start_
-        if above and r == consecutive - 1:
+        # The rare test decides the branch: ``above`` alone is the coin toss above
+        # (``above and ...`` branched on it: ~1.2 ns a row).
+        if (r == consecutive - 1) & (above == 1):
             p_slot[n_pend] = k
             p_ts[n_pend] = t
             p_start[n_pend] = start_
