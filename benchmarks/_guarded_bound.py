@@ -18,7 +18,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pyarrow as pa
-from _bound import CONSECUTIVE, MS, SIZE_MS, THRESHOLD
+from _bound import CONSECUTIVE, MS, SIZE_MS, THRESHOLD, line_state
 from _common import timed
 
 from telepipe.markers import MAX_WATERMARK, Watermark
@@ -29,10 +29,14 @@ INT64_MIN = np.iinfo(np.int64).min
 
 @numba.njit(nogil=True)
 def _guarded_kernel(sid, ts, val, watermark, params, ids, state, held, out_w, out_a, fill):
-    """One batch (rows arrived before ``watermark``'s marker), then that watermark."""
+    """One batch (rows arrived before ``watermark``'s marker), then that watermark.
+
+    A slot's state is one cache line (``_bound.line_state``): ``si[k]`` = (window,
+    count, run length, run start, last ts), ``sf[k]`` = (sum, min, max).
+    """
     size_ns, threshold, consecutive = params
     slot_of, keys = ids
-    cur_win, cnt, sm, mn, mx, run_len, run_start, last_ts = state
+    si, sf = state
     h_slot, h_win, h_cnt, h_sum, h_min, h_max, p_slot, p_ts, p_start, p_val = held
     w_sid, w_win, w_cnt, w_mean, w_min, w_max = out_w
     a_sid, a_ts, a_start, a_val = out_a
@@ -55,39 +59,40 @@ def _guarded_kernel(sid, ts, val, watermark, params, ids, state, held, out_w, ou
             n_slots += 1
         elif k == -2:
             raise ValueError("sensor id outside the id table")
-        if t < last_ts[k]:
+        if t < si[k, 4]:
             disorder += 1
-        last_ts[k] = t
+        si[k, 4] = t
         v = val[i]
         if t < lo or t >= hi:
             w = t // size_ns
             lo = w * size_ns
             hi = lo + size_ns
-        if w != cur_win[k]:
-            if cnt[k] > 0:  # the sensor moved on: its window waits for the watermark
+        if w != si[k, 0]:
+            c = si[k, 1]
+            if c > 0:  # the sensor moved on: its window waits for the watermark
                 h_slot[n_held] = k
-                h_win[n_held] = cur_win[k]
-                h_cnt[n_held] = cnt[k]
-                h_sum[n_held] = sm[k]
-                h_min[n_held] = mn[k]
-                h_max[n_held] = mx[k]
+                h_win[n_held] = si[k, 0]
+                h_cnt[n_held] = c
+                h_sum[n_held] = sf[k, 0]
+                h_min[n_held] = sf[k, 1]
+                h_max[n_held] = sf[k, 2]
                 n_held += 1
-            cur_win[k] = w
-            cnt[k] = 1
-            sm[k] = v
-            mn[k] = v
-            mx[k] = v
+            si[k, 0] = w
+            si[k, 1] = 1
+            sf[k, 0] = v
+            sf[k, 1] = v
+            sf[k, 2] = v
         else:
-            cnt[k] += 1
-            sm[k] += v
-            mn[k] = min(mn[k], v)
-            mx[k] = max(mx[k], v)
-        r = run_len[k]
+            si[k, 1] += 1
+            sf[k, 0] += v
+            sf[k, 1] = min(sf[k, 1], v)
+            sf[k, 2] = max(sf[k, 2], v)
+        r = si[k, 2]
         above = np.int64(v > threshold)
-        run_len[k] = min(r + 1, consecutive) * above
-        start = t if r == 0 else run_start[k]
-        run_start[k] = start
-        if above and r == consecutive - 1:
+        si[k, 2] = min(r + 1, consecutive) * above
+        start = t if r == 0 else si[k, 3]
+        si[k, 3] = start
+        if (r == consecutive - 1) & (above == 1):
             p_slot[n_pend] = k
             p_ts[n_pend] = t
             p_start[n_pend] = start
@@ -114,15 +119,16 @@ def _guarded_kernel(sid, ts, val, watermark, params, ids, state, held, out_w, ou
             kept += 1
     n_held = kept
     for k in range(n_slots):
-        if cnt[k] > 0 and (cur_win[k] + 1) * size_ns <= watermark:
+        c = si[k, 1]
+        if c > 0 and (si[k, 0] + 1) * size_ns <= watermark:
             w_sid[n_w] = keys[k]
-            w_win[n_w] = cur_win[k]
-            w_cnt[n_w] = cnt[k]
-            w_mean[n_w] = sm[k] / cnt[k]
-            w_min[n_w] = mn[k]
-            w_max[n_w] = mx[k]
+            w_win[n_w] = si[k, 0]
+            w_cnt[n_w] = c
+            w_mean[n_w] = sf[k, 0] / c
+            w_min[n_w] = sf[k, 1]
+            w_max[n_w] = sf[k, 2]
             n_w += 1
-            cnt[k] = 0
+            si[k, 1] = 0
     kept = 0
     for j in range(n_pend):
         if p_ts[j] < watermark:
@@ -152,12 +158,9 @@ def guarded_pass(
     span = int((max(t.max() for t in all_ts) - min(t.min() for t in all_ts)) // MS)
     params = (np.int64(SIZE_MS * MS), THRESHOLD, np.int64(CONSECUTIVE))
     ids = (np.full(max(65_536, 16 * sensors), -1, np.int64), np.zeros(sensors, np.int64))
-    state = (
-        np.full(sensors, INT64_MIN, np.int64), np.zeros(sensors, np.int64),
-        np.zeros(sensors), np.zeros(sensors), np.zeros(sensors),
-        np.zeros(sensors, np.int64), np.zeros(sensors, np.int64),
-        np.full(sensors, INT64_MIN, np.int64),
-    )  # fmt: skip
+    state = line_state(sensors, 5, 3)
+    state[0][:, 0] = INT64_MIN  # no window yet
+    state[0][:, 4] = INT64_MIN  # no ts yet
     biggest = max(len(b[1]) for b in batches) * 4
     held = (
         np.zeros(sensors * 4, np.int64), np.zeros(sensors * 4, np.int64),
