@@ -20,7 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from telepipe.operators._kernels import INT64_MAX, _hash_kernel, _jit
+from telepipe.operators._kernels import INT64_MAX, INT64_MIN, _hash_kernel, _jit
 from telepipe.operators._pattern_compiler import (
     K_NOTNEXT,
     K_TRAIL_NFB,
@@ -230,8 +230,57 @@ def _walk(
 
 
 @_jit
+def _idle_fixed_kernel(tab):
+    """``fixed[state, flag]``: a partial match in ``state`` with ``flag`` stays exactly as
+    it is on a row meeting no condition (``_walk`` with no bit set gives back that one
+    slot, unchanged). Found by running ``_walk`` itself, so it cannot disagree with it."""
+    n_states = tab.shape[0]
+    fixed = np.zeros((n_states, 2), np.uint8)
+    sl = np.zeros((2 * n_states + 2, 7), np.int64)
+    nd = np.zeros((1, 4), np.int64)
+    nd_val = np.zeros(1, np.float64)
+    counters = np.zeros(2, np.int64)
+    for state in range(n_states):
+        for flag in range(2):
+            w, n_nodes = _walk(
+                sl, 0, state, flag, 0, 0, 1, -1, False, np.uint64(0), 0, 1, 0.0, tab, 2,
+                nd, nd_val, 0, counters,
+            )  # fmt: skip
+            if (
+                w == 1
+                and n_nodes == 0
+                and sl[0, S_STATE] == state
+                and sl[0, S_FLAG] == flag
+                and sl[0, S_DONE] == 0
+            ):
+                fixed[state, flag] = 1
+    return fixed
+
+
+@_inline
+def _idle_until(sl, lo, cnt, within, fixed):
+    """Until when rows meeting no condition leave the slots ``[lo, lo + cnt)`` as they
+    are: the earliest deadline of their partial matches if every one is idle-fixed
+    (INT64_MAX with no ``within``), else INT64_MIN (not even now). Held complete
+    matches then stay held: nothing that decides their emission changes."""
+    until = INT64_MAX
+    for q in range(lo, lo + cnt):
+        if sl[q, S_DONE] != 0:
+            continue
+        if fixed[sl[q, S_STATE], sl[q, S_FLAG]] == 0:
+            return INT64_MIN
+        if within > 0:
+            start = sl[q, S_START_TS]
+            deadline = INT64_MAX if start > INT64_MAX - within else start + within
+            until = min(until, deadline)
+    return until
+
+
+@_jit
 def _pattern_run_kernel(
     skip_idle,
+    idle_fixed,
+    idle,
     start,
     sid,
     ts,
@@ -263,7 +312,12 @@ def _pattern_run_kernel(
     """Run rows ``start..`` (in (ts, arrival) order; row ``i`` has position ``pos0 + i``).
 
     With ``skip_idle`` (``idle_rows_do_nothing(tab)``), a row meeting no condition
-    of a sensor with no partial match is passed over (it would change nothing).
+    of a sensor with no partial match is passed over (it would change nothing), and
+    so is one of a sensor whose partial matches it leaves as they are: on a relaxed
+    pattern, most rows of a sensor with many partial matches. ``idle[idx] = (known,
+    until)`` caches ``_idle_until`` per key (``idle_fixed = _idle_fixed_kernel(tab)``);
+    the kernel clears ``known`` when it changes a key's slots, the caller when
+    anything else does.
 
     Returns ``(row, n_keys, n_nodes, n_out, status)``: ``status`` ST_DONE, or what
     to grow before resuming at ``row``.
@@ -292,6 +346,12 @@ def _pattern_run_kernel(
             idx = n_keys
             n_keys += 1
         n = nslot[idx]
+        if skip_idle and bits[i] == 0:
+            if idle[idx, 0] == 0:
+                idle[idx, 1] = _idle_until(block, idx * cap, n, within, idle_fixed)
+                idle[idx, 0] = 1
+            if ts[i] < idle[idx, 1]:
+                continue
         if n_nodes + (n + 1) * chain > nd.shape[0]:
             return i, n_keys, n_nodes, n_out, ST_NODES
         if n_out + cap + scratch.shape[0] > o_meta.shape[0]:
@@ -356,6 +416,7 @@ def _pattern_run_kernel(
         w, n_out = _cap(scratch, w, cap, s, nd, o_meta, n_out, counters, tmp_a, tmp_b)
         block[base : base + w, :] = scratch[:w, :]
         nslot[idx] = w
+        idle[idx, 0] = 0
     return n_rows, n_keys, n_nodes, n_out, ST_DONE
 
 

@@ -193,6 +193,7 @@ class CepPatternLogic(DetectorLogic):
         self.step_names = pa.array(compiled.names, pa.string())
         self.tab = compiled.nfa.table
         self._skip_idle = pc.idle_rows_do_nothing(self.tab)
+        self._idle_fixed = pk._idle_fixed_kernel(self.tab)
         self.within = 0 if op.within_ms is None else op.within_ms * 1_000_000
         self.cap = op.max_partial_matches
         self.L = pc.max_events(compiled.nfa.elements, op.max_match_events)
@@ -229,6 +230,7 @@ class CepPatternLogic(DetectorLogic):
         self.key_sid[:n_keys] = keys
         self.n_keys = n_keys
         self.nslot = np.zeros(key_cap, np.int64)
+        self._idle = np.zeros((key_cap, 2), np.int64)  # (known, until): see the kernel
         self.block = np.zeros((key_cap * self.cap, 7), np.int64)
         self._rehash(4 * key_cap)
         n_ev = len(pos)
@@ -266,6 +268,7 @@ class CepPatternLogic(DetectorLogic):
             key_cap = 2 * len(self.nslot)
             self.key_sid = np.concatenate([self.key_sid, np.zeros(key_cap // 2, np.int32)])
             self.nslot = np.concatenate([self.nslot, np.zeros(key_cap // 2, np.int64)])
+            self._idle = np.concatenate([self._idle, np.zeros_like(self._idle)])
             self.block = np.concatenate([self.block, np.zeros_like(self.block)])
 
     def _grow_nodes(self, need: int) -> None:
@@ -301,6 +304,8 @@ class CepPatternLogic(DetectorLogic):
             while True:
                 row, self.n_keys, self.n_nodes, n_out, status = pk._pattern_run_kernel(
                     self._skip_idle,
+                    self._idle_fixed,
+                    self._idle,
                     row,
                     sid,
                     ts,
@@ -359,6 +364,7 @@ class CepPatternLogic(DetectorLogic):
                 )
                 self._collect(n_out, pieces)
                 n_out = 0
+            self._idle[:, 0] = 0  # timeouts and emissions changed slots
         self._collect(n_out, pieces)
         return self._batch(pieces)
 
