@@ -7,6 +7,7 @@
     telepipe simulate simulator.options.sensors=100 source=aeron_udp
     telepipe driver --dir /dev/shm/aeron
     telepipe validate pipeline=demo
+    telepipe bench pipeline=press_line bench.readings=4000000
     telepipe dlq list --data-dir data/demo   (inspect ID, replay IDS --confirm, purge IDS --confirm, verify)
 
 Arguments after most commands are Hydra overrides (``key=value``,
@@ -97,6 +98,14 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from telepipe.config import load
+    from telepipe.pipelines.bench import bench
+
+    bench(load(args.overrides))
+    return 0
+
+
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[Handler, str, str]] = {
     "run": (
@@ -121,6 +130,11 @@ COMMANDS: dict[str, tuple[Handler, str, str]] = {
         _validate,
         "overrides",
         "check a config and its overrides without running anything",
+    ),
+    "bench": (
+        _bench,
+        "overrides",
+        "time the pipeline's operators in process on simulated readings (no Aeron, no sink)",
     ),
 }
 

@@ -28,6 +28,13 @@ BAD = [
     (["run", "source.stream_id=[1"], "source.stream_id"),
     (["run", "aeron.dir=/nonexistent/aeron"], "no Aeron media driver is running there"),
     (["run", "schema.path=/nonexistent.xml"], "schema"),
+    (["bench", "bench.readings=0"], "bench.readings must be an integer >= 1, got 0"),
+    (["bench", "bench.repeats=-1"], "bench.repeats must be an integer >= 1, got -1"),
+    (["bench", "bench.readings=lots"], "bench: readings: Value 'lots'"),
+    (["bench", "bench.bogus=1"], "unknown config key 'bench.bogus'"),
+    (["bench", "simulator=none"], "bench needs the simulator's options"),
+    (["bench", "bench.out=/proc/nope/x.json"], "bench.out=/proc/nope/x.json: "),
+    (["bench", "pipeline=nope"], "pipeline=nope: no such option"),
 ]
 
 
