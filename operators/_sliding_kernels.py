@@ -98,15 +98,15 @@ def _sliding_update_kernel(
 
     ``shape = (pane, size, slide)`` in ns. Windows ``< purge_below`` are gone; a
     row all of whose windows are gone is late (``late[i] = 1``); with
-    ``flags = (full, windows)``, ``full=False`` skips std and first/last and
-    ``windows`` records the windows of each row in ``k_lo/k_hi`` (for the
-    sketches; ``out = (late, k_lo, k_hi)``). Returns ``(next_row, n_used, n_late,
+    ``flags = (full, pane)``, ``full=False`` skips std and first/last and
+    ``pane`` records the pane of each row taken in ``k_lo/k_hi`` (both: the key of
+    the sketch it goes to; ``out = (late, k_lo, k_hi)``). Returns ``(next_row, n_used, n_late,
     need)``; ``next_row < len(ts)`` means: make room as ``need`` says and resume.
     """
     sid, ts, val = rows
     pane, size, slide = shape
     late, k_lo, k_hi = out
-    full, want_windows = flags
+    full, want_pane = flags
     dense, h_key, h_slot = lookup
     c_pane, pia, pfa = panes
     cap = table[1].shape[0]
@@ -177,9 +177,9 @@ def _sliding_update_kernel(
             if (n_used + per_row) * 2 > cap:
                 return i, n_used, n_late, NEED_TABLE
             n_used = _add_row(s, klo, khi, t, seq, v, full, table, n_used)
-        if want_windows:
-            k_lo[i] = klo
-            k_hi[i] = khi
+        if want_pane:
+            k_lo[i] = p
+            k_hi[i] = p
     return n, n_used, n_late, 0
 
 

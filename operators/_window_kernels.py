@@ -415,13 +415,25 @@ def _sketch_rebuild_kernel(s_cnt, s_sid, s_key, s_code, keep_from, remap_from, r
 
 
 @_jit
-def _sketch_quantiles_kernel(s_cnt, s_sid, s_key, s_code, q_sid, q_key, qs, lo, hi):
+def _grown_int64(a):
+    b = np.empty(2 * a.shape[0], np.int64)
+    b[: a.shape[0]] = a
+    return b
+
+
+@_jit
+def _sketch_quantiles_kernel(s_cnt, s_sid, s_key, s_code, q_sid, q_key, qs, lo, hi, panes):
     """Quantiles ``qs`` of the sketches ``(q_sid, q_key)``: out ``[len(q_sid), len(qs)]``.
 
+    ``panes = (r, p)``: sketch key ``k`` is a pane, and window ``w`` is made of the
+    panes ``w*r .. w*r + p - 1`` (``SlidingWindow``: a row goes to one pane's
+    sketch, not to each of its windows'; bucket counts add up exactly, so the
+    result is the same); ``(1, 1)``: keys are the windows themselves.
     Quantile ``q`` estimates the value of rank ``floor(q * (n - 1))`` among the
     ``n`` non-NaN values (numpy ``method="lower"``), clamped to ``[lo, hi]``;
     NaN if there are none.
     """
+    r_, p_ = panes
     n_q = q_sid.shape[0]
     out = np.full((n_q, qs.shape[0]), np.nan)
     if n_q == 0:
@@ -432,28 +444,40 @@ def _sketch_quantiles_kernel(s_cnt, s_sid, s_key, s_code, q_sid, q_key, qs, lo, 
     mask = cap - 1
     l_used = np.zeros(cap, np.uint8)
     l_row = np.zeros(cap, np.int64)
+    q_lo = q_key[0]
+    q_hi = q_key[0]
     for r in range(n_q):
         h = _hash_kernel(q_sid[r], q_key[r]) & mask
         while l_used[h]:
             h = (h + 1) & mask
         l_used[h] = 1
         l_row[h] = r
+        q_lo = min(q_lo, q_key[r])
+        q_hi = max(q_hi, q_key[r])
     # Entries of the wanted sketches, keyed by (output row, bucket).
     n_e = 0
-    e_sort = np.empty(s_cnt.shape[0], np.int64)
-    e_cnt = np.empty(s_cnt.shape[0], np.int64)
+    e_sort = np.empty(max(s_cnt.shape[0], 16), np.int64)
+    e_cnt = np.empty(max(s_cnt.shape[0], 16), np.int64)
     for j in range(s_cnt.shape[0]):
         if s_cnt[j] == 0:
             continue
-        h = _hash_kernel(s_sid[j], s_key[j]) & mask
-        while l_used[h]:
-            r = l_row[h]
-            if q_sid[r] == s_sid[j] and q_key[r] == s_key[j]:
-                e_sort[n_e] = (r << 18) + (s_code[j] + 131072)
-                e_cnt[n_e] = s_cnt[j]
-                n_e += 1
-                break
-            h = (h + 1) & mask
+        key = s_key[j]
+        # The wanted windows holding pane ``key``: w <= key // r, key - w*r < p.
+        w = min(key // r_, q_hi)
+        while w >= q_lo and key - w * r_ < p_:
+            h = _hash_kernel(s_sid[j], w) & mask
+            while l_used[h]:
+                r = l_row[h]
+                if q_sid[r] == s_sid[j] and q_key[r] == w:
+                    if n_e == e_sort.shape[0]:
+                        e_sort = _grown_int64(e_sort)
+                        e_cnt = _grown_int64(e_cnt)
+                    e_sort[n_e] = (r << 18) + (s_code[j] + 131072)
+                    e_cnt[n_e] = s_cnt[j]
+                    n_e += 1
+                    break
+                h = (h + 1) & mask
+            w -= 1
     e_sort = e_sort[:n_e]
     e_cnt = e_cnt[:n_e]
     order = np.argsort(e_sort)

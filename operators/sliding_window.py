@@ -96,6 +96,8 @@ class SlidingWindowLogic:
         # Every window is a whole number of panes of this width.
         self.pane_ns = math.gcd(self.size_ns, self.slide_ns)
         self._shape = (self.pane_ns, self.size_ns, self.slide_ns)
+        # Window k is made of panes k*r .. k*r + p - 1: (r, p), for the sketches.
+        self._panes_per = (self.slide_ns // self.pane_ns, self.size_ns // self.pane_ns)
         self._keys = KeyIndex()
         self._panes = _empty_panes()
         self.schema = options.output_schema
@@ -126,7 +128,7 @@ class SlidingWindowLogic:
         sid, ts, val = readings_arrays(batch)
         n = len(ts)
         late = np.zeros(n, np.uint8)
-        # Windows each row went to (none: lo > hi), for the sketches.
+        # The pane each row went to (none: lo > hi): its sketch's key.
         k_lo = np.zeros(n if self._quantiles else 0, np.int64)
         k_hi = np.full(n if self._quantiles else 0, -1, np.int64)
         out, flags = (late, k_lo, k_hi), (self._full, self._quantiles)
@@ -226,8 +228,9 @@ class SlidingWindowLogic:
         end = np.where(start > INT64_MAX - self.size_ns, INT64_MAX, start + self.size_ns)
         sketch = self._sketch if self._quantiles else None
         batch, slots = emit_batch(
-            self.schema, self.options.aggregates, slots, k_sid, k_win, ia, fa, start, end, sketch
-        )
+            self.schema, self.options.aggregates, slots, k_sid, k_win, ia, fa, start, end, sketch,
+            self._panes_per,
+        )  # fmt: skip
         ia[slots, I_FIRED] += 1
         ia[slots, I_DIRTY] = 0
         return [batch]
@@ -242,11 +245,19 @@ class SlidingWindowLogic:
             self._table, self._n_used = _sliding_rebuild_kernel(
                 *self._table, below, _shrunk(cap, live)
             )
-            if self._quantiles:  # sketches of gone windows go with them
+            if self._quantiles:  # sketches of panes only gone windows held go with them
                 cap = len(self._sketch[0])
                 self._sketch, self._n_sketch = _sketch_rebuild_kernel(
-                    *self._sketch, below, *_no_remap(), _shrunk(cap, self._n_sketch)
-                )
+                    *self._sketch, self._first_live_pane(below), *_no_remap(),
+                    _shrunk(cap, self._n_sketch),
+                )  # fmt: skip
+
+    def _first_live_pane(self, below: int) -> int:
+        """The first pane a window ``>= below`` holds (its sketch must stay)."""
+        r = self._panes_per[0]
+        if below > INT64_MAX // r:
+            return INT64_MAX
+        return INT64_MIN if below < INT64_MIN // r else below * r
 
     def snapshot(self) -> dict[str, object]:
         k_sid, k_win, ia, fa = self._table
@@ -265,7 +276,7 @@ class SlidingWindowLogic:
             "acc_float": fa[live],
             "sketch_count": s_cnt[s_live],
             "sketch_sensor_id": s_sid[s_live],
-            "sketch_window": s_key[s_live],
+            "sketch_pane": s_key[s_live],
             "sketch_bucket": s_code[s_live],
             **self._pane_snapshot(),
         }
@@ -297,11 +308,16 @@ class SlidingWindowLogic:
             np.asarray(snapshot["acc_float"], np.float64).reshape(-1, N_A),
             _capacity_for(len(sid)),
         )
+        if "sketch_window" in snapshot:
+            raise ConfigError(
+                "snapshot keeps quantile sketches per window (telepipe before pane sketches): "
+                "start from an empty data_dir"
+            )
         s_cnt = np.asarray(snapshot["sketch_count"], np.int64)
         self._set_sketch(
             s_cnt,
             np.asarray(snapshot["sketch_sensor_id"], np.int32),
-            np.asarray(snapshot["sketch_window"], np.int64),
+            np.asarray(snapshot["sketch_pane"], np.int64),
             np.asarray(snapshot["sketch_bucket"], np.int64),
             _capacity_for(len(s_cnt)),
         )

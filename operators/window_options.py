@@ -111,9 +111,11 @@ def emit_batch(
     start: np.ndarray,
     end: np.ndarray,
     sketch: tuple[np.ndarray, ...] | None,
+    panes: tuple[int, int] = (1, 1),
 ) -> tuple[pa.RecordBatch, np.ndarray]:
     """The output batch of accumulators ``slots`` (sorted by window_start, sensor_id).
 
+    ``panes``: how the sketch keys make up the windows (``_sketch_quantiles_kernel``).
     Returns the batch and the slots in output order (the caller marks them fired).
     """
     o_slots, o_sid, o_start, o_end, o_cnt, o_rev, o_f = _finalize_kernel(
@@ -129,6 +131,7 @@ def emit_batch(
             np.asarray(wanted, np.float64),
             o_f[:, F_MIN].copy(),
             o_f[:, F_MAX].copy(),
+            (np.int64(panes[0]), np.int64(panes[1])),
         )
     arrays: list[pa.Array] = [
         pa.array(o_sid, pa.int32()),
