@@ -276,9 +276,11 @@ def decode_alone(payloads: list[bytes], codec: object, per_poll: int = 4) -> tup
 def delta_alone(batches: list[pa.RecordBatch], workdir: Path) -> float:
     from deltalake import write_deltalake
 
+    from telepipe.sinks.delta import writer_properties
     from telepipe.sinks.delta_types import to_delta_table
 
     path = str(workdir / "delta_alone")
+    properties = None
 
     def write() -> None:
         pending: list[pa.RecordBatch] = []
@@ -287,12 +289,16 @@ def delta_alone(batches: list[pa.RecordBatch], workdir: Path) -> float:
             pending.append(batch)
             rows += batch.num_rows
             if rows >= COMMIT_ROWS:
-                table = to_delta_table(pa.Table.from_batches(pending).combine_chunks())
-                write_deltalake(path, table, mode="append")
+                append(pending)
                 pending, rows = [], 0
         if pending:
-            table = to_delta_table(pa.Table.from_batches(pending).combine_chunks())
-            write_deltalake(path, table, mode="append")
+            append(pending)
+
+    def append(pending: list[pa.RecordBatch]) -> None:
+        nonlocal properties
+        table = to_delta_table(pa.Table.from_batches(pending).combine_chunks())
+        properties = properties or writer_properties(table.schema, "snappy")  # as DeltaSink
+        write_deltalake(path, table, mode="append", writer_properties=properties)
 
     seconds, _ = timed(write)
     return seconds

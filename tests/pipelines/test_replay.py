@@ -146,6 +146,30 @@ def test_compaction_keeps_every_row_once_in_fewer_files(
     assert_same_tables(recorded["live"], data_dir)
 
 
+def test_parquet_settings_change_the_files_not_the_tables(
+    recorded: dict[str, Path], tmp_path: Path
+) -> None:
+    """Values and timestamps are written without a dictionary, ids and quality with
+    one; ``sink.compression`` picks the codec. The tables read back the same."""
+    import pyarrow.parquet as pq
+
+    data_dir = tmp_path / "zstd"
+    done = replay(recorded["capture"], data_dir, "sink.compression=zstd")
+    assert done.returncode == 0, done.stderr
+    assert_same_tables(recorded["live"], data_dir)
+    for directory, codec in ((recorded["live"], "SNAPPY"), (data_dir, "ZSTD")):
+        meta = pq.ParquetFile(next((directory / "readings").glob("*.parquet"))).metadata
+        columns = {}
+        for j in range(meta.num_columns):
+            column = meta.row_group(0).column(j)
+            columns[column.path_in_schema] = column
+        assert {c.compression for c in columns.values()} == {codec}
+        for name in ("value", "ts", "ts_ns"):
+            assert columns[name].dictionary_page_offset is None, name
+        for name in ("sensor_id", "quality"):
+            assert columns[name].dictionary_page_offset is not None, name
+
+
 def test_vacuum_after_compaction_deletes_the_replaced_files(
     recorded: dict[str, Path], tmp_path: Path
 ) -> None:

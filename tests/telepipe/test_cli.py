@@ -18,6 +18,7 @@ BAD = [
     (["run", "sink.target_file_mb=0"], "sink.target_file_mb must be >= 1"),
     (["run", "sink.vacuum_retention_hours=-3"], "sink.vacuum_retention_hours must be null"),
     (["run", "sink.vacuum_retention_hours=soon"], "vacuum_retention_hours"),
+    (["run", "sink.compression=lzma"], "sink.compression must be one of snappy, lz4_raw"),
     (["run", "pipeline.outputs.windows.window.size_ms=-5"], "pipeline.outputs.windows.window"),
     (["run", "pipeline.outputs.alarms.alarm.consecutive=0"], "pipeline.outputs.alarms.alarm"),
     (["run", "pipeline.outputs.alarms.alarm.bogus=1"], "unknown config key"),
