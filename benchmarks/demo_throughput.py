@@ -245,9 +245,7 @@ def simulator_alone(readings: int) -> tuple[float, float, list[bytes], object]:
     payloads: list[bytes] = []
 
     def generate_and_encode() -> None:
-        generator = TelemetryGenerator(options)
-        for seq, chunk in enumerate(generator.chunks(readings)):
-            payloads.append(codec.encode(chunk, source_id=options.source_id, batch_seq=seq))
+        payloads.extend(p for p, _ in TelemetryGenerator(options).messages(codec, readings))
 
     def generate_only() -> None:
         for _ in TelemetryGenerator(options).chunks(readings):

@@ -116,6 +116,12 @@ def _emit(sl, lo, cnt, sid, nd, o_meta, n_out, tmp_a, tmp_b):
 
 
 @_inline
+def _deadline(start, within):
+    """When a partial match started at ``start`` times out (INT64_MAX if past the range)."""
+    return INT64_MAX if start > INT64_MAX - within else start + within
+
+
+@_inline
 def _timeout(sl, lo, cnt, t, within, flush, tab):
     """Partial matches older than ``within`` at time ``t`` end: a pending trailing
     ``not_followed_by`` completes, any other is dropped. ``flush`` ends them all."""
@@ -123,8 +129,7 @@ def _timeout(sl, lo, cnt, t, within, flush, tab):
     for q in range(lo, lo + cnt):
         keep = True
         if sl[q, S_DONE] == 0:
-            start = sl[q, S_START_TS]
-            deadline = INT64_MAX if start > INT64_MAX - within else start + within
+            deadline = _deadline(sl[q, S_START_TS], within)
             if flush or (within > 0 and t >= deadline):
                 if within > 0 and tab[sl[q, S_STATE], T_KIND] == K_TRAIL_NFB:
                     sl[q, S_DONE] = 1
@@ -270,9 +275,7 @@ def _idle_until(sl, lo, cnt, within, fixed):
         if fixed[sl[q, S_STATE], sl[q, S_FLAG]] == 0:
             return INT64_MIN
         if within > 0:
-            start = sl[q, S_START_TS]
-            deadline = INT64_MAX if start > INT64_MAX - within else start + within
-            until = min(until, deadline)
+            until = min(until, _deadline(sl[q, S_START_TS], within))
     return until
 
 

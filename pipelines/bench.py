@@ -50,16 +50,8 @@ class BenchOptions:
                 raise ConfigError(f"bench.{key} must be an integer >= 1, got {value!r}")
 
 
-class BenchFailed(TelepipeError):
-    """An operator raised while the bench ran it."""
-
-
 def encoded_messages(codec: SbeCodec, options: SimulatorOptions, readings: int) -> list[bytes]:
-    generator = TelemetryGenerator(options)
-    return [
-        codec.encode(chunk, source_id=options.source_id, batch_seq=seq)
-        for seq, chunk in enumerate(generator.chunks(readings))
-    ]
+    return [payload for payload, _ in TelemetryGenerator(options).messages(codec, readings)]
 
 
 def decode_all(
@@ -104,7 +96,7 @@ def _push(items: list[Item], outputs: list[Output]) -> tuple[float, dict[str, in
     subject.on_completed()
     seconds = time.perf_counter() - started
     if failures:
-        raise BenchFailed(f"an operator failed: {failures[0]}")
+        raise TelepipeError(f"an operator failed: {failures[0]}")
     return seconds, rows
 
 
@@ -145,7 +137,7 @@ def bench(cfg: DictConfig, console: Console | None = None) -> dict[str, object]:
         seconds, rows = _push(items, outputs)
         graph_s.append(seconds)
         if rows != rows_out:
-            raise BenchFailed(f"outputs differ when fanned out: {rows} vs {rows_out}")
+            raise TelepipeError(f"outputs differ when fanned out: {rows} vs {rows_out}")
 
     def rate(seconds: list[float]) -> float | None:
         if not seconds:
@@ -190,18 +182,21 @@ def _print(console: Console, figures: dict[str, object]) -> None:
     for name, justify in (("table", "left"), ("steps", "left"), ("rows out", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     table.add_column("M readings/s", justify="right")
-    table.add_row("(source)", "decode SBE", f"{figures['readings_to_operators']:,}",
-                  f"{figures['decoder_readings_per_s'] / 1e6:,.2f}")  # type: ignore[operator]  # fmt: skip
+    received = f"{figures['readings_to_operators']:,}"
+    table.add_row("(source)", "decode SBE", received, _m(figures["decoder_readings_per_s"]))
     for name, o in outputs.items():
         steps = ", ".join(o["steps"]) or "(readings as they arrive)"  # type: ignore[arg-type]
-        per_s = o["readings_per_s"]
-        shown = "-" if per_s is None else f"{per_s / 1e6:,.2f}"  # type: ignore[operator]
-        table.add_row(name, steps, f"{o['rows_out']:,}", shown)
-    table.add_row("all outputs", "one flow, fanned out", "",
-                  f"{figures['all_outputs_readings_per_s'] / 1e6:,.2f}", style="bold")  # type: ignore[operator]  # fmt: skip
+        table.add_row(name, steps, f"{o['rows_out']:,}", _m(o["readings_per_s"]))
+    all_outputs = _m(figures["all_outputs_readings_per_s"])
+    table.add_row("all outputs", "one flow, fanned out", "", all_outputs, style="bold")
     console.print(table)
     console.print(
         "telepipe: in process, no Aeron and no sink; `telepipe run` adds both "
         "(docs/BENCHMARKS.md has end-to-end figures)",
         highlight=False,
     )
+
+
+def _m(per_s: object) -> str:
+    """Readings/s as M readings/s, or "-" when there was nothing to time."""
+    return "-" if per_s is None else f"{per_s / 1e6:,.2f}"  # type: ignore[operator]

@@ -107,6 +107,13 @@ class TelemetryGenerator:
             if len(chunk["ts"]):
                 yield chunk
 
+    def messages(self, codec: SbeCodec, limit: int | None) -> Iterator[tuple[bytes, int]]:
+        """The chunks as the SBE messages the simulator publishes, with their reading
+        counts, in publish order."""
+        for seq, chunk in enumerate(self.chunks(limit)):
+            payload = codec.encode(chunk, source_id=self.o.source_id, batch_seq=seq)
+            yield payload, len(chunk["ts"])
+
     def _chunk(self, n: int) -> dict[str, np.ndarray]:
         o, rng = self.o, self.rng
         index = np.arange(self.next_index, self.next_index + n, dtype=np.int64)
@@ -178,11 +185,10 @@ class Simulator:
                 return c
             self.idle.idle(0)
         started = time.monotonic()
-        for seq, chunk in enumerate(self.generator.chunks(limit)):
-            payload = self.codec.encode(chunk, source_id=o.source_id, batch_seq=seq)
+        for payload, readings in self.generator.messages(self.codec, limit):
             if not self._offer(payload):
                 break
-            c.published += len(chunk["ts"])
+            c.published += readings
             c.messages += 1
             c.bytes += len(payload)
             if o.rate:
