@@ -35,12 +35,13 @@ def _alarm_admit_kernel(
     its later rows wait for it: their ``before`` run length is -1, as is that
     of the late rows. ``n_repair`` is ``repair[0]``'s fill, passed in ``params``.
 
-    Returns ``(next_row, n_pend, late, n_repair, high, need)``: ``high`` is the
-    largest on-time ts; ``next_row < len(ts)`` means a new sensor: add its slot
-    and resume there.
+    Returns ``(next_row, n_pend, late, n_repair, high, low, need)``: ``high`` is the
+    largest on-time ts, ``low`` the smallest ts of an alarm added (both also passed
+    in ``params``); ``next_row < len(ts)`` means a new sensor: add its slot and
+    resume there.
     """
     sid, ts, val = rows
-    threshold, consecutive, n_repair, high = params
+    threshold, consecutive, n_repair, high, low = params
     dense, h_key, h_slot = lookup
     r_before, s_before = before
     run_len, run_start, last_ts = state
@@ -61,7 +62,7 @@ def _alarm_admit_kernel(
         if k < 0:
             k = _slot_kernel(s, dense, h_key, h_slot)
         if k < 0 or k >= n_slots:
-            return i, n_pend, late, n_repair, high, NEED_KEY
+            return i, n_pend, late, n_repair, high, low, NEED_KEY
         if t > high:
             high = t
         if t < last_ts[k]:
@@ -92,7 +93,8 @@ def _alarm_admit_kernel(
             p_start[n_pend] = start_
             p_val[n_pend] = v
             n_pend += 1
-    return ts.shape[0], n_pend, late, n_repair, high, 0
+            low = min(low, t)
+    return ts.shape[0], n_pend, late, n_repair, high, low, 0
 
 
 @_jit
@@ -119,8 +121,8 @@ def _alarm_due_kernel(pending, n_pend, watermark, keys):
     """Take the waiting alarms below ``watermark`` (all of them at ``INT64_MAX``) out of
     ``pending``; the others move up, in order.
 
-    Returns ``(sensor id, ts, run start, value, left)``, sorted by (ts, sensor) with
-    equal pairs in firing order, and how many alarms are left waiting.
+    Returns ``(sensor id, ts, run start, value)``, sorted by (ts, sensor) with equal
+    pairs in firing order, how many alarms are left waiting and their smallest ts.
     """
     p_slot, p_ts, p_start, p_val = pending
     flush = watermark == INT64_MAX
@@ -134,6 +136,7 @@ def _alarm_due_kernel(pending, n_pend, watermark, keys):
     val = np.empty(n_due)
     d = 0
     kept = 0
+    low = INT64_MAX
     for j in range(n_pend):
         if flush or p_ts[j] < watermark:
             sid[d] = keys[p_slot[j]]
@@ -146,7 +149,8 @@ def _alarm_due_kernel(pending, n_pend, watermark, keys):
             p_ts[kept] = p_ts[j]
             p_start[kept] = p_start[j]
             p_val[kept] = p_val[j]
+            low = min(low, p_ts[j])
             kept += 1
     by = _stable_argsort_kernel(sid)
     by = by[_stable_argsort_kernel(ts[by])]
-    return sid[by].astype(np.int32), ts[by], start[by], val[by], kept
+    return sid[by].astype(np.int32), ts[by], start[by], val[by], kept, low

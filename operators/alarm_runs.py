@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from telepipe.errors import ConfigError
 from telepipe.operators._alarm_kernels import _alarm_admit_kernel, _alarm_due_kernel
-from telepipe.operators._kernels import INT64_MIN
+from telepipe.operators._kernels import INT64_MAX, INT64_MIN
 from telepipe.operators.key_index import KeyIndex, grown_state
 from telepipe.schema import ALARMS
 
@@ -29,6 +29,8 @@ class AlarmRuns:
         self._late: list[pa.RecordBatch] = []
         self._pending = _alarm_rows(1024)
         self._n_pend = 0
+        self._due_from = INT64_MAX  # no waiting alarm has a smaller ts
+        self._constants: tuple[pa.Array, pa.Array] = (pa.array([], pa.float64()),) * 2
 
     def _fit_state(self) -> None:
         run_len, run_start, last_ts = self._state
@@ -64,8 +66,8 @@ class AlarmRuns:
         self._fit_pending(n)
         start, n_repair, high, n_late = 0, 0, INT64_MIN, 0
         while True:
-            params = (self.threshold, self.consecutive, n_repair, high)
-            start, self._n_pend, late, n_repair, high, _ = _alarm_admit_kernel(
+            params = (self.threshold, self.consecutive, n_repair, high, self._due_from)
+            start, self._n_pend, late, n_repair, high, self._due_from, _ = _alarm_admit_kernel(
                 rows, start, watermark, params, self._keys.lookup, self._state, before,
                 self._pending, self._n_pend, self._repair,
             )  # fmt: skip
@@ -77,9 +79,9 @@ class AlarmRuns:
 
     def _emit_due(self, watermark_ns: int) -> list[pa.RecordBatch]:
         """The waiting alarms below the watermark, as one ALARMS batch."""
-        if self._n_pend == 0:
-            return []
-        sid, ts, start, val, self._n_pend = _alarm_due_kernel(
+        if self._n_pend == 0 or (watermark_ns <= self._due_from and watermark_ns < INT64_MAX):
+            return []  # (the kernel flushes every alarm at INT64_MAX)
+        sid, ts, start, val, self._n_pend, self._due_from = _alarm_due_kernel(
             self._pending, self._n_pend, watermark_ns, self._keys.keys
         )
         n = len(ts)
@@ -90,10 +92,20 @@ class AlarmRuns:
             _timestamps(ts),
             _timestamps(start),
             pa.array(val, pa.float64()),
-            pa.array(np.full(n, self.threshold), pa.float64()),
-            pa.array(np.full(n, self.consecutive, np.int32), pa.int32()),
+            *(column.slice(0, n) for column in self._constant_columns(n)),
         ]
         return [pa.RecordBatch.from_arrays(columns, schema=ALARMS)]
+
+    def _constant_columns(self, n: int) -> tuple[pa.Array, pa.Array]:
+        """``threshold`` and ``consecutive`` columns of at least ``n`` rows: made once and
+        sliced (np.full and pa.array for each batch were a third of the emit's cost)."""
+        if len(self._constants[0]) < n:
+            size = max(n, 2 * len(self._constants[0]))
+            self._constants = (
+                pa.array(np.full(size, self.threshold), pa.float64()),
+                pa.array(np.full(size, self.consecutive, np.int32), pa.int32()),
+            )
+        return self._constants
 
     def _runs_snapshot(self, run_len: np.ndarray, run_start: np.ndarray) -> dict[str, object]:
         live = run_len != 0

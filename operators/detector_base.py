@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from telepipe.errors import ConfigError, SchemaError
+from telepipe.errors import ConfigError
 from telepipe.operators._detector_kernels import _table_rebuild_kernel
 from telepipe.operators.event_buffer import EventTimeBuffer
+from telepipe.operators.readings import quality_array, readings_arrays
 from telepipe.operators.sensor_order_buffer import SensorOrderBuffer
-from telepipe.operators.tumbling_window import readings_arrays
 
 _MIN_CAPACITY = 64
 INT32_MAX = 2**31 - 1
@@ -152,7 +152,7 @@ class DetectorLogic:
 
     def on_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         sid, ts, val = readings_arrays(batch)
-        q = _quality(batch) if self.with_quality else np.empty(0, np.uint8)
+        q = quality_array(batch) if self.with_quality else np.empty(0, np.uint8)
         late = self.buffer.admit(sid, ts, val, q)
         if late is not None:
             self._late.append(batch.filter(pa.array(late)))
@@ -198,16 +198,6 @@ class DetectorLogic:
 
     def _restore_extra(self, snapshot: dict[str, object]) -> None:
         pass
-
-
-def _quality(batch: pa.RecordBatch) -> np.ndarray:
-    index = batch.schema.get_field_index("quality")
-    if index < 0:
-        raise SchemaError(f"readings batch has no column 'quality' ({batch.schema.names})")
-    column = batch.column(index)
-    if column.type != pa.uint8() or column.null_count:
-        raise SchemaError(f"readings column 'quality' is {column.type} with nulls or not uint8")
-    return column.to_numpy(zero_copy_only=True)
 
 
 def event_batch(schema: pa.Schema, columns: Sequence[np.ndarray]) -> list[pa.RecordBatch]:

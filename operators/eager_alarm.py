@@ -3,6 +3,7 @@ rows arrive out of ts order (see ``_alarm_kernels``)."""
 
 from __future__ import annotations
 
+import heapq
 from typing import NamedTuple
 
 import numpy as np
@@ -12,7 +13,7 @@ from telepipe.markers import MAX_WATERMARK
 from telepipe.operators._alarm_kernels import _alarm_waiting_rows_kernel
 from telepipe.operators._kernels import INT64_MIN
 from telepipe.operators.alarm_runs import AlarmRuns
-from telepipe.operators.tumbling_window import readings_arrays
+from telepipe.operators.readings import readings_arrays
 
 
 class _Retained(NamedTuple):
@@ -37,7 +38,11 @@ class EagerAlarmLogic(AlarmRuns):
 
     def __init__(self, threshold: float, consecutive: int) -> None:
         super().__init__(threshold, consecutive)
-        self._retained: list[_Retained] = []
+        # In arrival order (dicts keep it), and a heap of (high, key) to drop them by:
+        # a scan of them all at each watermark cost ~60 ns a batch held.
+        self._retained: dict[int, _Retained] = {}
+        self._by_high: list[tuple[int, int]] = []
+        self._n_admitted = 0
         # ``before`` arrays of dropped batches, reused: fresh ones page-fault on write.
         self._spare: list[tuple[np.ndarray, np.ndarray]] = []
         self.last_rerun_rows = 0  # rows the last batch's repairs ran again
@@ -63,7 +68,9 @@ class EagerAlarmLogic(AlarmRuns):
         n_late, high, n_repair = self._run_rows((sid, ts, val), self.watermark, before)
         self.late_rows += n_late
         if n_late < n:
-            self._retained.append(_Retained(sid, ts, val, *before, high))
+            self._n_admitted += 1
+            self._retained[self._n_admitted] = _Retained(sid, ts, val, *before, high)
+            heapq.heappush(self._by_high, (high, self._n_admitted))
         if n_repair:
             self._repair_sensors(n_repair)
 
@@ -76,13 +83,11 @@ class EagerAlarmLogic(AlarmRuns):
 
     def _drop_retained(self, watermark_ns: int) -> None:
         """Forget the batches whose rows are all below the watermark."""
-        keep = []
-        for b in self._retained:
-            if b.high >= watermark_ns:
-                keep.append(b)
-            elif len(self._spare) < 4:
+        by_high = self._by_high
+        while by_high and by_high[0][0] < watermark_ns:
+            b = self._retained.pop(heapq.heappop(by_high)[1])
+            if len(self._spare) < 4:
                 self._spare.append((_whole(b.r_before), _whole(b.s_before)))
-        self._retained = keep
 
     def _repair_sensors(self, n_repair: int) -> None:
         """Run the waiting sensors' rows at or above the watermark again, in event order."""
@@ -111,7 +116,7 @@ class EagerAlarmLogic(AlarmRuns):
         # The rows' new states before them, back into their batches.
         r_new, s_new = np.empty_like(r_before), np.empty_like(s_before)
         r_new[order], s_new[order] = ordered[3], ordered[4]
-        for j, b in enumerate(self._retained):
+        for j, b in enumerate(self._retained.values()):
             mine = where[0] == j
             b.r_before[where[1][mine]] = r_new[mine]
             b.s_before[where[1][mine]] = s_new[mine]
@@ -120,7 +125,7 @@ class EagerAlarmLogic(AlarmRuns):
         """Retained rows at or above the watermark in arrival order: ``(slot, ts, value,
         r_before, s_before, (batch, row))``."""
         parts = []
-        for j, b in enumerate(self._retained):
+        for j, b in enumerate(self._retained.values()):
             rows = _alarm_waiting_rows_kernel(
                 b.sid, b.ts, self.watermark, self._keys.lookup, self._state, only_repair
             )

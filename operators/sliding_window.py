@@ -28,8 +28,8 @@ from telepipe.operators._window_kernels import (
     _sketch_rebuild_kernel,
 )
 from telepipe.operators.key_index import KeyIndex, grown_state
+from telepipe.operators.readings import readings_arrays
 from telepipe.operators.stage import StageOperator
-from telepipe.operators.tumbling_window import readings_arrays
 from telepipe.operators.window_options import (
     DEFAULT_AGGREGATES,
     aggregates_tuple,

@@ -12,9 +12,9 @@ from telepipe.errors import ConfigError
 from telepipe.operators._kernels import INT64_MIN
 from telepipe.operators.alarm_runs import AlarmRuns
 from telepipe.operators.eager_alarm import EagerAlarmLogic
+from telepipe.operators.readings import readings_arrays
 from telepipe.operators.sensor_order_buffer import SensorOrderBuffer
 from telepipe.operators.stage import StageOperator
-from telepipe.operators.tumbling_window import readings_arrays
 from telepipe.schema import ALARMS
 
 _INT32_MAX = 2**31 - 1

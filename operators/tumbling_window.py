@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from telepipe.errors import ConfigError, SchemaError
+from telepipe.errors import ConfigError
 from telepipe.markers import MAX_WATERMARK
 from telepipe.operators._kernels import (
     INT64_MAX,
@@ -19,33 +19,11 @@ from telepipe.operators._kernels import (
     _window_update_kernel,
 )
 from telepipe.operators.key_index import KeyIndex, grown_state
+from telepipe.operators.readings import readings_arrays
 from telepipe.operators.stage import StageOperator
 from telepipe.schema import WINDOWS
 
 _MIN_CAPACITY = 64
-_READING_COLUMNS = (("sensor_id", pa.int32()), ("ts", pa.timestamp("ns")), ("value", pa.float64()))
-
-
-def readings_arrays(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Zero-copy ``(sensor_id int32, ts int64 ns, value float64)`` of a readings batch.
-
-    Raises ``SchemaError`` if a column is missing, mistyped or holds nulls.
-    """
-    if not isinstance(batch, pa.RecordBatch):
-        raise SchemaError(f"expected a pyarrow.RecordBatch of readings, got {type(batch)!r}")
-    arrays = []
-    for name, type_ in _READING_COLUMNS:
-        index = batch.schema.get_field_index(name)
-        if index < 0:
-            raise SchemaError(f"readings batch has no column {name!r} ({batch.schema.names})")
-        column = batch.column(index)
-        if column.type != type_:
-            raise SchemaError(f"readings column {name!r} is {column.type}, expected {type_}")
-        if column.null_count:
-            raise SchemaError(f"readings column {name!r} holds {column.null_count} nulls")
-        arrays.append(column.to_numpy(zero_copy_only=True))
-    sid, ts, val = arrays
-    return sid, ts.view(np.int64), val
 
 
 def _capacity_for(n_entries: int) -> int:
@@ -100,6 +78,7 @@ class TumblingWindowLogic:
         self.late_rows = 0
         # Windows with index < _fire_below have fired; their rows are late.
         self._fire_below = INT64_MIN // size_ns
+        self._fired_below: int | None = None  # _fire_below at the last _fire
         self._keys = KeyIndex()
         self._cur = _empty_current(0)
         self._table, self._n_used = _window_rebuild_kernel(
@@ -192,6 +171,10 @@ class TumblingWindowLogic:
             self._fire_below = watermark_ns // self.size_ns
 
     def _fire(self) -> list[pa.RecordBatch]:
+        if self._fire_below == self._fired_below:
+            # Every window below it fired then, and rows of such windows are late since.
+            return []
+        self._fired_below = self._fire_below
         self._spill(self._fire_below)
         cnt, _, k_win, *_ = self._table
         n_fire = _window_count_fired_kernel(cnt, k_win, self._fire_below)
@@ -233,6 +216,7 @@ class TumblingWindowLogic:
                 f"snapshot size_ns {snapshot['size_ns']} does not match size_ns {self.size_ns}"
             )
         self._set_watermark(int(snapshot["watermark"]))  # type: ignore[call-overload]
+        self._fired_below = None
         self.late_rows = int(snapshot["late_rows"])  # type: ignore[call-overload]
         entries = (
             np.asarray(snapshot["count"], np.int64),

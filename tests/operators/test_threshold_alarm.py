@@ -225,6 +225,23 @@ def test_state_is_bounded_on_an_endless_stream() -> None:
         assert len(logic.snapshot()["buffer_ts"]) <= 1_000
 
 
+def test_a_far_future_reading_keeps_only_its_own_batch() -> None:
+    """One on-time reading a year ahead keeps its batch until the watermark passes it,
+    and not the batches that came after it."""
+    logic = EagerAlarmLogic(threshold=1.0, consecutive=3)
+    year = 365 * 86_400 * 10**9
+    for k in range(200):
+        ts = np.arange(k * 1_000, (k + 1) * 1_000, 10, dtype=np.int64)
+        if k == 1:
+            ts[-1] += year
+        logic.on_batch(readings_batch(np.arange(len(ts)) % 7, ts, np.full(len(ts), 2.0)))
+        logic.on_watermark(int(ts[0]))
+        assert len(logic._retained) <= 3
+    assert 2 in logic._retained  # the batch of the far reading, still above the watermark
+    logic.on_watermark(MAX_WATERMARK)
+    assert logic._retained == {} and logic._by_high == []
+
+
 @settings(max_examples=100, deadline=None)
 @given(cases(), st.sampled_from([EagerAlarmLogic, BufferedAlarmLogic]))
 def test_both_ways_of_running_it_match_the_reference(case, kind) -> None:
