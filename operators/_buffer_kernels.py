@@ -8,7 +8,8 @@ Two ways to hand a watermark's rows to per-sensor state machines:
   and a watermark releases those below it in arrival order, which is each
   sensor's (ts, arrival) order as long as each sensor's rows arrive in ts order
   (the kernel checks, per row, against the sensor's last released ts). No sort,
-  one pass; when a sensor's rows are out of order the caller sorts.
+  one pass; when a sensor's rows are out of order the caller puts each
+  sensor's in order (``_sensor_order_kernel``).
 """
 
 from __future__ import annotations
@@ -115,3 +116,52 @@ def _release_segment_kernel(
             o_q[n_out] = s_q[i]
         n_out += 1
     return n, n_out, kept, RELEASED
+
+
+@_jit
+def _sensor_order_kernel(slots, rows, n, prev, last, max_moves):
+    """Put ``rows[:n]`` (``(sid, ts, value, quality)``, arrival order) in each sensor's
+    (ts, arrival) order, in place, leaving the sensors' interleaving as it came.
+
+    ``slots`` gives each row's sensor slot; ``last`` (one per slot, all -1) and
+    ``prev`` (``n`` rows) are scratch: ``prev[i]`` is the position of the row of
+    the same sensor before row ``i``. Each row is inserted backwards along that
+    chain (strictly greater ts move, so equal ts keep their arrival order). A
+    publisher's jitter displaces a row by a few of its sensor's rows, so this
+    costs a few moves a row where a global sort costs passes over all rows.
+    Returns whether it finished: after ``max_moves`` moves it stops at the end of
+    a row, every row before it in order, and the caller sorts them all instead.
+    """
+    _, ts, val, q = rows  # a row moves only along its sensor's chain: sid stays
+    with_q = q.shape[0] > 0
+    moves = 0
+    done = n
+    for i in range(n):
+        if moves > max_moves:
+            done = i
+            break
+        k = slots[i]
+        p = last[k]
+        prev[i] = p
+        last[k] = i
+        t = ts[i]
+        if p < 0 or ts[p] <= t:
+            continue
+        v = val[i]
+        qi = q[i] if with_q else 0
+        j = i
+        while p >= 0 and ts[p] > t:
+            ts[j] = ts[p]
+            val[j] = val[p]
+            if with_q:
+                q[j] = q[p]
+            j = p
+            p = prev[p]
+            moves += 1
+        ts[j] = t
+        val[j] = v
+        if with_q:
+            q[j] = qi
+    for i in range(done):  # scratch back to all -1, touching only the slots used
+        last[slots[i]] = -1
+    return done == n

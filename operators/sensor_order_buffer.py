@@ -6,9 +6,10 @@ interleaved in global ts order. Rows stay in arrival order, one segment per
 admitted batch; a watermark releases the rows below it in arrival order, which
 is each sensor's event order when its rows arrive in ts order (checked per row
 against the sensor's last released ts, ``_buffer_kernels``). When some sensor's
-do not, the released rows are sorted by (ts, arrival) (``sorted_releases``
-counts those). Only segments holding a row below the watermark are touched, so
-a release costs about the rows it releases, however deep the buffer.
+do not, each sensor's released rows are put in (ts, arrival) order where they
+are (``sorted_releases`` counts those releases). Only segments holding a row
+below the watermark are touched, so a release costs about the rows it
+releases, however deep the buffer.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ from __future__ import annotations
 import numpy as np
 
 from telepipe.markers import MAX_WATERMARK
-from telepipe.operators._buffer_kernels import NEED_KEY, OUT_OF_ORDER, _release_segment_kernel
+from telepipe.operators._buffer_kernels import (
+    NEED_KEY,
+    OUT_OF_ORDER,
+    _release_segment_kernel,
+    _sensor_order_kernel,
+)
 from telepipe.operators._kernels import INT64_MIN, _stable_argsort_kernel
 from telepipe.operators.event_buffer import LateSplit
 from telepipe.operators.key_index import KeyIndex, grown_state
@@ -39,6 +45,9 @@ class _Segment:
 class SensorOrderBuffer(LateSplit):
     """``quality`` is kept only when ``with_quality`` (operators passing readings on)."""
 
+    # Moves a row (on average) before a disordered release is sorted instead.
+    moves_per_row = 8
+
     def __init__(self, with_quality: bool = False) -> None:
         self.with_quality = with_quality
         self.watermark = INT64_MIN
@@ -52,6 +61,11 @@ class SensorOrderBuffer(LateSplit):
         self._keys = KeyIndex()
         self._last_ts = np.empty(0, np.int64)
         self._out = _columns(0, with_quality)
+        # Scratch of _in_sensor_order: a row's previous row of its sensor, rows' slots,
+        # each slot's last row (-1 between calls).
+        self._prev = np.empty(0, np.int64)
+        self._slots = np.empty(0, np.int32)
+        self._last_pos = np.empty(0, np.int64)
 
     @property
     def live_rows(self) -> int:
@@ -111,9 +125,24 @@ class SensorOrderBuffer(LateSplit):
             self._unchecked = _RECHECK
         if not check:
             self.sorted_releases += 1
-            order = _stable_argsort_kernel(rows[1])
-            rows = tuple(c[order] if len(c) else c for c in rows)
+            rows = self._in_sensor_order(rows)  # type: ignore[arg-type]
         return rows  # type: ignore[return-value]
+
+    def _in_sensor_order(self, rows: Rows) -> Rows:
+        """``rows`` (arrival order) in each sensor's (ts, arrival) order: each row moved
+        back past its sensor's later rows (in place), or, if that takes more than a few
+        moves a row (a sensor far out of order), a stable sort of them all by ts."""
+        n = len(rows[1])
+        if len(self._prev) < n:
+            self._prev = np.empty(max(n, 2 * len(self._prev)), np.int64)
+            self._slots = np.empty(len(self._prev), np.int32)
+        slots = self._keys.slots(rows[0], out=self._slots[:n])
+        self._last_pos = grown_state(self._last_pos, self._keys.n, -1)
+        moves = self.moves_per_row * n + 64
+        if _sensor_order_kernel(slots, rows, n, self._prev, self._last_pos, moves):
+            return rows
+        order = _stable_argsort_kernel(rows[1])
+        return tuple(c[order] if len(c) else c for c in rows)  # type: ignore[return-value]
 
     def snapshot(self) -> dict[str, object]:
         def column(i: int, dtype: type) -> np.ndarray:
