@@ -185,7 +185,8 @@ def _print(console: Console, figures: dict[str, object]) -> None:
     received = f"{figures['readings_to_operators']:,}"
     table.add_row("(source)", "decode SBE", received, _m(figures["decoder_readings_per_s"]))
     for name, o in outputs.items():
-        steps = ", ".join(o["steps"]) or "(readings as they arrive)"  # type: ignore[arg-type]
+        # One step a line: joined on one, a chain of several wrapped mid-name at 80 columns.
+        steps = "\n".join(o["steps"]) or "(readings as they arrive)"  # type: ignore[arg-type]
         table.add_row(name, steps, f"{o['rows_out']:,}", _m(o["readings_per_s"]))
     all_outputs = _m(figures["all_outputs_readings_per_s"])
     table.add_row("all outputs", "one flow, fanned out", "", all_outputs, style="bold")

@@ -9,7 +9,7 @@ import pyarrow as pa
 from rich.console import Console
 
 from telepipe.config import build, load
-from telepipe.pipelines.bench import bench, decode_all, encoded_messages
+from telepipe.pipelines.bench import _print, bench, decode_all, encoded_messages
 
 READINGS = 120_000
 
@@ -65,3 +65,27 @@ def test_bench_runs_a_pipeline_of_detectors(telepipe_cli) -> None:
     assert "Traceback" not in done.stderr
     for name in ("HysteresisAlarm", "Flatline", "EwmaZScore", "all outputs"):
         assert name in done.stdout
+
+
+def test_a_chain_of_steps_reads_whole_at_80_columns() -> None:
+    """Each step on its own line: joined on one, names were cut where the cell wrapped."""
+    console = Console(record=True, width=80)
+    chain = ["dedup: Dedup", "hysteresis: HysteresisAlarm", "flatline: Flatline"]
+    figures = {
+        "pipeline": "press_line",
+        "readings": 2_000_000,
+        "sensors": 1_000,
+        "repeats": 3,
+        "readings_to_operators": 1_999_000,
+        "decoder_readings_per_s": 2.2e7,
+        "outputs": {
+            "alarms_hysteresis": {"steps": chain, "rows_out": 1_234, "readings_per_s": 2.5e7},
+            "readings": {"steps": [], "rows_out": 1_999_000, "readings_per_s": None},
+        },
+        "all_outputs_readings_per_s": 3.9e6,
+    }
+    _print(console, figures)
+    lines = console.export_text().splitlines()
+    for step in chain:
+        assert any(step in line for line in lines), step
+    assert all(len(line) <= 80 for line in lines)
