@@ -13,7 +13,7 @@ from telepipe.errors import ConfigError
 from telepipe.operators._alarm_kernels import _alarm_admit_kernel, _alarm_due_kernel
 from telepipe.operators._kernels import INT64_MAX, INT64_MIN
 from telepipe.operators.key_index import KeyIndex, grown_state
-from telepipe.schema import ALARMS
+from telepipe.schema import ALARMS, TS_NS, arrow_column
 
 
 class AlarmRuns:
@@ -89,8 +89,8 @@ class AlarmRuns:
             return []
         columns = [
             pa.array(sid, pa.int32()),
-            _timestamps(ts),
-            _timestamps(start),
+            arrow_column(ts, TS_NS),
+            arrow_column(start, TS_NS),
             pa.array(val, pa.float64()),
             *(column.slice(0, n) for column in self._constant_columns(n)),
         ]
@@ -131,11 +131,6 @@ class AlarmRuns:
         self._state[1][slots] = np.asarray(snapshot["run_start"], np.int64)
         self.watermark = int(snapshot["watermark"])  # type: ignore[call-overload]
         self.late_rows = int(snapshot["late_rows"])  # type: ignore[call-overload]
-
-
-def _timestamps(ns: np.ndarray) -> pa.Array:
-    """A ``timestamp[ns]`` array over int64 ``ns`` without a copy (``pa.array`` casts)."""
-    return pa.Array.from_buffers(pa.timestamp("ns"), len(ns), [None, pa.py_buffer(ns)])
 
 
 def _runs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

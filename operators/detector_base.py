@@ -21,6 +21,7 @@ from telepipe.operators._detector_kernels import _table_rebuild_kernel
 from telepipe.operators.event_buffer import EventTimeBuffer
 from telepipe.operators.readings import quality_array, readings_arrays
 from telepipe.operators.sensor_order_buffer import SensorOrderBuffer
+from telepipe.schema import arrow_column
 
 _MIN_CAPACITY = 64
 INT32_MAX = 2**31 - 1
@@ -204,7 +205,7 @@ def event_batch(schema: pa.Schema, columns: Sequence[np.ndarray]) -> list[pa.Rec
     """One batch of ``schema`` from numpy columns (int64 for timestamps), or none if empty."""
     if len(columns[0]) == 0:
         return []
-    arrays = [pa.array(c, f.type) for c, f in zip(columns, schema, strict=True)]
+    arrays = [arrow_column(c, f.type) for c, f in zip(columns, schema, strict=True)]
     return [pa.RecordBatch.from_arrays(arrays, schema=schema)]
 
 

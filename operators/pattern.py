@@ -29,7 +29,7 @@ from telepipe.operators import _pattern_kernels as pk
 from telepipe.operators.detector_base import DetectorLogic, check_int
 from telepipe.operators.stage import StageOperator
 from telepipe.operators.window_options import MAX_MS
-from telepipe.schema import TS_NS
+from telepipe.schema import TS_NS, arrow_column
 
 PATTERN_MATCHES = pa.schema(
     [
@@ -383,11 +383,11 @@ class CepPatternLogic(DetectorLogic):
             [
                 pa.array([self.pattern] * n, pa.string()),
                 pa.array(meta[:, pk.O_SID].astype(np.int32)),
-                pa.array(meta[:, pk.O_START_TS], TS_NS),
-                pa.array(meta[:, pk.O_END_TS], TS_NS),
+                arrow_column(meta[:, pk.O_START_TS], TS_NS),
+                arrow_column(meta[:, pk.O_END_TS], TS_NS),
                 pa.array(lens.astype(np.int32)),
                 pa.ListArray.from_arrays(off, pa.array(ev_val, pa.float64())),
-                pa.ListArray.from_arrays(off, pa.array(ev_ts, TS_NS)),
+                pa.ListArray.from_arrays(off, arrow_column(ev_ts, TS_NS)),
                 pa.ListArray.from_arrays(off, self.step_names.take(pa.array(ev_step))),
             ],
             schema=PATTERN_MATCHES,

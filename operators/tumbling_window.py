@@ -21,7 +21,7 @@ from telepipe.operators._kernels import (
 from telepipe.operators.key_index import KeyIndex, grown_state
 from telepipe.operators.readings import readings_arrays
 from telepipe.operators.stage import StageOperator
-from telepipe.schema import WINDOWS
+from telepipe.schema import WINDOWS, arrow_column
 
 _MIN_CAPACITY = 64
 
@@ -187,9 +187,7 @@ class TumblingWindowLogic:
             cap = _capacity_for(remaining)
         self._table, self._n_used = _window_rebuild_kernel(*self._table, self._fire_below, cap)
         types = [field.type for field in WINDOWS]
-        arrays = [
-            pa.array(column, type=type_) for column, type_ in zip(columns, types, strict=True)
-        ]
+        arrays = [arrow_column(column, type_) for column, type_ in zip(columns, types, strict=True)]
         return [pa.RecordBatch.from_arrays(arrays, schema=WINDOWS)]
 
     def snapshot(self) -> dict[str, object]:

@@ -24,7 +24,7 @@ from telepipe.operators._window_kernels import (
     _finalize_kernel,
     _sketch_quantiles_kernel,
 )
-from telepipe.schema import TS_NS
+from telepipe.schema import TS_NS, arrow_column
 
 #: Aggregate name -> column of the finalize kernel's float output (count is separate).
 _FLOAT_COLUMNS = {
@@ -135,8 +135,8 @@ def emit_batch(
         )
     arrays: list[pa.Array] = [
         pa.array(o_sid, pa.int32()),
-        pa.array(o_start, TS_NS),
-        pa.array(o_end, TS_NS),
+        arrow_column(o_start, TS_NS),
+        arrow_column(o_end, TS_NS),
     ]
     q = 0
     for name in aggregates:
