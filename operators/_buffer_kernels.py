@@ -68,14 +68,15 @@ def _merge_rows_kernel(b_sid, b_ts, b_val, b_q, head, end, sid, ts, val, q, orde
 
 @_jit
 def _release_segment_kernel(
-    seg, pos, n, kept, watermark, release_all, lookup, last_ts, out, n_out, check
+    seg, pos, n, kept, watermark, release_all, lookup, last_ts, out, o_slot, n_out, check
 ):
     """Move the rows ``< watermark`` (all with ``release_all``) of ``seg[pos:n]`` to
     ``out[n_out:]`` in arrival order, and the others down to ``seg[kept:]``, in order.
 
     ``seg``/``out`` are ``(sid, ts, value, quality)`` (quality moves along when
-    ``seg``'s is non-empty); ``last_ts[slot]`` is each sensor's last released ts.
-    Without ``check`` (the caller sorts what it gets) rows are just moved.
+    ``seg``'s is non-empty), ``o_slot`` gets each released row's sensor slot;
+    ``last_ts[slot]`` is each sensor's last released ts. Without ``check`` (the
+    caller reorders what it gets, by those slots) rows are just moved.
     Returns ``(pos, n_out, kept, status)``: ``RELEASED`` when done; ``NEED_KEY``
     (add the sensors of ``seg[pos:n]`` and resume) or ``OUT_OF_ORDER`` (a row
     behind its sensor's last one) stop at row ``pos`` with everything before it
@@ -97,18 +98,19 @@ def _release_segment_kernel(
             kept += 1
             continue
         s = s_sid[i]
+        # The slot lookup written out, as _key_kernels says why.
+        k = -1
+        if 0 <= s < dense.shape[0]:
+            k = dense[s]
+        if k < 0:
+            k = _slot_kernel(s, dense, h_key, h_slot)
+        if k < 0 or k >= n_slots:
+            return i, n_out, kept, NEED_KEY
         if check:
-            # The slot lookup written out, as _key_kernels says why.
-            k = -1
-            if 0 <= s < dense.shape[0]:
-                k = dense[s]
-            if k < 0:
-                k = _slot_kernel(s, dense, h_key, h_slot)
-            if k < 0 or k >= n_slots:
-                return i, n_out, kept, NEED_KEY
             if t < last_ts[k]:
                 return i, n_out, kept, OUT_OF_ORDER
             last_ts[k] = t
+        o_slot[n_out] = k
         o_sid[n_out] = s
         o_ts[n_out] = t
         o_val[n_out] = s_val[i]

@@ -61,8 +61,8 @@ class SensorOrderBuffer(LateSplit):
         self._keys = KeyIndex()
         self._last_ts = np.empty(0, np.int64)
         self._out = _columns(0, with_quality)
-        # Scratch of _in_sensor_order: a row's previous row of its sensor, rows' slots,
-        # each slot's last row (-1 between calls).
+        # Released rows' slots, and scratch of _in_sensor_order: a row's previous row
+        # of its sensor, each slot's last row (-1 between calls).
         self._prev = np.empty(0, np.int64)
         self._slots = np.empty(0, np.int32)
         self._last_pos = np.empty(0, np.int64)
@@ -97,6 +97,8 @@ class SensorOrderBuffer(LateSplit):
         total = sum(s.n for s in due)
         if len(self._out[1]) < total:
             self._out = _columns(max(total, 2 * len(self._out[1])), self.with_quality)
+            self._slots = np.empty(len(self._out[1]), np.int32)
+            self._prev = np.empty(len(self._out[1]), np.int64)
         out = tuple(self._out)
         n_out = 0
         check = self._unchecked == 0
@@ -107,7 +109,7 @@ class SensorOrderBuffer(LateSplit):
             while True:
                 pos, n_out, kept, status = _release_segment_kernel(
                     tuple(seg.columns), pos, seg.n, kept, watermark_ns, release_all,
-                    self._keys.lookup, self._last_ts, out, n_out, check,
+                    self._keys.lookup, self._last_ts, out, self._slots, n_out, check,
                 )  # fmt: skip
                 if status == NEED_KEY:
                     self._keys.slots(seg.columns[0][pos : seg.n])
@@ -125,18 +127,14 @@ class SensorOrderBuffer(LateSplit):
             self._unchecked = _RECHECK
         if not check:
             self.sorted_releases += 1
-            rows = self._in_sensor_order(rows)  # type: ignore[arg-type]
+            rows = self._in_sensor_order(rows, self._slots[:n_out])  # type: ignore[arg-type]
         return rows  # type: ignore[return-value]
 
-    def _in_sensor_order(self, rows: Rows) -> Rows:
+    def _in_sensor_order(self, rows: Rows, slots: np.ndarray) -> Rows:
         """``rows`` (arrival order) in each sensor's (ts, arrival) order: each row moved
         back past its sensor's later rows (in place), or, if that takes more than a few
         moves a row (a sensor far out of order), a stable sort of them all by ts."""
         n = len(rows[1])
-        if len(self._prev) < n:
-            self._prev = np.empty(max(n, 2 * len(self._prev)), np.int64)
-            self._slots = np.empty(len(self._prev), np.int32)
-        slots = self._keys.slots(rows[0], out=self._slots[:n])
         self._last_pos = grown_state(self._last_pos, self._keys.n, -1)
         moves = self.moves_per_row * n + 64
         if _sensor_order_kernel(slots, rows, n, self._prev, self._last_pos, moves):
