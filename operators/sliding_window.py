@@ -13,10 +13,14 @@ from telepipe.markers import MAX_WATERMARK
 from telepipe.operators._kernels import INT64_MAX, INT64_MIN
 from telepipe.operators._sliding_kernels import (
     NEED_KEY,
+    STAGE_CODES,
+    STAGE_SLOTS,
+    _sketch_stage_kernel,
     _sliding_due_panes_kernel,
     _sliding_fold_due_kernel,
     _sliding_rebuild_kernel,
     _sliding_update_kernel,
+    _stage_flush_kernel,
 )
 from telepipe.operators._window_kernels import (
     I_CNT,
@@ -24,7 +28,6 @@ from telepipe.operators._window_kernels import (
     I_FIRED,
     N_A,
     N_I,
-    _sketch_add_kernel,
     _sketch_rebuild_kernel,
 )
 from telepipe.operators.key_index import KeyIndex, grown_state
@@ -110,6 +113,8 @@ class SlidingWindowLogic:
         self._purge_below = INT64_MIN  # windows below are gone
         self._set_table(*_empty_table())
         self._set_sketch(*_empty_sketch())
+        # Each sensor's staged pane sketch (empty between batches).
+        self._stage = _empty_stage(0)
 
     def _set_table(self, k_sid, k_win, ia, fa, cap: int = _MIN_CAPACITY) -> None:
         self._table, self._n_used = _sliding_rebuild_kernel(k_sid, k_win, ia, fa, INT64_MIN, cap)
@@ -149,21 +154,42 @@ class SlidingWindowLogic:
                     *self._table, INT64_MIN, 2 * len(self._table[0])
                 )
         if self._quantiles:
-            pos = 0
-            while True:
-                pos, self._n_sketch = _sketch_add_kernel(
-                    sid, val, k_lo, k_hi, pos, *self._sketch, self._n_sketch
-                )
-                if pos >= n:
-                    break
-                self._sketch, self._n_sketch = _sketch_rebuild_kernel(
-                    *self._sketch, INT64_MIN, *_no_remap(), 2 * len(self._sketch[0])
-                )
+            self._add_to_sketches(sid, val, k_lo, k_hi)
         self._seq += n
         if n_late:
             self.late_rows += n_late
             self._late.append(batch.filter(pa.array(late.view(np.bool_))))
         return []
+
+    def _add_to_sketches(self, sid, val, k_lo, k_hi) -> None:
+        """The batch's rows into their panes' sketches, through each sensor's staged pane
+        (``_sketch_stage_kernel``), all of it in the table when this returns."""
+        n_stage = min(self._keys.n, STAGE_SLOTS)
+        if len(self._stage[0]) < n_stage:
+            size = min(STAGE_SLOTS, max(n_stage, 2 * len(self._stage[0])))
+            self._stage = _empty_stage(size)
+        pos = 0
+        while True:
+            pos, self._n_sketch = _sketch_stage_kernel(
+                sid, val, k_lo, k_hi, pos, self._keys.lookup, self._stage, self._sketch,
+                self._n_sketch,
+            )  # fmt: skip
+            if pos >= len(val):
+                break
+            self._grow_sketch()
+        pos = 0
+        while True:
+            pos, self._n_sketch = _stage_flush_kernel(
+                self._keys.keys, pos, self._stage, self._sketch, self._n_sketch
+            )
+            if pos >= len(self._stage[0]):
+                break
+            self._grow_sketch()
+
+    def _grow_sketch(self) -> None:
+        self._sketch, self._n_sketch = _sketch_rebuild_kernel(
+            *self._sketch, INT64_MIN, *_no_remap(), 2 * len(self._sketch[0])
+        )
 
     def _grow_panes(self) -> None:
         n = self._keys.n
@@ -371,6 +397,15 @@ def _empty_sketch() -> tuple[np.ndarray, ...]:
         np.zeros(0, np.int32),
         np.zeros(0, np.int64),
         np.zeros(0, np.int64),
+    )
+
+
+def _empty_stage(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(pane, first code, counts[n, STAGE_CODES])`` per slot, none staged."""
+    return (
+        np.full(n, INT64_MIN, np.int64),
+        np.zeros(n, np.int64),
+        np.zeros((n, STAGE_CODES), np.int32),
     )
 
 
