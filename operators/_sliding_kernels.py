@@ -243,7 +243,8 @@ def _sliding_rebuild_kernel(k_sid, k_win, ia, fa, keep_from, new_cap):
 
 # A sensor's newest pane is counted in a small dense array of this many bucket
 # codes (around its first value's: a 1.02**32 ~ 1.9x range), moved into the
-# sketch table once a batch; a row outside it goes to the table directly.
+# sketch table when the sensor moves on to a later pane or a window holding the
+# pane is read; a row outside it goes to the table directly.
 STAGE_CODES = 32
 STAGE_SLOTS = 1 << 16  # sensors beyond these slots go to the table directly
 
@@ -280,7 +281,7 @@ def _sketch_stage_kernel(sid, val, k_lo, k_hi, start, lookup, stage, sketch, n_u
     (``k_lo[i]``; none if ``k_hi[i] < k_lo[i]``, a late row), as ``_window_kernels._sketch_add_kernel`` does with
     one hash-table probe a row (~30 ns here, of mispredicted branches more than of
     misses), but through each sensor's staged pane: a row of it is one increment,
-    and the table gets one insert per (sensor, pane, bucket) a batch.
+    and the table gets one insert per (sensor, pane, bucket).
 
     ``stage = (key, base, counts[slot, STAGE_CODES])`` per ``KeyIndex`` slot (key
     ``INT64_MIN``: none staged). A row of another pane than its sensor's staged
@@ -322,15 +323,15 @@ def _sketch_stage_kernel(sid, val, k_lo, k_hi, start, lookup, stage, sketch, n_u
 
 
 @_jit
-def _stage_flush_kernel(keys, start, stage, sketch, n_used):
-    """Every staged pane of slots ``start..`` into the sketch table (``keys``: slot ->
-    sensor id). Returns ``(next_slot, n_used)``; ``next_slot < len(stage[0])``:
+def _stage_flush_kernel(keys, start, stage, sketch, n_used, below):
+    """The staged panes ``< below`` of slots ``start..`` into the sketch table (``keys``:
+    slot -> sensor id). Returns ``(next_slot, n_used)``; ``next_slot < len(stage[0])``:
     grow the table, resume."""
     s_cnt = sketch[0]
     mask = s_cnt.shape[0] - 1
     st_key = stage[0]
     for k in range(start, st_key.shape[0]):
-        if st_key[k] == INT64_MIN:
+        if st_key[k] == INT64_MIN or st_key[k] >= below:
             continue
         if (n_used + STAGE_CODES) * 2 > s_cnt.shape[0]:
             return k, n_used

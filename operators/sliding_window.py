@@ -163,11 +163,14 @@ class SlidingWindowLogic:
 
     def _add_to_sketches(self, sid, val, k_lo, k_hi) -> None:
         """The batch's rows into their panes' sketches, through each sensor's staged pane
-        (``_sketch_stage_kernel``), all of it in the table when this returns."""
+        (``_sketch_stage_kernel``); ``_flush_stage`` moves them to the table."""
         n_stage = min(self._keys.n, STAGE_SLOTS)
         if len(self._stage[0]) < n_stage:
             size = min(STAGE_SLOTS, max(n_stage, 2 * len(self._stage[0])))
-            self._stage = _empty_stage(size)
+            grown = _empty_stage(size)
+            for new, old in zip(grown, self._stage, strict=True):
+                new[: len(old)] = old
+            self._stage = grown
         pos = 0
         while True:
             pos, self._n_sketch = _sketch_stage_kernel(
@@ -177,10 +180,13 @@ class SlidingWindowLogic:
             if pos >= len(val):
                 break
             self._grow_sketch()
+
+    def _flush_stage(self, below: int = INT64_MAX) -> None:
+        """The staged panes ``< below`` into the sketch table (before it is read)."""
         pos = 0
         while True:
             pos, self._n_sketch = _stage_flush_kernel(
-                self._keys.keys, pos, self._stage, self._sketch, self._n_sketch
+                self._keys.keys, pos, self._stage, self._sketch, self._n_sketch, below
             )
             if pos >= len(self._stage[0]):
                 break
@@ -252,7 +258,11 @@ class SlidingWindowLogic:
         start = k_win * self.slide_ns  # by slot (k*slide <= ts: no overflow)
         # The window holding ts near 2**63 cannot state its end: clamp it.
         end = np.where(start > INT64_MAX - self.size_ns, INT64_MAX, start + self.size_ns)
-        sketch = self._sketch if self._quantiles else None
+        sketch = None
+        if self._quantiles:
+            r, p = self._panes_per  # window k holds panes k*r .. k*r + p - 1
+            self._flush_stage(INT64_MAX if fire_to > (INT64_MAX - p) // r else fire_to * r + p)
+            sketch = self._sketch
         batch, slots = emit_batch(
             self.schema, self.options.aggregates, slots, k_sid, k_win, ia, fa, start, end, sketch,
             self._panes_per,
@@ -272,6 +282,7 @@ class SlidingWindowLogic:
                 *self._table, below, _shrunk(cap, live)
             )
             if self._quantiles:  # sketches of panes only gone windows held go with them
+                self._flush_stage(self._first_live_pane(below))
                 cap = len(self._sketch[0])
                 self._sketch, self._n_sketch = _sketch_rebuild_kernel(
                     *self._sketch, self._first_live_pane(below), *_no_remap(),
@@ -286,6 +297,7 @@ class SlidingWindowLogic:
         return INT64_MIN if below < INT64_MIN // r else below * r
 
     def snapshot(self) -> dict[str, object]:
+        self._flush_stage()
         k_sid, k_win, ia, fa = self._table
         live = ia[:, 0] != 0
         s_cnt, s_sid, s_key, s_code = self._sketch
@@ -340,6 +352,7 @@ class SlidingWindowLogic:
                 "start from an empty data_dir"
             )
         s_cnt = np.asarray(snapshot["sketch_count"], np.int64)
+        self._stage = _empty_stage(0)
         self._set_sketch(
             s_cnt,
             np.asarray(snapshot["sketch_sensor_id"], np.int32),
