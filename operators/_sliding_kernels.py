@@ -31,7 +31,7 @@ from telepipe.operators._window_kernels import (
     _acc_first,
     _acc_merge,
     _sketch_code,
-    _sketch_slot,
+    _sketch_insert,
 )
 
 NEED_KEY = 1  # a sensor without a slot (or pane) yet
@@ -250,19 +250,6 @@ STAGE_SLOTS = 1 << 16  # sensors beyond these slots go to the table directly
 
 
 @_jit
-def _sketch_insert(sketch, s, key, code, count, n_used, mask):
-    s_cnt, s_sid, s_key, s_code = sketch
-    h = _sketch_slot(s_cnt, s_sid, s_key, s_code, s, key, code, mask)
-    if s_cnt[h] == 0:
-        s_sid[h] = s
-        s_key[h] = key
-        s_code[h] = code
-        n_used += 1
-    s_cnt[h] += count
-    return n_used
-
-
-@_jit
 def _stage_flush_one(k, s, stage, sketch, n_used, mask):
     """Slot ``k``'s staged pane (sensor ``s``) into the sketch table; emptied."""
     st_key, st_base, st_cnt = stage
@@ -278,10 +265,11 @@ def _stage_flush_one(k, s, stage, sketch, n_used, mask):
 @_jit
 def _sketch_stage_kernel(sid, val, k_lo, k_hi, start, lookup, stage, sketch, n_used):
     """Count the non-NaN values of rows ``start..`` in the sketches of their panes
-    (``k_lo[i]``; none if ``k_hi[i] < k_lo[i]``, a late row), as ``_window_kernels._sketch_add_kernel`` does with
-    one hash-table probe a row (~30 ns here, of mispredicted branches more than of
-    misses), but through each sensor's staged pane: a row of it is one increment,
-    and the table gets one insert per (sensor, pane, bucket).
+    (``k_lo[i]``; none if ``k_hi[i] < k_lo[i]``, a late row), as
+    ``_window_kernels._sketch_add_kernel`` does with one hash-table probe a row
+    (~30 ns here, of mispredicted branches more than of misses), but through each
+    sensor's staged pane: a row of it is one increment, and the table gets one
+    insert per (sensor, pane, bucket).
 
     ``stage = (key, base, counts[slot, STAGE_CODES])`` per ``KeyIndex`` slot (key
     ``INT64_MIN``: none staged). A row of another pane than its sensor's staged
@@ -303,6 +291,7 @@ def _sketch_stage_kernel(sid, val, k_lo, k_hi, start, lookup, stage, sketch, n_u
             return i, n_used
         code = _sketch_code(v)
         s = sid[i]
+        # The slot lookup written out, as _key_kernels says why.
         k = -1
         if 0 <= s < dense.shape[0]:
             k = dense[s]

@@ -30,7 +30,7 @@ class AlarmRuns:
         self._pending = _alarm_rows(1024)
         self._n_pend = 0
         self._due_from = INT64_MAX  # no waiting alarm has a smaller ts
-        self._constants: tuple[pa.Array, pa.Array] = (pa.array([], pa.float64()),) * 2
+        self._constants: tuple[pa.Array, pa.Array] | None = None
 
     def _fit_state(self) -> None:
         run_len, run_start, last_ts = self._state
@@ -99,8 +99,8 @@ class AlarmRuns:
     def _constant_columns(self, n: int) -> tuple[pa.Array, pa.Array]:
         """``threshold`` and ``consecutive`` columns of at least ``n`` rows: made once and
         sliced (np.full and pa.array for each batch were a third of the emit's cost)."""
-        if len(self._constants[0]) < n:
-            size = max(n, 2 * len(self._constants[0]))
+        if self._constants is None or len(self._constants[0]) < n:
+            size = max(n, 2 * len(self._constants[0]) if self._constants else 0)
             self._constants = (
                 pa.array(np.full(size, self.threshold), pa.float64()),
                 pa.array(np.full(size, self.consecutive, np.int32), pa.int32()),

@@ -23,10 +23,30 @@ _QUALITY = ("quality", pa.uint8())
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
 
-_no_batch: weakref.ref[pa.RecordBatch] = weakref.ref(pa.record_batch([pa.array([0])], ["_"]))
-# (batch, arrays) of the last batch seen, and (schema, column indexes) of the last schema.
-_last: tuple[weakref.ref[pa.RecordBatch], Arrays] = (_no_batch, ())  # type: ignore[assignment]
-_last_quality: tuple[weakref.ref[pa.RecordBatch], np.ndarray] = (_no_batch, np.empty(0, np.uint8))
+
+class _LastBatch:
+    """What was computed for the last batch seen, the batch held by a weak reference.
+
+    Entry and batch are one tuple, replaced in one assignment, so an operator on
+    another thread never pairs a batch with another batch's arrays.
+    """
+
+    __slots__ = ("_entry",)
+
+    def __init__(self) -> None:
+        self._entry: tuple[weakref.ref[pa.RecordBatch], object] | None = None
+
+    def get(self, batch: pa.RecordBatch) -> object | None:
+        entry = self._entry
+        return entry[1] if entry is not None and entry[0]() is batch else None
+
+    def put(self, batch: pa.RecordBatch, value: object) -> None:
+        self._entry = (weakref.ref(batch), value)
+
+
+_last_readings = _LastBatch()
+_last_quality = _LastBatch()
+# (schema, column indexes) of the last schema checked.
 _checked: tuple[pa.Schema | None, tuple[int, ...]] = (None, ())
 
 
@@ -35,10 +55,9 @@ def readings_arrays(batch: pa.RecordBatch) -> Arrays:
 
     Raises ``SchemaError`` if a column is missing, mistyped or holds nulls.
     """
-    global _last
-    last = _last
-    if last[0]() is batch:
-        return last[1]
+    known = _last_readings.get(batch)
+    if known is not None:
+        return known  # type: ignore[return-value]
     if not isinstance(batch, pa.RecordBatch):
         raise SchemaError(f"expected a pyarrow.RecordBatch of readings, got {type(batch)!r}")
     arrays = []
@@ -49,16 +68,15 @@ def readings_arrays(batch: pa.RecordBatch) -> Arrays:
         arrays.append(column.to_numpy(zero_copy_only=True))
     sid, ts, val = arrays
     result = (sid, ts.view(np.int64), val)
-    _last = (weakref.ref(batch), result)
+    _last_readings.put(batch, result)
     return result
 
 
 def quality_array(batch: pa.RecordBatch) -> np.ndarray:
     """Zero-copy ``quality`` (uint8) of a readings batch; ``SchemaError`` as above."""
-    global _last_quality
-    last = _last_quality
-    if last[0]() is batch:
-        return last[1]
+    known = _last_quality.get(batch)
+    if known is not None:
+        return known  # type: ignore[return-value]
     name, type_ = _QUALITY
     index = batch.schema.get_field_index(name)
     if index < 0:
@@ -67,7 +85,7 @@ def quality_array(batch: pa.RecordBatch) -> np.ndarray:
     if column.type != type_ or column.null_count:
         raise SchemaError(f"readings column {name!r} is {column.type} with nulls or not {type_}")
     quality = column.to_numpy(zero_copy_only=True)
-    _last_quality = (weakref.ref(batch), quality)
+    _last_quality.put(batch, quality)
     return quality
 
 

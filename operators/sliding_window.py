@@ -113,7 +113,7 @@ class SlidingWindowLogic:
         self._purge_below = INT64_MIN  # windows below are gone
         self._set_table(*_empty_table())
         self._set_sketch(*_empty_sketch())
-        # Each sensor's staged pane sketch (empty between batches).
+        # Each sensor's staged pane sketch, by slot (``_sketch_stage_kernel``).
         self._stage = _empty_stage(0)
 
     def _set_table(self, k_sid, k_win, ia, fa, cap: int = _MIN_CAPACITY) -> None:
@@ -164,13 +164,13 @@ class SlidingWindowLogic:
     def _add_to_sketches(self, sid, val, k_lo, k_hi) -> None:
         """The batch's rows into their panes' sketches, through each sensor's staged pane
         (``_sketch_stage_kernel``); ``_flush_stage`` moves them to the table."""
-        n_stage = min(self._keys.n, STAGE_SLOTS)
-        if len(self._stage[0]) < n_stage:
-            size = min(STAGE_SLOTS, max(n_stage, 2 * len(self._stage[0])))
-            grown = _empty_stage(size)
-            for new, old in zip(grown, self._stage, strict=True):
-                new[: len(old)] = old
-            self._stage = grown
+        n_stage = min(self._keys.n, STAGE_SLOTS)  # (doubling from 64 stops at STAGE_SLOTS)
+        key, base, counts = self._stage
+        self._stage = (
+            grown_state(key, n_stage, INT64_MIN),
+            grown_state(base, n_stage, 0),
+            grown_state(counts, n_stage, 0),
+        )
         pos = 0
         while True:
             pos, self._n_sketch = _sketch_stage_kernel(
@@ -282,10 +282,11 @@ class SlidingWindowLogic:
                 *self._table, below, _shrunk(cap, live)
             )
             if self._quantiles:  # sketches of panes only gone windows held go with them
-                self._flush_stage(self._first_live_pane(below))
+                first_live = self._first_live_pane(below)
+                self._flush_stage(first_live)
                 cap = len(self._sketch[0])
                 self._sketch, self._n_sketch = _sketch_rebuild_kernel(
-                    *self._sketch, self._first_live_pane(below), *_no_remap(),
+                    *self._sketch, first_live, *_no_remap(),
                     _shrunk(cap, self._n_sketch),
                 )  # fmt: skip
 
