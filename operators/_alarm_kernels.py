@@ -48,7 +48,7 @@ def _alarm_admit_kernel(
     p_slot, p_ts, p_start, p_val = pending
     n_slots = run_len.shape[0]
     late = 0
-    for i in range(start, ts.shape[0]):
+    for i in range(np.uint64(start), np.uint64(ts.shape[0])):  # unsigned: see _key_kernels
         t = ts[i]
         if t < watermark:
             late += 1
@@ -62,7 +62,7 @@ def _alarm_admit_kernel(
         if k < 0:
             k = _slot_kernel(s, dense, h_key, h_slot)
         if k < 0 or k >= n_slots:
-            return i, n_pend, late, n_repair, high, low, NEED_KEY
+            return np.int64(i), n_pend, late, n_repair, high, low, NEED_KEY
         if t > high:
             high = t
         if t < last_ts[k]:

@@ -14,6 +14,8 @@ Two ways to hand a watermark's rows to per-sensor state machines:
 
 from __future__ import annotations
 
+import numpy as np
+
 from telepipe.operators._kernels import _jit, _slot_kernel
 
 RELEASED = 0
@@ -87,7 +89,7 @@ def _release_segment_kernel(
     dense, h_key, h_slot = lookup
     with_q = s_q.shape[0] > 0
     n_slots = last_ts.shape[0]
-    for i in range(pos, n):
+    for i in range(np.uint64(pos), np.uint64(n)):  # unsigned: see _key_kernels
         t = s_ts[i]
         if t >= watermark and not release_all:
             s_sid[kept] = s_sid[i]
@@ -105,10 +107,10 @@ def _release_segment_kernel(
         if k < 0:
             k = _slot_kernel(s, dense, h_key, h_slot)
         if k < 0 or k >= n_slots:
-            return i, n_out, kept, NEED_KEY
+            return np.int64(i), n_out, kept, NEED_KEY
         if check:
             if t < last_ts[k]:
-                return i, n_out, kept, OUT_OF_ORDER
+                return np.int64(i), n_out, kept, OUT_OF_ORDER
             last_ts[k] = t
         o_slot[n_out] = k
         o_sid[n_out] = s

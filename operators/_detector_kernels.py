@@ -69,7 +69,7 @@ def _hysteresis_kernel(rows, start, params, table, n_used, out, n_out):
     used, k_sid, ints, _ = table
     out_row, out_state = out
     cap = used.shape[0]
-    for i in range(start, sid.shape[0]):
+    for i in range(np.uint64(start), np.uint64(sid.shape[0])):  # unsigned: see _key_kernels
         s = sid[i]
         v = val[i] * sign
         h = _find_slot(used, k_sid, s)
@@ -77,7 +77,7 @@ def _hysteresis_kernel(rows, start, params, table, n_used, out, n_out):
             if not v > enter:
                 continue  # an absent sensor is inactive with no run
             if (n_used + 1) * 2 > cap:
-                return i, n_used, n_out
+                return np.int64(i), n_used, n_out
             used[h] = 1
             k_sid[h] = s
             ints[h, 0] = 0
@@ -117,7 +117,7 @@ def _rate_kernel(rows, start, params, table, n_used, out, n_out):
     used, k_sid, ints, floats = table
     out_row, out_rate, out_prev = out
     cap = used.shape[0]
-    for i in range(start, sid.shape[0]):
+    for i in range(np.uint64(start), np.uint64(sid.shape[0])):  # unsigned: see _key_kernels
         v = val[i]
         if v != v:
             continue
@@ -126,7 +126,7 @@ def _rate_kernel(rows, start, params, table, n_used, out, n_out):
         h = _find_slot(used, k_sid, s)
         if used[h] == 0:
             if (n_used + 1) * 2 > cap:
-                return i, n_used, n_out
+                return np.int64(i), n_used, n_out
             used[h] = 1
             k_sid[h] = s
             n_used += 1
@@ -164,7 +164,7 @@ def _flatline_kernel(rows, start, params, table, n_used, out, n_out):
     out_row, out_start, out_count = out
     cap = used.shape[0]
     dur = np.uint64(min_duration)
-    for i in range(start, sid.shape[0]):
+    for i in range(np.uint64(start), np.uint64(sid.shape[0])):  # unsigned: see _key_kernels
         s = sid[i]
         v = val[i]
         h = _find_slot(used, k_sid, s)
@@ -172,7 +172,7 @@ def _flatline_kernel(rows, start, params, table, n_used, out, n_out):
             if v != v:
                 continue
             if (n_used + 1) * 2 > cap:
-                return i, n_used, n_out
+                return np.int64(i), n_used, n_out
             used[h] = 1
             k_sid[h] = s
             ints[h, 1] = 0
@@ -226,13 +226,13 @@ def _heartbeat_kernel(rows, start, timeout, table, n_used, out, n_out):
     used, k_sid, ints, _ = table
     out_sid, out_last = out
     cap = used.shape[0]
-    for i in range(start, sid.shape[0]):
+    for i in range(np.uint64(start), np.uint64(sid.shape[0])):  # unsigned: see _key_kernels
         s = sid[i]
         t = ts[i]
         h = _find_slot(used, k_sid, s)
         if used[h] == 0:
             if (n_used + 1) * 2 > cap:
-                return i, n_used, n_out
+                return np.int64(i), n_used, n_out
             used[h] = 1
             k_sid[h] = s
             n_used += 1
@@ -287,7 +287,7 @@ def _ewma_kernel(rows, start, params, table, n_used, out, n_out):
     out_row, out_mean, out_std, out_z = out
     cap = used.shape[0]
     keep = 1.0 - alpha
-    for i in range(start, sid.shape[0]):
+    for i in range(np.uint64(start), np.uint64(sid.shape[0])):  # unsigned: see _key_kernels
         s = sid[i]
         v = val[i]
         finite = math.isfinite(v)
@@ -296,7 +296,7 @@ def _ewma_kernel(rows, start, params, table, n_used, out, n_out):
             if not finite:
                 continue
             if (n_used + 1) * 2 > cap:
-                return i, n_used, n_out
+                return np.int64(i), n_used, n_out
             used[h] = 1
             k_sid[h] = s
             ints[h, 0] = 1
@@ -443,14 +443,14 @@ def _resample_kernel(rows, start, interval, params, table, n_used, out, n_out):
     used, k_sid, ints, floats = table
     room = out[0].shape[0]
     cap = used.shape[0]
-    for i in range(start, sid.shape[0]):
+    for i in range(np.uint64(start), np.uint64(sid.shape[0])):  # unsigned: see _key_kernels
         s = sid[i]
         v = val[i]
         k = ts[i] // interval
         h = _find_slot(used, k_sid, s)
         if used[h] == 0:
             if (n_used + 1) * 2 > cap:
-                return i, n_used, n_out
+                return np.int64(i), n_used, n_out
             used[h] = 1
             k_sid[h] = s
             ints[h, 1] = 0
@@ -458,7 +458,7 @@ def _resample_kernel(rows, start, interval, params, table, n_used, out, n_out):
             n_used += 1
         elif ints[h, 1] != 0 and ints[h, 0] != k:
             if n_out + _room(ints, h, fill, max_gap) > room:
-                return i, n_used, n_out
+                return np.int64(i), n_used, n_out
             n_out = _resample_close(h, table, params, out, n_out)
         if ints[h, 1] == 0:
             ints[h, 0] = k

@@ -84,7 +84,7 @@ def _window_update_kernel(
     hi = np.int64(0)
     w = np.int64(0)
     n = ts.shape[0]
-    for i in range(start, n):
+    for i in range(np.uint64(start), np.uint64(n)):  # unsigned: see _key_kernels
         t = ts[i]
         if t < lo or t >= hi:
             w = t // size_ns  # floor division, also for negative ts
@@ -101,7 +101,7 @@ def _window_update_kernel(
         if k < 0:
             k = _slot_kernel(s, dense, h_key, h_slot)
         if k < 0 or k >= n_slots:
-            return i, late, n_moved, n_def
+            return np.int64(i), late, n_moved, n_def
         v = val[i]
         cw = c_win[k]
         if w == cw:  # (an emptied entry has win INT64_MIN, never a row's)

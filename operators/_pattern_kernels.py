@@ -327,7 +327,7 @@ def _pattern_run_kernel(
     """
     mask = used.shape[0] - 1
     n_rows = ts.shape[0]
-    for i in range(start, n_rows):
+    for i in range(np.uint64(start), np.uint64(n_rows)):  # unsigned: see _key_kernels
         s = sid[i]
         h = _hash_kernel(s, 0) & mask
         idx = -1
@@ -340,7 +340,7 @@ def _pattern_run_kernel(
             continue
         if idx < 0:
             if (n_keys + 1) * 2 > used.shape[0] or n_keys + 1 > nslot.shape[0]:
-                return i, n_keys, n_nodes, n_out, ST_KEYS
+                return np.int64(i), n_keys, n_nodes, n_out, ST_KEYS
             used[h] = 1
             k_sid[h] = s
             k_idx[h] = n_keys
@@ -356,16 +356,16 @@ def _pattern_run_kernel(
             if ts[i] < idle[idx, 1]:
                 continue
         if n_nodes + (n + 1) * chain > nd.shape[0]:
-            return i, n_keys, n_nodes, n_out, ST_NODES
+            return np.int64(i), n_keys, n_nodes, n_out, ST_NODES
         if n_out + cap + scratch.shape[0] > o_meta.shape[0]:
-            return i, n_keys, n_nodes, n_out, ST_OUT
+            return np.int64(i), n_keys, n_nodes, n_out, ST_OUT
         base = idx * cap
         t = ts[i]
         if n > 0 and within > 0:
             n = _timeout(block, base, n, t, within, False, tab)
             n, n_out = _emit(block, base, n, s, nd, o_meta, n_out, tmp_a, tmp_b)
         b = bits[i]
-        pos = pos0 + i
+        pos = pos0 + np.int64(i)
         v = val[i]
         w = 0
         for q in range(base, base + n):

@@ -125,7 +125,7 @@ def _sliding_update_kernel(
     p_hi = np.int64(0)
     p = np.int64(0)
     n = ts.shape[0]
-    for i in range(start, n):
+    for i in range(np.uint64(start), np.uint64(n)):  # unsigned: see _key_kernels
         t = ts[i]
         if t < lo or t >= hi:
             khi = t // slide
@@ -147,13 +147,13 @@ def _sliding_update_kernel(
         if k < 0:
             k = _slot_kernel(s, dense, h_key, h_slot)
         if k < 0 or k >= n_slots:
-            return i, n_used, n_late, NEED_KEY
+            return np.int64(i), n_used, n_late, NEED_KEY
         if t < p_lo or t >= p_hi:
             p = t // pane
             p_lo = p * pane
             p_hi = p_lo + pane
         v = val[i]
-        seq = seq0 + i
+        seq = seq0 + np.int64(i)
         cp = c_pane[k]
         if p == cp:  # (an emptied pane has index INT64_MIN, never a row's)
             # _acc_add written out, as selects (a pane is never fired): as a call,
@@ -170,14 +170,14 @@ def _sliding_update_kernel(
         elif p > cp:
             if pia[k, I_CNT] != 0:  # the sensor moves on: its pane goes to its windows
                 if (n_used + per_row) * 2 > cap:
-                    return i, n_used, n_late, NEED_TABLE
+                    return np.int64(i), n_used, n_late, NEED_TABLE
                 w_lo, w_hi = _windows_of(cp * pane, size, slide)
                 n_used = _fold_pane(s, max(w_lo, purge_below), w_hi, pia, pfa, k, table, n_used)
             c_pane[k] = p
             _acc_first(pia, pfa, k, t, seq, v)
         else:
             if (n_used + per_row) * 2 > cap:
-                return i, n_used, n_late, NEED_TABLE
+                return np.int64(i), n_used, n_late, NEED_TABLE
             n_used = _add_row(s, klo, khi, t, seq, v, full, table, n_used)
         if want_pane:
             k_lo[i] = p
@@ -282,13 +282,13 @@ def _sketch_stage_kernel(sid, val, k_lo, k_hi, start, lookup, stage, sketch, n_u
     dense, h_key, h_slot = lookup
     st_key, st_base, st_cnt = stage
     n_stage = st_key.shape[0]
-    for i in range(start, val.shape[0]):
+    for i in range(np.uint64(start), np.uint64(val.shape[0])):  # unsigned: see _key_kernels
         v = val[i]
         key = k_lo[i]
         if v != v or k_hi[i] < key:
             continue
         if (n_used + STAGE_CODES + 1) * 2 > s_cnt.shape[0]:
-            return i, n_used
+            return np.int64(i), n_used
         code = _sketch_code(v)
         s = sid[i]
         # The slot lookup written out, as _key_kernels says why.

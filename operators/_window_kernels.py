@@ -379,12 +379,12 @@ def _sketch_add_kernel(sid, val, k_lo, k_hi, start, s_cnt, s_sid, s_key, s_code,
     """
     mask = s_cnt.shape[0] - 1
     n = val.shape[0]
-    for i in range(start, n):
+    for i in range(np.uint64(start), np.uint64(n)):  # unsigned: see _key_kernels
         v = val[i]
         if v != v or k_hi[i] < k_lo[i]:
             continue
         if (n_used + k_hi[i] - k_lo[i] + 1) * 2 > s_cnt.shape[0]:
-            return i, n_used
+            return np.int64(i), n_used
         code = _sketch_code(v)
         # _sketch_insert written out: called here it made SessionWindow ~20% slower.
         for k in range(k_lo[i], k_hi[i] + 1):
