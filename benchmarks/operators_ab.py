@@ -26,6 +26,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import polars as pl
 
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -38,6 +42,50 @@ def _use_tree(tree: Path) -> None:
 
     telepipe.__path__.insert(0, str(tree / "telepipe"))
     telepipe.operators.__path__.insert(0, str(tree / "operators"))
+
+
+def load_data(kind: str, readings: int) -> pl.DataFrame:
+    """``ordered`` (``operators.make_data``) or ``simulator`` readings, as the docstring says."""
+    import numpy as np
+    import polars as pl
+
+    from operators import make_data
+
+    if kind == "ordered":
+        return make_data(readings, 1000)
+    from telepipe.sources.simulator import SimulatorOptions, TelemetryGenerator
+
+    chunks = list(TelemetryGenerator(SimulatorOptions()).chunks(readings))
+    ts = np.concatenate([c["ts"] for c in chunks])
+    return pl.DataFrame(
+        {
+            "sensor_id": np.concatenate([c["sensor_id"] for c in chunks]),
+            "ts_ns": ts,
+            "value": np.concatenate([c["value"] for c in chunks]),
+            "quality": np.zeros(len(ts), np.uint8),
+        }
+    ).filter(pl.Series(ts >= np.maximum.accumulate(ts) - 50_000_000))
+
+
+def make_ops() -> dict[str, object]:
+    """The operators timed, by name (new instances: each builds its own state)."""
+    from telepipe.operators.hysteresis_alarm import HysteresisAlarm
+    from telepipe.operators.rate_of_change import RateOfChange
+    from telepipe.operators.session_window import SessionWindow
+    from telepipe.operators.sliding_window import SlidingWindow
+    from telepipe.operators.threshold_alarm import ThresholdAlarm
+    from telepipe.operators.tumbling_window import TumblingWindow
+
+    return {
+        "TumblingWindow": TumblingWindow(1000),
+        "ThresholdAlarm": ThresholdAlarm(80.0, 3),
+        "SlidingWindow": SlidingWindow(size_ms=2000, slide_ms=500),
+        "SessionWindow": SessionWindow(gap_ms=100),
+        "HysteresisAlarm": HysteresisAlarm(
+            enter=80.0, exit=70.0, consecutive=3, exit_consecutive=3
+        ),
+        "RateOfChange": RateOfChange(max_rate=20_000.0),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,45 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sys.path.insert(0, str(_REPO / "benchmarks"))
 
-    import numpy as np
-    import polars as pl
     from _common import emit, machine, median, rate
     from demo_throughput import to_batches, with_watermarks
 
-    from operators import make_data, run_both, run_op
-    from telepipe.operators.hysteresis_alarm import HysteresisAlarm
-    from telepipe.operators.rate_of_change import RateOfChange
-    from telepipe.operators.session_window import SessionWindow
-    from telepipe.operators.sliding_window import SlidingWindow
-    from telepipe.operators.threshold_alarm import ThresholdAlarm
-    from telepipe.operators.tumbling_window import TumblingWindow
+    from operators import run_both, run_op
 
-    if args.data == "ordered":
-        df = make_data(args.readings, 1000)
-    else:
-        from telepipe.sources.simulator import SimulatorOptions, TelemetryGenerator
-
-        chunks = list(TelemetryGenerator(SimulatorOptions()).chunks(args.readings))
-        ts = np.concatenate([c["ts"] for c in chunks])
-        df = pl.DataFrame(
-            {
-                "sensor_id": np.concatenate([c["sensor_id"] for c in chunks]),
-                "ts_ns": ts,
-                "value": np.concatenate([c["value"] for c in chunks]),
-                "quality": np.zeros(len(ts), np.uint8),
-            }
-        ).filter(pl.Series(ts >= np.maximum.accumulate(ts) - 50_000_000))
+    df = load_data(args.data, args.readings)
     items = with_watermarks(to_batches(df, args.batch_rows))
-    ops = {
-        "TumblingWindow": TumblingWindow(1000),
-        "ThresholdAlarm": ThresholdAlarm(80.0, 3),
-        "SlidingWindow": SlidingWindow(size_ms=2000, slide_ms=500),
-        "SessionWindow": SessionWindow(gap_ms=100),
-        "HysteresisAlarm": HysteresisAlarm(
-            enter=80.0, exit=70.0, consecutive=3, exit_consecutive=3
-        ),
-        "RateOfChange": RateOfChange(max_rate=20_000.0),
-    }
+    ops = make_ops()
     results: list[dict[str, float]] = []
     for op in ops.values():
         run_op(items[:40], op)  # load (or compile) its kernels
