@@ -31,9 +31,9 @@ from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import emit, machine, median, rate
+from _common import median, rate
 from demo_throughput import to_batches, with_watermarks
-from operators_ab import load_data, make_ops
+from operators_ab import emit_ab, load_data, make_ops
 
 from operators import run_both, run_op
 
@@ -143,16 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{median([r[name + '_new'] for r in results]) / 1e6:8.1f} "
             f"{median([r[name + '_ratio'] for r in results]):8.3f}{rows}"
         )
-    summary = {
-        "benchmark": "kernels_ab",
-        "tree": str(args.tree),
-        "data": args.data,
-        "readings": df.height,
-        "batch_rows": args.batch_rows,
-        "repeats": args.repeats,
-        "machine": machine(),
-    }
-    return emit(summary, results, None)
+    return emit_ab("kernels_ab", str(args.tree), args, df.height, results)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,24 @@ def make_ops() -> dict[str, object]:
     }
 
 
+def emit_ab(
+    benchmark: str, tree: str, args: argparse.Namespace, readings: int, results: list
+) -> int:
+    """The last line of an A/B script: its options, the machine and the medians."""
+    from _common import emit, machine
+
+    summary = {
+        "benchmark": benchmark,
+        "tree": tree,
+        "data": args.data,
+        "readings": readings,
+        "batch_rows": args.batch_rows,
+        "repeats": args.repeats,
+        "machine": machine(),
+    }
+    return emit(summary, results, None)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", type=Path, default=None, help="an extracted older checkout")
@@ -101,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sys.path.insert(0, str(_REPO / "benchmarks"))
 
-    from _common import emit, machine, median, rate
+    from _common import median, rate
     from demo_throughput import to_batches, with_watermarks
 
     from operators import run_both, run_op
@@ -127,16 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{tree}: {args.data} data, {df.height:,} readings, {args.batch_rows}-row batches")
     for name in (*ops, "both"):
         print(f"  {name:<16} {median([r[name] for r in results]) / 1e6:7.1f} M/s")
-    summary = {
-        "benchmark": "operators_ab",
-        "tree": tree,
-        "data": args.data,
-        "readings": df.height,
-        "batch_rows": args.batch_rows,
-        "repeats": args.repeats,
-        "machine": machine(),
-    }
-    return emit(summary, results, None)
+    return emit_ab("operators_ab", tree, args, df.height, results)
 
 
 if __name__ == "__main__":
