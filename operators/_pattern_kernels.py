@@ -6,10 +6,12 @@ State, all numpy arrays owned by the logic:
   index; ``key_sid[idx]``; ``nslot[idx]`` slots in use.
 - slots: ``block[idx * cap + q, S_*]`` int64 rows, at most ``cap`` per key: partial
   matches (``S_DONE == 0``) and complete matches held back by the after-match rule
-  (``S_DONE == 1``). ``scratch`` holds one key's slots while an event is processed.
+  (``S_DONE == 1``). ``scratch`` takes the slots an event changes (all of the key's
+  when they pass the cap) while it is processed.
 - events of matches: a node pool ``nd[i, N_*]`` + ``nd_val[i]``, each node linking to
   the match's previous event (``N_PREV``), so forking a partial match is O(1). Nodes
-  no slot reaches are reclaimed by ``_pattern_gc_kernel`` when the pool fills.
+  no slot reaches are reclaimed by ``_pattern_store_kernels._pattern_gc_kernel`` when
+  the pool fills.
 
 Kernels stop before a row they might not have room for and return a status; the
 caller grows (or collects) and resumes, as the other operator kernels do.
@@ -41,6 +43,11 @@ N_POS, N_TS, N_STEP, N_PREV = range(4)
 O_SID, O_START_TS, O_END_TS, O_N, O_HEAD = range(5)
 ST_DONE, ST_KEYS, ST_NODES, ST_OUT = range(4)
 C_DROPPED, C_OVERFLOW = range(2)
+# ``_pattern_run_kernel``'s cache of which (state, flag) a row's condition bits leave as
+# they are: entries, and the marks of an entry's cells.
+_FIXED_CACHE = 8
+_UNKNOWN = 2
+_EMPTY = 3
 
 
 _inline = numba.njit(cache=True, nogil=True, inline="always")
@@ -143,8 +150,24 @@ def _timeout(sl, lo, cnt, t, within, flush, tab):
 
 
 @_inline
-def _cap(sl, cnt, cap, sid, nd, o_meta, n_out, counters, tmp_a, tmp_b):
-    """Drop the partial matches of the oldest start event until ``cnt <= cap``."""
+def _drop_start(sl, lo, cnt, start_pos, counters):
+    """Drop the slots ``[lo, lo + cnt)`` of partial matches started at ``start_pos``
+    (moving the others up); returns the new end."""
+    w = lo
+    for q in range(lo, lo + cnt):
+        if sl[q, S_DONE] == 0 and sl[q, S_START_POS] == start_pos:
+            counters[C_DROPPED] += 1
+            continue
+        if w != q:
+            sl[w, :] = sl[q, :]
+        w += 1
+    return w
+
+
+@_inline
+def _cap(sl, cnt, cap, sid, nd, o_meta, n_out, counters, tmp_a, tmp_b, held):
+    """Drop the partial matches of the oldest start event until ``cnt <= cap``; ``held``:
+    a complete match is held (without one, the emit pass after each drop has no work)."""
     while cnt > cap:
         oldest = INT64_MAX
         for q in range(cnt):
@@ -152,15 +175,10 @@ def _cap(sl, cnt, cap, sid, nd, o_meta, n_out, counters, tmp_a, tmp_b):
                 oldest = sl[q, S_START_POS]
         if oldest == INT64_MAX:
             break
-        w = 0
-        for q in range(cnt):
-            if sl[q, S_DONE] == 0 and sl[q, S_START_POS] == oldest:
-                counters[C_DROPPED] += 1
-                continue
-            if w != q:
-                sl[w, :] = sl[q, :]
-            w += 1
-        cnt, n_out = _emit(sl, 0, w, sid, nd, o_meta, n_out, tmp_a, tmp_b)
+        w = _drop_start(sl, 0, cnt, oldest, counters)
+        cnt = w
+        if held:
+            cnt, n_out = _emit(sl, 0, w, sid, nd, o_meta, n_out, tmp_a, tmp_b)
     return cnt, n_out
 
 
@@ -263,6 +281,24 @@ def _idle_fixed_kernel(tab):
 
 
 @_inline
+def _is_fixed(state, flag, bits, tab, probe, nd, nd_val, counters):
+    """A partial match in ``state`` with ``flag`` stays exactly as it is on a row whose
+    conditions are ``bits``: ``_walk`` on a probe slot gives back that one slot, unchanged,
+    taking nothing (so the match's own start, events and length do not matter)."""
+    w, n_nodes = _walk(
+        probe, 0, state, flag, 0, 0, 1, -1, False, bits, 0, 1, 0.0, tab, 2, nd, nd_val, 0,
+        counters,
+    )  # fmt: skip
+    return (
+        w == 1
+        and n_nodes == 0
+        and probe[0, S_STATE] == state
+        and probe[0, S_FLAG] == flag
+        and probe[0, S_DONE] == 0
+    )
+
+
+@_inline
 def _idle_until(sl, lo, cnt, within, fixed):
     """Until when rows meeting no condition leave the slots ``[lo, lo + cnt)`` as they
     are: the earliest deadline of their partial matches if every one is idle-fixed
@@ -284,6 +320,7 @@ def _pattern_run_kernel(
     skip_idle,
     idle_fixed,
     idle,
+    skip_fixed,
     start,
     sid,
     ts,
@@ -322,11 +359,29 @@ def _pattern_run_kernel(
     the kernel clears ``known`` when it changes a key's slots, the caller when
     anything else does.
 
+    With ``skip_fixed``, a row a sensor's rows do walk copies over each partial
+    match the row leaves as it is (found per (state, flag) by ``_is_fixed`` for the
+    row's condition bits, cached for the last ``_FIXED_CACHE`` distinct bits of the
+    call) instead of walking it; the timeout pass runs only once a deadline is due
+    (``idle[idx, 2]``, the earliest deadline, valid while ``idle[idx, 3]``: set by
+    the kernel, cleared by the caller with ``known``), and the emit pass only when
+    a complete match is held. Each of these passes would change nothing.
+
     Returns ``(row, n_keys, n_nodes, n_out, status)``: ``status`` ST_DONE, or what
     to grow before resuming at ``row``.
     """
     mask = used.shape[0] - 1
     n_rows = ts.shape[0]
+    n_states = tab.shape[0]
+    fx_bits = np.zeros(_FIXED_CACHE, np.uint64)
+    fx = np.full((_FIXED_CACHE, n_states, 2), _EMPTY, np.uint8)  # 1 fixed, 0 not
+    fx_next = 0
+    fx_entry = -1
+    fx_for = np.uint64(0)
+    probe = np.zeros((2 * n_states + 2, 7), np.int64)
+    probe_nd = np.zeros((n_states + 1, 4), np.int64)  # a walk takes once per state at most
+    probe_val = np.zeros(n_states + 1, np.float64)
+    probe_counters = np.zeros(2, np.int64)
     for i in range(np.uint64(start), np.uint64(n_rows)):  # unsigned: see _key_kernels
         s = sid[i]
         h = _hash_kernel(s, 0) & mask
@@ -361,18 +416,58 @@ def _pattern_run_kernel(
             return np.int64(i), n_keys, n_nodes, n_out, ST_OUT
         base = idx * cap
         t = ts[i]
-        if n > 0 and within > 0:
+        if n > 0 and within > 0 and not (skip_fixed and idle[idx, 3] == 1 and t < idle[idx, 2]):
             n = _timeout(block, base, n, t, within, False, tab)
             n, n_out = _emit(block, base, n, s, nd, o_meta, n_out, tmp_a, tmp_b)
         b = bits[i]
+        if skip_fixed and (fx_entry < 0 or fx_for != b):
+            fx_entry = -1
+            for e in range(_FIXED_CACHE):
+                if fx[e, 0, 0] != _EMPTY and fx_bits[e] == b:
+                    fx_entry = e
+                    break
+            if fx_entry < 0:
+                fx_entry = fx_next
+                fx_next = (fx_next + 1) % _FIXED_CACHE
+                fx[fx_entry, :, :] = _UNKNOWN
+                fx_bits[fx_entry] = b
+            fx_for = b
         pos = pos0 + np.int64(i)
         v = val[i]
+        # Slots the row leaves as they are stay in ``block`` (moved up over the others:
+        # ``keep`` of them), the walked ones go to ``scratch`` (``w``). The order of
+        # slots decides nothing (``_better`` is a total order on distinct matches).
         w = 0
+        keep = 0
+        due = INT64_MAX  # at most the earliest deadline (slots only leave after this)
+        held = False  # a complete match is held: the emit pass has work
         for q in range(base, base + n):
             if block[q, S_DONE] == 1:
-                scratch[w, :] = block[q, :]
-                w += 1
+                held = True
+                if skip_fixed:
+                    if base + keep != q:
+                        block[base + keep, :] = block[q, :]
+                    keep += 1
+                else:
+                    scratch[w, :] = block[q, :]
+                    w += 1
                 continue
+            if skip_fixed:
+                state = block[q, S_STATE]
+                flag = block[q, S_FLAG]
+                f = fx[fx_entry, state, flag]
+                if f == _UNKNOWN:
+                    f = np.uint8(
+                        _is_fixed(state, flag, b, tab, probe, probe_nd, probe_val, probe_counters)
+                    )
+                    fx[fx_entry, state, flag] = f
+                if f == 1:
+                    due = min(due, _deadline(block[q, S_START_TS], within))
+                    if base + keep != q:
+                        block[base + keep, :] = block[q, :]
+                    keep += 1
+                    continue
+            w0 = w
             w, n_nodes = _walk(
                 scratch,
                 w,
@@ -394,6 +489,9 @@ def _pattern_run_kernel(
                 n_nodes,
                 counters,
             )
+            for j in range(w0, w):
+                held |= scratch[j, S_DONE] == 1
+        w0 = w
         w, n_nodes = _walk(
             scratch,
             w,
@@ -415,11 +513,48 @@ def _pattern_run_kernel(
             n_nodes,
             counters,
         )
-        w, n_out = _emit(scratch, 0, w, s, nd, o_meta, n_out, tmp_a, tmp_b)
-        w, n_out = _cap(scratch, w, cap, s, nd, o_meta, n_out, counters, tmp_a, tmp_b)
-        block[base : base + w, :] = scratch[:w, :]
+        for j in range(w0, w):
+            held |= scratch[j, S_DONE] == 1
+        if keep + w > cap and skip_fixed and not held:
+            # Over the cap with no complete match held: the cap's drops (the partial
+            # matches of the oldest start, until under it) are all it does, so they
+            # are done here in place, in both parts.
+            while keep + w > cap:
+                oldest = INT64_MAX
+                for q in range(base, base + keep):
+                    oldest = min(oldest, block[q, S_START_POS])
+                for j in range(w):
+                    oldest = min(oldest, scratch[j, S_START_POS])
+                keep = _drop_start(block, base, keep, oldest, counters) - base
+                w = _drop_start(scratch, 0, w, oldest, counters)
+        if keep + w <= cap:  # (always so with skip_fixed off: keep is 0)
+            # Walked slots join the kept ones in ``block``: no cap to apply.
+            for j in range(w):
+                block[base + keep + j, :] = scratch[j, :]
+                if scratch[j, S_DONE] == 0:
+                    due = min(due, _deadline(scratch[j, S_START_TS], within))
+            w += keep
+            if held or not skip_fixed:
+                w, n_out = _emit(block, base, w, s, nd, o_meta, n_out, tmp_a, tmp_b)
+        else:
+            for j in range(keep):
+                scratch[w + j, :] = block[base + j, :]
+            w += keep
+            if held or not skip_fixed:
+                w, n_out = _emit(scratch, 0, w, s, nd, o_meta, n_out, tmp_a, tmp_b)
+            w, n_out = _cap(
+                scratch, w, cap, s, nd, o_meta, n_out, counters, tmp_a, tmp_b,
+                held or not skip_fixed,
+            )  # fmt: skip
+            due = INT64_MAX
+            for j in range(w):
+                block[base + j, :] = scratch[j, :]
+                if scratch[j, S_DONE] == 0:
+                    due = min(due, _deadline(scratch[j, S_START_TS], within))
         nslot[idx] = w
         idle[idx, 0] = 0
+        idle[idx, 2] = due
+        idle[idx, 3] = 1
     return n_rows, n_keys, n_nodes, n_out, ST_DONE
 
 
@@ -456,75 +591,3 @@ def _pattern_advance_kernel(
         n, n_out = _emit(block, base, n, key_sid[idx], nd, o_meta, n_out, tmp_a, tmp_b)
         nslot[idx] = n
     return n_keys, n_out
-
-
-@_jit
-def _pattern_chains_kernel(heads, lens, nd, nd_val):
-    """The events of chains ``heads`` (first to last): offsets, pos, ts, step, value."""
-    m = heads.shape[0]
-    offsets = np.zeros(m + 1, np.int64)
-    for r in range(m):
-        offsets[r + 1] = offsets[r] + lens[r]
-    total = offsets[m]
-    pos = np.empty(total, np.int64)
-    ts = np.empty(total, np.int64)
-    step = np.empty(total, np.int64)
-    value = np.empty(total, np.float64)
-    for r in range(m):
-        h = heads[r]
-        for j in range(offsets[r + 1] - 1, offsets[r] - 1, -1):
-            pos[j] = nd[h, N_POS]
-            ts[j] = nd[h, N_TS]
-            step[j] = nd[h, N_STEP]
-            value[j] = nd_val[h]
-            h = nd[h, N_PREV]
-    return offsets, pos, ts, step, value
-
-
-@_jit
-def _pattern_gc_kernel(nd, nd_val, n_nodes, cap, n_keys, nslot, block):
-    """Compact the node pool in place to the nodes some slot reaches; returns the count."""
-    mark = np.zeros(n_nodes, np.uint8)
-    for idx in range(n_keys):
-        base = idx * cap
-        for q in range(base, base + nslot[idx]):
-            h = block[q, S_HEAD]
-            while h >= 0 and mark[h] == 0:
-                mark[h] = 1
-                h = nd[h, N_PREV]
-    new = np.empty(n_nodes, np.int64)
-    w = 0
-    for j in range(n_nodes):  # a node's predecessor has a smaller index
-        if mark[j] == 0:
-            continue
-        new[j] = w
-        prev = nd[j, N_PREV]
-        nd[w, :] = nd[j, :]
-        nd[w, N_PREV] = new[prev] if prev >= 0 else -1
-        nd_val[w] = nd_val[j]
-        w += 1
-    for idx in range(n_keys):
-        base = idx * cap
-        for q in range(base, base + nslot[idx]):
-            h = block[q, S_HEAD]
-            if h >= 0:
-                block[q, S_HEAD] = new[h]
-    return w
-
-
-@_jit
-def _pattern_rehash_kernel(key_sid, n_keys, new_cap):
-    """A key table of ``new_cap`` slots for the dense keys ``key_sid[:n_keys]``."""
-    used = np.zeros(new_cap, np.uint8)
-    k_sid = np.zeros(new_cap, np.int32)
-    k_idx = np.zeros(new_cap, np.int64)
-    mask = new_cap - 1
-    for idx in range(n_keys):
-        s = key_sid[idx]
-        h = _hash_kernel(s, 0) & mask
-        while used[h] != 0:
-            h = (h + 1) & mask
-        used[h] = 1
-        k_sid[h] = s
-        k_idx[h] = idx
-    return used, k_sid, k_idx

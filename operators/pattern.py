@@ -26,6 +26,7 @@ from telepipe.errors import ConfigError
 from telepipe.markers import MAX_WATERMARK
 from telepipe.operators import _pattern_compiler as pc
 from telepipe.operators import _pattern_kernels as pk
+from telepipe.operators import _pattern_store_kernels as ps
 from telepipe.operators.detector_base import DetectorLogic, check_int
 from telepipe.operators.stage import StageOperator
 from telepipe.operators.window_options import MAX_MS
@@ -194,6 +195,7 @@ class CepPatternLogic(DetectorLogic):
         self.tab = compiled.nfa.table
         self._skip_idle = pc.idle_rows_do_nothing(self.tab)
         self._idle_fixed = pk._idle_fixed_kernel(self.tab)
+        self._skip_fixed = True  # walk only the partial matches a row changes (tests: off)
         self.within = 0 if op.within_ms is None else op.within_ms * 1_000_000
         self.cap = op.max_partial_matches
         self.L = pc.max_events(compiled.nfa.elements, op.max_match_events)
@@ -230,7 +232,8 @@ class CepPatternLogic(DetectorLogic):
         self.key_sid[:n_keys] = keys
         self.n_keys = n_keys
         self.nslot = np.zeros(key_cap, np.int64)
-        self._idle = np.zeros((key_cap, 2), np.int64)  # (known, until): see the kernel
+        # (known, until, earliest deadline, deadline known): see the kernel.
+        self._idle = np.zeros((key_cap, 4), np.int64)
         self.block = np.zeros((key_cap * self.cap, 7), np.int64)
         self._rehash(4 * key_cap)
         n_ev = len(pos)
@@ -257,7 +260,7 @@ class CepPatternLogic(DetectorLogic):
             self.nslot[k] += 1
 
     def _rehash(self, cap: int) -> None:
-        self.used, self.k_sid, self.k_idx = pk._pattern_rehash_kernel(
+        self.used, self.k_sid, self.k_idx = ps._pattern_rehash_kernel(
             self.key_sid, self.n_keys, cap
         )
 
@@ -272,7 +275,7 @@ class CepPatternLogic(DetectorLogic):
             self.block = np.concatenate([self.block, np.zeros_like(self.block)])
 
     def _grow_nodes(self, need: int) -> None:
-        self.n_nodes = pk._pattern_gc_kernel(
+        self.n_nodes = ps._pattern_gc_kernel(
             self.nd, self.nd_val, self.n_nodes, self.cap, self.n_keys, self.nslot, self.block
         )
         pool = len(self.nd)
@@ -286,7 +289,7 @@ class CepPatternLogic(DetectorLogic):
         if n_out == 0:
             return
         meta = self._o_meta[:n_out].copy()
-        events = pk._pattern_chains_kernel(
+        events = ps._pattern_chains_kernel(
             meta[:, pk.O_HEAD], meta[:, pk.O_N], self.nd, self.nd_val
         )
         into.append((meta, events))
@@ -306,6 +309,7 @@ class CepPatternLogic(DetectorLogic):
                     self._skip_idle,
                     self._idle_fixed,
                     self._idle,
+                    self._skip_fixed,
                     row,
                     sid,
                     ts,
@@ -364,7 +368,7 @@ class CepPatternLogic(DetectorLogic):
                 )
                 self._collect(n_out, pieces)
                 n_out = 0
-            self._idle[:, 0] = 0  # timeouts and emissions changed slots
+            self._idle[:] = 0  # timeouts and emissions changed slots
         self._collect(n_out, pieces)
         return self._batch(pieces)
 
@@ -406,7 +410,7 @@ class CepPatternLogic(DetectorLogic):
         idx = np.concatenate(rows) if rows else np.empty(0, np.int64)
         meta = self.block[idx]
         sids = np.repeat(self.key_sid[: self.n_keys], self.nslot[: self.n_keys])
-        offsets, pos, ts, step, value = pk._pattern_chains_kernel(
+        offsets, pos, ts, step, value = ps._pattern_chains_kernel(
             meta[:, pk.S_HEAD].copy(), meta[:, pk.S_N].copy(), self.nd, self.nd_val
         )
         return {
