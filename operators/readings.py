@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from telepipe.errors import SchemaError
+from telepipe.schema import TS_MAX, TS_MIN
 
 _COLUMNS = (("sensor_id", pa.int32()), ("ts", pa.timestamp("ns")), ("value", pa.float64()))
 _QUALITY = ("quality", pa.uint8())
@@ -53,7 +54,8 @@ _checked: tuple[pa.Schema | None, tuple[int, ...]] = (None, ())
 def readings_arrays(batch: pa.RecordBatch) -> Arrays:
     """Zero-copy ``(sensor_id int32, ts int64 ns, value float64)`` of a readings batch.
 
-    Raises ``SchemaError`` if a column is missing, mistyped or holds nulls.
+    Raises ``SchemaError`` if a column is missing, mistyped or holds nulls, or a ts is
+    outside ``telepipe.schema``'s event-time range.
     """
     known = _last_readings.get(batch)
     if known is not None:
@@ -67,7 +69,14 @@ def readings_arrays(batch: pa.RecordBatch) -> Arrays:
             raise SchemaError(f"readings column {name!r} holds {column.null_count} nulls")
         arrays.append(column.to_numpy(zero_copy_only=True))
     sid, ts, val = arrays
-    result = (sid, ts.view(np.int64), val)
+    ts = ts.view(np.int64)
+    if len(ts) and (ts.min() < TS_MIN or ts.max() >= TS_MAX):
+        outside = np.flatnonzero((ts < TS_MIN) | (ts >= TS_MAX))
+        raise SchemaError(
+            f"readings column 'ts' holds {len(outside)} values outside the event-time range "
+            f"[{TS_MIN}, {TS_MAX}) ns (row {outside[0]}: {ts[outside[0]]})"
+        )
+    result = (sid, ts, val)
     _last_readings.put(batch, result)
     return result
 

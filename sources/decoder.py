@@ -19,7 +19,11 @@ import pyarrow.compute as pc
 from telepipe.dead_letters import LATE_READING, DeadLetter
 from telepipe.errors import ConfigError
 from telepipe.markers import CheckpointBarrier, Item, Watermark
+from telepipe.schema import TS_MAX
 from telepipe.sources.sbe import DecodeResult, SbeCodec
+
+# No lateness bound reaches past the event-time range (``telepipe.schema.TS_MAX``).
+_MAX_BOUND_MS = TS_MAX // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -29,9 +33,10 @@ class DecoderOptions:
     checkpoint_every_ms: int = 2000
 
     def __post_init__(self) -> None:
-        if self.out_of_orderness_ms < 0:
+        if not 0 <= self.out_of_orderness_ms <= _MAX_BOUND_MS:
             raise ConfigError(
-                f"source.out_of_orderness_ms must be >= 0, got {self.out_of_orderness_ms}"
+                f"source.out_of_orderness_ms must be in [0, {_MAX_BOUND_MS}], "
+                f"got {self.out_of_orderness_ms}"
             )
         for name in ("checkpoint_every_readings", "checkpoint_every_ms"):
             if getattr(self, name) < 1:

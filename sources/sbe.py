@@ -34,6 +34,7 @@ import pyarrow as pa
 import sbe as sbe_pkg
 
 from telepipe.errors import DecodeError, SchemaError
+from telepipe.schema import TS_MAX, TS_MIN
 
 __all__ = ["REASONS", "DecodeResult", "SbeCodec"]
 
@@ -47,6 +48,7 @@ REASONS: tuple[str, ...] = (
     "truncated_group",
     "bad_group_block_length",
     "trailing_bytes",
+    "ts_out_of_range",
 )
 _CODE = {slug: i + 1 for i, slug in enumerate(REASONS)}
 
@@ -156,10 +158,12 @@ class SbeCodec:
     arrow_schema: pa.Schema
     max_in_group: int = field(init=False)
     _strided: dict[int, np.dtype] = field(init=False, repr=False)
+    _ts_fields: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.max_in_group = int(np.iinfo(self.group_header_dtype["numInGroup"]).max)
         self._strided = {self.entry_dtype.itemsize: self.entry_dtype}
+        self._ts_fields = tuple(f.name for f in self.arrow_schema if pa.types.is_timestamp(f.type))
 
     @classmethod
     def from_xml(cls, path: str | os.PathLike[str], message: str = "TelemetryBatch") -> SbeCodec:
@@ -383,7 +387,6 @@ class SbeCodec:
         flag("trailing_bytes", ln > end)
 
         accepted = np.flatnonzero(code == 0).astype(np.int64)
-        root = _gather(buf, off[accepted] + hsize, np.ones(accepted.size, bool), self.root_dtype)
         nonempty = accepted[num[accepted] > 0]
         counts, starts, strides = num[nonempty], gpos[nonempty] + gsize, gbl[nonempty]
         if nonempty.size > 1 and counts.sum() < 128 * nonempty.size:
@@ -397,6 +400,17 @@ class SbeCodec:
                 part = np.frombuffer(buf, dtype, count=count, offset=start)
                 parts.append(part if dtype is self.entry_dtype else part.astype(self.entry_dtype))
             entries = np.concatenate(parts) if parts else np.zeros(0, self.entry_dtype)
+        ts_details: dict[int, str] = {}
+        outside = self._outside_ts_range(entries)
+        if outside.size:  # whole messages go, as for the other reasons
+            owner = np.repeat(nonempty, counts)
+            for entry in outside[::-1].tolist():  # each message's first such entry last
+                ts_details[int(owner[entry])] = self._ts_detail(entries[entry])
+            bad = np.fromiter(ts_details, np.int64)
+            code[bad] = _CODE["ts_out_of_range"]
+            entries = entries[~np.isin(owner, bad)]
+            accepted = np.flatnonzero(code == 0).astype(np.int64)
+        root = _gather(buf, off[accepted] + hsize, np.ones(accepted.size, bool), self.root_dtype)
         batch = pa.RecordBatch.from_arrays(
             [_arrow_column(entries[f.name], f.type) for f in self.arrow_schema],
             schema=self.arrow_schema,
@@ -405,9 +419,22 @@ class SbeCodec:
             self._reject(int(i), int(code[i]), int(ln[i]), hdr[i], int(gbl[i]), int(num[i]))
             for i in np.flatnonzero(code).tolist()
         ]
+        rejected = [(i, r, ts_details.get(i, d)) for i, r, d in rejected]
         return DecodeResult(
             batch=batch, root=root, accepted=accepted, counts=num[accepted], rejected=rejected
         )
+
+    def _outside_ts_range(self, entries: np.ndarray) -> np.ndarray:
+        """Indices of the entries with a timestamp field outside ``TS_MIN..TS_MAX``."""
+        bad = np.zeros(entries.size, bool)
+        for name in self._ts_fields:
+            ts = entries[name]
+            bad |= (ts < TS_MIN) | (ts >= TS_MAX)
+        return np.flatnonzero(bad)
+
+    def _ts_detail(self, entry: np.void) -> str:
+        name = next(n for n in self._ts_fields if not TS_MIN <= int(entry[n]) < TS_MAX)
+        return f"{name} {int(entry[name])} ns, expected in [{TS_MIN}, {TS_MAX}) ns"
 
     def _gather_entries(
         self, buf: np.ndarray, starts: np.ndarray, counts: np.ndarray, strides: np.ndarray
@@ -453,6 +480,7 @@ class SbeCodec:
             ),
             "bad_group_block_length": (f"group {group} blockLength {gbl}, expected >= {esize}"),
             "trailing_bytes": f"{length} bytes, expected {need} ({length - need} trailing)",
+            "ts_out_of_range": f"a timestamp expected in [{TS_MIN}, {TS_MAX}) ns",
         }[reason]
         return index, reason, detail
 

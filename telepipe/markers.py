@@ -6,6 +6,7 @@ Markers are small frozen values; operators pass them on after reacting.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -16,9 +17,19 @@ MAX_WATERMARK = 2**63 - 1
 
 @dataclass(frozen=True, slots=True)
 class Watermark:
-    """No row with ``ts`` (ns) below ``ts_ns`` will follow."""
+    """No row with ``ts`` (ns) below ``ts_ns`` will follow: an int64 (numpy ints too)."""
 
     ts_ns: int
+
+    def __post_init__(self) -> None:
+        ts = self.ts_ns
+        try:
+            value = operator.index(ts)  # ints, numpy ints; not floats (NaN), not bools
+        except TypeError:
+            value = None
+        if value is None or isinstance(ts, bool) or not -(2**63) <= value <= MAX_WATERMARK:
+            raise TypeError(f"Watermark.ts_ns must be an int64 ns, got {ts!r}")
+        object.__setattr__(self, "ts_ns", value)
 
 
 @dataclass(frozen=True, slots=True)

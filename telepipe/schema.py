@@ -11,6 +11,13 @@ import pyarrow as pa
 
 TS_NS = pa.timestamp("ns")
 
+# The event times telepipe takes: [-2**62, 2**62) ns, 1823-12-07 to 2116-01-26 UTC.
+# Window ends, session gaps, deadlines and lateness bounds added to (or taken from)
+# such a ts stay inside int64; a reading outside it is a dead letter at the source
+# and a ``SchemaError`` at an operator.
+TS_MIN = -(2**62)
+TS_MAX = 2**62
+
 
 def arrow_column(values: np.ndarray, type_: pa.DataType) -> pa.Array:
     """An Arrow array of ``type_`` over a numpy column the caller will not write again.

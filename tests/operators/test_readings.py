@@ -49,6 +49,14 @@ def _with_column(batch: pa.RecordBatch, name: str, column: pa.Array) -> pa.Recor
         (lambda b: _with_column(b, "ts", pa.array([10, 20], pa.int64())), "'ts' is int64"),
         (lambda b: _with_column(b, "value", pa.array([1.0, None])), "'value' holds 1 nulls"),
         (lambda b: _with_column(b, "sensor_id", pa.array([1, 2], pa.int64())), "is int64"),
+        (
+            lambda b: _with_column(b, "ts", pa.array([10, 2**62], pa.timestamp("ns"))),
+            r"'ts' holds 1 values outside the event-time range .* \(row 1: 4611686018427387904\)",
+        ),
+        (
+            lambda b: _with_column(b, "ts", pa.array([-(2**63), 0], pa.timestamp("ns"))),
+            "'ts' holds 1 values outside",
+        ),
     ],
 )
 def test_a_bad_batch_is_refused_after_good_ones_of_the_same_shape(mend, message) -> None:

@@ -25,7 +25,7 @@ from telepipe.errors import ConfigError, SchemaError
 from telepipe.markers import MAX_WATERMARK, Watermark
 from telepipe.operators.eager_alarm import EagerAlarmLogic
 from telepipe.operators.threshold_alarm import BufferedAlarmLogic, ThresholdAlarm
-from telepipe.schema import ALARMS
+from telepipe.schema import ALARMS, TS_MAX
 
 VALUES = st.sampled_from([0.0, 1.0, 1.0, 2.0, 2.0, 2.0, 7.5, math.nan, math.inf, -math.inf])
 
@@ -111,7 +111,7 @@ def test_late_rows_counted_and_excluded() -> None:
     assert logic.late_rows == 2
     (out,) = logic.on_watermark(MAX_WATERMARK)
     assert columns([out])["ts"].tolist() == [200]  # the late -1.0 did not end the run
-    logic.on_batch(readings_batch([1], [MAX_WATERMARK - 1], [1.0]))
+    logic.on_batch(readings_batch([1], [TS_MAX - 1], [1.0]))  # after the flush: late
     assert logic.late_rows == 3
 
 

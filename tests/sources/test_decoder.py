@@ -135,3 +135,41 @@ def test_late_rows_are_dead_letters_that_decode_to_exactly_those_rows() -> None:
         decoded.append(again.batch)
     assert same_rows(pa.Table.from_batches(decoded), late)
     assert len({d.id for d in letters}) == len(letters)
+
+
+def test_a_message_outside_the_event_time_range_is_a_letter_and_later_rows_are_on_time() -> None:
+    """A message whose ts are near int64's end is refused whole (``ts_out_of_range``); it
+    does not move its session's event time, so the next message's rows are not late."""
+    rows = 50
+    bad = CODEC.encode(
+        {
+            "sensor_id": np.arange(rows, dtype=np.int32),
+            "ts": -(2**63) + np.arange(rows, dtype=np.int64) * 1000,
+            "value": np.ones(rows),
+            "quality": np.zeros(rows, np.uint8),
+        },
+        source_id=1,
+        batch_seq=1,
+    )
+    good = CODEC.encode(
+        {
+            "sensor_id": np.arange(rows, dtype=np.int32),
+            "ts": 1_767_225_600_000_000_000 + np.arange(rows, dtype=np.int64) * 1000,
+            "value": np.ones(rows),
+            "quality": np.zeros(rows, np.uint8),
+        },
+        source_id=1,
+        batch_seq=2,
+    )
+    decoder = TelemetryDecoder(CODEC, DecoderOptions(out_of_orderness_ms=50))
+    buffer = MessageBuffer()
+    buffer.add(bad, 1001, 7, len(bad))
+    buffer.add(good, 1001, 7, len(bad) + len(good))
+    items = decoder.decode(buffer)
+    batches = [i for i in items if isinstance(i, pa.RecordBatch)]
+    assert sum(b.num_rows for b in batches) == rows
+    assert decoder.take_late() == []
+    letters = decoder.take_dead_letters()
+    assert [(d.reason, d.position) for d in letters] == [("ts_out_of_range", len(bad))]
+    assert letters[0].detail == f"ts {-(2**63)} ns, expected in [{-(2**62)}, {2**62}) ns"
+    assert decoder.counters.rejected_by_reason == {"ts_out_of_range": 1}

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from telepipe.errors import DecodeError, SchemaError
-from telepipe.schema import READINGS
+from telepipe.schema import READINGS, TS_MAX, TS_MIN
 from telepipe.sources.sbe import REASONS, DecodeResult, SbeCodec
 
 SCHEMA = Path(__file__).resolve().parents[2] / "conf/schema/telemetry.xml"
@@ -30,7 +30,7 @@ def columns(n: int, seed: int = 0) -> Columns:
     rng = np.random.default_rng(seed)
     return {
         "sensor_id": rng.integers(-(2**31), 2**31, n, dtype=np.int32),
-        "ts": rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64),
+        "ts": rng.integers(TS_MIN, TS_MAX, n, dtype=np.int64),
         "value": rng.integers(0, 2**64 - 1, n, dtype=np.uint64).view(np.float64),
         "quality": rng.integers(0, 256, n, dtype=np.uint8),
     }
@@ -41,7 +41,7 @@ def column_sets(draw: st.DrawFn, max_n: int = 200) -> Columns:
     n = draw(st.integers(0, max_n))
     return {
         "sensor_id": draw(hnp.arrays(np.int32, n)),
-        "ts": draw(hnp.arrays(np.int64, n)),
+        "ts": draw(hnp.arrays(np.int64, n, elements=st.integers(TS_MIN, TS_MAX - 1))),
         "value": draw(hnp.arrays(np.float64, n)),  # NaN, inf, -0.0, subnormals included
         "quality": draw(hnp.arrays(np.uint8, n)),
     }
@@ -228,6 +228,7 @@ BAD: dict[str, bytes] = {
     "truncated_group": GOOD[: 8 + 12 + 2],
     "bad_group_block_length": patched(GOOD, 20, "<H", 20),
     "trailing_bytes": GOOD + b"\x00",
+    "ts_out_of_range": patched(GOOD, 8 + 12 + 4 + 21 + 4, "<q", TS_MAX),  # 2nd entry's ts
 }
 
 
@@ -378,3 +379,19 @@ def test_bad_schema_file(tmp_path: Path, content: str | None, match: str) -> Non
 def test_missing_message_name() -> None:
     with pytest.raises(SchemaError, match="no message 'Nope'"):
         SbeCodec.from_xml(SCHEMA, message="Nope")
+
+
+@pytest.mark.parametrize("ts", [TS_MIN - 1, TS_MAX, -(2**63), 2**63 - 1])
+def test_a_timestamp_outside_the_event_time_range_rejects_its_message(ts: int) -> None:
+    cols = columns(6, seed=4)
+    cols["ts"][2] = ts
+    cols["ts"][4] = ts
+    inside = columns(3, seed=5)
+    inside["ts"][:] = [TS_MIN, 0, TS_MAX - 1]  # the range's own ends are in it
+    result = CODEC.decode_many(*pack([CODEC.encode(cols, source_id=1, batch_seq=1),
+                                      CODEC.encode(inside, source_id=2, batch_seq=2)]))  # fmt: skip
+    assert result.accepted.tolist() == [1]
+    assert [(i, r) for i, r, _ in result.rejected] == [(0, "ts_out_of_range")]
+    assert result.rejected[0][2] == f"ts {ts} ns, expected in [{TS_MIN}, {TS_MAX}) ns"
+    assert_columns_equal(as_numpy(result.batch), inside)
+    assert result.root.tolist() == [(2, 2)]

@@ -1,0 +1,21 @@
+"""Markers refuse what is not an event time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from telepipe.markers import MAX_WATERMARK, Watermark
+
+
+def test_a_watermark_takes_int64_ns_including_numpy_ints() -> None:
+    assert Watermark(np.int64(5)).ts_ns == 5
+    assert type(Watermark(np.int64(5)).ts_ns) is int
+    assert Watermark(MAX_WATERMARK).ts_ns == MAX_WATERMARK
+    assert Watermark(-(2**63)).ts_ns == -(2**63)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 1.5, 2**63, -(2**63) - 1, 2**70, True, "3", None])
+def test_a_watermark_refuses_anything_else_in_one_line(bad: object) -> None:
+    with pytest.raises(TypeError, match=r"^Watermark.ts_ns must be an int64 ns, got .*$"):
+        Watermark(bad)  # type: ignore[arg-type]
