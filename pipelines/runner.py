@@ -333,6 +333,7 @@ class Runner:
         s.rejected, s.rejected_by_reason = c.rejected, dict(c.rejected_by_reason)
         s.late = c.late + self.late_at_steps
         s.gaps = getattr(source, "gaps", 0)
+        s.input_damage = dict(getattr(source, "damage", {}))
         q = sink.queue.counters
         s.queue_depth, s.peak_queue_depth = q.depth, q.peak_depth
         s.blocked_s = round(q.blocked_s, 3)

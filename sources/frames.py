@@ -134,6 +134,7 @@ class AssemblerCounters:
     bytes: int = 0
     dropped_fragments: int = 0
     gaps: list[Gap] = field(default_factory=list)
+    out_of_place: int = 0  # frames ahead of their stream that the stream then went around
 
 
 class FrameAssembler:
@@ -143,12 +144,24 @@ class FrameAssembler:
     (UDP retransmits, pcap reordering) and is dropped; one that starts after it
     means bytes were lost: the partial message in progress is dropped and the gap
     recorded. Either way reading goes on.
+
+    Unless the stream then goes on exactly where it was before that jump, within
+    ``REWIND_FRAMES`` frames: then the frame that jumped was out of place (a stray
+    or corrupt frame, or one that came early), not a sign of loss. The jump is
+    undone (its gap and the drop of the partial message too), the stream continues
+    from before it, and the frame counts in ``out_of_place``; had it completed a
+    message, that message was already delivered.
     """
+
+    REWIND_FRAMES = 64
 
     def __init__(self) -> None:
         self.counters = AssemblerCounters()
         self._expected: dict[tuple[int, int], int] = {}
         self._partial: dict[tuple[int, int], tuple[bytearray, int]] = {}
+        # Per stream, the last jump ahead: (position before it, its gap, the partial
+        # message it dropped, frames since).
+        self._jump: dict[tuple[int, int], tuple[int, Gap, tuple[bytearray, int] | None, int]] = {}
 
     def positions(self) -> dict[tuple[int, int], int]:
         """(stream, session) -> position just past the last frame taken."""
@@ -160,14 +173,22 @@ class FrameAssembler:
         key = (frame.stream_id, frame.session_id)
         start = frame.start_position
         expected = self._expected.get(key)
-        if expected is not None and start != expected:
-            c.gaps.append(Gap(frame.stream_id, frame.session_id, expected, start))
+        jump = self._jump.pop(key, None)
+        if jump is not None and start == jump[0] and start != expected:
+            self._undo(key, jump)
+        elif expected is not None and start != expected:
+            gap = Gap(frame.stream_id, frame.session_id, expected, start)
+            c.gaps.append(gap)
             if start < expected:
                 c.dropped_fragments += 1
+                self._count(key, jump)
                 return None
-            if key in self._partial:
-                del self._partial[key]
+            dropped = self._partial.pop(key, None)
+            if dropped is not None:
                 c.dropped_fragments += 1
+            self._jump[key] = (expected, gap, dropped, 0)
+        else:
+            self._count(key, jump)
         self._expected[key] = frame.position
         if frame.padding:
             if key in self._partial:  # a message never spans a pad: it was cut
@@ -195,13 +216,39 @@ class FrameAssembler:
             return self._message(key, frame, bytes(partial[0]))
         return None
 
+    def _count(self, key: tuple[int, int], jump: tuple | None) -> None:
+        """One more frame since the stream's last jump; past ``REWIND_FRAMES`` it stands."""
+        if jump is not None and jump[3] + 1 < self.REWIND_FRAMES:
+            self._jump[key] = (*jump[:3], jump[3] + 1)
+
+    def _undo(
+        self, key: tuple[int, int], jump: tuple[int, Gap, tuple[bytearray, int] | None, int]
+    ) -> None:
+        """The stream went on from before its last jump: undo the jump."""
+        c = self.counters
+        before, gap, dropped, _ = jump
+        c.out_of_place += 1
+        c.gaps.remove(gap)
+        self._partial.pop(key, None)  # begun by a frame after the jump: out of place too
+        if dropped is not None:
+            self._partial[key] = dropped
+            c.dropped_fragments -= 1
+        self._expected[key] = before
+
+    def finish(self) -> None:
+        """The input ended: a message still missing its END fragment is dropped (counted)."""
+        self.counters.dropped_fragments += len(self._partial)
+        self._partial.clear()
+
     def _message(self, key: tuple[int, int], frame: DataFrame, payload: bytes) -> Message:
         self.counters.messages += 1
         self.counters.bytes += len(payload)
         return Message(key[0], key[1], frame.position, frame.received_ns, payload)
 
     def assemble(self, frames: Iterable[DataFrame]) -> Iterator[Message]:
+        """The messages of ``frames``; ``finish()`` once they are exhausted."""
         for frame in frames:
             message = self.feed(frame)
             if message is not None:
                 yield message
+        self.finish()

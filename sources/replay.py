@@ -280,6 +280,20 @@ class ReplaySource(DecodingSource):
     def gaps(self) -> int:
         return len(self.assembler.counters.gaps)
 
+    @property
+    def damage(self) -> dict[str, int]:
+        """What of the input could not be read so far, by kind (none: empty): a torn
+        tail's bytes, malformed records by reason, fragments dropped, gaps.
+        ``telepipe inspect`` says where."""
+        c = self.assembler.counters
+        found = {f"malformed_{k}": int(v) for k, v in sorted(self.input.malformed.items()) if v}
+        counts = (
+            ("torn_tail_bytes", int(getattr(self.input, "torn_tail", 0))),
+            ("dropped_fragments", c.dropped_fragments),
+            ("gaps", len(c.gaps)),
+        )
+        return found | {k: v for k, v in counts if v}
+
     def stop(self) -> None:
         stop = getattr(self.input, "stop", None)
         if stop is not None:

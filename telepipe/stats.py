@@ -28,6 +28,7 @@ class RunStats:
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     late: int = 0
     gaps: int = 0
+    input_damage: dict[str, int] = field(default_factory=dict)  # replay: unreadable input
     windows: int = 0
     alarms: int = 0
     queue_depth: int = 0
@@ -108,5 +109,12 @@ def print_summary(stats: RunStats, console: Console | None = None) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if stats.input_damage:
+        damage = ", ".join(f"{k}={v:,}" for k, v in stats.input_damage.items())
+        console.print(
+            f"telepipe: input damage: {damage} (`telepipe inspect {stats.input}` says where)",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(f"telepipe: committed rows: {tables}", highlight=False, soft_wrap=True)
     console.print(f"telepipe: Delta tables in {stats.data_dir}", highlight=False, soft_wrap=True)

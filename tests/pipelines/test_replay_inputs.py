@@ -124,6 +124,29 @@ def test_from_and_to_by_position_and_time(capture: Path, tmp_path: Path) -> None
     assert readings_after(capture, tmp_path, "replay.stream=4242") == 0
 
 
+def test_a_torn_capture_replays_what_it_holds_and_says_what_it_lost(
+    capture: Path, tmp_path: Path
+) -> None:
+    """Cut the last segment mid-record: the replay keeps every complete message before
+    the cut, and its stats and summary name the damage (the torn tail's bytes)."""
+    torn = tmp_path / "torn"
+    shutil.copytree(capture, torn)
+    last = sorted(torn.glob("*.tpcap"))[-1]
+    size = last.stat().st_size
+    with last.open("r+b") as f:
+        f.truncate(size - 1000)
+    kept = messages(torn)
+    assert 0 < len(kept) < len(messages(capture))
+    stats = tmp_path / "torn.json"
+    done = cli("replay", f"input={torn}", f"data_dir={tmp_path / 'out'}", f"stats_file={stats}")
+    assert done.returncode == 0, done.stderr
+    got = json.loads(stats.read_text())
+    assert got["received"] == sum(int.from_bytes(m.payload[22:24], "little") for m in kept)
+    assert got["input_damage"]["torn_tail_bytes"] > 0
+    line = next(x for x in done.stdout.splitlines() if "input damage" in x)
+    assert "torn_tail_bytes=" in line and f"telepipe inspect {torn}" in line
+
+
 def test_bad_replay_options_are_one_line(capture: Path, tmp_path: Path) -> None:
     for extra, expected in [
         ("replay.speed=fast", "replay.speed"),

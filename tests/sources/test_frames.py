@@ -1,0 +1,113 @@
+"""FrameAssembler: messages from fragments, gaps counted, out-of-place frames undone."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from telepipe.sources.frames import (
+    BEGIN_FLAG,
+    END_FLAG,
+    HEADER_LENGTH,
+    UNFRAGMENTED,
+    DataFrame,
+    FrameAssembler,
+    align,
+)
+
+STREAM, SESSION = 1001, 7
+
+
+def frames_of(payloads: list[bytes], mtu: int = 96, start: int = 0) -> list[DataFrame]:
+    """Each payload cut into <= ``mtu``-byte fragments, laid one after another."""
+    out, position = [], start
+    for payload in payloads:
+        parts = [payload[i : i + mtu] for i in range(0, max(len(payload), 1), mtu)]
+        for k, part in enumerate(parts):
+            flags = (BEGIN_FLAG if k == 0 else 0) | (END_FLAG if k == len(parts) - 1 else 0)
+            position += align(len(part) + HEADER_LENGTH)
+            out.append(DataFrame(STREAM, SESSION, 0, 0, flags, position, 0, part))
+    return out
+
+
+def stray(at_position: int, flags: int = UNFRAGMENTED, size: int = 96) -> DataFrame:
+    """A frame of the same stream and session claiming to end at ``at_position``."""
+    return DataFrame(STREAM, SESSION, 0, 0, flags, at_position, 0, b"\xee" * size)
+
+
+def payloads(n: int) -> list[bytes]:
+    return [bytes([i % 251]) * (20 + 37 * i % 300) for i in range(n)]
+
+
+def assemble(frames: list[DataFrame]) -> tuple[list[bytes], FrameAssembler]:
+    assembler = FrameAssembler()
+    return [m.payload for m in assembler.assemble(frames)], assembler
+
+
+def test_a_stray_frame_far_ahead_costs_only_itself() -> None:
+    sent = payloads(20)
+    frames = frames_of(sent)
+    frames.insert(9, stray(40_000 + 128))
+    got, a = assemble(frames)
+    assert [p for p in got if p[:1] != b"\xee"] == sent
+    assert a.counters.out_of_place == 1
+    assert a.counters.gaps == [] and a.counters.dropped_fragments == 0
+
+
+def test_a_stray_frame_inside_a_fragmented_message_keeps_that_message() -> None:
+    sent = payloads(6)
+    frames = frames_of(sent, mtu=40)
+    split = next(i for i, f in enumerate(frames) if f.flags == BEGIN_FLAG) + 1
+    frames.insert(split, stray(1 << 20, flags=BEGIN_FLAG))  # ... and it begins a message
+    got, a = assemble(frames)
+    assert got == sent
+    assert (a.counters.out_of_place, a.counters.dropped_fragments, a.counters.gaps) == (1, 0, [])
+
+
+def test_real_loss_is_a_gap_and_a_late_frame_does_not_rewind_past_the_window() -> None:
+    sent = payloads(200)
+    frames = frames_of(sent, mtu=1000)  # one frame a message
+    lost = frames[10]
+    kept = [*frames[:10], *frames[11:]]
+    got, a = assemble(kept)
+    assert got == sent[:10] + sent[11:]
+    assert len(a.counters.gaps) == 1 and a.counters.out_of_place == 0
+    # The lost frame turns up after more than REWIND_FRAMES frames: too late, dropped.
+    cut = 11 + FrameAssembler.REWIND_FRAMES
+    late = [*kept[:cut], lost, *kept[cut:]]
+    got, a = assemble(late)
+    assert got == sent[:10] + sent[11:]
+    assert a.counters.out_of_place == 0 and a.counters.dropped_fragments == 1
+
+
+def test_a_message_cut_by_the_end_of_input_is_counted() -> None:
+    frames = frames_of([*payloads(3), b"x" * 500], mtu=64)
+    got, a = assemble(frames[:-1])
+    assert len(got) == 3 and a.counters.dropped_fragments == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.binary(min_size=0, max_size=300), min_size=1, max_size=30),
+    st.integers(16, 200),
+    st.data(),
+)
+def test_one_stray_frame_anywhere_loses_no_genuine_message(sent, mtu, data) -> None:
+    """A stray frame (any flags, far ahead) between two frames of the stream."""
+    sent = [b"g" + p for p in sent]
+    frames = frames_of(sent, mtu=mtu)
+    if len(frames) < 2:
+        frames = frames_of([*sent, b"g"], mtu=mtu)
+        sent = [*sent, b"g"]
+    at = data.draw(st.integers(1, len(frames) - 1))
+    size = data.draw(st.integers(1, 200))
+    # It starts past the stream's last frame, by any number of 32-byte steps.
+    ahead = (
+        frames[-1].position + align(size + HEADER_LENGTH) + 32 * data.draw(st.integers(0, 1 << 19))
+    )
+    flags = data.draw(st.sampled_from([UNFRAGMENTED, BEGIN_FLAG, END_FLAG, 0]))
+    frames.insert(at, stray(ahead, flags=flags, size=size))
+    got, a = assemble(frames)
+    assert [p for p in got if p.startswith(b"g")] == sent
+    assert len(got) == len(sent) + (flags == UNFRAGMENTED)
+    assert a.counters.gaps == [] and a.counters.out_of_place == 1
