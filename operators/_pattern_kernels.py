@@ -252,34 +252,6 @@ def _walk(
     return w, n_nodes
 
 
-@_jit
-def _idle_fixed_kernel(tab):
-    """``fixed[state, flag]``: a partial match in ``state`` with ``flag`` stays exactly as
-    it is on a row meeting no condition (``_walk`` with no bit set gives back that one
-    slot, unchanged). Found by running ``_walk`` itself, so it cannot disagree with it."""
-    n_states = tab.shape[0]
-    fixed = np.zeros((n_states, 2), np.uint8)
-    sl = np.zeros((2 * n_states + 2, 7), np.int64)
-    nd = np.zeros((1, 4), np.int64)
-    nd_val = np.zeros(1, np.float64)
-    counters = np.zeros(2, np.int64)
-    for state in range(n_states):
-        for flag in range(2):
-            w, n_nodes = _walk(
-                sl, 0, state, flag, 0, 0, 1, -1, False, np.uint64(0), 0, 1, 0.0, tab, 2,
-                nd, nd_val, 0, counters,
-            )  # fmt: skip
-            if (
-                w == 1
-                and n_nodes == 0
-                and sl[0, S_STATE] == state
-                and sl[0, S_FLAG] == flag
-                and sl[0, S_DONE] == 0
-            ):
-                fixed[state, flag] = 1
-    return fixed
-
-
 @_inline
 def _is_fixed(state, flag, bits, tab, probe, nd, nd_val, counters):
     """A partial match in ``state`` with ``flag`` stays exactly as it is on a row whose
@@ -296,6 +268,25 @@ def _is_fixed(state, flag, bits, tab, probe, nd, nd_val, counters):
         and probe[0, S_FLAG] == flag
         and probe[0, S_DONE] == 0
     )
+
+
+@_jit
+def _idle_fixed_kernel(tab):
+    """``fixed[state, flag]``: a partial match in ``state`` with ``flag`` stays exactly as
+    it is on a row meeting no condition (``_is_fixed`` with no bit set). Found by running
+    ``_walk`` itself, so it cannot disagree with it."""
+    n_states = tab.shape[0]
+    fixed = np.zeros((n_states, 2), np.uint8)
+    probe = np.zeros((2 * n_states + 2, 7), np.int64)
+    nd = np.zeros((n_states + 1, 4), np.int64)
+    nd_val = np.zeros(n_states + 1, np.float64)
+    counters = np.zeros(2, np.int64)
+    for state in range(n_states):
+        for flag in range(2):
+            fixed[state, flag] = _is_fixed(
+                state, flag, np.uint64(0), tab, probe, nd, nd_val, counters
+            )
+    return fixed
 
 
 @_inline
