@@ -12,10 +12,13 @@ from omegaconf import DictConfig
 
 from telepipe.aeron import AeronConnection
 from telepipe.config import build, option
+from telepipe.errors import ConfigError
 from telepipe.sources.simulator import Simulator
 
 
 def simulate(cfg: DictConfig) -> int:
+    if not option(cfg, "simulator.enabled") or option(cfg, "simulator.options") is None:
+        raise ConfigError("telepipe simulate needs a simulator: simulator=default, not none")
     options = build(cfg.simulator.options, "simulator.options")
     source = build(cfg.source, "source")
     codec = build(cfg.schema, "schema")

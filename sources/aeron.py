@@ -39,6 +39,8 @@ class AeronSourceOptions:
             raise ConfigError(
                 f"source.channel must be an Aeron URI (aeron:ipc, aeron:udp?...), got {self.channel!r}"
             )
+        if isinstance(self.stream_id, bool) or not -(2**31) <= self.stream_id < 2**31:
+            raise ConfigError(f"source.stream_id must be an int32, got {self.stream_id!r}")
         if self.fragment_limit < 1:
             raise ConfigError(f"source.fragment_limit must be >= 1, got {self.fragment_limit}")
         self.decoder_options()

@@ -23,7 +23,8 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from telepipe.errors import ConfigError
+from telepipe.errors import ConfigError, TelepipeError
+from telepipe.top_level import check_top_level
 
 _REPO_CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -88,6 +89,7 @@ def load(overrides: list[str], config_name: str = "config") -> DictConfig:
         raise ConfigError(_yaml_line(error)) from None
     except (HydraException, OmegaConfBaseException, ValueError) as error:
         raise ConfigError(_one_line(error)) from None
+    check_top_level(cfg)
     return cfg
 
 
@@ -120,8 +122,10 @@ def build(node: Any, path: str) -> Any:
         raise ConfigError(f"{path}: {error}") from None
     except (OmegaConfBaseException, HydraException, TypeError, ValueError) as error:
         cause = error.__cause__
-        if isinstance(cause, ConfigError):
-            raise ConfigError(f"{path}: {cause}") from None
+        if isinstance(cause, TelepipeError):  # the target's own one-line error
+            message = str(cause)
+            prefix = f"{path}: "
+            raise ConfigError(message if message.startswith(prefix) else prefix + message) from None
         message = _one_line(error)
         if message.startswith("unknown config key '"):
             key = message.split("'")[1]

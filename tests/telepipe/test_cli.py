@@ -36,6 +36,31 @@ BAD = [
     (["bench", "simulator=none"], "bench needs the simulator's options"),
     (["bench", "bench.out=/proc/nope/x.json"], "bench.out=/proc/nope/x.json: "),
     (["bench", "pipeline=nope"], "pipeline=nope: no such option"),
+    # Top-level keys (telepipe/top_level.py): refused before anything starts.
+    (["run", "limit.readings=abc"], "limit.readings must be a whole number >= 1"),
+    (["run", "limit.readings=-5"], "limit.readings must be a whole number >= 1"),
+    (["run", "limit.readings=1.5"], "limit.readings must be a whole number >= 1"),
+    (["run", "limit.readings=true"], "limit.readings must be a whole number >= 1"),
+    (["run", "limit.idle_s=abc"], "limit.idle_s must be a number of seconds > 0"),
+    (["run", "metrics.port=abc"], "metrics.port must be a TCP port 1-65535"),
+    (["run", "metrics.port=99999"], "metrics.port must be a TCP port 1-65535"),
+    (["run", "source.stream_id=99999999999"], "source.stream_id must be an int32"),
+    (["run", "ui=sometimes"], "ui must be one of auto, always, never"),
+    (["run", "stats_file=/tmp"], "stats_file=/tmp is a directory"),
+    (["run", "data_dir=/etc/hostname"], "data_dir=/etc/hostname exists and is not a directory"),
+    (["run", "data_dir=null"], "data_dir must be a directory path, got null"),
+    (["bench", "bench.out=/tmp"], "bench.out=/tmp is a directory"),
+    (["validate", "limit.readings=abc"], "limit.readings must be a whole number >= 1"),
+    (["validate", "replay.follow=maybe"], "replay.follow must be true or false"),
+    (["simulate", "simulator=none"], "telepipe simulate needs a simulator"),
+    (
+        ["validate", "schema.path=/nonexistent.xml"],
+        "schema: SBE schema /nonexistent.xml: cannot read",
+    ),
+    (
+        ["validate", "pipeline=press_line", "pipeline.outputs.stuck.flatline.bogus=1"],
+        "unknown config key",
+    ),
 ]
 
 
@@ -61,3 +86,20 @@ def test_validate_names_the_tables(telepipe_cli) -> None:
     done = telepipe_cli("validate", "pipeline=demo", timeout=60)
     assert done.returncode == 0, done.stderr
     assert "readings, windows, alarms" in done.stdout
+
+
+def test_driver_refuses_a_dir_it_would_delete(telepipe_cli, tmp_path) -> None:
+    """The driver deletes its directory at start and at shutdown: a path holding anything
+    but Aeron's files, or a file, is refused and left as it was."""
+    precious = tmp_path / "precious"
+    (precious / "sub").mkdir(parents=True)
+    (precious / "a.txt").write_text("keep")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep")
+    for path, expected in [(precious, "is not an Aeron directory"), (a_file, "not a directory")]:
+        done = telepipe_cli("driver", "--dir", str(path), timeout=60)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], done.stderr
+    assert (precious / "a.txt").read_text() == "keep" and (precious / "sub").is_dir()
+    assert a_file.read_text() == "keep"
