@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 import pyaeron
@@ -41,7 +42,13 @@ def _shm_root() -> str:
 
 
 def start_driver(directory: str | None = None) -> pyaeron.MediaDriver:
-    """Start an embedded media driver (one shared thread) that cleans up its directory."""
+    """Start an embedded media driver (one shared thread) that cleans up its directory.
+
+    A ``directory`` given must be new or an Aeron directory no driver runs in: the
+    driver deletes it at start and at shutdown, so anything else is refused.
+    """
+    if directory is not None:
+        _check_driver_dir(Path(directory))
     directory = directory or tempfile.mkdtemp(prefix="telepipe-aeron-", dir=_shm_root())
     return pyaeron.MediaDriver(
         dir=directory,
@@ -49,6 +56,20 @@ def start_driver(directory: str | None = None) -> pyaeron.MediaDriver:
         dir_delete_on_shutdown=True,
         threading="shared",
     )
+
+
+def _check_driver_dir(path: Path) -> None:
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ConfigError(f"driver dir {path} exists and is not a directory")
+    if (path / "cnc.dat").exists() and pyaeron.is_driver_active(str(path), 1000):
+        raise ConfigError(f"driver dir {path}: a media driver is already running there")
+    if any(path.iterdir()) and not (path / "cnc.dat").exists():
+        raise ConfigError(
+            f"driver dir {path} is not an Aeron directory (no cnc.dat) and not empty: "
+            "the driver would delete it; give a new path"
+        )
 
 
 def idle_strategy(options: AeronOptions) -> pyaeron.IdleStrategy:
