@@ -177,6 +177,13 @@ def _purge(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    for override in args.extra_overrides:
+        key = override.partition("=")[0].lstrip("+~")
+        if key in ("data_dir", "input", "sink", "sink.app_id"):
+            raise ConfigError(
+                f"dlq replay: -o {override}: the letters go back into --data-dir "
+                f"{args.data_dir}, through its own sink; this key cannot change"
+            )
     entry = _store(args).replay(
         args.ids,
         confirm=args.confirm,

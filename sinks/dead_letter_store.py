@@ -260,8 +260,12 @@ class DeadLetterStore:
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.data_dir = Path(data_dir)
+        if not self.data_dir.is_dir():
+            raise ConfigError(f"--data-dir {self.data_dir}: no such directory")
         self.path = self.data_dir / TABLE
         self.audit = AuditLog(self.path / AUDIT_NAME)
+        if not DeltaTable.is_deltatable(str(self.path)) and any(self.path.glob("*.parquet")):
+            raise SinkError(f"{self.path} holds data files but no Delta log (_delta_log)")
 
     # -- reading ---------------------------------------------------------------
 
@@ -473,7 +477,30 @@ class DeadLetterStore:
         return [r for r in rows if r["position"] > consumed.get(key(**r), -1)]
 
     def verify(self) -> tuple[bool, str | None]:
-        return self.audit.verify()
+        """The audit chain is intact, and no entry the table's history points at is
+        missing (a hash chain alone cannot show that its last entries were cut off)."""
+        ok, problem = self.audit.verify()
+        if not ok:
+            return ok, problem
+        n, _ = self.audit.head()
+        anchored = self._audited_seq()
+        if anchored > n:
+            return False, (
+                f"audit log {self.audit.path}: {n} entries, but the table's history has a "
+                f"change audited as entry {anchored}: entries were removed"
+            )
+        return True, None
+
+    def _audited_seq(self) -> int:
+        """The newest audit entry a commit of the table names (0: none)."""
+        if not DeltaTable.is_deltatable(str(self.path)):
+            return 0
+        try:
+            history = DeltaTable(str(self.path)).history()
+        except (DeltaError, OSError) as error:
+            raise SinkError(f"cannot read the history of {self.path}: {error}") from None
+        seqs = [int(c["telepipe.dlq.audit_seq"]) for c in history if "telepipe.dlq.audit_seq" in c]
+        return max(seqs, default=0)
 
     def list(self, reason: str | None = None, limit: int | None = None) -> pl.DataFrame:
         """Dead letters (oldest first), without payloads but with ``payload_bytes``."""

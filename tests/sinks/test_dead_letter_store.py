@@ -18,7 +18,7 @@ from deltalake import write_deltalake
 from helpers import ROOT, SCHEMA_XML
 
 from telepipe.dead_letters import DeadLetter, dead_letters_batch
-from telepipe.errors import ConfigError
+from telepipe.errors import ConfigError, SinkError
 from telepipe.sinks.dead_letter_store import AuditError, AuditLog, DeadLetterStore
 from telepipe.sources.capture import CaptureWriter
 from telepipe.sources.frames import align
@@ -292,3 +292,28 @@ def test_a_replay_stopped_early_puts_back_what_it_did_not_read(store: DeadLetter
     ids = set(store.list()["id"])
     assert second.id in ids and first.id not in ids
     assert readings(store).filter(pl.col("sensor_id") >= 5000)["sensor_id"].max() == 5009
+
+
+@pytest.mark.parametrize("how", ["last line", "whole file"])
+def test_verify_sees_the_last_entries_cut_off(store: DeadLetterStore, how: str) -> None:
+    """A hash chain alone cannot show that its tail is gone; the table's commits name the
+    audit entry of each change, so a log shorter than that is refused."""
+    store.purge(store.list()["id"].to_list()[:1], confirm=True, actor="alice")
+    assert store.verify() == (True, None)
+    lines = store.audit.path.read_text().splitlines(keepends=True)
+    if how == "last line":
+        store.audit.path.write_text("".join(lines[:-1]))
+    else:
+        store.audit.path.unlink()
+    ok, problem = store.verify()
+    assert not ok and problem is not None and "\n" not in problem
+    assert f"but the table's history has a change audited as entry {len(lines)}" in problem
+
+
+def test_a_data_dir_that_is_not_there_or_lost_its_delta_log_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such directory"):
+        DeadLetterStore(tmp_path / "nowhere")
+    (tmp_path / "dead_letters").mkdir()
+    (tmp_path / "dead_letters" / "part-0.parquet").write_bytes(b"PAR1")
+    with pytest.raises(SinkError, match="no Delta log"):
+        DeadLetterStore(tmp_path)
