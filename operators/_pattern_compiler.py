@@ -143,11 +143,26 @@ def _num(node: tuple, kind: str) -> tuple:
     return node
 
 
+_MAX_DEPTH = 256  # of a condition's tree: evaluation recurses once per level
+_MAX_TIMES = 1024  # n and m of times(n, m): each repetition is NFA states
+
+
 def parse_condition(text: str) -> tuple:
     """The expression tree of a condition string; ``ValueError`` saying what is wrong."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("a condition must be a non-empty string")
-    return _Parser(text).parse()
+    deep = f"it is nested too deeply (at most {_MAX_DEPTH} levels)"
+    try:
+        tree = _Parser(text).parse()
+    except RecursionError:
+        raise ValueError(deep) from None
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            raise ValueError(deep)
+        stack.extend((child, depth + 1) for child in node[1:] if isinstance(child, tuple))
+    return tree
 
 
 def to_text(node: tuple) -> str:
@@ -228,13 +243,15 @@ def parse_quantifier(text: str) -> tuple[int, int]:
         return 1, INF
     if m.group("k") is not None:
         lo = int(m.group("k"))
-        if lo < 1:
-            raise ValueError("times_or_more(n) needs n >= 1")
+        if not 1 <= lo <= _MAX_TIMES:
+            raise ValueError(f"times_or_more(n) needs 1 <= n <= {_MAX_TIMES}")
         return lo, INF
     lo = int(m.group("n"))
     hi = int(m.group("m")) if m.group("m") is not None else lo
     if lo < 1 or hi < lo:
         raise ValueError(f"times(n, m) needs 1 <= n <= m, got {text!r}")
+    if hi > _MAX_TIMES:
+        raise ValueError(f"times(n, m) needs n, m <= {_MAX_TIMES}, got {text!r}")
     return lo, hi
 
 
@@ -363,7 +380,9 @@ def compile_steps(steps: tuple, within_ms: int | None) -> Compiled:
         try:
             tree = parse_condition(st.condition)
         except ValueError as error:
-            raise ConfigError(f"{owner}.condition {st.condition!r}: {error}") from None
+            shown = repr(st.condition)
+            shown = shown if len(shown) <= 80 else shown[:60] + f"... ({len(shown)} chars)"
+            raise ConfigError(f"{owner}.condition {shown}: {error}") from None
         try:
             lo, hi = parse_quantifier(st.quantifier)
         except ValueError as error:

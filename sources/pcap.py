@@ -347,7 +347,7 @@ class PcapReader:
 
     def _udp(self, rec: _Record, defrag: _Defrag) -> tuple[int, int, bytes, int] | None:
         data = rec.data
-        at, tag_at, tags = _FAST.get(rec.linktype, (-1, 0, ()))
+        at, tag_at, tags = _FAST.get(rec.linktype, (-1, -1, ()))  # no fast path: dpkt
         if tag_at >= 0 and data[tag_at : tag_at + len(tags[0])] not in tags:
             at = -1
         if at >= 0 and len(data) >= at + 28 and data[at] == 0x45 and data[at + 9] == 17:

@@ -396,6 +396,8 @@ def test_yaml_example_builds_and_runs_in_an_rx_flow() -> None:
         ("__import__('os')", "unexpected"),
         ("value.real > 1", "unexpected"),
         ("value > 1; x", "unexpected"),
+        ("not " * 3000 + "value > 1", "nested too deeply"),
+        ("(" * 400 + "value > 1" + ")" * 400, "nested too deeply"),
     ],
 )
 def test_bad_condition_is_one_line_naming_the_step(condition: str, message: str) -> None:
@@ -422,6 +424,9 @@ def test_bad_condition_is_one_line_naming_the_step(condition: str, message: str)
         ([PatternStep("a", contiguity="begin"), PatternStep("a")], "unique"),
         ([PatternStep("a", contiguity="begin", quantifier="times(0)")], "times"),
         ([PatternStep("a", contiguity="begin", quantifier="many")], "quantifier"),
+        ([PatternStep("a", contiguity="begin", quantifier="times(99999999)")], "<= 1024"),
+        ([PatternStep("a", contiguity="begin", quantifier="times(2, 5000)")], "<= 1024"),
+        ([PatternStep("a", contiguity="begin", quantifier="times_or_more(2000)")], "<= 1024"),
         (
             [
                 PatternStep("a", contiguity="begin", quantifier="one_or_more"),

@@ -215,9 +215,10 @@ def _fragments(buf: bytes) -> list[bytes]:
         (113, lambda b: [struct.pack("!HHH8sH", 0, 772, 6, b"", 0x0800) + b[14:]]),  # -i any
         (276, lambda b: [_sll2(b)]),  # tcpdump -i any, libpcap >= 1.10
         (101, lambda b: [b[14:]]),  # raw IP
+        (228, lambda b: [b[14:]]),  # DLT_IPV4
         (1, _fragments),  # IPv4 fragments of Aeron datagrams above the link MTU
     ],
-    ids=["null", "loop", "sll", "sll2", "raw", "ipv4_fragments"],
+    ids=["null", "loop", "sll", "sll2", "raw", "ipv4", "ipv4_fragments"],
 )
 def test_link_types(
     capture: tuple[Path, list[bytes]], tmp_path: Path, linktype: int, convert: object
@@ -339,3 +340,13 @@ def test_non_aeron_and_non_udp_packets_are_skipped(tmp_path: Path) -> None:
     reader = PcapReader(tmp_path / "other.pcap")
     assert list(reader.frames()) == []
     assert sum(reader.skipped.values()) == 2 and not reader.malformed
+
+
+@pytest.mark.parametrize("linktype", [229, 105, 999])
+def test_packets_of_a_link_type_without_aeron_are_skipped_not_a_crash(
+    tmp_path: Path, linktype: int
+) -> None:
+    write_pcap(tmp_path / "other.pcap", [(1, bytes(60)), (2, bytes(7))], linktype)
+    reader = PcapReader(tmp_path / "other.pcap")
+    assert list(reader.frames()) == []
+    assert sum(reader.skipped.values()) + sum(reader.malformed.values()) == 2
