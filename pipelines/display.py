@@ -79,3 +79,5 @@ class Display:
     ) -> None:
         if self.live is not None:
             self.live.__exit__(exc_type, exc, tb)
+            if not self.live.console.is_terminal:  # (ui=always into a pipe or file)
+                self.live.console.line()

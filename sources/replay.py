@@ -64,6 +64,8 @@ def input_kind(path: str | Path) -> str:
         if magic in PCAP_MAGICS:
             return "pcap"
         raise SourceError(f"{p}: not a pcap/pcapng file, telepipe capture or Aeron Archive")
+    if p.exists():
+        raise SourceError(f"{p}: not a regular file or a directory")
     raise SourceError(f"{p}: no such file or directory")
 
 

@@ -34,6 +34,12 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load(args.overrides)
     if cfg.get("input"):
         raise ConfigError("input= is for `telepipe replay`; `telepipe run` reads live Aeron")
+    channel = str(cfg.source.get("channel", ""))
+    if not cfg.simulator.enabled and cfg.aeron.dir is None and channel.startswith("aeron:ipc"):
+        raise ConfigError(
+            "simulator=none on aeron:ipc with the embedded driver: nothing else can publish "
+            "to it; give aeron.dir= of a running driver (telepipe driver), or a UDP source"
+        )
     return run(cfg, args.overrides)
 
 
@@ -71,7 +77,12 @@ def _capture(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     from telepipe.pipelines.inspect import inspect
+    from telepipe.sources.replay import input_kind
 
+    try:
+        input_kind(args.path)
+    except SourceError as error:  # a bad path is a usage error, as for replay input=
+        raise ConfigError(str(error)) from None
     return inspect(args.path, as_json=args.json)
 
 

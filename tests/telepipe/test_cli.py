@@ -53,6 +53,7 @@ BAD = [
     (["validate", "limit.readings=abc"], "limit.readings must be a whole number >= 1"),
     (["validate", "replay.follow=maybe"], "replay.follow must be true or false"),
     (["simulate", "simulator=none"], "telepipe simulate needs a simulator"),
+    (["run", "simulator=none"], "nothing else can publish to it; give aeron.dir="),
     (
         ["validate", "schema.path=/nonexistent.xml"],
         "schema: SBE schema /nonexistent.xml: cannot read",
@@ -103,3 +104,17 @@ def test_driver_refuses_a_dir_it_would_delete(telepipe_cli, tmp_path) -> None:
         assert len(lines) == 1 and expected in lines[0], done.stderr
     assert (precious / "a.txt").read_text() == "keep" and (precious / "sub").is_dir()
     assert a_file.read_text() == "keep"
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [("/nonexistent/capture", "no such file or directory"), ("/dev/null", "not a regular file")],
+)
+def test_inspect_and_replay_of_a_path_that_is_no_input_are_one_line_exit_2(
+    telepipe_cli, tmp_path, path: str, expected: str
+) -> None:
+    for args in (["inspect", path], ["replay", f"input={path}", f"data_dir={tmp_path}"]):
+        done = telepipe_cli(*args, timeout=60)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], done.stderr
