@@ -10,6 +10,7 @@ schema, which rejects unknown keys and values of the wrong type.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import re
 from pathlib import Path
@@ -19,7 +20,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from hydra.utils import get_object, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -44,6 +45,13 @@ def _one_line(error: BaseException) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     full_key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), "")
     head = lines[0] if lines else type(error).__name__
+    # A sentence wrapped over lines (Hydra's target policy) is one line here, shortened.
+    for line in lines[1:]:
+        if head.endswith((".", ":")) or _DETAIL.match(line):
+            break
+        head += " " + line
+    head = head if len(head) <= 200 else head[:197] + "..."
+
     if "is not in struct" in text or "not in '" in text:
         key = full_key or head
         return (
@@ -57,6 +65,9 @@ def _one_line(error: BaseException) -> str:
         available = sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
         return f"{group}={name}: no such option (available: {', '.join(available)})"
     return head
+
+
+_DETAIL = re.compile(r"^(full_key|object_type|reference_type|key|value)\b")
 
 
 def _quote_uris(override: str) -> str:
@@ -107,7 +118,7 @@ def build(node: Any, path: str) -> Any:
         raise ConfigError(f"{path}: expected a component with a _target_, got {node!r}")
     target_name = node["_target_"]
     try:
-        target = get_object(target_name)
+        target = _import(str(target_name))
     except Exception:
         raise ConfigError(f"{path}._target_: cannot import {target_name!r}") from None
     try:
@@ -130,7 +141,24 @@ def build(node: Any, path: str) -> Any:
         if message.startswith("unknown config key '"):
             key = message.split("'")[1]
             message = f"unknown key '{key}'"
+        if message.startswith(f"{path}: "):
+            message = message[len(path) + 2 :]
         raise ConfigError(f"{path}: {message}") from None
+
+
+def _import(name: str) -> Any:
+    """The object a dotted ``_target_`` names (hydra's ``get_object`` logs its failures
+    to stderr, three lines before ours)."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            found: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            found = getattr(found, attr)
+        return found
+    raise ImportError(name)
 
 
 def _writable(node: Any) -> None:

@@ -118,3 +118,18 @@ def test_inspect_and_replay_of_a_path_that_is_no_input_are_one_line_exit_2(
         assert done.returncode == 2, done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], done.stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("nonexistent.Mod", "._target_: cannot import 'nonexistent.Mod'"),
+        ("os.system", "pipeline.outputs.alarms.alarm: Target 'os.system' is blocklisted"),
+    ],
+)
+def test_a_bad_target_is_exactly_one_line(telepipe_cli, target: str, expected: str) -> None:
+    done = telepipe_cli("validate", f"pipeline.outputs.alarms.alarm._target_={target}", timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], done.stderr
+    assert lines[0].count("pipeline.outputs.alarms.alarm") == 1
