@@ -145,6 +145,8 @@ class DeltaSink(QueuedSink):
 
     def start(self) -> DeltaSink:
         self.root.mkdir(parents=True, exist_ok=True)
+        for name, state in self.tables.items():
+            _check_existing(name, state)
         super().start()
         return self
 
@@ -265,6 +267,23 @@ class DeltaSink(QueuedSink):
 
     def committed(self) -> dict[str, int]:
         return {name: state.committed_rows for name, state in self.tables.items()}
+
+
+def _check_existing(name: str, state: TableState) -> None:
+    """A table already in ``data_dir`` must have the columns this pipeline writes to it:
+    found now, in one line, rather than at its first commit after the run started."""
+    if state.schema is None or not DeltaTable.is_deltatable(str(state.path)):
+        return
+    try:
+        have = [f.name for f in DeltaTable(str(state.path)).schema().fields]
+    except Exception as error:  # delta-rs raises several kinds for a damaged log
+        raise ConfigError(f"table {name} in {state.path.parent}: cannot read it: {error}") from None
+    want = delta_schema(state.schema).names
+    if sorted(have) != sorted(want):
+        raise ConfigError(
+            f"table {name} in {state.path.parent} has columns {have}, but this pipeline "
+            f"writes {want} to it: use another data_dir or output name"
+        )
 
 
 def last_checkpoint(path: str | Path, app_id: str = "telepipe") -> int | None:

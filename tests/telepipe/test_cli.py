@@ -133,3 +133,18 @@ def test_a_bad_target_is_exactly_one_line(telepipe_cli, target: str, expected: s
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], done.stderr
     assert lines[0].count("pipeline.outputs.alarms.alarm") == 1
+
+
+def test_a_table_of_other_columns_in_data_dir_is_refused_before_the_run(
+    telepipe_cli, tmp_path
+) -> None:
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    write_deltalake(str(tmp_path / "windows"), pa.table({"a": [1], "b": ["x"]}))
+    done = telepipe_cli("run", "limit.readings=20000", f"data_dir={tmp_path}", timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"table windows in {tmp_path} has columns ['a', 'b'], but this pipeline" in lines[0]
+    assert not (tmp_path / "readings").exists()
