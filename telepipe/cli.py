@@ -18,6 +18,7 @@ that fails prints one line and exits 1; there is never a traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 
@@ -172,7 +173,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StoppedEarly(BaseException):
+    """SIGTERM before a command installed its own handler (a run's: drain and commit)."""
+
+
+def _stop_early(_signum: int, _frame: object) -> None:
+    raise _StoppedEarly
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Until a run takes over SIGTERM, it ends the command cleanly, not by the default
+    # action (exit -15 in the middle of loading numba or starting a driver).
+    signal.signal(signal.SIGTERM, _stop_early)
     args = _parser().parse_args(argv)
     bad = [o for o in getattr(args, "overrides", []) if "=" not in o]
     if bad:
@@ -198,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except _StoppedEarly:
+        print("telepipe: stopped by SIGTERM before the run started", file=sys.stderr)
+        return 0
 
 
 if __name__ == "__main__":
