@@ -95,7 +95,7 @@ def _driver(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from telepipe.config import build, load
-    from telepipe.pipelines.graph import outputs_from_config
+    from telepipe.pipelines.graph import outputs_from_config, publishers_from_config
 
     cfg = load(args.overrides)
     for key in ("aeron", "source", "sink", "schema"):
@@ -103,6 +103,13 @@ def _validate(args: argparse.Namespace) -> int:
     if cfg.simulator.enabled:
         build(cfg.simulator.options, "simulator.options")
     outputs = outputs_from_config(cfg.pipeline)
+    for table, publisher in publishers_from_config(
+        cfg.pipeline, [o.table for o in outputs]
+    ).items():
+        try:
+            publisher.codec()  # type: ignore[attr-defined]
+        except TelepipeError as error:
+            raise ConfigError(f"pipeline.publish.{table}: {error}") from None
     print(
         f"telepipe: config ok: pipeline {cfg.pipeline.name} -> tables "
         + ", ".join(o.table for o in outputs)

@@ -55,6 +55,14 @@ BAD = [
     (["simulate", "simulator=none"], "telepipe simulate needs a simulator"),
     (["run", "simulator=none"], "nothing else can publish to it; give aeron.dir="),
     (
+        ["validate", "pipeline=demo_publish", "pipeline.publish.alarms.schema=/nonexistent.xml"],
+        "pipeline.publish.alarms: SBE schema /nonexistent.xml: cannot read",
+    ),
+    (
+        ["validate", "pipeline=demo_publish", "pipeline.publish.alarms.rows_per_message=0"],
+        "rows_per_message must be in 1..65535",
+    ),
+    (
         ["validate", "schema.path=/nonexistent.xml"],
         "schema: SBE schema /nonexistent.xml: cannot read",
     ),
