@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +10,7 @@ import pyarrow as pa
 from telepipe.errors import ConfigError
 from telepipe.operators._kernels import INT64_MIN
 from telepipe.operators.alarm_runs import AlarmRuns
+from telepipe.operators.detector_base import check_number
 from telepipe.operators.eager_alarm import EagerAlarmLogic
 from telepipe.operators.readings import readings_arrays
 from telepipe.operators.sensor_order_buffer import SensorOrderBuffer
@@ -35,9 +35,7 @@ class ThresholdAlarm(StageOperator):
     consecutive: int = 3
 
     def __post_init__(self) -> None:
-        t = self.threshold
-        if isinstance(t, bool) or not isinstance(t, int | float) or math.isnan(t):
-            raise ConfigError(f"ThresholdAlarm.threshold must be a number, got {t!r}")
+        check_number("ThresholdAlarm", "threshold", self.threshold)
         n = self.consecutive
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= _INT32_MAX:
             raise ConfigError(f"ThresholdAlarm.consecutive must be an integer >= 1, got {n!r}")

@@ -166,6 +166,8 @@ def test_rx_pipe_and_error() -> None:
     ("kwargs", "field"),
     [
         ({"threshold": math.nan}, "threshold"),
+        ({"threshold": math.inf}, "threshold must be a finite number"),
+        ({"threshold": -math.inf}, "threshold must be a finite number"),
         ({"threshold": "1"}, "threshold"),
         ({"threshold": 1.0, "consecutive": 0}, "consecutive"),
         ({"threshold": 1.0, "consecutive": 2**31}, "consecutive"),
