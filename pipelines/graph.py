@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from reactivex import Observable
 from reactivex.subject import Subject
 
@@ -47,8 +47,8 @@ def outputs_from_config(pipeline: DictConfig) -> list[Output]:
         path = f"pipeline.outputs.{table}"
         if not str(table).isidentifier() or table in RESERVED_TABLES:
             raise ConfigError(f"{path}: not a usable table name")
-        if chain is None:
-            chain = {}
+        if chain is None:  # ``readings: null`` as ``readings: {}``: the rows as they come
+            chain = OmegaConf.create({})
         if not isinstance(chain, DictConfig):
             raise ConfigError(f"{path}: expected a mapping of step name -> operator, got {chain!r}")
         operators = tuple(build(node, f"{path}.{step}") for step, node in chain.items())

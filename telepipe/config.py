@@ -95,6 +95,7 @@ def load(overrides: list[str], config_name: str = "config") -> DictConfig:
     try:
         with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
             cfg = compose(config_name, overrides=overrides)
+        _check_pipeline_node(cfg, overrides, directory)
         OmegaConf.resolve(cfg)
     except yaml.YAMLError as error:
         raise ConfigError(_yaml_line(error)) from None
@@ -102,6 +103,23 @@ def load(overrides: list[str], config_name: str = "config") -> DictConfig:
         raise ConfigError(_one_line(error)) from None
     check_top_level(cfg)
     return cfg
+
+
+def _check_pipeline_node(cfg: DictConfig, overrides: list[str], directory: Path) -> None:
+    """The selected pipeline YAML is a mapping with a name (an empty or scalar file made
+    the first error an interpolation of ``pipeline.name`` that named no file)."""
+    if "pipeline" not in cfg:
+        return
+    node = cfg._get_node("pipeline")
+    if isinstance(node, DictConfig) and not node._is_none() and "name" in node:
+        return
+    choice = next(
+        (o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("pipeline=")), "demo"
+    )
+    raise ConfigError(
+        f"pipeline={choice}: {directory / 'pipeline' / (choice + '.yaml')} must be a mapping "
+        "with a name and outputs"
+    )
 
 
 def _yaml_line(error: yaml.YAMLError) -> str:

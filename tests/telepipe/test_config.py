@@ -82,3 +82,22 @@ def test_missing_config_dir_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("TELEPIPE_CONF", str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match=r"no config\.yaml in config directory"):
         load([])
+
+
+@pytest.mark.parametrize("text", ["", "just a string\n", "outputs: {}\n"])
+def test_a_pipeline_file_without_a_mapping_and_name_is_named(conf_copy: Path, text: str) -> None:
+    (conf_copy / "pipeline" / "bare.yaml").write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load(["pipeline=bare"])
+    assert str(error.value) == (
+        f"pipeline=bare: {conf_copy.resolve() / 'pipeline' / 'bare.yaml'} must be a mapping "
+        "with a name and outputs"
+    )
+
+
+def test_an_output_of_null_is_the_rows_as_they_come(conf_copy: Path) -> None:
+    from telepipe.pipelines.graph import outputs_from_config
+
+    (conf_copy / "pipeline" / "raw.yaml").write_text("name: raw\noutputs:\n  readings: null\n")
+    (output,) = outputs_from_config(load(["pipeline=raw"]).pipeline)
+    assert output.table == "readings" and not output.operators
