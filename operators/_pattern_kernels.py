@@ -425,19 +425,19 @@ def _pattern_run_kernel(
             fx_for = b
         pos = pos0 + np.int64(i)
         v = val[i]
-        # Slots the row leaves as they are stay in ``block`` (moved up over the others:
-        # ``keep`` of them), the walked ones go to ``scratch`` (``w``). The order of
-        # slots decides nothing (``_better`` is a total order on distinct matches).
+        # The slots the row leaves as they are, up to the first it changes, stay in
+        # ``block`` (``keep`` of them); the rest, walked or not, go to ``scratch`` (``w``)
+        # in order. The order of slots matters: of two complete matches with the same
+        # events under other steps, the one that came first wins (``_emit``).
         w = 0
         keep = 0
+        walked = False
         due = INT64_MAX  # at most the earliest deadline (slots only leave after this)
         held = False  # a complete match is held: the emit pass has work
         for q in range(base, base + n):
             if block[q, S_DONE] == 1:
                 held = True
-                if skip_fixed:
-                    if base + keep != q:
-                        block[base + keep, :] = block[q, :]
+                if skip_fixed and not walked:
                     keep += 1
                 else:
                     scratch[w, :] = block[q, :]
@@ -453,11 +453,14 @@ def _pattern_run_kernel(
                     )
                     fx[fx_entry, state, flag] = f
                 if f == 1:
-                    due = min(due, _deadline(block[q, S_START_TS], within))
-                    if base + keep != q:
-                        block[base + keep, :] = block[q, :]
-                    keep += 1
+                    if walked:
+                        scratch[w, :] = block[q, :]
+                        w += 1
+                    else:
+                        due = min(due, _deadline(block[q, S_START_TS], within))
+                        keep += 1
                     continue
+            walked = True
             w0 = w
             w, n_nodes = _walk(
                 scratch,
