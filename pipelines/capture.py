@@ -22,7 +22,7 @@ from typing import Any
 import pyaeron
 from omegaconf import DictConfig, OmegaConf
 
-from telepipe.aeron import AeronConnection, idle_strategy
+from telepipe.aeron import AeronConnection, error_line, idle_strategy, is_channel
 from telepipe.config import build, option
 from telepipe.errors import ConfigError, SourceError, TelepipeError
 from telepipe.sources.capture import CaptureWriter
@@ -61,7 +61,7 @@ def options_from(cfg: DictConfig) -> CaptureOptions:
     if OmegaConf.is_missing(cfg, "out") or not option(cfg, "out"):
         raise ConfigError("out: missing: give the capture directory, out=DIR")
     channel = option(cfg, "channel")
-    if not isinstance(channel, str) or not channel.startswith(("aeron:", "aeron-spy:")):
+    if not is_channel(channel, spy=True):
         raise ConfigError(
             f"channel: expected an Aeron URI (aeron:ipc, aeron:udp?...), got {channel!r}"
         )
@@ -169,7 +169,7 @@ def capture(cfg: DictConfig) -> int:
             subscription = connection.client.add_subscription(options.channel, options.stream)
         except pyaeron.AeronError as error:
             raise SourceError(
-                f"cannot subscribe to {options.channel} stream {options.stream}: {error}"
+                f"cannot subscribe to {options.channel} stream {options.stream}: {error_line(error)}"
             ) from error
         recorder = Recorder(
             writer, subscription, options.fragment_limit, idle_strategy(aeron_options)
@@ -190,7 +190,7 @@ def capture(cfg: DictConfig) -> int:
             recorder.run(options.max_frames, options.max_seconds)
         except pyaeron.AeronError as error:  # e.g. the driver went away
             raise SourceError(
-                f"recording {options.channel} stream {options.stream}: {error}"
+                f"recording {options.channel} stream {options.stream}: {error_line(error)}"
             ) from None
         finally:
             subscription.close()

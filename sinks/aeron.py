@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pyaeron
 import pyarrow as pa
 
-from telepipe.aeron import AeronConnection, idle_strategy
+from telepipe.aeron import AeronConnection, error_line, idle_strategy, is_channel
 from telepipe.boundary import BoundaryOptions
 from telepipe.errors import ConfigError, SinkError
 from telepipe.markers import CheckpointBarrier
@@ -37,7 +37,7 @@ class AeronSinkOptions:
     queue: BoundaryOptions = field(default_factory=BoundaryOptions)
 
     def __post_init__(self) -> None:
-        if not self.channel.startswith("aeron:"):
+        if not is_channel(self.channel):
             raise ConfigError(f"publish: channel must be an Aeron URI, got {self.channel!r}")
         if not 1 <= self.rows_per_message <= 65535:
             raise ConfigError(
@@ -83,7 +83,7 @@ class AeronSink(QueuedSink):
             self.publication = connection.client.add_publication(options.channel, options.stream_id)
         except pyaeron.AeronError as error:
             raise SinkError(
-                f"cannot publish on {options.channel} stream {options.stream_id}: {error}"
+                f"cannot publish on {options.channel} stream {options.stream_id}: {error_line(error)}"
             ) from error
         # A message may not exceed the publication's max (term length / 8): cut to fit.
         codec = self.codec

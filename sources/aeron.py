@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pyaeron
 
-from telepipe.aeron import AeronConnection
+from telepipe.aeron import AeronConnection, error_line, is_channel
 from telepipe.errors import ConfigError, SourceError
 from telepipe.markers import Item
 from telepipe.sources.decoder import (
@@ -35,7 +35,7 @@ class AeronSourceOptions:
     checkpoint_every_ms: int = 2000
 
     def __post_init__(self) -> None:
-        if not self.channel.startswith("aeron:"):
+        if not is_channel(self.channel):
             raise ConfigError(
                 f"source.channel must be an Aeron URI (aeron:ipc, aeron:udp?...), got {self.channel!r}"
             )
@@ -75,7 +75,8 @@ class AeronSource(DecodingSource):
             )
         except pyaeron.AeronError as error:
             raise SourceError(
-                f"cannot subscribe to {options.channel} stream {options.stream_id}: {error}"
+                f"cannot subscribe to {options.channel} stream {options.stream_id}: "
+                f"{error_line(error)}"
             ) from error
 
     def _on_message(self, buffer: pyaeron.BufferView, header: pyaeron.Header) -> None:

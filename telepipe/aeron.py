@@ -7,6 +7,7 @@ here idles with Aeron's backoff strategy (spin a little, yield, then park).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,32 @@ class AeronOptions:
             raise ConfigError(f"aeron.driver_timeout_s must be > 0, got {self.driver_timeout_s}")
         if self.max_park_us < 1:
             raise ConfigError(f"aeron.max_park_us must be >= 1, got {self.max_park_us}")
+
+
+_CHANNEL = re.compile(r"^(aeron-spy:)?aeron:(ipc|udp)(\?.*)?$")
+
+
+def is_channel(channel: object, spy: bool = False) -> bool:
+    """An Aeron channel URI of a medium the driver has: ``aeron:ipc``, ``aeron:udp?...``
+    (and ``aeron-spy:`` before either, with ``spy``). The driver checks the parameters."""
+    match = _CHANNEL.match(channel) if isinstance(channel, str) else None
+    return match is not None and (spy or match.group(1) is None)
+
+
+def error_line(error: BaseException) -> str:
+    """An Aeron error (a stack of C call sites, the innermost first) as one line: its
+    first line, then the first two reasons that say more than an error code."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    first = lines[0] if lines else type(error).__name__
+    reasons = []
+    for line in lines[1:]:
+        text = line.split("] ", 1)[1].strip() if "] " in line else ""
+        if text and not _GENERIC.search(text) and text not in reasons:
+            reasons.append(text)
+    return f"{first}: {'; '.join(reasons[:2])}" if reasons else first
+
+
+_GENERIC = re.compile(r"^\(-?\d+\)|registration error$")
 
 
 def _shm_root() -> str:
@@ -95,7 +122,7 @@ class AeronConnection:
         except pyaeron.AeronError as error:
             self._close_driver()
             raise SourceError(
-                f"cannot connect to the Aeron driver in {directory}: {error}"
+                f"cannot connect to the Aeron driver in {directory}: {error_line(error)}"
             ) from error
         self.dir: str = directory
 

@@ -24,6 +24,8 @@ BAD = [
     (["run", "pipeline.outputs.alarms.alarm.bogus=1"], "unknown config key"),
     (["run", "+pipeline.outputs.alarms.alarm.bogus=1"], "unknown key 'bogus'"),
     (["run", "source.channel=tcp://x"], "source.channel must be an Aeron URI"),
+    (["run", "source.channel=aeron:foo"], "source.channel must be an Aeron URI"),
+    (["validate", "source.channel=aeron:tcp?endpoint=x"], "source.channel must be an Aeron URI"),
     (["run", "simulator.options.sensors=0"], "simulator.sensors must be >= 1"),
     (["run", "simulator.options.late_fraction=2"], "late_fraction must be in [0, 1]"),
     (["run", "source.stream_id=[1"], "source.stream_id"),
@@ -156,3 +158,15 @@ def test_a_table_of_other_columns_in_data_dir_is_refused_before_the_run(
     assert len(lines) == 1, done.stderr
     assert f"table windows in {tmp_path} has columns ['a', 'b'], but this pipeline" in lines[0]
     assert not (tmp_path / "readings").exists()
+
+
+def test_a_channel_the_driver_refuses_is_one_line_with_its_reason(telepipe_cli, tmp_path) -> None:
+    done = telepipe_cli(
+        "run", "source=aeron_udp", "source.channel=aeron:udp?endpoint=127.0.0.1:99999",
+        "limit.readings=1000", f"data_dir={tmp_path}", timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "cannot subscribe to aeron:udp?endpoint=127.0.0.1:99999" in lines[0]
+    assert "port out of range: '99999'" in lines[0]
