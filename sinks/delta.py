@@ -275,15 +275,28 @@ def _check_existing(name: str, state: TableState) -> None:
     if state.schema is None or not DeltaTable.is_deltatable(str(state.path)):
         return
     try:
-        have = [f.name for f in DeltaTable(str(state.path)).schema().fields]
+        existing = pa.schema(DeltaTable(str(state.path)).schema().to_arrow())
     except Exception as error:  # delta-rs raises several kinds for a damaged log
         raise ConfigError(f"table {name} in {state.path.parent}: cannot read it: {error}") from None
-    want = delta_schema(state.schema).names
-    if sorted(have) != sorted(want):
+    have, wanted = existing.names, delta_schema(state.schema)
+    if sorted(have) != sorted(wanted.names):
         raise ConfigError(
             f"table {name} in {state.path.parent} has columns {have}, but this pipeline "
-            f"writes {want} to it: use another data_dir or output name"
+            f"writes {wanted.names} to it: use another data_dir or output name"
         )
+    for column in wanted:
+        old = existing.field(column.name).type
+        # Nested types are left to the write: Delta casts their items (a list of ns
+        # timestamps is stored as one of us, and read back so).
+        if (
+            old != column.type
+            and not pa.types.is_nested(old)
+            and not pa.types.is_nested(column.type)
+        ):
+            raise ConfigError(
+                f"table {name} in {state.path.parent}: column {column.name!r} is {old}, but "
+                f"this pipeline writes {column.type}: use another data_dir or output name"
+            )
 
 
 def last_checkpoint(path: str | Path, app_id: str = "telepipe") -> int | None:

@@ -160,6 +160,26 @@ def test_a_table_of_other_columns_in_data_dir_is_refused_before_the_run(
     assert not (tmp_path / "readings").exists()
 
 
+def test_a_table_with_a_column_of_another_type_is_refused_before_the_run(
+    telepipe_cli, tmp_path
+) -> None:
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from telepipe.schema import WINDOWS
+    from telepipe.sinks.delta_types import delta_schema
+
+    schema = delta_schema(WINDOWS)
+    columns = {f.name: pa.array([], f.type) for f in schema}
+    columns["count"] = pa.array([], pa.float64())
+    write_deltalake(str(tmp_path / "windows"), pa.table(columns))
+    done = telepipe_cli("run", "limit.readings=20000", f"data_dir={tmp_path}", timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "column 'count' is double, but this pipeline writes int64" in lines[0]
+
+
 def test_a_channel_the_driver_refuses_is_one_line_with_its_reason(telepipe_cli, tmp_path) -> None:
     done = telepipe_cli(
         "run", "source=aeron_udp", "source.channel=aeron:udp?endpoint=127.0.0.1:99999",
