@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from telepipe.errors import ConfigError
+from telepipe.markers import as_watermark_ns
 from telepipe.operators._detector_kernels import _table_rebuild_kernel
 from telepipe.operators.event_buffer import EventTimeBuffer
 from telepipe.operators.readings import quality_array, readings_arrays
@@ -165,6 +166,7 @@ class DetectorLogic:
         return late
 
     def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]:
+        watermark_ns = as_watermark_ns(watermark_ns)
         rows = self.buffer.release(watermark_ns)
         if rows is None:
             return []

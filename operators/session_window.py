@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from telepipe.errors import ConfigError
-from telepipe.markers import MAX_WATERMARK
+from telepipe.markers import MAX_WATERMARK, as_watermark_ns
 from telepipe.operators._kernels import INT64_MIN
 from telepipe.operators._window_kernels import (
     I_CNT,
@@ -176,6 +176,7 @@ class SessionWindowLogic:
         )
 
     def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]:
+        watermark_ns = as_watermark_ns(watermark_ns)
         if watermark_ns <= self.watermark:
             return []
         if self._pending:

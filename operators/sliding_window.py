@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from telepipe.errors import ConfigError
-from telepipe.markers import MAX_WATERMARK
+from telepipe.markers import MAX_WATERMARK, as_watermark_ns
 from telepipe.operators._kernels import INT64_MAX, INT64_MIN
 from telepipe.operators._sliding_kernels import (
     NEED_KEY,
@@ -207,6 +207,7 @@ class SlidingWindowLogic:
         )
 
     def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]:
+        watermark_ns = as_watermark_ns(watermark_ns)
         if watermark_ns <= self.watermark:
             return []
         self._fold_due_panes(_fire_to(watermark_ns, self.size_ns, self.slide_ns))

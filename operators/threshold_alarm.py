@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from telepipe.errors import ConfigError
+from telepipe.markers import as_watermark_ns
 from telepipe.operators._kernels import INT64_MIN
 from telepipe.operators.alarm_runs import AlarmRuns
 from telepipe.operators.detector_base import check_number
@@ -147,6 +148,7 @@ class ThresholdAlarmLogic:
         return out
 
     def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]:
+        watermark_ns = as_watermark_ns(watermark_ns)
         out = self.logic.on_watermark(watermark_ns)
         logic = self.logic
         if isinstance(logic, BufferedAlarmLogic):

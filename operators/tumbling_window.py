@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from telepipe.errors import ConfigError
-from telepipe.markers import MAX_WATERMARK
+from telepipe.markers import MAX_WATERMARK, as_watermark_ns
 from telepipe.operators._kernels import (
     INT64_MAX,
     INT64_MIN,
@@ -158,6 +158,7 @@ class TumblingWindowLogic:
         win[moving] = INT64_MIN  # emptied: no row's window, so the hit test needs no count
 
     def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]:
+        watermark_ns = as_watermark_ns(watermark_ns)
         if watermark_ns <= self.watermark:
             return []
         self._set_watermark(watermark_ns)

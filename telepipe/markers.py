@@ -22,14 +22,19 @@ class Watermark:
     ts_ns: int
 
     def __post_init__(self) -> None:
-        ts = self.ts_ns
-        try:
-            value = operator.index(ts)  # ints, numpy ints; not floats (NaN), not bools
-        except TypeError:
-            value = None
-        if value is None or isinstance(ts, bool) or not -(2**63) <= value <= MAX_WATERMARK:
-            raise TypeError(f"Watermark.ts_ns must be an int64 ns, got {ts!r}")
-        object.__setattr__(self, "ts_ns", value)
+        object.__setattr__(self, "ts_ns", as_watermark_ns(self.ts_ns, "Watermark.ts_ns"))
+
+
+def as_watermark_ns(ts: object, what: str = "a watermark") -> int:
+    """``ts`` as an int64 of ns (numpy ints too); ``TypeError`` for anything else (a NaN
+    or a float, a bool, a value past int64): what ``on_watermark`` and ``Watermark`` take."""
+    try:
+        value = operator.index(ts)  # type: ignore[arg-type]
+    except TypeError:
+        value = None
+    if value is None or isinstance(ts, bool) or not -(2**63) <= value <= MAX_WATERMARK:
+        raise TypeError(f"{what} must be an int64 ns, got {ts!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

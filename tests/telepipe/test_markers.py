@@ -19,3 +19,20 @@ def test_a_watermark_takes_int64_ns_including_numpy_ints() -> None:
 def test_a_watermark_refuses_anything_else_in_one_line(bad: object) -> None:
     with pytest.raises(TypeError, match=r"^Watermark.ts_ns must be an int64 ns, got .*$"):
         Watermark(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 2**70, 1.5])
+def test_every_operator_refuses_a_bad_watermark_given_directly(bad: object) -> None:
+    """``on_watermark`` called on a logic (not through a ``Watermark``): a NaN made
+    SessionWindow and SlidingWindow drop accepted rows, 2**70 raised OverflowError."""
+    from telepipe.operators.flatline import Flatline
+    from telepipe.operators.session_window import SessionWindow
+    from telepipe.operators.sliding_window import SlidingWindow
+    from telepipe.operators.threshold_alarm import ThresholdAlarm
+    from telepipe.operators.tumbling_window import TumblingWindow
+
+    ops = [TumblingWindow(1000), SlidingWindow(2000, 1000), SessionWindow(1000)]
+    ops += [ThresholdAlarm(1.0), Flatline(min_readings=3)]
+    for op in ops:
+        with pytest.raises(TypeError, match=r"^a watermark must be an int64 ns, got "):
+            op.build().on_watermark(bad)  # type: ignore[arg-type]
