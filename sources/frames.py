@@ -150,7 +150,9 @@ class FrameAssembler:
     or corrupt frame, or one that came early), not a sign of loss. The jump is
     undone (its gap and the drop of the partial message too), the stream continues
     from before it, and the frame counts in ``out_of_place``; had it completed a
-    message, that message was already delivered.
+    message, that message was already delivered. Likewise a stream's first frame:
+    a frame that starts before it, within its first ``REWIND_FRAMES`` frames,
+    starts the stream again (the frames behind it until then are lost, counted).
     """
 
     REWIND_FRAMES = 64
@@ -162,6 +164,8 @@ class FrameAssembler:
         # Per stream, the last jump ahead: (position before it, its gap, the partial
         # message it dropped, frames since).
         self._jump: dict[tuple[int, int], tuple[int, Gap, tuple[bytearray, int] | None, int]] = {}
+        # Per stream, for its first REWIND_FRAMES frames: (start of the first, frames since).
+        self._opening: dict[tuple[int, int], tuple[int, int]] = {}
 
     def positions(self) -> dict[tuple[int, int], int]:
         """(stream, session) -> position just past the last frame taken."""
@@ -173,6 +177,18 @@ class FrameAssembler:
         key = (frame.stream_id, frame.session_id)
         start = frame.start_position
         expected = self._expected.get(key)
+        opening = self._opening.get(key)
+        if expected is None:
+            self._opening[key] = (start, 0)
+        elif opening is not None:
+            if start < opening[0]:  # before the stream's first frame: that one was astray
+                self._restart(key)
+                expected = None
+                self._opening[key] = (start, 0)
+            elif opening[1] + 1 < self.REWIND_FRAMES:
+                self._opening[key] = (opening[0], opening[1] + 1)
+            else:
+                del self._opening[key]
         jump = self._jump.pop(key, None)
         if jump is not None and start == jump[0] and start != expected:
             self._undo(key, jump)
@@ -220,6 +236,16 @@ class FrameAssembler:
         """One more frame since the stream's last jump; past ``REWIND_FRAMES`` it stands."""
         if jump is not None and jump[3] + 1 < self.REWIND_FRAMES:
             self._jump[key] = (*jump[:3], jump[3] + 1)
+
+    def _restart(self, key: tuple[int, int]) -> None:
+        """A frame before the stream's first one, early on: the first was out of place (a
+        stray far ahead, taken as the start); the stream starts again from this frame."""
+        c = self.counters
+        c.out_of_place += 1
+        c.gaps = [g for g in c.gaps if (g.stream_id, g.session_id) != key]
+        self._partial.pop(key, None)
+        self._jump.pop(key, None)
+        self._expected.pop(key, None)
 
     def _undo(
         self, key: tuple[int, int], jump: tuple[int, Gap, tuple[bytearray, int] | None, int]

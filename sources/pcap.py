@@ -286,6 +286,10 @@ class PcapReader:
             self._note("bad_frame_length", f"a frame runs past the end of its term ({key})")
             return False
         last = self._last_term.get(key)
+        if last is None and key in self.setups:
+            # The SETUP says which term is active: a stray or corrupt first data frame
+            # must not become the stream's baseline.
+            last = self.setups[key].active_term_id
         # A corrupt term id would make every later frame look like a duplicate; a
         # real jump (a long capture loss) is taken once a second frame confirms it.
         suspect = self._suspect_term.get(key, term_id + 2 * TERM_JUMP + 1)
@@ -359,7 +363,14 @@ class PcapReader:
         try:
             ip = _network_layer(rec.linktype, rec.data)
             if ip is None:
-                self.skipped[f"linktype_{rec.linktype}"] += 1
+                reason = f"linktype_{rec.linktype}"
+                if reason not in self.skipped:
+                    self.notes.append(
+                        f"{self.path}: link type {rec.linktype} is not one telepipe reads "
+                        "(Ethernet, BSD/OpenBSD loopback, Linux SLL/SLL2, raw IPv4/IPv6): "
+                        "its packets are skipped"
+                    )
+                self.skipped[reason] += 1
                 return None
             if isinstance(ip, dpkt.ip.IP) and (ip.mf or ip.offset):
                 whole = defrag.add(ip)

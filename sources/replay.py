@@ -289,6 +289,12 @@ class ReplaySource(DecodingSource):
         ``telepipe inspect`` says where."""
         c = self.assembler.counters
         found = {f"malformed_{k}": int(v) for k, v in sorted(self.input.malformed.items()) if v}
+        skipped = getattr(self.input, "skipped", {})  # a pcap: packets it could not read
+        found |= {
+            f"unsupported_{k}": int(v)
+            for k, v in sorted(skipped.items())
+            if k.startswith("linktype_")
+        }
         counts = (
             ("torn_tail_bytes", int(getattr(self.input, "torn_tail", 0))),
             ("dropped_fragments", c.dropped_fragments),

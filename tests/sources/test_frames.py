@@ -93,13 +93,13 @@ def test_a_message_cut_by_the_end_of_input_is_counted() -> None:
     st.data(),
 )
 def test_one_stray_frame_anywhere_loses_no_genuine_message(sent, mtu, data) -> None:
-    """A stray frame (any flags, far ahead) between two frames of the stream."""
+    """A stray frame (any flags, far ahead) before any frame of the stream but its last."""
     sent = [b"g" + p for p in sent]
     frames = frames_of(sent, mtu=mtu)
     if len(frames) < 2:
         frames = frames_of([*sent, b"g"], mtu=mtu)
         sent = [*sent, b"g"]
-    at = data.draw(st.integers(1, len(frames) - 1))
+    at = data.draw(st.integers(0, len(frames) - 1))  # 0: the stream's first frame
     size = data.draw(st.integers(1, 200))
     # It starts past the stream's last frame, by any number of 32-byte steps.
     ahead = (

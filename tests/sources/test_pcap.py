@@ -350,3 +350,25 @@ def test_packets_of_a_link_type_without_aeron_are_skipped_not_a_crash(
     reader = PcapReader(tmp_path / "other.pcap")
     assert list(reader.frames()) == []
     assert sum(reader.skipped.values()) + sum(reader.malformed.values()) == 2
+    if linktype != 229:  # (DLT_IPV6 is read; these are just not IPv6 packets)
+        assert [n for n in reader.notes if f"link type {linktype} is not one" in n]
+
+
+@pytest.mark.parametrize("terms_ahead", [1000, 2])
+def test_a_stray_data_frame_before_the_stream_costs_only_itself(
+    capture: tuple[Path, list[bytes]], tmp_path: Path, terms_ahead: int
+) -> None:
+    """A copy of the first DATA frame with its term id moved ahead, placed before it: with
+    the SETUP known it is implausible (1000 terms) or out of place (2 terms, undone by
+    the assembler once the stream starts where the SETUP said); never the baseline."""
+    path, sent = capture
+    _, packets = read_packets(path)
+    first = next(i for i, (_, b) in enumerate(packets) if aeron_type(b) == 1)
+    ts, buf = packets[first]
+    term_id = struct.unpack_from("<i", buf, UDP_AT + 20)[0]
+    stray = buf[: UDP_AT + 20] + struct.pack("<i", term_id + terms_ahead) + buf[UDP_AT + 24 :]
+    packets.insert(first, (ts, stray))
+    write_pcap(tmp_path / "stray.pcap", packets)
+    messages, _ = replay(PcapReader(tmp_path / "stray.pcap"))
+    assert [m for m in messages if m in sent] == sent
+    assert len(messages) <= len(sent) + 1
