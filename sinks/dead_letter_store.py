@@ -482,14 +482,28 @@ class DeadLetterStore:
         ok, problem = self.audit.verify()
         if not ok:
             return ok, problem
-        n, _ = self.audit.head()
+        entries = self.audit.entries()
+        n = len(entries)
         anchored = self._audited_seq()
         if anchored > n:
             return False, (
                 f"audit log {self.audit.path}: {n} entries, but the table's history has a "
                 f"change audited as entry {anchored}: entries were removed"
             )
+        if entries and entries[-1]["action"] == "replay_start" and not self._replaying():
+            return False, (
+                f"audit log {self.audit.path}: the replay started at entry {n} has no end "
+                f"entry and none is running: the replay died, or its entry was removed"
+            )
         return True, None
+
+    def _replaying(self) -> bool:
+        """Another dlq command holds the store's lock (a replay in progress)."""
+        try:
+            with self.audit.locked():
+                return False
+        except AuditError:
+            return True
 
     def _audited_seq(self) -> int:
         """The newest audit entry a commit of the table names (0: none)."""

@@ -204,6 +204,13 @@ def test_replay_returns_failures_with_the_same_ids_and_delivers_what_decodes(
     assert done["detail"]["app_id"] == f"telepipe-dlq-{start['seq']}" == entry["detail"]["app_id"]
     assert store.verify() == (True, None)
     assert not (store.data_dir / "_telepipe_dlq").exists()
+    # The replay's end entry cut off: no commit names it, but a start without an end
+    # while no replay runs is refused.
+    lines = store.audit.path.read_text().splitlines(keepends=True)
+    store.audit.path.write_text("".join(lines[:-1]))
+    ok, problem = store.verify()
+    assert not ok and problem is not None and "\n" not in problem
+    assert "the replay started at entry 1 has no end entry and none is running" in problem
 
 
 def test_replay_refuses_overlapping_letters_and_puts_letters_back_when_the_run_fails(
