@@ -37,6 +37,7 @@ from telepipe.pipelines.graph import (
 )
 from telepipe.pipelines.recovery import read_recovery
 from telepipe.schema import DEAD_LETTERS
+from telepipe.sinks import data_dir_lock
 from telepipe.sinks.aeron import AeronSink
 from telepipe.sinks.delta import DeltaSink, DeltaSinkOptions
 from telepipe.sinks.queued import QueuedSink
@@ -198,10 +199,12 @@ class Runner:
             self._install_signals(source)
             try:
                 self._loop(source, sink, subject)
-                if recorder is not None:
-                    recorder.stop()
+                # The simulator first: a recorder waits for its capture to stop growing,
+                # which it does not while the simulator publishes (a SIGTERM took 16 s).
                 if self.child is not None:
                     self.child.stop()
+                if recorder is not None:
+                    recorder.stop()
                 self._drain(source, sink, subject, resumable=not live)
                 sink.join()
                 for publisher in self.publishers.values():
@@ -401,6 +404,7 @@ def _counting(
 
 def run(cfg: DictConfig, overrides: list[str], input_path: str | None = None) -> int:
     runner = Runner(cfg, overrides, input_path)
-    stats = runner.run()
+    with data_dir_lock.hold(runner.data_dir, "a second run or replay"):
+        stats = runner.run()
     print_summary(stats, runner.console)
     return 0

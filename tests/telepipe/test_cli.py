@@ -190,3 +190,18 @@ def test_a_channel_the_driver_refuses_is_one_line_with_its_reason(telepipe_cli, 
     assert len(lines) == 1, done.stderr
     assert "cannot subscribe to aeron:udp?endpoint=127.0.0.1:99999" in lines[0]
     assert "port out of range: '99999'" in lines[0]
+
+
+def test_a_data_dir_another_process_writes_is_refused(telepipe_cli, tmp_path) -> None:
+    """Two replays into one data dir each commit the rows once: one writer per data dir."""
+    from telepipe.sinks import data_dir_lock
+
+    with data_dir_lock.hold(tmp_path):  # as a running pipeline holds it
+        done = telepipe_cli("run", "limit.readings=20000", f"data_dir={tmp_path}", timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "another telepipe process is writing it" in lines[0]
+    assert not (tmp_path / "readings").exists()
+    done = telepipe_cli("run", "limit.readings=20000", f"data_dir={tmp_path}", timeout=120)
+    assert done.returncode == 0, done.stderr  # the lock goes with its holder
