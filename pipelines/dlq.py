@@ -63,6 +63,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("ids", nargs="+", metavar="ID", help="ids or unique prefixes")
     p.add_argument("--confirm", action="store_true", help="required: purge changes the store")
     action("verify", "check the audit log's hash chain")
+    action("resume", "finish a dlq replay that was killed (its letters are in its capture)")
     return parser
 
 
@@ -176,6 +177,17 @@ def _purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume(args: argparse.Namespace) -> int:
+    entry = _store(args).resume(actor=actor())
+    d = entry["detail"]
+    print(
+        f"telepipe dlq: finished the replay of {len(entry['ids'])} dead letters through "
+        f"{d['pipeline']}: {d['readings_committed']} readings committed, "
+        f"{len(d['came_back_ids'])} came back; audit entry {entry['seq']}"
+    )
+    return 0
+
+
 def _replay(args: argparse.Namespace) -> int:
     for override in args.extra_overrides:
         key = override.partition("=")[0].lstrip("+~")
@@ -218,6 +230,7 @@ ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
     "replay": _replay,
     "purge": _purge,
     "verify": _verify,
+    "resume": _resume,
 }
 
 

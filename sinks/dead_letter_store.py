@@ -49,6 +49,7 @@ from deltalake.exceptions import DeltaError
 from telepipe.dead_letters import DeadLetter
 from telepipe.errors import ConfigError, SinkError, TelepipeError
 from telepipe.schema import DEAD_LETTERS
+from telepipe.sinks import data_dir_lock
 from telepipe.sources.frames import HEADER_LENGTH, UNFRAGMENTED, align
 
 TABLE = "dead_letters"
@@ -366,8 +367,8 @@ class DeadLetterStore:
     def purge(self, ids: Iterable[str], confirm: bool, actor: str) -> dict[str, Any]:
         """Delete these dead letters; returns the audit entry."""
         given = self._prepare(ids, confirm, "purge")
-        with self.audit.locked():
-            seq = self.audit.next_seq()  # also refuses a broken chain
+        with data_dir_lock.hold(self.data_dir, "dlq purge"), self.audit.locked():
+            seq = self._next_seq()  # also refuses a broken chain
             full = self.resolve(given)
             reasons = Counter(r["reason"] for r in self._rows(full))
             deleted = self._delete(full, "purge", seq)
@@ -388,8 +389,8 @@ class DeadLetterStore:
         from telepipe.pipelines.runner import run
 
         given = self._prepare(ids, confirm, "replay")
-        with self.audit.locked():
-            seq = self.audit.next_seq()
+        with data_dir_lock.hold(self.data_dir, "dlq replay"), self.audit.locked():
+            seq = self._next_seq()
             full = self.resolve(given)
             stored = self._rows(full)
             app_id = f"telepipe-dlq-{seq}"
@@ -443,6 +444,61 @@ class DeadLetterStore:
                 (self.data_dir / REPLAY_DIR).rmdir()  # only if no other replay left one
             return entry
 
+    def _next_seq(self) -> int:
+        """The next entry's number; refused after a replay that never ended."""
+        entries = self.audit.entries()
+        if entries and entries[-1]["action"] == "replay_start":
+            raise ConfigError(
+                f"the dlq replay started at audit entry {len(entries)} did not end: finish it "
+                f"first with `telepipe dlq resume --data-dir {self.data_dir}`"
+            )
+        return len(entries) + 1
+
+    def resume(self, actor: str) -> dict[str, Any]:
+        """Finish a replay that died after its start entry (killed, machine lost): its
+        letters are in its capture; the run resumes from its own checkpoints."""
+        from telepipe.config import load
+        from telepipe.pipelines.runner import run
+
+        with data_dir_lock.hold(self.data_dir, "dlq resume"), self.audit.locked():
+            entries = self.audit.entries()
+            if not entries or entries[-1]["action"] != "replay_start":
+                raise ConfigError(f"no dlq replay to finish in {self.path}")
+            seq, full, start = len(entries), entries[-1]["ids"], entries[-1]["detail"]
+            capture = Path(start["capture"])
+            if not capture.is_dir():
+                raise SinkError(f"the replay's capture {capture} is gone: its letters are lost")
+            stats_file = capture.parent / "stats.json"
+            overrides = [
+                f"pipeline={_quote(start['pipeline'])}",
+                f"data_dir={_quote(str(self.data_dir.resolve()))}",
+                f"input={_quote(str(capture))}",
+                f"sink.app_id={start['app_id']}",
+                "ui=never",
+                f"stats_file={_quote(str(stats_file))}",
+            ]
+            cfg = load(overrides)
+            removed = 0 if self._deleted_at(seq) else self._delete(full, "replay", seq)
+            run(cfg, overrides, input_path=str(capture))
+            stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+            present = set(self.ids())
+            detail = {
+                **start, "resumed": True, "removed_rows": removed,
+                "came_back_ids": [i for i in full if i in present],
+                "readings_committed": stats.get("committed", 0),
+                "committed_by_table": stats.get("committed_by_table", {}),
+            }  # fmt: skip
+            entry = self.audit.append("replay", full, detail, actor)
+            shutil.rmtree(capture.parent, ignore_errors=True)
+            return entry
+
+    def _deleted_at(self, seq: int) -> bool:
+        """The replay audited as entry ``seq`` already took its letters out of the table."""
+        history = (
+            DeltaTable(str(self.path)).history() if DeltaTable.is_deltatable(str(self.path)) else []
+        )
+        return any(c.get("telepipe.dlq.audit_seq") == str(seq) for c in history)
+
     def _failed(
         self, error: BaseException, rows: list[dict], full: list[str], start: dict, actor: str
     ) -> None:
@@ -493,7 +549,8 @@ class DeadLetterStore:
         if entries and entries[-1]["action"] == "replay_start" and not self._replaying():
             return False, (
                 f"audit log {self.audit.path}: the replay started at entry {n} has no end "
-                f"entry and none is running: the replay died, or its entry was removed"
+                f"entry and none is running: it died (finish it: `telepipe dlq resume "
+                f"--data-dir {self.data_dir}`), or its end entry was removed"
             )
         return True, None
 

@@ -324,3 +324,36 @@ def test_a_data_dir_that_is_not_there_or_lost_its_delta_log_is_an_error(tmp_path
     (tmp_path / "dead_letters" / "part-0.parquet").write_bytes(b"PAR1")
     with pytest.raises(SinkError, match="no Delta log"):
         DeadLetterStore(tmp_path)
+
+
+def test_a_replay_killed_after_it_took_the_letters_is_finished_by_resume(
+    store: DeadLetterStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGKILL between taking the letters out and the end entry left them nowhere but
+    in the replay's capture; `dlq resume` runs that capture through and logs the end."""
+    import telepipe.pipelines.runner as runner
+
+    good = good_letter()
+    add_letters(store.data_dir, [good])
+    before = readings(store).height
+
+    def killed(*_args: object, **_kwargs: object) -> int:
+        raise KeyboardInterrupt  # stands for SIGKILL: nothing after it runs
+
+    monkeypatch.setattr(runner, "run", killed)
+    monkeypatch.setattr(DeadLetterStore, "_failed", lambda *a, **k: None)
+    with pytest.raises(KeyboardInterrupt):
+        store.replay([good.id], confirm=True, pipeline="demo", actor="bob")
+    monkeypatch.undo()
+    assert good.id not in set(store.list()["id"]) and readings(store).height == before
+    ok, problem = store.verify()
+    assert not ok and "dlq resume" in str(problem)
+    with pytest.raises(ConfigError, match="did not end: finish it first with"):
+        store.purge(store.list()["id"].to_list()[:1], confirm=True, actor="bob")
+
+    entry = store.resume(actor="carol")
+    assert entry["action"] == "replay" and entry["detail"]["resumed"] is True
+    assert readings(store).height == before + 10
+    assert store.verify() == (True, None)
+    with pytest.raises(ConfigError, match="no dlq replay to finish"):
+        store.resume(actor="carol")
