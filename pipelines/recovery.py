@@ -70,8 +70,17 @@ def read_recovery(data_dir: Path, tables: list[str], app_id: str) -> Recovery | 
             raise ConfigError(
                 f"data_dir={data_dir}: table {table} has no state for checkpoint {oldest}"
             )
-        with (data_dir / meta["telepipe.state"]).open("rb") as f:
-            state = pickle.load(f)
+        state_path = data_dir / meta["telepipe.state"]
+        try:
+            with state_path.open("rb") as f:
+                state = pickle.load(f)
+        except Exception as error:  # missing, cut short or not a pickle at all
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ConfigError(
+                f"data_dir={data_dir}: table {table}'s state for checkpoint {oldest} "
+                f"({state_path}) cannot be read ({type(error).__name__}: {reason}); restore "
+                "that file, or start over in another data_dir"
+            ) from None
         decoder_state = state.pop("decoder", decoder_state)
         chain_states[table] = state
         positions = json.loads(meta["telepipe.positions"])

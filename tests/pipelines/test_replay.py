@@ -259,3 +259,22 @@ def test_inspect_reports_streams_and_counts(recorded: dict[str, Path]) -> None:
         cli("inspect", str(recorded["capture"])), cwd=ROOT, capture_output=True, text=True
     )
     assert text.returncode == 0 and "capture" in text.stdout and "1001" in text.stdout
+
+
+@pytest.mark.parametrize("damage", ["garbage", "cut", "missing"])
+def test_a_state_file_that_cannot_be_read_is_one_line(
+    recorded: dict[str, Path], tmp_path: Path, damage: str
+) -> None:
+    data_dir = tmp_path / "d"
+    assert replay(recorded["capture"], data_dir).returncode == 0
+    for state in (data_dir / "_telepipe_state").rglob("*.pkl"):
+        if damage == "garbage":
+            state.write_bytes(b"not a pickle")
+        elif damage == "cut":
+            state.write_bytes(state.read_bytes()[:20])
+        else:
+            state.unlink()
+    done = replay(recorded["capture"], data_dir)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot be read" in lines[0] and "Traceback" not in done.stderr
