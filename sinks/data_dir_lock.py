@@ -23,6 +23,20 @@ LOCK_NAME = ".telepipe.lock"
 _held: dict[str, int] = {}  # resolved data dir -> holds in this process
 
 
+class Busy(Exception):
+    """Another process holds the lock."""
+
+
+def flocked(path: Path, stack: contextlib.ExitStack) -> None:
+    """Take an exclusive ``flock`` on ``path`` (created if missing) until ``stack``
+    closes; ``Busy`` if another process holds it, ``OSError`` if it cannot be opened."""
+    lock = stack.enter_context(open(path, "ab"))  # noqa: SIM115 (closed by the stack)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise Busy(str(path)) from None
+
+
 @contextlib.contextmanager
 def hold(data_dir: str | os.PathLike[str], what: str = "this command") -> Iterator[None]:
     root = Path(data_dir)
@@ -38,18 +52,16 @@ def hold(data_dir: str | os.PathLike[str], what: str = "this command") -> Iterat
         finally:
             _held[key] -= 1
         return
-    try:
-        lock = open(root / LOCK_NAME, "ab")  # noqa: SIM115
-    except OSError as error:
-        raise ConfigError(f"data_dir={root}: cannot open its lock ({error.strerror})") from None
-    with lock:
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+            flocked(root / LOCK_NAME, stack)
+        except Busy:
             raise ConfigError(
                 f"data_dir={root}: another telepipe process is writing it; {what} waits for "
                 "it to end (one writer per data dir)"
             ) from None
+        except OSError as error:
+            raise ConfigError(f"data_dir={root}: cannot open its lock ({error.strerror})") from None
         _held[key] = 1
         try:
             yield

@@ -28,7 +28,6 @@ failed or stopped run did not read are put back.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import operator
@@ -170,17 +169,15 @@ class AuditLog:
     def locked(self) -> Iterator[None]:
         """Exclusive for one mutation; another command changing the store is refused."""
         lock_path = self.path.with_name(LOCK_NAME)
-        try:
-            lock = open(lock_path, "ab")  # noqa: SIM115
-        except OSError as error:
-            raise AuditError(f"cannot open {lock_path}: {error.strerror}") from None
-        with lock:
+        with contextlib.ExitStack() as stack:
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+                data_dir_lock.flocked(lock_path, stack)
+            except data_dir_lock.Busy:
                 raise AuditError(
                     f"another dlq command is changing {self.path.parent}; try again later"
                 ) from None
+            except OSError as error:
+                raise AuditError(f"cannot open {lock_path}: {error.strerror}") from None
             yield
 
 
