@@ -17,6 +17,12 @@ from omegaconf import DictConfig
 from telepipe.errors import SourceError
 
 _OWN_KEYS = ("aeron.dir=", "stats_file=", "ui=")
+# Set in a child's environment: the pid it must not outlive (see telepipe.cli).
+PARENT_ENV = "TELEPIPE_PARENT_PID"
+
+
+def _child_env() -> dict[str, str]:
+    return {**os.environ, PARENT_ENV: str(os.getpid())}
 
 
 class SimulatorProcess:
@@ -49,7 +55,7 @@ class SimulatorProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
-                env=dict(os.environ),
+                env=_child_env(),
             )
         return cls(process, stats_path, stderr_path)
 
@@ -107,15 +113,21 @@ class CaptureProcess:
         ]  # fmt: skip
         process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            text=True,
+            text=True, env=_child_env(),
         )  # fmt: skip
         assert process.stderr is not None
         # Wait until it subscribed, so it records from the first frame the run reads.
+        said = ""
         for line in process.stderr:
             if "telepipe capture: recording" in line:
                 return cls(process, Path(out))
+            said = line.strip() or said
         process.wait()
-        raise SourceError(f"capture_dir={out}: the recorder exited {process.returncode}")
+        why = said.removeprefix("telepipe: error: ")
+        raise SourceError(
+            f"capture_dir={out}: the recorder exited {process.returncode}"
+            + (f": {why}" if why else "")
+        )
 
     def _size(self) -> int:
         return sum(f.stat().st_size for f in self.out.glob("*") if f.is_file())

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -76,13 +78,32 @@ def start_driver(directory: str | None = None) -> pyaeron.MediaDriver:
     """
     if directory is not None:
         _check_driver_dir(Path(directory))
-    directory = directory or tempfile.mkdtemp(prefix="telepipe-aeron-", dir=_shm_root())
+    else:
+        _remove_stale_dirs(Path(_shm_root()))
+    directory = directory or tempfile.mkdtemp(prefix=_PREFIX, dir=_shm_root())
     return pyaeron.MediaDriver(
         dir=directory,
         dir_delete_on_start=True,
         dir_delete_on_shutdown=True,
         threading="shared",
     )
+
+
+_PREFIX = "telepipe-aeron-"
+
+
+def _remove_stale_dirs(root: Path) -> None:
+    """Embedded drivers' dirs left by killed runs (a driver deletes its own at shutdown):
+    those a minute old whose driver is not running. Each holds its term buffers."""
+    for path in root.glob(_PREFIX + "*"):
+        try:
+            if time.time() - path.stat().st_mtime < 60:
+                continue
+            if (path / "cnc.dat").exists() and pyaeron.is_driver_active(str(path), 1000):
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _check_driver_dir(path: Path) -> None:

@@ -18,6 +18,7 @@ that fails prints one line and exits 1; there is never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -188,10 +189,25 @@ def _stop_early(_signum: int, _frame: object) -> None:
     raise _StoppedEarly
 
 
+def _die_with_parent() -> None:
+    """A run's child (simulator, recorder) gets SIGTERM when the run dies, however it
+    dies (a SIGKILL left them publishing and recording for seconds, holding the capture)."""
+    parent = os.environ.pop("TELEPIPE_PARENT_PID", None)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if str(os.getppid()) != parent:  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     # Until a run takes over SIGTERM, it ends the command cleanly, not by the default
     # action (exit -15 in the middle of loading numba or starting a driver).
     signal.signal(signal.SIGTERM, _stop_early)
+    _die_with_parent()
     args = _parser().parse_args(argv)
     bad = [o for o in getattr(args, "overrides", []) if "=" not in o]
     if bad:
