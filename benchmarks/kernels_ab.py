@@ -19,7 +19,6 @@ Prints, per operator, the medians of both and the median of the per-pass ratios
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.util
 import pkgutil
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import median, rate
 from demo_throughput import to_batches, with_watermarks
-from operators_ab import emit_ab, load_data, make_ops
+from operators_ab import ab_parser, emit_ab, load_data, make_ops
 
 from operators import run_both, run_op
 
@@ -86,12 +85,7 @@ def _swaps(old: dict[str, ModuleType]) -> list[tuple[ModuleType, str, object, ob
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tree", type=Path, required=True, help="an extracted older checkout")
-    parser.add_argument("--data", choices=("ordered", "simulator"), default="ordered")
-    parser.add_argument("--readings", type=int, default=2_000_000)
-    parser.add_argument("--batch-rows", type=int, default=65_536)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = ab_parser(__doc__.splitlines()[0], True, "ordered", 5)
     args = parser.parse_args(argv)
     if not (args.tree / "operators").is_dir():
         parser.error(f"--tree {args.tree}: no operators/ in it (extract a checkout there)")

@@ -106,13 +106,24 @@ def emit_ab(
     return emit(summary, results, None)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tree", type=Path, default=None, help="an extracted older checkout")
-    parser.add_argument("--data", choices=("ordered", "simulator"), default="simulator")
+def ab_parser(
+    description: str, tree_required: bool, data: str, repeats: int
+) -> argparse.ArgumentParser:
+    """The options both A/B scripts take: the older tree, the data and its size."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--tree", type=Path, required=tree_required, default=None,
+        help="an extracted older checkout",
+    )  # fmt: skip
+    parser.add_argument("--data", choices=("ordered", "simulator"), default=data)
     parser.add_argument("--readings", type=int, default=2_000_000)
     parser.add_argument("--batch-rows", type=int, default=65_536)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ab_parser(__doc__.splitlines()[0], False, "simulator", 3)
     args = parser.parse_args(argv)
     if args.tree is not None:
         _use_tree(args.tree.resolve())
