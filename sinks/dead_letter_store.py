@@ -393,15 +393,7 @@ class DeadLetterStore:
             app_id = f"telepipe-dlq-{seq}"
             work = self.data_dir.resolve() / REPLAY_DIR / f"replay-{seq}"
             capture, stats_file = work / "capture", work / "stats.json"
-            overrides = [
-                f"pipeline={_quote(pipeline)}",
-                f"data_dir={_quote(str(self.data_dir.resolve()))}",
-                f"input={_quote(str(capture))}",
-                f"sink.app_id={app_id}",
-                "ui=never",
-                f"stats_file={_quote(str(stats_file))}",
-                *extra_overrides,
-            ]
+            overrides = self._run_overrides(pipeline, capture, app_id, stats_file, extra_overrides)
             cfg = load(overrides)  # a bad pipeline or override fails before any change
             rows = laid_out(stored, _first_ts(build(cfg.schema, "schema")))
             check_overlaps(rows)
@@ -441,6 +433,21 @@ class DeadLetterStore:
                 (self.data_dir / REPLAY_DIR).rmdir()  # only if no other replay left one
             return entry
 
+    def _run_overrides(
+        self, pipeline: str, capture: Path, app_id: str, stats_file: Path, extra: Sequence[str] = ()
+    ) -> list[str]:
+        """The config of a replay's run: the letters' capture into this data dir, under
+        the replay's own app id."""
+        return [
+            f"pipeline={_quote(pipeline)}",
+            f"data_dir={_quote(str(self.data_dir.resolve()))}",
+            f"input={_quote(str(capture))}",
+            f"sink.app_id={app_id}",
+            "ui=never",
+            f"stats_file={_quote(str(stats_file))}",
+            *extra,
+        ]
+
     def _next_seq(self) -> int:
         """The next entry's number; refused after a replay that never ended."""
         entries = self.audit.entries()
@@ -466,14 +473,7 @@ class DeadLetterStore:
             if not capture.is_dir():
                 raise SinkError(f"the replay's capture {capture} is gone: its letters are lost")
             stats_file = capture.parent / "stats.json"
-            overrides = [
-                f"pipeline={_quote(start['pipeline'])}",
-                f"data_dir={_quote(str(self.data_dir.resolve()))}",
-                f"input={_quote(str(capture))}",
-                f"sink.app_id={start['app_id']}",
-                "ui=never",
-                f"stats_file={_quote(str(stats_file))}",
-            ]
+            overrides = self._run_overrides(start["pipeline"], capture, start["app_id"], stats_file)
             cfg = load(overrides)
             removed = 0 if self._deleted_at(seq) else self._delete(full, "replay", seq)
             run(cfg, overrides, input_path=str(capture))
