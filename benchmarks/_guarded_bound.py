@@ -22,7 +22,7 @@ from _bound import CONSECUTIVE, MS, SIZE_MS, THRESHOLD, line_state
 from _common import timed
 
 from telepipe.markers import MAX_WATERMARK, Watermark
-from telepipe.operators.readings import readings_arrays
+from telepipe.operators.runtime.readings import readings_arrays
 
 INT64_MIN = np.iinfo(np.int64).min
 

@@ -38,15 +38,15 @@ from _common import REPO, emit, machine, median, medians, rate, timed
 from reactivex.subject import Subject
 
 from telepipe.markers import Watermark
-from telepipe.operators._kernels import (
-    INT64_MIN,
+from telepipe.operators.detectors.threshold_alarm.alarm import ThresholdAlarm
+from telepipe.operators.runtime._key_kernels import INT64_MIN
+from telepipe.operators.runtime.key_index import KeyIndex
+from telepipe.operators.windows._tumbling_kernels import (
     _window_rebuild_kernel,
     _window_table_kernel,
     _window_update_kernel,
 )
-from telepipe.operators.key_index import KeyIndex
-from telepipe.operators.threshold_alarm import ThresholdAlarm
-from telepipe.operators.tumbling_window import (
+from telepipe.operators.windows.tumbling import (
     TumblingWindow,
     _empty_current,
     _empty_entries,

@@ -58,19 +58,19 @@ from _guarded_bound import guarded_batches, guarded_pass
 from demo_throughput import to_batches, with_watermarks
 from reactivex.subject import Subject
 
-from telepipe.operators.dedup import Dedup
-from telepipe.operators.ewma_zscore import EwmaZScore
-from telepipe.operators.flatline import Flatline
-from telepipe.operators.heartbeat_timeout import HeartbeatTimeout
-from telepipe.operators.hysteresis_alarm import HysteresisAlarm
-from telepipe.operators.pattern import Pattern
-from telepipe.operators.rate_of_change import RateOfChange
-from telepipe.operators.resample import Resample
-from telepipe.operators.session_window import SessionWindow
-from telepipe.operators.sliding_window import SlidingWindow
-from telepipe.operators.thread_boundary import ThreadBoundary
-from telepipe.operators.threshold_alarm import ThresholdAlarm
-from telepipe.operators.tumbling_window import TumblingWindow
+from telepipe.operators.detectors.dedup import Dedup
+from telepipe.operators.detectors.ewma_zscore import EwmaZScore
+from telepipe.operators.detectors.flatline import Flatline
+from telepipe.operators.detectors.heartbeat_timeout import HeartbeatTimeout
+from telepipe.operators.detectors.hysteresis_alarm import HysteresisAlarm
+from telepipe.operators.detectors.rate_of_change import RateOfChange
+from telepipe.operators.detectors.resample import Resample
+from telepipe.operators.detectors.threshold_alarm.alarm import ThresholdAlarm
+from telepipe.operators.patterns.pattern import Pattern
+from telepipe.operators.runtime.thread_boundary import ThreadBoundary
+from telepipe.operators.windows.session import SessionWindow
+from telepipe.operators.windows.sliding import SlidingWindow
+from telepipe.operators.windows.tumbling import TumblingWindow
 
 sys.path.insert(0, str(REPO / "tests" / "operators"))
 from detector_reference import (

@@ -69,12 +69,12 @@ def load_data(kind: str, readings: int) -> pl.DataFrame:
 
 def make_ops() -> dict[str, object]:
     """The operators timed, by name (new instances: each builds its own state)."""
-    from telepipe.operators.hysteresis_alarm import HysteresisAlarm
-    from telepipe.operators.rate_of_change import RateOfChange
-    from telepipe.operators.session_window import SessionWindow
-    from telepipe.operators.sliding_window import SlidingWindow
-    from telepipe.operators.threshold_alarm import ThresholdAlarm
-    from telepipe.operators.tumbling_window import TumblingWindow
+    from telepipe.operators.detectors.hysteresis_alarm import HysteresisAlarm
+    from telepipe.operators.detectors.rate_of_change import RateOfChange
+    from telepipe.operators.detectors.threshold_alarm.alarm import ThresholdAlarm
+    from telepipe.operators.windows.session import SessionWindow
+    from telepipe.operators.windows.sliding import SlidingWindow
+    from telepipe.operators.windows.tumbling import TumblingWindow
 
     return {
         "TumblingWindow": TumblingWindow(1000),

@@ -19,7 +19,7 @@ from reactivex.subject import Subject
 from telepipe.config import build
 from telepipe.errors import ConfigError
 from telepipe.markers import Item
-from telepipe.operators.stage import stage
+from telepipe.operators.runtime.stage import stage
 
 Operator = Callable[[Observable[Item]], Observable[Item]]
 

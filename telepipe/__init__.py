@@ -11,7 +11,7 @@ from telepipe.errors import (
 )
 from telepipe.markers import CheckpointBarrier, Watermark
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "BackpressureError",

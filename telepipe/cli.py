@@ -163,6 +163,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="telepipe", description="Reactive dataflow pipelines over Aeron sensor telemetry."
     )
+    from telepipe import __version__
+
+    parser.add_argument("--version", action="version", version=f"telepipe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, kind, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

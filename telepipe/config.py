@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.metadata
+import importlib.resources
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +24,95 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from telepipe.errors import ConfigError, TelepipeError
 from telepipe.top_level import check_top_level
 
-_REPO_CONF = Path(__file__).resolve().parent.parent / "conf"
-
 
 def conf_dir() -> Path:
-    return Path(os.environ.get("TELEPIPE_CONF", _REPO_CONF)).resolve()
+    """The Hydra config root: ``TELEPIPE_CONF`` if set, else the package's own
+    ``telepipe.conf`` (YAML and SBE XML shipped in the wheel)."""
+    env = os.environ.get("TELEPIPE_CONF")
+    if env:
+        return Path(env).resolve()
+    return Path(str(importlib.resources.files("telepipe.conf"))).resolve()
+
+
+class TelepipeDeprecationWarning(DeprecationWarning):
+    """A name telepipe still takes but will stop taking in the next release."""
+
+
+# Operator modules before the operators were grouped by family (0.1 -> 0.2): a
+# ``_target_`` naming one still works, with a warning, until 0.3.
+_MOVED_MODULES = {
+    "tumbling_window": "windows.tumbling",
+    "sliding_window": "windows.sliding",
+    "session_window": "windows.session",
+    "window_options": "windows.options",
+    "threshold_alarm": "detectors.threshold_alarm",
+    "hysteresis_alarm": "detectors.hysteresis_alarm",
+    "rate_of_change": "detectors.rate_of_change",
+    "flatline": "detectors.flatline",
+    "heartbeat_timeout": "detectors.heartbeat_timeout",
+    "ewma_zscore": "detectors.ewma_zscore",
+    "dedup": "detectors.dedup",
+    "resample": "detectors.resample",
+    "pattern": "patterns.pattern",
+    "thread_boundary": "runtime.thread_boundary",
+}
+_MOVED = re.compile(r"telepipe\.operators\.(" + "|".join(_MOVED_MODULES) + r")\.(\w+)$")
+
+# Plugins add their own ``_target_``s through this entry-point group: the value is a
+# module or an object whose dotted name then prefixes allowed targets.
+PLUGIN_GROUP = "telepipe.targets"
+
+
+def _allowed_prefixes() -> tuple[str, ...]:
+    plugins = tuple(
+        entry.value.replace(":", ".")
+        for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP)
+    )
+    return ("telepipe.", *plugins)
+
+
+def check_target(name: str, path: str) -> str:
+    """The target ``name`` resolves to, if telepipe's own or a registered plugin's.
+
+    YAML never names an arbitrary callable: ``os.system`` in a pipeline file is refused.
+    """
+    moved = _MOVED.match(name)
+    if moved:
+        new = f"telepipe.operators.{moved.group(2)}"
+        warnings.warn(
+            f"{path}._target_: {name} is deprecated, use {new} (the old path goes in 0.3)",
+            TelepipeDeprecationWarning,
+            stacklevel=3,
+        )
+        name = new
+    allowed = _allowed_prefixes()
+    if not any(
+        name == p.rstrip(".") or name.startswith(p if p.endswith(".") else p + ".") for p in allowed
+    ):
+        raise ConfigError(
+            f"{path}._target_: {name!r} is not a telepipe component (a plugin registers its "
+            f"own through the entry-point group {PLUGIN_GROUP!r})"
+        )
+    return name
+
+
+def _check_nested_targets(node: Any, path: str) -> None:
+    if isinstance(node, DictConfig):
+        for key in node:
+            child = node._get_node(key)
+            if key == "_target_":
+                check_target(str(node[key]), path)
+            elif isinstance(child, DictConfig | ListConfig):
+                _check_nested_targets(child, f"{path}.{key}")
+    elif isinstance(node, ListConfig):
+        for i, child in enumerate(node):
+            _check_nested_targets(child, f"{path}[{i}]")
 
 
 if not OmegaConf.has_resolver("telepipe.conf"):
@@ -134,9 +215,10 @@ def build(node: Any, path: str) -> Any:
     """Instantiate one leaf (a node with ``_target_``), naming ``path`` in any error."""
     if not isinstance(node, DictConfig) or "_target_" not in node:
         raise ConfigError(f"{path}: expected a component with a _target_, got {node!r}")
-    target_name = node["_target_"]
+    _check_nested_targets(node, path)
+    target_name = check_target(str(node["_target_"]), path)
     try:
-        target = _import(str(target_name))
+        target = _import(target_name)
     except Exception:
         raise ConfigError(f"{path}._target_: cannot import {target_name!r}") from None
     try:
@@ -146,6 +228,9 @@ def build(node: Any, path: str) -> Any:
             _writable(schema)
             merged = OmegaConf.merge(schema, values)
             return OmegaConf.to_object(merged)
+        if target_name != node["_target_"]:
+            node = node.copy()
+            node["_target_"] = target_name
         return instantiate(node)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None

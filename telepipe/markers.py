@@ -61,7 +61,7 @@ Item = pa.RecordBatch | Watermark | CheckpointBarrier
 class BatchLogic(Protocol):
     """Stateful logic of one stage, as Bytewax's ``on_batch / on_watermark / snapshot``.
 
-    Built fresh by an operator's ``build()``; driven by ``telepipe.operators.stage``.
+    Built fresh by an operator's ``build()``; driven by ``telepipe.operators.runtime.stage``.
     """
 
     def on_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]: ...

@@ -11,8 +11,8 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass, field
 
-from telepipe.operators._pattern_compiler import INF, parse_condition, parse_quantifier
-from telepipe.operators.pattern import CepPattern
+from telepipe.operators.patterns._compiler import INF, parse_condition, parse_quantifier
+from telepipe.operators.patterns.pattern import CepPattern
 
 FINAL = ("final",)
 _OPS = {

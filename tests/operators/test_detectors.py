@@ -25,13 +25,13 @@ from reference import columns, drive, readings, readings_batch, schedules
 from telepipe.config import build
 from telepipe.errors import ConfigError, SchemaError
 from telepipe.markers import MAX_WATERMARK, Watermark
-from telepipe.operators.dedup import Dedup
-from telepipe.operators.ewma_zscore import EwmaZScore
-from telepipe.operators.flatline import Flatline
-from telepipe.operators.heartbeat_timeout import HeartbeatTimeout
-from telepipe.operators.hysteresis_alarm import HysteresisAlarm
-from telepipe.operators.rate_of_change import RateOfChange
-from telepipe.operators.resample import Resample
+from telepipe.operators.detectors.dedup import Dedup
+from telepipe.operators.detectors.ewma_zscore import EwmaZScore
+from telepipe.operators.detectors.flatline import Flatline
+from telepipe.operators.detectors.heartbeat_timeout import HeartbeatTimeout
+from telepipe.operators.detectors.hysteresis_alarm import HysteresisAlarm
+from telepipe.operators.detectors.rate_of_change import RateOfChange
+from telepipe.operators.detectors.resample import Resample
 
 LEVELS = [0.0, 1.0, 2.0, 7.5]
 VALUES = st.sampled_from([*LEVELS, 1.0, 2.0, math.nan, math.inf, -math.inf])
@@ -185,7 +185,7 @@ def test_state_stays_bounded_on_an_endless_stream(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_yaml_example_builds_and_runs(name: str) -> None:
     op = build(OmegaConf.load(ROOT / "conf" / "operator" / f"{name}.yaml"), "operator")
-    assert type(op).__module__ == f"telepipe.operators.{name}"
+    assert type(op).__module__ == f"telepipe.operators.detectors.{name}"
     batch = readings_batch([1, 2, 1, 1], [0, 1, 10**9, 10**10], [90.0, 1.0, 95.0, 10.0])
     items, errors = [], []
     reactivex.from_iterable([batch, Watermark(5), batch.slice(0, 0)]).pipe(op).subscribe(

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from reference import readings, schedules
 
 from telepipe.markers import MAX_WATERMARK
-from telepipe.operators.event_buffer import EventTimeBuffer
-from telepipe.operators.sensor_order_buffer import SensorOrderBuffer
+from telepipe.operators.runtime.event_buffer import EventTimeBuffer
+from telepipe.operators.runtime.sensor_order_buffer import SensorOrderBuffer
 
 
 def per_sensor(rows) -> dict[int, list[tuple[int, float, int]]]:

@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telepipe.operators._kernels import _slot_kernel
-from telepipe.operators.key_index import KeyIndex
+from telepipe.operators.runtime._key_kernels import _slot_kernel
+from telepipe.operators.runtime.key_index import KeyIndex
 
 IDS = st.integers(-(2**31), 2**31 - 1) | st.integers(-5, 70_000) | st.sampled_from([0, 65_535])
 

@@ -19,7 +19,7 @@ from reference import readings, schedules
 from telepipe.config import build
 from telepipe.errors import ConfigError
 from telepipe.markers import MAX_WATERMARK, CheckpointBarrier, Watermark
-from telepipe.operators.pattern import PATTERN_MATCHES, CepPattern, Pattern, PatternStep
+from telepipe.operators.patterns.pattern import PATTERN_MATCHES, CepPattern, Pattern, PatternStep
 from telepipe.schema import READINGS
 
 MS = 1_000_000
@@ -403,7 +403,7 @@ def test_yaml_example_builds_and_runs_in_an_rx_flow() -> None:
 def test_bad_condition_is_one_line_naming_the_step(condition: str, message: str) -> None:
     node = OmegaConf.create(
         {
-            "_target_": "telepipe.operators.pattern.CepPattern",
+            "_target_": "telepipe.operators.patterns.pattern.CepPattern",
             "name": "p",
             "steps": [
                 {"name": "a", "condition": "value > 1", "contiguity": "begin"},

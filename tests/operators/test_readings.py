@@ -8,7 +8,7 @@ import pytest
 from reference import readings_batch
 
 from telepipe.errors import SchemaError
-from telepipe.operators.readings import quality_array, readings_arrays
+from telepipe.operators.runtime.readings import quality_array, readings_arrays
 from telepipe.schema import READINGS
 
 

@@ -30,7 +30,7 @@ from window_reference import (
 from telepipe.config import build
 from telepipe.errors import ConfigError
 from telepipe.markers import MAX_WATERMARK, Watermark
-from telepipe.operators.session_window import SessionWindow
+from telepipe.operators.windows.session import SessionWindow
 from telepipe.schema import WINDOWS
 
 MS = 1_000_000

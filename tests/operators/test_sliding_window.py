@@ -31,7 +31,7 @@ from window_reference import (
 from telepipe.config import build
 from telepipe.errors import ConfigError
 from telepipe.markers import MAX_WATERMARK, Watermark
-from telepipe.operators.sliding_window import SlidingWindow
+from telepipe.operators.windows.sliding import SlidingWindow
 from telepipe.schema import WINDOWS
 
 MS = 1_000_000
@@ -128,7 +128,7 @@ def test_staged_pane_sketches_change_nothing(case, lateness_ms, data) -> None:
     op = SlidingWindow(size_ms, slide_ms, ("count", "p50", "p90", "p99"), lateness_ms)
     staged = op.build()
     out_a, _ = run(staged, sid, ts, value, plan)
-    with patch("telepipe.operators.sliding_window.STAGE_SLOTS", 0):
+    with patch("telepipe.operators.windows.sliding.STAGE_SLOTS", 0):
         direct = op.build()
         out_b, _ = run(direct, sid, ts, value, plan)
     assert len(direct._stage[0]) == 0

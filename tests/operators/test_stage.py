@@ -8,12 +8,12 @@ import pytest
 import reactivex
 
 from telepipe.markers import CheckpointBarrier, Watermark
-from telepipe.operators.hysteresis_alarm import HysteresisAlarm
-from telepipe.operators.session_window import SessionWindow
-from telepipe.operators.sliding_window import SlidingWindow
-from telepipe.operators.stage import stage
-from telepipe.operators.threshold_alarm import ThresholdAlarm
-from telepipe.operators.tumbling_window import TumblingWindow
+from telepipe.operators.detectors.hysteresis_alarm import HysteresisAlarm
+from telepipe.operators.detectors.threshold_alarm.alarm import ThresholdAlarm
+from telepipe.operators.runtime.stage import stage
+from telepipe.operators.windows.session import SessionWindow
+from telepipe.operators.windows.sliding import SlidingWindow
+from telepipe.operators.windows.tumbling import TumblingWindow
 
 
 def readings(ts_ms: list[int]) -> pa.RecordBatch:

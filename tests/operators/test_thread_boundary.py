@@ -10,8 +10,8 @@ import reactivex
 
 from telepipe.errors import ConfigError
 from telepipe.markers import Watermark
-from telepipe.operators.thread_boundary import ThreadBoundary
-from telepipe.operators.tumbling_window import TumblingWindow
+from telepipe.operators.runtime.thread_boundary import ThreadBoundary
+from telepipe.operators.windows.tumbling import TumblingWindow
 
 
 def batch(i: int) -> pa.RecordBatch:

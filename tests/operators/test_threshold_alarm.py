@@ -23,8 +23,8 @@ from reference import (
 
 from telepipe.errors import ConfigError, SchemaError
 from telepipe.markers import MAX_WATERMARK, Watermark
-from telepipe.operators.eager_alarm import EagerAlarmLogic
-from telepipe.operators.threshold_alarm import BufferedAlarmLogic, ThresholdAlarm
+from telepipe.operators.detectors.threshold_alarm.alarm import BufferedAlarmLogic, ThresholdAlarm
+from telepipe.operators.detectors.threshold_alarm.eager import EagerAlarmLogic
 from telepipe.schema import ALARMS, TS_MAX
 
 VALUES = st.sampled_from([0.0, 1.0, 1.0, 2.0, 2.0, 2.0, 7.5, math.nan, math.inf, -math.inf])

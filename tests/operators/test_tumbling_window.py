@@ -23,7 +23,7 @@ from reference import (
 
 from telepipe.errors import ConfigError, SchemaError
 from telepipe.markers import MAX_WATERMARK, CheckpointBarrier, Watermark
-from telepipe.operators.tumbling_window import TumblingWindow
+from telepipe.operators.windows.tumbling import TumblingWindow
 from telepipe.schema import WINDOWS
 
 MS = 1_000_000
@@ -209,7 +209,7 @@ def test_hydra_instantiate() -> None:
     from omegaconf import OmegaConf
 
     op = instantiate(
-        {"_target_": "telepipe.operators.tumbling_window.TumblingWindow", "size_ms": 250}
+        {"_target_": "telepipe.operators.windows.tumbling.TumblingWindow", "size_ms": 250}
     )
     assert op == TumblingWindow(size_ms=250)
     assert OmegaConf.structured(TumblingWindow).size_ms == 1000

@@ -123,7 +123,7 @@ def lower_quantile(values: list[float], q: float) -> float:
 def assert_matches(got: dict[str, np.ndarray], ref: dict[str, list], aggregates) -> None:
     """Exact for counts, bounds, min/max/first/last; 1e-9 relative to the mean magnitude for
     sum/mean/std; quantiles within the sketch's relative accuracy of ``lower_quantile``."""
-    from telepipe.operators._window_kernels import SKETCH_ALPHA, SKETCH_MIN_ABS
+    from telepipe.operators.windows._accumulators import SKETCH_ALPHA, SKETCH_MIN_ABS
 
     n = len(ref["sensor_id"])
     if n == 0:

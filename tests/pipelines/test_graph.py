@@ -29,7 +29,7 @@ def readings(ts_s: list[int]) -> pa.RecordBatch:
 def test_late_rows_go_to_the_runner_named_by_table_and_step() -> None:
     pipeline = OmegaConf.create(
         {"outputs": {"windows": {"tumble": {
-            "_target_": "telepipe.operators.tumbling_window.TumblingWindow", "size_ms": 1000}}}}
+            "_target_": "telepipe.operators.windows.tumbling.TumblingWindow", "size_ms": 1000}}}}
     )  # fmt: skip
     (output,) = outputs_from_config(pipeline)
     subject: Subject[Item] = Subject()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 BAD = [
@@ -133,8 +135,10 @@ def test_inspect_and_replay_of_a_path_that_is_no_input_are_one_line_exit_2(
 @pytest.mark.parametrize(
     ("target", "expected"),
     [
-        ("nonexistent.Mod", "._target_: cannot import 'nonexistent.Mod'"),
-        ("os.system", "pipeline.outputs.alarms.alarm: Target 'os.system' is blocklisted"),
+        ("telepipe.nonexistent.Mod", "._target_: cannot import 'telepipe.nonexistent.Mod'"),
+        ("nonexistent.Mod", "._target_: 'nonexistent.Mod' is not a telepipe component"),
+        ("os.system", "alarm._target_: 'os.system' is not a telepipe component"),
+        ("subprocess.run", "alarm._target_: 'subprocess.run' is not a telepipe component"),
     ],
 )
 def test_a_bad_target_is_exactly_one_line(telepipe_cli, target: str, expected: str) -> None:
@@ -205,3 +209,16 @@ def test_a_data_dir_another_process_writes_is_refused(telepipe_cli, tmp_path) ->
     assert not (tmp_path / "readings").exists()
     done = telepipe_cli("run", "limit.readings=20000", f"data_dir={tmp_path}", timeout=120)
     assert done.returncode == 0, done.stderr  # the lock goes with its holder
+
+
+def test_a_nested_target_outside_telepipe_is_refused(telepipe_cli) -> None:
+    """Hydra instantiates nested ``_target_`` nodes too: each one is checked."""
+    done = telepipe_cli(
+        "validate",
+        "+schema.nested._target_=os.system",
+        "+schema.nested._args_=[touch /tmp/telepipe-pwned]",
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "'os.system' is not a telepipe component" in done.stderr
+    assert not Path("/tmp/telepipe-pwned").exists()

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from helpers import ROOT
 from hydra.utils import get_object
+from omegaconf import OmegaConf
 
 from telepipe.config import build, load
 from telepipe.errors import ConfigError
@@ -101,3 +102,20 @@ def test_an_output_of_null_is_the_rows_as_they_come(conf_copy: Path) -> None:
     (conf_copy / "pipeline" / "raw.yaml").write_text("name: raw\noutputs:\n  readings: null\n")
     (output,) = outputs_from_config(load(["pipeline=raw"]).pipeline)
     assert output.table == "readings" and not output.operators
+
+
+def test_an_old_operator_path_still_builds_with_a_deprecation_warning() -> None:
+    from telepipe.config import TelepipeDeprecationWarning, build
+    from telepipe.operators import ThresholdAlarm, TumblingWindow
+
+    for old, cls in [
+        ("telepipe.operators.tumbling_window.TumblingWindow", TumblingWindow),
+        ("telepipe.operators.threshold_alarm.ThresholdAlarm", ThresholdAlarm),
+    ]:
+        node = OmegaConf.create({"_target_": old})
+        if cls is TumblingWindow:
+            node["size_ms"] = 1000
+        else:
+            node["threshold"] = 1.0
+        with pytest.warns(TelepipeDeprecationWarning, match="use telepipe.operators."):
+            assert isinstance(build(node, "x"), cls)

@@ -25,11 +25,11 @@ def test_a_watermark_refuses_anything_else_in_one_line(bad: object) -> None:
 def test_every_operator_refuses_a_bad_watermark_given_directly(bad: object) -> None:
     """``on_watermark`` called on a logic (not through a ``Watermark``): a NaN made
     SessionWindow and SlidingWindow drop accepted rows, 2**70 raised OverflowError."""
-    from telepipe.operators.flatline import Flatline
-    from telepipe.operators.session_window import SessionWindow
-    from telepipe.operators.sliding_window import SlidingWindow
-    from telepipe.operators.threshold_alarm import ThresholdAlarm
-    from telepipe.operators.tumbling_window import TumblingWindow
+    from telepipe.operators.detectors.flatline import Flatline
+    from telepipe.operators.detectors.threshold_alarm.alarm import ThresholdAlarm
+    from telepipe.operators.windows.session import SessionWindow
+    from telepipe.operators.windows.sliding import SlidingWindow
+    from telepipe.operators.windows.tumbling import TumblingWindow
 
     ops = [TumblingWindow(1000), SlidingWindow(2000, 1000), SessionWindow(1000)]
     ops += [ThresholdAlarm(1.0), Flatline(min_readings=3)]

@@ -1,0 +1,92 @@
+"""``KeyIndex``: dense slots for sensor ids, so keyed state is arrays indexed by slot.
+
+Each keyed operator owns one. A slot, once given, is never taken back: the state
+arrays it indexes grow with the number of distinct sensors seen (a few dozen
+bytes per sensor per operator), which is what Flink's keyed state does too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from telepipe.operators.runtime._key_kernels import (
+    NEED_DENSE,
+    NEED_KEYS,
+    NEED_TABLE,
+    _key_slots_kernel,
+    _key_table_rebuild_kernel,
+)
+
+_MIN_KEYS = 64
+_MIN_TABLE = 16
+# Ids in [0, max(_DENSE_FLOOR, _DENSE_PER_KEY * keys)) are looked up by one load;
+# larger (sparse) and negative ids go to the hash table. Bounds ``dense`` at
+# 4 bytes x 16 per key, and never above _DENSE_CAP ids (64 MB).
+_DENSE_FLOOR = 1 << 16
+_DENSE_PER_KEY = 16
+_DENSE_CAP = 1 << 24
+
+
+class KeyIndex:
+    """Sensor id (int32) -> slot ``0..n-1``, in order of first appearance."""
+
+    def __init__(self) -> None:
+        self.dense = np.full(0, -1, np.int32)
+        self.h_key = np.zeros(_MIN_TABLE, np.int32)
+        self.h_slot = np.full(_MIN_TABLE, -1, np.int32)
+        self._keys = np.zeros(_MIN_KEYS, np.int32)
+        self.n = 0
+        self._n_table = 0
+
+    @property
+    def lookup(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What ``_key_kernels._slot_kernel`` takes: ``(dense, h_key, h_slot)``."""
+        return self.dense, self.h_key, self.h_slot
+
+    @property
+    def keys(self) -> np.ndarray:
+        """Slot -> sensor id, for slots ``0..n-1`` (a view)."""
+        return self._keys[: self.n]
+
+    def slots(self, sid: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The slot of every id of ``sid`` (int32), adding the ids not seen before."""
+        sid = np.asarray(sid, np.int32)
+        if out is None:
+            out = np.empty(len(sid), np.int32)
+        start = 0
+        while True:
+            limit = min(_DENSE_CAP, max(_DENSE_FLOOR, _DENSE_PER_KEY * (self.n + 1)))
+            start, self.n, self._n_table, need = _key_slots_kernel(
+                sid, start, out, *self.lookup, self._keys, self.n, self._n_table, limit
+            )
+            if start >= len(sid):
+                return out
+            if need == NEED_KEYS:
+                self._keys = _grown(self._keys, 2 * len(self._keys), 0)
+            elif need == NEED_TABLE:
+                self.h_key, self.h_slot = _key_table_rebuild_kernel(
+                    self.h_key, self.h_slot, 2 * len(self.h_key)
+                )
+            elif need == NEED_DENSE:
+                size = max(1024, len(self.dense))
+                while size <= int(sid[start]):
+                    size *= 2
+                self.dense = _grown(self.dense, min(size, limit), -1)
+
+
+def _grown(old: np.ndarray, size: int, fill: int) -> np.ndarray:
+    new = np.full(size, fill, old.dtype)
+    new[: len(old)] = old
+    return new
+
+
+def grown_state(old: np.ndarray, n: int, fill: float | int) -> np.ndarray:
+    """``old`` (slots along axis 0) with room for at least ``n`` slots, doubling."""
+    if len(old) >= n:
+        return old
+    size = max(_MIN_KEYS, len(old))
+    while size < n:
+        size *= 2
+    new = np.full((size, *old.shape[1:]), fill, old.dtype)
+    new[: len(old)] = old
+    return new

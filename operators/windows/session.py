@@ -1,0 +1,290 @@
+"""``SessionWindow``: keyed event-time session windows (gap) with chosen aggregates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from telepipe.errors import ConfigError
+from telepipe.markers import MAX_WATERMARK, as_watermark_ns
+from telepipe.operators.runtime._key_kernels import INT64_MIN
+from telepipe.operators.runtime.readings import readings_arrays
+from telepipe.operators.runtime.stage import StageOperator
+from telepipe.operators.windows._accumulators import (
+    I_CNT,
+    I_DIRTY,
+    I_FIRED,
+    I_FTS,
+    I_LTS,
+    N_A,
+    N_I,
+    _sketch_add_kernel,
+    _sketch_rebuild_kernel,
+)
+from telepipe.operators.windows._session_kernels import (
+    _sensor_ts_order_kernel,
+    _session_merge_kernel,
+)
+from telepipe.operators.windows.options import (
+    DEFAULT_AGGREGATES,
+    aggregates_tuple,
+    clamp64,
+    dead_end,
+    emit_batch,
+    positive_ms,
+    wants_quantiles,
+    windows_schema,
+)
+
+_MIN_CAPACITY = 64
+_MS = 1_000_000
+
+
+@dataclass(frozen=True)
+class SessionWindow(StageOperator):
+    """Per-sensor sessions of ``value``: rows less than ``gap_ms`` apart share a session.
+
+    A session is ``[first ts, last ts + gap)``; an out-of-order row can extend one
+    or join two. It fires when the watermark reaches its end and is kept
+    ``allowed_lateness_ms`` longer: rows arriving meanwhile update it and it is
+    emitted again at the next watermark with ``revision`` 1, 2, ... (a column
+    only when ``allowed_lateness_ms > 0``; an update may have grown bounds). A row
+    that would only make a session already past ``end + allowed_lateness`` is
+    late: counted in ``logic.late_rows`` and kept for ``logic.take_late()``,
+    decided at the next watermark. Output rows are sorted by (window_start,
+    sensor_id) within each firing.
+    """
+
+    gap_ms: int = 5000
+    aggregates: tuple[str, ...] = DEFAULT_AGGREGATES
+    allowed_lateness_ms: int = 0
+
+    def __post_init__(self) -> None:
+        positive_ms("SessionWindow", "gap_ms", self.gap_ms)
+        object.__setattr__(self, "aggregates", aggregates_tuple("SessionWindow", self.aggregates))
+        positive_ms("SessionWindow", "allowed_lateness_ms", self.allowed_lateness_ms, zero_ok=True)
+
+    @property
+    def output_schema(self) -> pa.Schema:
+        return windows_schema(self.aggregates, self.allowed_lateness_ms > 0)
+
+    def build(self) -> SessionWindowLogic:
+        return SessionWindowLogic(self)
+
+
+class SessionWindowLogic:
+    """The ``BatchLogic`` of ``SessionWindow``.
+
+    Open sessions are accumulator arrays sorted by (sensor, start), merged with each
+    batch sorted by (sensor, ts, arrival): O(open sessions + rows log rows) per
+    batch. Each session has an id that keys its DDSketch; a session that merges
+    into another hands its sketch buckets over. Rows that could only start a
+    session already past allowed lateness wait (``_pending``) for the next
+    watermark, when the rows between two watermarks have all been seen: so
+    whether a row is late does not depend on how the input was batched.
+    """
+
+    def __init__(self, options: SessionWindow) -> None:
+        self.options = options
+        self.gap_ns = options.gap_ms * _MS
+        self.lateness_ns = options.allowed_lateness_ms * _MS
+        self.schema = options.output_schema
+        self.watermark = INT64_MIN
+        self.late_rows = 0
+        self._seq = 0
+        self._next_id = 0
+        self._late: list[pa.RecordBatch] = []
+        self._pending: list[tuple[pa.RecordBatch, np.ndarray]] = []
+        self._quantiles = wants_quantiles(options.aggregates)
+        self._set_state(
+            np.zeros(0, np.int32),
+            np.zeros(0, np.int64),
+            np.zeros((0, N_I), np.int64),
+            np.zeros((0, N_A), np.float64),
+        )
+        empty = np.zeros(0, np.int64)
+        self._set_sketch(empty, np.zeros(0, np.int32), empty, empty)
+
+    def _set_state(self, sid, ids, ia, fa) -> None:
+        self._sid, self._id, self._ia, self._fa = sid, ids, ia, fa
+
+    def _set_sketch(self, s_cnt, s_sid, s_key, s_code, remap=None) -> None:
+        remap_from, remap_to = remap if remap is not None else (s_key[:0], s_key[:0])
+        self._sketch, self._n_sketch = _sketch_rebuild_kernel(
+            s_cnt, s_sid, s_key, s_code, INT64_MIN, remap_from, remap_to, _capacity_for(len(s_cnt))
+        )
+
+    def take_late(self) -> list[pa.RecordBatch]:
+        """The late rows (input schema) since the last call."""
+        late, self._late = self._late, []
+        return late
+
+    def on_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        sid, ts, val = readings_arrays(batch)
+        n = len(ts)
+        seqs = np.arange(self._seq, self._seq + n, dtype=np.int64)
+        self._seq += n
+        if n == 0:
+            return []
+        if self.watermark >= MAX_WATERMARK:
+            self.late_rows += n
+            self._late.append(batch)
+            return []
+        if self.watermark > INT64_MIN:
+            # A row whose own session [ts, ts + gap) is past allowed lateness may still
+            # join a held session: decided at the next watermark.
+            lateish = ts <= clamp64(dead_end(self.watermark, self.lateness_ns) - self.gap_ns)
+            if lateish.any():
+                self._pending.append((batch.filter(pa.array(lateish)), seqs[lateish]))
+                keep = ~lateish
+                sid, ts, val, seqs = sid[keep], ts[keep], val[keep], seqs[keep]
+        self._merge(sid, ts, val, seqs)
+        return []
+
+    def _merge(self, sid, ts, val, seqs) -> np.ndarray:
+        """Merge rows into the sessions; returns each row's session id (-1: late)."""
+        if len(ts) == 0:
+            return np.zeros(0, np.int64)
+        order = _sensor_ts_order_kernel(sid, ts)  # equal (sensor, ts) in arrival order
+        dead = dead_end(self.watermark, self.lateness_ns)
+        state, row_id, absorbed, into, self._next_id = _session_merge_kernel(
+            self._sid, self._id, self._ia, self._fa, sid, ts, val, seqs, order,
+            self.gap_ns, dead, self._next_id,
+        )  # fmt: skip
+        self._set_state(*state)
+        if self._quantiles:
+            pos = 0
+            k_lo = np.maximum(row_id, 0)  # late rows (-1) get lo > hi: skipped
+            while True:
+                pos, self._n_sketch = _sketch_add_kernel(
+                    sid, val, k_lo, row_id, pos, *self._sketch, self._n_sketch
+                )
+                if pos >= len(ts):
+                    break
+                self._sketch, self._n_sketch = _sketch_rebuild_kernel(
+                    *self._sketch, INT64_MIN, absorbed[:0], absorbed[:0], 2 * len(self._sketch[0])
+                )
+            if len(absorbed):
+                by = np.argsort(absorbed)
+                self._rekey_sketch(absorbed[by], into[by])
+        return row_id
+
+    def _rekey_sketch(self, keys: np.ndarray, to: np.ndarray) -> None:
+        cap = len(self._sketch[0])
+        self._sketch, self._n_sketch = _sketch_rebuild_kernel(
+            *self._sketch, INT64_MIN, keys, to, _capacity_for(self._n_sketch) if cap > 64 else cap
+        )
+
+    def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]:
+        watermark_ns = as_watermark_ns(watermark_ns)
+        if watermark_ns <= self.watermark:
+            return []
+        if self._pending:
+            self._resolve_pending()
+        self.watermark = watermark_ns
+        out = self._fire()
+        self._purge()
+        return out
+
+    def _resolve_pending(self) -> None:
+        batches = [b for b, _ in self._pending]
+        seqs = np.concatenate([s for _, s in self._pending])
+        self._pending = []
+        table = pa.Table.from_batches(batches).combine_chunks()
+        batch = table.to_batches()[0] if table.num_rows else batches[0]
+        sid, ts, val = readings_arrays(batch)
+        row_id = self._merge(sid, ts, val, seqs)
+        late = row_id < 0
+        n_late = int(np.count_nonzero(late))
+        if n_late:
+            self.late_rows += n_late
+            self._late.append(batch.filter(pa.array(late)))
+
+    def _fire(self) -> list[pa.RecordBatch]:
+        ia = self._ia
+        end = ia[:, I_LTS] + self.gap_ns
+        fire = (end <= self.watermark) & ((ia[:, I_FIRED] == 0) | (ia[:, I_DIRTY] != 0))
+        slots = np.flatnonzero(fire)
+        if len(slots) == 0:
+            return []
+        sketch = self._sketch if self._quantiles else None
+        start = np.ascontiguousarray(ia[:, I_FTS])
+        batch, slots = emit_batch(
+            self.schema, self.options.aggregates, slots, self._sid, self._id, ia, self._fa,
+            start, end, sketch,
+        )  # fmt: skip
+        ia[slots, I_FIRED] += 1
+        ia[slots, I_DIRTY] = 0
+        return [batch]
+
+    def _purge(self) -> None:
+        end = self._ia[:, I_LTS] + self.gap_ns
+        gone = end <= dead_end(self.watermark, self.lateness_ns)
+        if not gone.any():
+            return
+        if self._quantiles:
+            ids = np.sort(self._id[gone])
+            self._rekey_sketch(ids, np.full(len(ids), -1, np.int64))
+        keep = ~gone
+        self._set_state(self._sid[keep], self._id[keep], self._ia[keep], self._fa[keep])
+
+    def snapshot(self) -> dict[str, object]:
+        s_cnt, s_sid, s_key, s_code = self._sketch
+        live = s_cnt != 0
+        pending = [b for b, _ in self._pending]
+        return {
+            "options": (self.gap_ns, self.lateness_ns, self.options.aggregates),
+            "watermark": self.watermark,
+            "late_rows": self.late_rows,
+            "seq": self._seq,
+            "next_id": self._next_id,
+            "late": list(self._late),
+            "pending": pending,
+            "pending_seq": [s.copy() for _, s in self._pending],
+            "sensor_id": self._sid.copy(),
+            "session_id": self._id.copy(),
+            "acc_int": self._ia.copy(),
+            "acc_float": self._fa.copy(),
+            "sketch_count": s_cnt[live],
+            "sketch_sensor_id": s_sid[live],
+            "sketch_session": s_key[live],
+            "sketch_bucket": s_code[live],
+        }
+
+    def restore(self, snapshot: dict[str, object]) -> None:
+        mine = (self.gap_ns, self.lateness_ns, self.options.aggregates)
+        if tuple(snapshot["options"]) != mine:  # type: ignore[arg-type]
+            raise ConfigError(f"snapshot options {snapshot['options']} do not match {mine}")
+        self.watermark = int(snapshot["watermark"])  # type: ignore[call-overload]
+        self.late_rows = int(snapshot["late_rows"])  # type: ignore[call-overload]
+        self._seq = int(snapshot["seq"])  # type: ignore[call-overload]
+        self._next_id = int(snapshot["next_id"])  # type: ignore[call-overload]
+        self._late = list(snapshot["late"])  # type: ignore[call-overload]
+        self._pending = list(
+            zip(snapshot["pending"], snapshot["pending_seq"], strict=True)  # type: ignore[call-overload]
+        )
+        ia = np.asarray(snapshot["acc_int"], np.int64).reshape(-1, N_I)
+        if len(ia) and (ia[:, I_CNT] <= 0).any():
+            raise ConfigError("snapshot holds an empty session")
+        self._set_state(
+            np.asarray(snapshot["sensor_id"], np.int32),
+            np.asarray(snapshot["session_id"], np.int64),
+            ia.copy(),
+            np.asarray(snapshot["acc_float"], np.float64).reshape(-1, N_A).copy(),
+        )
+        self._set_sketch(
+            np.asarray(snapshot["sketch_count"], np.int64),
+            np.asarray(snapshot["sketch_sensor_id"], np.int32),
+            np.asarray(snapshot["sketch_session"], np.int64),
+            np.asarray(snapshot["sketch_bucket"], np.int64),
+        )
+
+
+def _capacity_for(n_entries: int) -> int:
+    """Smallest power of two holding ``n_entries`` at load <= 0.25."""
+    cap = _MIN_CAPACITY
+    while cap < 4 * n_entries:
+        cap *= 2
+    return cap
