@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +24,7 @@ from reactivex import Observer
 from reactivex.subject import Subject
 from rich.console import Console
 
+from telepipe import signals
 from telepipe.aeron import AeronConnection, idle_strategy
 from telepipe.config import build, option
 from telepipe.dead_letters import DeadLetter, dead_letters_batch
@@ -232,6 +235,7 @@ class Runner:
         idle_limit = float(option(self.cfg, "limit.idle_s") or 5.0)
         last_data = self._started = time.monotonic()
         next_ui = 0.0
+        announced = False
         child = self.child
         with Display(
             self.cfg, self.console, self.stats, self._started, replay=not source_live(source)
@@ -245,6 +249,8 @@ class Runner:
                 if items:
                     last_data = now
                     idle.reset()
+                    if not announced and source.counters.readings:
+                        announced = self._announce_running()
                 elif not source.exhausted:
                     idle.idle(0)
                 if self.limit is not None and source.counters.readings >= self.limit:
@@ -262,6 +268,17 @@ class Runner:
                     next_ui = now + 0.25
                     self._refresh(source, sink)
                     display.update(source.progress())
+
+    def _announce_running(self) -> bool:
+        """One line once readings flow: a supervisor or a test waits for it (the signal
+        handlers are installed by then), never for a fixed time."""
+        print(
+            f"telepipe: running: pipeline {self.cfg.pipeline.name}, readings arriving "
+            f"(pid {os.getpid()}); SIGINT/SIGTERM stop it",
+            file=sys.stderr,
+            flush=True,
+        )
+        return True
 
     def _serve_metrics(self) -> object | None:
         port = option(self.cfg, "metrics.port")
@@ -374,6 +391,9 @@ class Runner:
 
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
+        early = signals.pending()  # a signal while the run started up
+        if early is not None:
+            handler(signal.Signals[early], None)
 
 
 def source_live(source: PulledSource) -> bool:

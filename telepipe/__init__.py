@@ -9,9 +9,21 @@ from telepipe.errors import (
     SourceError,
     TelepipeError,
 )
-from telepipe.markers import CheckpointBarrier, Watermark
 
 __version__ = "0.2.0.dev0"
+
+# The markers import pyarrow: loaded on first use, so ``telepipe`` (and the CLI's
+# signal handling, installed first thing) starts without it.
+_LAZY = {"CheckpointBarrier": "telepipe.markers", "Watermark": "telepipe.markers"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'telepipe' has no attribute {name!r}")
+
 
 __all__ = [
     "BackpressureError",

@@ -23,6 +23,7 @@ import signal
 import sys
 from collections.abc import Callable
 
+from telepipe import signals
 from telepipe.errors import ConfigError, SourceError, TelepipeError
 
 EXIT_FAILURE = 1
@@ -30,6 +31,7 @@ EXIT_USAGE = 2
 
 
 def _run(args: argparse.Namespace) -> int:
+    signals.defer()
     from telepipe.config import load
     from telepipe.pipelines.runner import run
 
@@ -46,6 +48,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    signals.defer()
     from telepipe.config import load
     from telepipe.pipelines.runner import run
     from telepipe.sources.replay import input_kind
@@ -184,14 +187,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _StoppedEarly(BaseException):
-    """SIGTERM before a command installed its own handler (a run's: drain and commit)."""
-
-
-def _stop_early(_signum: int, _frame: object) -> None:
-    raise _StoppedEarly
-
-
 def _die_with_parent() -> None:
     """A run's child (simulator, recorder) gets SIGTERM when the run dies, however it
     dies (a SIGKILL left them publishing and recording for seconds, holding the capture)."""
@@ -207,9 +202,15 @@ def _die_with_parent() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Until a run takes over SIGTERM, it ends the command cleanly, not by the default
-    # action (exit -15 in the middle of loading numba or starting a driver).
-    signal.signal(signal.SIGTERM, _stop_early)
+    signals.install_early()  # first: a signal at any later moment is a clean exit
+    try:
+        return _main(argv)
+    except signals.StoppedEarly as stopped:
+        print(f"telepipe: stopped by {stopped.name} before the command started", file=sys.stderr)
+        return 0
+
+
+def _main(argv: list[str] | None) -> int:
     _die_with_parent()
     args = _parser().parse_args(argv)
     bad = [o for o in getattr(args, "overrides", []) if "=" not in o]
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    handler: Handler
     if args.command == "dlq":
         from telepipe.pipelines import dlq
 
@@ -234,11 +236,6 @@ def main(argv: list[str] | None = None) -> int:
     except TelepipeError as error:
         print(f"telepipe: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
-    except KeyboardInterrupt:
-        return 130
-    except _StoppedEarly:
-        print("telepipe: stopped by SIGTERM before the run started", file=sys.stderr)
-        return 0
 
 
 if __name__ == "__main__":

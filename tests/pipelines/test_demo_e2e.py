@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
-from helpers import ROOT, free_udp_port
+from helpers import ROOT, Watched, free_udp_port
 from reference import alarms_reference
 
 from telepipe.sources.sbe import SbeCodec
@@ -148,15 +148,15 @@ def test_late_readings_go_to_their_own_table(telepipe_cli, tmp_path: Path) -> No
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_without_a_limit_a_signal_drains_flushes_and_exits_0(tmp_path: Path, signum: int) -> None:
     data_dir, stats_file = tmp_path / "data", tmp_path / "stats.json"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "telepipe.cli", "run", f"data_dir={data_dir}", f"stats_file={stats_file}",
+    run = Watched(
+        [sys.executable, "-m", "telepipe", "run", f"data_dir={data_dir}", f"stats_file={stats_file}",
          "simulator.options.rate=100000", "simulator.options.late_fraction=0"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
     )  # fmt: skip
-    time.sleep(4.0)
-    process.send_signal(signum)
-    out, err = process.communicate(timeout=60)
-    assert process.returncode == 0, err
+    run.wait_for("telepipe: running:")  # handlers installed, readings arriving
+    run.process.send_signal(signum)
+    out, err = run.finish(timeout=120)
+    assert run.process.returncode == 0, err
     stats = json.loads(stats_file.read_text())
     assert stats["exit_reason"] == signal.Signals(signum).name
     assert stats["received"] > 0 and stats["committed"] == stats["received"]
@@ -164,6 +164,35 @@ def test_without_a_limit_a_signal_drains_flushes_and_exits_0(tmp_path: Path, sig
     # Drained: every committed reading is in a committed window.
     assert _read(data_dir, "windows")["count"].sum() == stats["received"]
     assert "Delta tables in" in out
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_a_signal_as_soon_as_the_cli_handles_it_is_a_clean_exit(
+    tmp_path: Path, signum: int, command: str
+) -> None:
+    """The CLI takes SIGINT/SIGTERM before its heavy imports (numba, pyarrow, Hydra): a
+    signal then is a clean exit 0, never -15 or a KeyboardInterrupt (130); a run that
+    was starting up stops as soon as it is up, with its stats."""
+    data_dir, stats_file = tmp_path / "data", tmp_path / "stats.json"
+    args = [sys.executable, "-m", "telepipe", command]
+    if command == "run":
+        args += [f"data_dir={data_dir}", f"stats_file={stats_file}"]
+    proc = Watched(args, cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    # Python takes SIGINT itself at start-up; telepipe takes both at once, so its
+    # SIGTERM handler being in is the readiness this case needs.
+    while not proc.catches(signal.SIGTERM):
+        assert proc.process.poll() is None and time.monotonic() < deadline, proc.finish()
+        time.sleep(0.001)
+    proc.process.send_signal(signum)
+    _, err = proc.finish(timeout=120)
+    assert proc.process.returncode == 0, err
+    if command == "run" and stats_file.exists():  # the run took the signal once up
+        assert json.loads(stats_file.read_text())["exit_reason"] == signal.Signals(signum).name
+    else:  # (validate may also have finished first)
+        stopped = f"telepipe: stopped by {signal.Signals(signum).name} before the command started"
+        assert err.strip() in (stopped, ""), err
 
 
 def test_the_press_line_pipeline_runs_every_detector(telepipe_cli, tmp_path: Path) -> None:
@@ -177,3 +206,19 @@ def test_the_press_line_pipeline_runs_every_detector(telepipe_cli, tmp_path: Pat
     }
     assert heights["readings"] + _read(tmp_path, "late_readings").height == 300_000
     assert all(heights.values()), heights
+
+
+def test_a_signal_kept_while_a_run_starts_up_stops_it_once_up(tmp_path: Path) -> None:
+    """A signal after ``run`` deferred it (loading numba, starting the driver) is not
+    lost: the run stops as soon as its own handler is in, exit 0, with its stats."""
+    stats_file = tmp_path / "stats.json"
+    code = (
+        "import sys; from telepipe import signals; from telepipe.cli import main; "
+        "signals.defer(); signals._pending.append('SIGTERM'); "
+        f"sys.exit(main(['run', 'data_dir={tmp_path / 'data'}', 'stats_file={stats_file}']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(stats_file.read_text())["exit_reason"] == "SIGTERM"
