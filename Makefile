@@ -1,5 +1,6 @@
 # make demo: set up .venv (Python 3.12) and run the demo pipeline end to end.
-# make test: set up .venv and run the test suite (what CI runs).
+# make test: set up .venv and run the test suite (what CI runs; ruff and mypy included).
+# make lint: ruff (lint and format) and mypy.
 PYTHON ?= $(shell ./.ci/find-python)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -29,7 +30,7 @@ bench: setup
 	$(BIN)/python benchmarks/crash_recovery.py --kills 10
 
 lint: setup
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .hypothesis
