@@ -28,6 +28,11 @@ class DecodeError(SchemaError):
         self.detail = detail
 
 
+class SnapshotError(TelepipeError):
+    """A saved snapshot does not fit the step restoring it (other operator, format or
+    options), or two steps of one chain claim the same name."""
+
+
 class SourceError(TelepipeError):
     """A source cannot be opened or read."""
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
+import numpy as np
 import pyarrow as pa
 
 MAX_WATERMARK = 2**63 - 1
@@ -54,20 +55,54 @@ class CheckpointBarrier:
         return CheckpointBarrier(self.checkpoint_id, self.positions, {**self.state, name: snapshot})
 
 
+@dataclass(frozen=True, slots=True)
+class SideOutput:
+    """Rows a stage set aside, in-band: ``tag`` says why (``"late"``: behind its
+    watermark), ``step`` names the stage. Every stage and boundary after it passes it
+    on unchanged and in order; sinks that do not route it ignore it."""
+
+    tag: str
+    step: str
+    batch: pa.RecordBatch
+
+
 Marker = Watermark | CheckpointBarrier
-Item = pa.RecordBatch | Watermark | CheckpointBarrier
+Item = pa.RecordBatch | Watermark | CheckpointBarrier | SideOutput
+
+#: A logic's state: a flat mapping (no nesting), arrays by key, so it can be written
+#: as Arrow columns. A RecordBatch only where rows of the input are held as they came.
+type StateValue = np.ndarray | int | float | str | pa.RecordBatch
+type State = dict[str, StateValue]
+
+
+class StageOptions(Protocol):
+    """The frozen options dataclass a logic was built from (``dataclasses.asdict``-able)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
 
 
 class BatchLogic(Protocol):
     """Stateful logic of one stage, as Bytewax's ``on_batch / on_watermark / snapshot``.
 
-    Built fresh by an operator's ``build()``; driven by ``telepipe.operators.runtime.stage``.
+    Built fresh by an operator's ``build()``; driven by ``telepipe.operators.runtime.stage``,
+    which wraps ``snapshot()`` in a ``Snapshot`` (the operator, ``snapshot_version`` and
+    ``options``) and checks those before it hands a snapshot's state to ``restore``.
     """
+
+    #: The format of ``snapshot()``'s state: bumped when its keys or meaning change.
+    snapshot_version: ClassVar[int]
+
+    @property
+    def options(self) -> StageOptions: ...
 
     def on_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]: ...
 
     def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]: ...
 
-    def snapshot(self) -> dict[str, object]: ...
+    def take_late(self) -> list[pa.RecordBatch]:
+        """The rows set aside as late since the last call (input schema), in order."""
+        ...
 
-    def restore(self, snapshot: dict[str, object]) -> None: ...
+    def snapshot(self) -> State: ...
+
+    def restore(self, state: State) -> None: ...

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 
 from telepipe.errors import ConfigError
-from telepipe.markers import as_watermark_ns
+from telepipe.markers import StageOptions, State, as_watermark_ns
 from telepipe.operators.detectors._detector_kernels import _table_rebuild_kernel
 from telepipe.operators.runtime.event_buffer import EventTimeBuffer
 from telepipe.operators.runtime.readings import quality_array, readings_arrays
 from telepipe.operators.runtime.sensor_order_buffer import SensorOrderBuffer
+from telepipe.operators.runtime.snapshot import as_array
 from telepipe.schema import arrow_column
 
 _MIN_CAPACITY = 64
@@ -104,6 +106,13 @@ class KeyedTable:
             "floats": self.floats[live],
         }
 
+    def restore(self, state: State) -> None:
+        self.set_entries(
+            as_array(state["sensor_id"], np.int32),
+            as_array(state["ints"], np.int64),
+            as_array(state["floats"], np.float64),
+        )
+
     def run(self, kernel: Callable[..., tuple[int, int, int]], n: int) -> int:
         """Call ``kernel(pos, table, n_used, n_out) -> (pos, n_used, n_out)`` until all
         ``n`` rows are done, growing the table whenever it stops early. Returns ``n_out``."""
@@ -121,21 +130,20 @@ class KeyedTable:
 class DetectorLogic:
     """Event-time buffer + keyed table; subclasses implement ``_advance``.
 
-    ``params`` identifies the options a snapshot was taken under; ``restore``
-    refuses a snapshot of other options. ``with_quality`` keeps the readings'
+    ``options``: what the logic was built from. ``with_quality`` keeps the readings'
     ``quality`` column in the buffer (for operators that pass readings through).
     """
 
-    name = "Detector"
+    snapshot_version: ClassVar[int] = 1
     # Released rows in each sensor's event order, not interleaved in global ts order
     # (SensorOrderBuffer): enough for per-sensor state machines whose outputs are
     # sorted afterwards.
     sensor_order = True
 
     def __init__(
-        self, params: dict[str, object], n_ints: int, n_floats: int, with_quality: bool = False
+        self, options: StageOptions, n_ints: int, n_floats: int, with_quality: bool = False
     ) -> None:
-        self.params = params
+        self.options = options
         self.with_quality = with_quality
         self.table = KeyedTable(n_ints, n_floats)
         kind = SensorOrderBuffer if self.sensor_order else EventTimeBuffer
@@ -172,21 +180,15 @@ class DetectorLogic:
             return []
         return self._advance(*rows, watermark_ns)
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> State:
         return {
-            "params": dict(self.params),
-            "table": self.table.entries(),
+            **self.table.entries(),
             **self.buffer.snapshot(),
             **self._extra_snapshot(),
         }
 
-    def restore(self, snapshot: dict[str, object]) -> None:
-        if snapshot["params"] != self.params:
-            raise ConfigError(
-                f"{self.name} snapshot options {snapshot['params']} do not match {self.params}"
-            )
-        table: dict[str, np.ndarray] = snapshot["table"]  # type: ignore[assignment]
-        self.table.set_entries(table["sensor_id"], table["ints"], table["floats"])
+    def restore(self, snapshot: State) -> None:
+        self.table.restore(snapshot)
         self.buffer.restore(snapshot)
         self._restore_extra(snapshot)
 
@@ -196,10 +198,10 @@ class DetectorLogic:
         """Process released rows (in (ts, arrival) order), then the new watermark."""
         raise NotImplementedError
 
-    def _extra_snapshot(self) -> dict[str, object]:
+    def _extra_snapshot(self) -> State:
         return {}
 
-    def _restore_extra(self, snapshot: dict[str, object]) -> None:
+    def _restore_extra(self, snapshot: State) -> None:
         pass
 
 

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from telepipe.markers import State
 from telepipe.operators.detectors._detector_kernels import _dedup_kernel
 from telepipe.operators.detectors.base import DetectorLogic, check_choice, event_batch
+from telepipe.operators.runtime.snapshot import as_int
 from telepipe.operators.runtime.stage import StageOperator
 from telepipe.schema import READINGS
 
@@ -43,13 +45,12 @@ class Dedup(StageOperator):
 
 
 class DedupLogic(DetectorLogic):
-    name = "Dedup"
     sensor_order = False  # it emits the rows themselves, in (ts, arrival) order
 
     def __init__(self, options: Dedup) -> None:
         self.keep_last = options.keep == "last"
         self.duplicates = 0
-        super().__init__({"keep": options.keep}, n_ints=0, n_floats=0, with_quality=True)
+        super().__init__(options, n_ints=0, n_floats=0, with_quality=True)
 
     def _advance(self, sid, ts, val, q, watermark: int) -> list[pa.RecordBatch]:
         if len(ts) == 0:
@@ -63,8 +64,8 @@ class DedupLogic(DetectorLogic):
             sid, ts, val, q = sid.copy(), ts.copy(), val.copy(), q.copy()  # views of the buffer
         return event_batch(READINGS, [sid, ts, val, q])
 
-    def _extra_snapshot(self) -> dict[str, object]:
+    def _extra_snapshot(self) -> State:
         return {"duplicates": self.duplicates}
 
-    def _restore_extra(self, snapshot: dict[str, object]) -> None:
-        self.duplicates = int(snapshot["duplicates"])  # type: ignore[call-overload]
+    def _restore_extra(self, snapshot: State) -> None:
+        self.duplicates = as_int(snapshot["duplicates"])

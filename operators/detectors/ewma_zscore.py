@@ -69,16 +69,9 @@ class EwmaZScore(StageOperator):
 class EwmaZScoreLogic(DetectorLogic):
     """Table ints: ``[count capped at warmup]``, floats: ``[mean, var]``."""
 
-    name = "EwmaZScore"
-
     def __init__(self, options: EwmaZScore) -> None:
         self._args = (float(options.alpha), float(options.threshold), options.warmup)
-        params = {
-            "alpha": float(options.alpha),
-            "threshold": float(options.threshold),
-            "warmup": options.warmup,
-        }
-        super().__init__(params, n_ints=1, n_floats=2)
+        super().__init__(options, n_ints=1, n_floats=2)
 
     def _advance(self, sid, ts, val, q, watermark: int) -> list[pa.RecordBatch]:
         n = len(ts)

@@ -66,20 +66,13 @@ class Flatline(StageOperator):
 class FlatlineLogic(DetectorLogic):
     """Table ints: ``[start_ts, count, fired]``, floats: ``[min, max]``."""
 
-    name = "Flatline"
-
     def __init__(self, options: Flatline) -> None:
         self._args = (
             options.min_readings,
             options.min_duration_ms * 1_000_000,
             float(options.tolerance),
         )
-        params = {
-            "min_readings": options.min_readings,
-            "min_duration_ms": options.min_duration_ms,
-            "tolerance": float(options.tolerance),
-        }
-        super().__init__(params, n_ints=3, n_floats=2)
+        super().__init__(options, n_ints=3, n_floats=2)
 
     def _advance(self, sid, ts, val, q, watermark: int) -> list[pa.RecordBatch]:
         n = len(ts)

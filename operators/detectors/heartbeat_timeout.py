@@ -53,11 +53,9 @@ class HeartbeatTimeout(StageOperator):
 class HeartbeatTimeoutLogic(DetectorLogic):
     """Table ints: ``[last_ts]``, one slot per armed sensor; a fired sensor leaves the table."""
 
-    name = "HeartbeatTimeout"
-
     def __init__(self, options: HeartbeatTimeout) -> None:
         self.timeout_ns = options.timeout_ms * 1_000_000
-        super().__init__({"timeout_ms": options.timeout_ms}, n_ints=1, n_floats=0)
+        super().__init__(options, n_ints=1, n_floats=0)
 
     def _advance(self, sid, ts, val, q, watermark: int) -> list[pa.RecordBatch]:
         n = len(ts)

@@ -76,8 +76,6 @@ class HysteresisAlarm(StageOperator):
 class HysteresisAlarmLogic(DetectorLogic):
     """Table ints: ``[active, run]``."""
 
-    name = "HysteresisAlarm"
-
     def __init__(self, options: HysteresisAlarm) -> None:
         sign = 1.0 if options.direction == "above" else -1.0
         self._args = (
@@ -87,14 +85,7 @@ class HysteresisAlarmLogic(DetectorLogic):
             options.consecutive,
             options.exit_consecutive,
         )
-        params = {
-            "enter": float(options.enter),
-            "exit": float(options.exit),
-            "direction": options.direction,
-            "consecutive": options.consecutive,
-            "exit_consecutive": options.exit_consecutive,
-        }
-        super().__init__(params, n_ints=2, n_floats=0)
+        super().__init__(options, n_ints=2, n_floats=0)
 
     def _advance(self, sid, ts, val, q, watermark: int) -> list[pa.RecordBatch]:
         n = len(ts)

@@ -65,12 +65,9 @@ class RateOfChange(StageOperator):
 class RateOfChangeLogic(DetectorLogic):
     """Table ints: ``[prev_ts]``, floats: ``[prev_value]``."""
 
-    name = "RateOfChange"
-
     def __init__(self, options: RateOfChange) -> None:
         self._args = (float(options.max_rate), _DIRECTIONS.index(options.direction))
-        params = {"max_rate": float(options.max_rate), "direction": options.direction}
-        super().__init__(params, n_ints=1, n_floats=1)
+        super().__init__(options, n_ints=1, n_floats=1)
 
     def _advance(self, sid, ts, val, q, watermark: int) -> list[pa.RecordBatch]:
         n = len(ts)

@@ -76,19 +76,11 @@ class ResampleLogic(DetectorLogic):
     ``count == 0``: no open bucket.
     """
 
-    name = "Resample"
-
     def __init__(self, options: Resample) -> None:
         self.interval_ns = options.interval_ms * 1_000_000
         self._args = (options.how == "mean", _FILL.index(options.fill), options.max_gap)
         self._max_rows = 1 + (options.max_gap if options.fill != "none" else 0)
-        params = {
-            "interval_ms": options.interval_ms,
-            "how": options.how,
-            "fill": options.fill,
-            "max_gap": options.max_gap,
-        }
-        super().__init__(params, n_ints=4, n_floats=3)
+        super().__init__(options, n_ints=4, n_floats=3)
         self._grow_out(4096)
 
     def _grow_out(self, n: int) -> None:

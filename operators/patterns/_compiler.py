@@ -101,7 +101,7 @@ class _Parser:
             left, kind = right, rkind
         if not parts:
             return left, kind
-        node = parts[0]
+        node: tuple = parts[0]
         for part in parts[1:]:  # chained: 20 <= value < 80
             node = ("and", node, part)
         return node, "bool"

@@ -23,11 +23,12 @@ import numpy as np
 import pyarrow as pa
 
 from telepipe.errors import ConfigError
-from telepipe.markers import MAX_WATERMARK
+from telepipe.markers import MAX_WATERMARK, State
 from telepipe.operators.detectors.base import DetectorLogic, check_int
 from telepipe.operators.patterns import _compiler as pc
 from telepipe.operators.patterns import _nfa_kernels as pk
 from telepipe.operators.patterns import _store_kernels as ps
+from telepipe.operators.runtime.snapshot import as_array, as_int
 from telepipe.operators.runtime.stage import StageOperator
 from telepipe.operators.windows.options import MAX_MS
 from telepipe.schema import TS_NS, arrow_column
@@ -177,17 +178,8 @@ _MIN_NODES = 4096
 class CepPatternLogic(DetectorLogic):
     """Event-time buffer (``DetectorLogic``) + per-sensor NFA state (``_pattern_kernels``)."""
 
-    name = "CepPattern"
-
     def __init__(self, op: CepPattern) -> None:
-        params = {
-            "name": op.name,
-            "steps": [dataclasses.asdict(s) for s in op.steps],
-            "within_ms": op.within_ms,
-            "max_partial_matches": op.max_partial_matches,
-            "max_match_events": op.max_match_events,
-        }
-        super().__init__(params, 0, 0, with_quality=True)
+        super().__init__(op, 0, 0, with_quality=True)
         compiled: pc.Compiled = op._compiled  # type: ignore[attr-defined]
         self.pattern = op.name
         self.trees = compiled.trees
@@ -405,7 +397,7 @@ class CepPatternLogic(DetectorLogic):
 
     # -- snapshot
 
-    def _extra_snapshot(self) -> dict[str, object]:
+    def _extra_snapshot(self) -> State:
         rows = [np.arange(k * self.cap, k * self.cap + self.nslot[k]) for k in range(self.n_keys)]
         idx = np.concatenate(rows) if rows else np.empty(0, np.int64)
         meta = self.block[idx]
@@ -425,14 +417,14 @@ class CepPatternLogic(DetectorLogic):
             "event_value": value,
         }
 
-    def _restore_extra(self, snapshot: dict[str, object]) -> None:
-        self.pos = int(snapshot["position"])  # type: ignore[call-overload]
-        self.counters = np.asarray(snapshot["counters"], np.int64).copy()
+    def _restore_extra(self, snapshot: State) -> None:
+        self.pos = as_int(snapshot["position"])
+        self.counters = as_array(snapshot["counters"], np.int64).copy()
         self._set_slots(
-            np.asarray(snapshot["slot_sensor_id"], np.int32),
-            np.asarray(snapshot["slot_meta"], np.int64),
+            as_array(snapshot["slot_sensor_id"], np.int32),
+            as_array(snapshot["slot_meta"], np.int64),
             *(
-                np.asarray(snapshot[k], t)
+                as_array(snapshot[k], t)
                 for k, t in (
                     ("event_offsets", np.int64),
                     ("event_pos", np.int64),

@@ -33,10 +33,14 @@ is more than an index.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import numba
 import numpy as np
 
-_jit = numba.njit(cache=True, nogil=True)
+# Kernels are typed by numba when compiled, not by mypy: to a caller, any function.
+_jit = cast(Callable[[Callable[..., Any]], Callable[..., Any]], numba.njit(cache=True, nogil=True))
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from telepipe.markers import MAX_WATERMARK
+from telepipe.markers import MAX_WATERMARK, State
 from telepipe.operators.runtime._buffer_kernels import _merge_rows_kernel
 from telepipe.operators.runtime._key_kernels import INT64_MIN
 from telepipe.operators.runtime._sort_kernels import _stable_argsort_kernel
+from telepipe.operators.runtime.snapshot import as_array, as_int
 
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # sensor_id, ts, value, quality
 
@@ -67,7 +68,7 @@ class EventTimeBuffer(LateSplit):
         self.with_quality = with_quality
         self.watermark = INT64_MIN
         self.late_rows = 0
-        self._buf = [
+        self._buf: list[np.ndarray] = [
             np.empty(0, np.int32),
             np.empty(0, np.int64),
             np.empty(0, np.float64),
@@ -128,7 +129,7 @@ class EventTimeBuffer(LateSplit):
         self._end = _merge_rows_kernel(*self._buf, head, end, sid, ts, val, q, order)
         self._head = head
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> State:
         sid, ts, val, q = (b[self._head : self._end].copy() for b in self._buf)
         return {
             "watermark": self.watermark,
@@ -139,13 +140,13 @@ class EventTimeBuffer(LateSplit):
             "buffer_quality": q,
         }
 
-    def restore(self, snapshot: dict[str, object]) -> None:
-        self.watermark = int(snapshot["watermark"])  # type: ignore[call-overload]
-        self.late_rows = int(snapshot["late_rows"])  # type: ignore[call-overload]
+    def restore(self, snapshot: State) -> None:
+        self.watermark = as_int(snapshot["watermark"])
+        self.late_rows = as_int(snapshot["late_rows"])
         self._head = self._end = 0
         self.append(
-            np.asarray(snapshot["buffer_sensor_id"], np.int32),
-            np.asarray(snapshot["buffer_ts"], np.int64),
-            np.asarray(snapshot["buffer_value"], np.float64),
-            np.asarray(snapshot.get("buffer_quality", np.empty(0)), np.uint8),
+            as_array(snapshot["buffer_sensor_id"], np.int32),
+            as_array(snapshot["buffer_ts"], np.int64),
+            as_array(snapshot["buffer_value"], np.float64),
+            as_array(snapshot.get("buffer_quality", np.empty(0)), np.uint8),
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from telepipe.markers import MAX_WATERMARK
+from telepipe.markers import MAX_WATERMARK, State
 from telepipe.operators.runtime._buffer_kernels import (
     NEED_KEY,
     OUT_OF_ORDER,
@@ -27,6 +27,7 @@ from telepipe.operators.runtime._key_kernels import INT64_MIN
 from telepipe.operators.runtime._sort_kernels import _stable_argsort_kernel
 from telepipe.operators.runtime.event_buffer import LateSplit
 from telepipe.operators.runtime.key_index import KeyIndex, grown_state
+from telepipe.operators.runtime.snapshot import as_array, as_int
 
 _RECHECK = 16
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # sensor_id, ts, value, quality
@@ -79,7 +80,7 @@ class SensorOrderBuffer(LateSplit):
     def _hold(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray, q: np.ndarray) -> None:
         if len(ts) == 0:
             return
-        columns = [
+        columns: list[np.ndarray] = [
             np.array(sid, np.int32),
             np.array(ts, np.int64),
             np.array(val, np.float64),
@@ -143,7 +144,7 @@ class SensorOrderBuffer(LateSplit):
         order = _stable_argsort_kernel(rows[1])
         return tuple(c[order] if len(c) else c for c in rows)  # type: ignore[return-value]
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> State:
         def column(i: int, dtype: type) -> np.ndarray:
             parts = [s.columns[i][: s.n] for s in self._segments if len(s.columns[i])]
             return np.concatenate(parts) if parts else np.empty(0, dtype)
@@ -157,15 +158,15 @@ class SensorOrderBuffer(LateSplit):
             "buffer_quality": column(3, np.uint8),
         }
 
-    def restore(self, snapshot: dict[str, object]) -> None:
-        self.watermark = int(snapshot["watermark"])  # type: ignore[call-overload]
-        self.late_rows = int(snapshot["late_rows"])  # type: ignore[call-overload]
+    def restore(self, snapshot: State) -> None:
+        self.watermark = as_int(snapshot["watermark"])
+        self.late_rows = as_int(snapshot["late_rows"])
         self._segments = []
         self._hold(
-            np.asarray(snapshot["buffer_sensor_id"], np.int32),
-            np.asarray(snapshot["buffer_ts"], np.int64),
-            np.asarray(snapshot["buffer_value"], np.float64),
-            np.asarray(snapshot.get("buffer_quality", np.empty(0)), np.uint8),
+            as_array(snapshot["buffer_sensor_id"], np.int32),
+            as_array(snapshot["buffer_ts"], np.int64),
+            as_array(snapshot["buffer_value"], np.float64),
+            as_array(snapshot.get("buffer_quality", np.empty(0)), np.uint8),
         )
 
 

@@ -8,33 +8,53 @@ import pyarrow as pa
 import reactivex
 from reactivex import Observable, abc
 
-from telepipe.markers import MAX_WATERMARK, BatchLogic, CheckpointBarrier, Item, Watermark
+from telepipe.errors import ConfigError, SnapshotError
+from telepipe.markers import (
+    MAX_WATERMARK,
+    BatchLogic,
+    CheckpointBarrier,
+    Item,
+    SideOutput,
+    Watermark,
+)
+from telepipe.operators.runtime import snapshot as snapshots
+
+LATE = "late"  # the tag of late rows' side output
 
 
 def stage(
     build: Callable[[], BatchLogic],
     name: str | None = None,
-    restore: dict[str, object] | None = None,
+    restore: object = None,
     late: Callable[[pa.RecordBatch], None] | None = None,
 ) -> Callable[[Observable[Item]], Observable[Item]]:
-    """An Rx operator that runs one ``BatchLogic`` per subscription.
+    """An Rx operator that runs one ``BatchLogic`` per subscription, as the step ``name``.
 
-    Record batches go to ``on_batch``; a watermark goes to ``on_watermark`` and is
-    forwarded after the outputs it released. A barrier is forwarded in place,
-    carrying the logic's snapshot under ``name`` when the stage is named. A
-    ``restore`` snapshot is loaded into the logic before the first item. On
-    completion the logic is flushed with the maximal watermark. Rows a logic sets
-    aside as late (``take_late()``) go to ``late``, in order, before the item that
-    follows. Errors raised by the logic go to ``on_error`` and end the flow.
+    Without a ``name`` the step is named after its operator (``step_name``). Record
+    batches go to ``on_batch``; a watermark goes to ``on_watermark`` and is forwarded
+    after the outputs it released. A barrier is forwarded in place, carrying the
+    logic's ``Snapshot`` under the step's name (a barrier that already carries that
+    name, from another step of the chain, is an error). A ``restore`` snapshot is
+    checked (``snapshot.restore``) and loaded before the first item. On completion
+    the logic is flushed with the maximal watermark.
+
+    Rows the logic sets aside as late (``take_late()``) go, in order and before the
+    outputs of the call that found them, to ``late`` if given, else downstream as
+    ``SideOutput("late", step, rows)``. Side outputs of stages before are forwarded
+    unchanged. Errors raised by the logic go to ``on_error`` and end the flow.
     """
+
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ConfigError(f"a stage's name must be a non-empty string, got {name!r}")
 
     def _stage(source: Observable[Item]) -> Observable[Item]:
         def subscribe(
             observer: abc.ObserverBase[Item], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             logic = build()
+            step = name if name is not None else snapshots.step_name(snapshots.identity(logic)[0])
             if restore is not None:
-                logic.restore(restore)
+                snapshots.restore(logic, restore, step)
             failed = False
 
             def run(call: Callable[[], list[pa.RecordBatch]]) -> bool:
@@ -43,14 +63,16 @@ def stage(
                     return False
                 try:
                     outputs = call()
+                    aside = logic.take_late()
                 except Exception as error:
                     failed = True
                     observer.on_error(error)
                     return False
-                take_late = getattr(logic, "take_late", None) if late is not None else None
-                if take_late is not None:
-                    for batch in take_late():
-                        late(batch)  # type: ignore[misc]
+                for batch in aside:
+                    if late is not None:
+                        late(batch)
+                    else:
+                        observer.on_next(SideOutput(LATE, step, batch))
                 for out in outputs:
                     observer.on_next(out)
                 return True
@@ -62,14 +84,12 @@ def stage(
                     if run(lambda: logic.on_watermark(item.ts_ns)):
                         observer.on_next(item)
                 elif isinstance(item, CheckpointBarrier):
-                    if failed:
-                        return
-                    if name is not None:
-                        taken: list[dict[str, object]] = []
-                        if not run(lambda: _take(taken, logic.snapshot())):
-                            return
-                        item = item.with_state(name, taken[0])
-                    observer.on_next(item)
+                    barrier: list[CheckpointBarrier] = []
+                    if run(lambda: _with_snapshot(barrier, item, step, logic)):
+                        observer.on_next(barrier[0])
+                elif isinstance(item, SideOutput):
+                    if not failed:
+                        observer.on_next(item)
                 else:
                     run(lambda: _unknown(item))
 
@@ -88,25 +108,46 @@ def stage(
     return _stage
 
 
-def _take(into: list[dict[str, object]], snapshot: dict[str, object]) -> list[pa.RecordBatch]:
-    into.append(snapshot)
+def _with_snapshot(
+    into: list[CheckpointBarrier], barrier: CheckpointBarrier, step: str, logic: BatchLogic
+) -> list[pa.RecordBatch]:
+    if step in barrier.state:
+        raise SnapshotError(
+            f"two steps named {step!r} in one chain (the barrier already carries its state): "
+            f"name one apart, e.g. .pipe(op.named('other'))"
+        )
+    into.append(barrier.with_state(step, snapshots.Snapshot.take(logic)))
     return []
 
 
 def _unknown(item: object) -> list[pa.RecordBatch]:
     raise TypeError(
-        f"a flow carries RecordBatch, Watermark or CheckpointBarrier, not {type(item)!r}"
+        "a flow carries RecordBatch, Watermark, CheckpointBarrier or SideOutput, "
+        f"not {type(item)!r}"
     )
 
 
 class StageOperator:
     """Base of operator options: a dataclass with ``build()`` is an Rx operator.
 
-    ``flow.pipe(TumblingWindow(size_ms=1000))`` runs ``stage(options.build)``.
+    ``flow.pipe(TumblingWindow(size_ms=1000))`` runs ``stage(options.build)`` as the
+    step ``tumbling_window``; ``.pipe(TumblingWindow(size_ms=1000).named("w1s"))`` as
+    the step ``w1s``.
     """
 
     def build(self) -> BatchLogic:
         raise NotImplementedError
 
+    @property
+    def step_name(self) -> str:
+        """The step's name when none is given: the class name in snake case."""
+        return snapshots.step_name(type(self).__name__)
+
+    def named(
+        self, name: str, restore: object = None
+    ) -> Callable[[Observable[Item]], Observable[Item]]:
+        """This operator as the step ``name`` (optionally restored from a ``Snapshot``)."""
+        return stage(self.build, name=name, restore=restore)
+
     def __call__(self, source: Observable[Item]) -> Observable[Item]:
-        return stage(self.build)(source)
+        return stage(self.build, name=self.step_name)(source)

@@ -3,7 +3,8 @@
 The replacement for ``observe_on`` in a flow that must not lose data or grow
 without bound: the upstream ``on_next`` puts into a ``BoundedQueue`` whose
 policy decides what a full queue does (``block`` stalls upstream, back to the
-source's poll loop). Markers always pass; errors on either side end the flow.
+source's poll loop). Markers always pass; side outputs (``SideOutput``) count as the
+rows they carry, and pass in order as batches do. Errors on either side end the flow.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from reactivex import Observable, abc
 
 from telepipe.boundary import BoundaryOptions, BoundedQueue
 from telepipe.errors import ConfigError
-from telepipe.markers import Item
+from telepipe.markers import Item, SideOutput
 
 _NEXT, _ERROR, _DONE = 0, 1, 2
 
@@ -51,7 +52,7 @@ class ThreadBoundary:
                     kind, value = entry
                     try:
                         if kind == _NEXT:
-                            observer.on_next(value)  # type: ignore[arg-type]
+                            observer.on_next(value)
                             continue
                         if kind == _ERROR:
                             observer.on_error(value)  # type: ignore[arg-type]
@@ -71,7 +72,11 @@ class ThreadBoundary:
 
             def on_next(item: Item) -> None:
                 raise_if_failed()
-                rows = item.num_rows if isinstance(item, pa.RecordBatch) else None
+                rows = None
+                if isinstance(item, pa.RecordBatch):
+                    rows = item.num_rows
+                elif isinstance(item, SideOutput):
+                    rows = item.batch.num_rows
                 queue.put((_NEXT, item), rows)
 
             def finish(entry: tuple[int, object]) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 
 from telepipe.errors import ConfigError
-from telepipe.markers import MAX_WATERMARK, as_watermark_ns
+from telepipe.markers import MAX_WATERMARK, State, as_watermark_ns
 from telepipe.operators.runtime._key_kernels import INT64_MIN
 from telepipe.operators.runtime.readings import readings_arrays
+from telepipe.operators.runtime.snapshot import as_array, as_int
 from telepipe.operators.runtime.stage import StageOperator
 from telepipe.operators.windows._accumulators import (
     I_CNT,
@@ -85,6 +87,8 @@ class SessionWindowLogic:
     watermark, when the rows between two watermarks have all been seen: so
     whether a row is late does not depend on how the input was batched.
     """
+
+    snapshot_version: ClassVar[int] = 1
 
     def __init__(self, options: SessionWindow) -> None:
         self.options = options
@@ -192,8 +196,7 @@ class SessionWindowLogic:
         batches = [b for b, _ in self._pending]
         seqs = np.concatenate([s for _, s in self._pending])
         self._pending = []
-        table = pa.Table.from_batches(batches).combine_chunks()
-        batch = table.to_batches()[0] if table.num_rows else batches[0]
+        batch = _concat(batches)
         sid, ts, val = readings_arrays(batch)
         row_id = self._merge(sid, ts, val, seqs)
         late = row_id < 0
@@ -230,19 +233,14 @@ class SessionWindowLogic:
         keep = ~gone
         self._set_state(self._sid[keep], self._id[keep], self._ia[keep], self._fa[keep])
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> State:
         s_cnt, s_sid, s_key, s_code = self._sketch
         live = s_cnt != 0
-        pending = [b for b, _ in self._pending]
-        return {
-            "options": (self.gap_ns, self.lateness_ns, self.options.aggregates),
+        state: State = {
             "watermark": self.watermark,
             "late_rows": self.late_rows,
             "seq": self._seq,
             "next_id": self._next_id,
-            "late": list(self._late),
-            "pending": pending,
-            "pending_seq": [s.copy() for _, s in self._pending],
             "sensor_id": self._sid.copy(),
             "session_id": self._id.copy(),
             "acc_int": self._ia.copy(),
@@ -251,35 +249,42 @@ class SessionWindowLogic:
             "sketch_sensor_id": s_sid[live],
             "sketch_session": s_key[live],
             "sketch_bucket": s_code[live],
+            "pending_seq": np.concatenate([s for _, s in self._pending] or [np.empty(0, np.int64)]),
         }
+        if self._pending:  # the rows as they came: late ones go to the side output whole
+            state["pending"] = _concat([b for b, _ in self._pending])
+        return state
 
-    def restore(self, snapshot: dict[str, object]) -> None:
-        mine = (self.gap_ns, self.lateness_ns, self.options.aggregates)
-        if tuple(snapshot["options"]) != mine:  # type: ignore[arg-type]
-            raise ConfigError(f"snapshot options {snapshot['options']} do not match {mine}")
-        self.watermark = int(snapshot["watermark"])  # type: ignore[call-overload]
-        self.late_rows = int(snapshot["late_rows"])  # type: ignore[call-overload]
-        self._seq = int(snapshot["seq"])  # type: ignore[call-overload]
-        self._next_id = int(snapshot["next_id"])  # type: ignore[call-overload]
-        self._late = list(snapshot["late"])  # type: ignore[call-overload]
-        self._pending = list(
-            zip(snapshot["pending"], snapshot["pending_seq"], strict=True)  # type: ignore[call-overload]
-        )
-        ia = np.asarray(snapshot["acc_int"], np.int64).reshape(-1, N_I)
+    def restore(self, snapshot: State) -> None:
+        self.watermark = as_int(snapshot["watermark"])
+        self.late_rows = as_int(snapshot["late_rows"])
+        self._seq = as_int(snapshot["seq"])
+        self._next_id = as_int(snapshot["next_id"])
+        self._late = []
+        pending = snapshot.get("pending")
+        seqs = as_array(snapshot["pending_seq"], np.int64)
+        self._pending = [(pending, seqs.copy())] if isinstance(pending, pa.RecordBatch) else []
+        ia = as_array(snapshot["acc_int"], np.int64).reshape(-1, N_I)
         if len(ia) and (ia[:, I_CNT] <= 0).any():
             raise ConfigError("snapshot holds an empty session")
         self._set_state(
-            np.asarray(snapshot["sensor_id"], np.int32),
-            np.asarray(snapshot["session_id"], np.int64),
+            as_array(snapshot["sensor_id"], np.int32),
+            as_array(snapshot["session_id"], np.int64),
             ia.copy(),
-            np.asarray(snapshot["acc_float"], np.float64).reshape(-1, N_A).copy(),
+            as_array(snapshot["acc_float"], np.float64).reshape(-1, N_A).copy(),
         )
         self._set_sketch(
-            np.asarray(snapshot["sketch_count"], np.int64),
-            np.asarray(snapshot["sketch_sensor_id"], np.int32),
-            np.asarray(snapshot["sketch_session"], np.int64),
-            np.asarray(snapshot["sketch_bucket"], np.int64),
+            as_array(snapshot["sketch_count"], np.int64),
+            as_array(snapshot["sketch_sensor_id"], np.int32),
+            as_array(snapshot["sketch_session"], np.int64),
+            as_array(snapshot["sketch_bucket"], np.int64),
         )
+
+
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    """One batch of ``batches`` (of one schema), in order."""
+    table = pa.Table.from_batches(batches).combine_chunks()
+    return table.to_batches()[0] if table.num_rows else batches[0]
 
 
 def _capacity_for(n_entries: int) -> int:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 
 from telepipe.errors import ConfigError
-from telepipe.markers import MAX_WATERMARK, as_watermark_ns
+from telepipe.markers import MAX_WATERMARK, State, as_watermark_ns
 from telepipe.operators.runtime._key_kernels import INT64_MAX, INT64_MIN
 from telepipe.operators.runtime.key_index import KeyIndex, grown_state
 from telepipe.operators.runtime.readings import readings_arrays
+from telepipe.operators.runtime.snapshot import as_array, as_int
 from telepipe.operators.runtime.stage import StageOperator
 from telepipe.operators.windows._accumulators import (
     I_CNT,
@@ -90,6 +92,8 @@ class SlidingWindowLogic:
     """The ``BatchLogic`` of ``SlidingWindow``: per-sensor pane accumulators (see
     ``_sliding_kernels``) folded into a numba hash table of window accumulators
     keyed by (sensor, window index), plus a DDSketch table when quantiles are asked."""
+
+    snapshot_version: ClassVar[int] = 1
 
     def __init__(self, options: SlidingWindow) -> None:
         self.options = options
@@ -298,18 +302,16 @@ class SlidingWindowLogic:
             return INT64_MAX
         return INT64_MIN if below < INT64_MIN // r else below * r
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> State:
         self._flush_stage()
         k_sid, k_win, ia, fa = self._table
         live = ia[:, 0] != 0
         s_cnt, s_sid, s_key, s_code = self._sketch
         s_live = s_cnt != 0
         return {
-            "options": (self.size_ns, self.slide_ns, self.lateness_ns, self.options.aggregates),
             "watermark": self.watermark,
             "late_rows": self.late_rows,
             "seq": self._seq,
-            "late": list(self._late),
             "sensor_id": k_sid[live],
             "window": k_win[live],
             "acc_int": ia[live],
@@ -332,45 +334,35 @@ class SlidingWindowLogic:
             "pane_acc_float": pfa[live],
         }
 
-    def restore(self, snapshot: dict[str, object]) -> None:
-        mine = (self.size_ns, self.slide_ns, self.lateness_ns, self.options.aggregates)
-        if tuple(snapshot["options"]) != mine:  # type: ignore[arg-type]
-            raise ConfigError(f"snapshot options {snapshot['options']} do not match {mine}")
-        self._set_watermark(int(snapshot["watermark"]))  # type: ignore[call-overload]
-        self.late_rows = int(snapshot["late_rows"])  # type: ignore[call-overload]
-        self._seq = int(snapshot["seq"])  # type: ignore[call-overload]
-        self._late = list(snapshot["late"])  # type: ignore[call-overload]
-        sid = np.asarray(snapshot["sensor_id"], np.int32)
+    def restore(self, snapshot: State) -> None:
+        self._set_watermark(as_int(snapshot["watermark"]))
+        self.late_rows = as_int(snapshot["late_rows"])
+        self._seq = as_int(snapshot["seq"])
+        sid = as_array(snapshot["sensor_id"], np.int32)
         self._set_table(
             sid,
-            np.asarray(snapshot["window"], np.int64),
-            np.asarray(snapshot["acc_int"], np.int64).reshape(-1, N_I),
-            np.asarray(snapshot["acc_float"], np.float64).reshape(-1, N_A),
+            as_array(snapshot["window"], np.int64),
+            as_array(snapshot["acc_int"], np.int64).reshape(-1, N_I),
+            as_array(snapshot["acc_float"], np.float64).reshape(-1, N_A),
             _capacity_for(len(sid)),
         )
-        if "sketch_window" in snapshot:
-            raise ConfigError(
-                "snapshot keeps quantile sketches per window (telepipe before pane sketches): "
-                "start from an empty data_dir"
-            )
-        s_cnt = np.asarray(snapshot["sketch_count"], np.int64)
+        s_cnt = as_array(snapshot["sketch_count"], np.int64)
         self._stage = _empty_stage(0)
         self._set_sketch(
             s_cnt,
-            np.asarray(snapshot["sketch_sensor_id"], np.int32),
-            np.asarray(snapshot["sketch_pane"], np.int64),
-            np.asarray(snapshot["sketch_bucket"], np.int64),
+            as_array(snapshot["sketch_sensor_id"], np.int32),
+            as_array(snapshot["sketch_pane"], np.int64),
+            as_array(snapshot["sketch_bucket"], np.int64),
             _capacity_for(len(s_cnt)),
         )
         # Open panes go back as they were, so sums go on in the same order.
         self._keys, self._panes = KeyIndex(), _empty_panes()
-        if "pane" in snapshot:
-            slots = self._keys.slots(np.asarray(snapshot["pane_sensor_id"], np.int32))
-            self._grow_panes()
-            c_pane, pia, pfa = self._panes
-            c_pane[slots] = np.asarray(snapshot["pane"], np.int64)
-            pia[slots] = np.asarray(snapshot["pane_acc_int"], np.int64).reshape(-1, N_I)
-            pfa[slots] = np.asarray(snapshot["pane_acc_float"], np.float64).reshape(-1, N_A)
+        slots = self._keys.slots(as_array(snapshot["pane_sensor_id"], np.int32))
+        self._grow_panes()
+        c_pane, pia, pfa = self._panes
+        c_pane[slots] = as_array(snapshot["pane"], np.int64)
+        pia[slots] = as_array(snapshot["pane_acc_int"], np.int64).reshape(-1, N_I)
+        pfa[slots] = as_array(snapshot["pane_acc_float"], np.float64).reshape(-1, N_A)
 
 
 def _fire_to(watermark_ns: int, size_ns: int, slide_ns: int) -> int:
@@ -397,7 +389,7 @@ def _shrunk(cap: int, live: int) -> int:
     return _capacity_for(live) if live * 8 <= cap else cap
 
 
-def _empty_table() -> tuple[np.ndarray, ...]:
+def _empty_table() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return (
         np.zeros(0, np.int32),
         np.zeros(0, np.int64),
@@ -406,7 +398,7 @@ def _empty_table() -> tuple[np.ndarray, ...]:
     )
 
 
-def _empty_sketch() -> tuple[np.ndarray, ...]:
+def _empty_sketch() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return (
         np.zeros(0, np.int64),
         np.zeros(0, np.int32),

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 
 from telepipe.errors import ConfigError
-from telepipe.markers import MAX_WATERMARK, as_watermark_ns
+from telepipe.markers import MAX_WATERMARK, State, as_watermark_ns
 from telepipe.operators.runtime._key_kernels import INT64_MAX, INT64_MIN
 from telepipe.operators.runtime.key_index import KeyIndex, grown_state
 from telepipe.operators.runtime.readings import readings_arrays
+from telepipe.operators.runtime.snapshot import as_array, as_int
 from telepipe.operators.runtime.stage import StageOperator
 from telepipe.operators.windows._tumbling_kernels import (
     _window_count_fired_kernel,
@@ -59,7 +61,7 @@ class TumblingWindow(StageOperator):
         return WINDOWS
 
     def build(self) -> TumblingWindowLogic:
-        return TumblingWindowLogic(self.size_ms * 1_000_000)
+        return TumblingWindowLogic(self)
 
 
 class TumblingWindowLogic:
@@ -71,8 +73,11 @@ class TumblingWindowLogic:
     there.
     """
 
-    def __init__(self, size_ns: int) -> None:
-        self.size_ns = size_ns
+    snapshot_version: ClassVar[int] = 1
+
+    def __init__(self, options: TumblingWindow) -> None:
+        self.options = options
+        self.size_ns = size_ns = options.size_ms * 1_000_000
         self.watermark = INT64_MIN
         self.late_rows = 0
         # Windows with index < _fire_below have fired; their rows are late.
@@ -190,14 +195,13 @@ class TumblingWindowLogic:
         arrays = [arrow_column(column, type_) for column, type_ in zip(columns, types, strict=True)]
         return [pa.RecordBatch.from_arrays(arrays, schema=WINDOWS)]
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> State:
         cnt, k_sid, k_win, sm, mn, mx = self._table
         live = cnt != 0
         n = self._keys.n
         c_win, c_cnt, c_sm, c_mn, c_mx = (a[:n] for a in self._cur)
         cur = c_cnt != 0
         return {
-            "size_ns": self.size_ns,
             "watermark": self.watermark,
             "late_rows": self.late_rows,
             "sensor_id": np.concatenate([k_sid[live], self._keys.keys[cur]]),
@@ -208,21 +212,17 @@ class TumblingWindowLogic:
             "max": np.concatenate([mx[live], c_mx[cur]]),
         }
 
-    def restore(self, snapshot: dict[str, object]) -> None:
-        if int(snapshot["size_ns"]) != self.size_ns:  # type: ignore[call-overload]
-            raise ConfigError(
-                f"snapshot size_ns {snapshot['size_ns']} does not match size_ns {self.size_ns}"
-            )
-        self._set_watermark(int(snapshot["watermark"]))  # type: ignore[call-overload]
+    def restore(self, snapshot: State) -> None:
+        self._set_watermark(as_int(snapshot["watermark"]))
         self._fired_below = None
-        self.late_rows = int(snapshot["late_rows"])  # type: ignore[call-overload]
+        self.late_rows = as_int(snapshot["late_rows"])
         entries = (
-            np.asarray(snapshot["count"], np.int64),
-            np.asarray(snapshot["sensor_id"], np.int32),
-            np.asarray(snapshot["window"], np.int64),
-            np.asarray(snapshot["sum"], np.float64),
-            np.asarray(snapshot["min"], np.float64),
-            np.asarray(snapshot["max"], np.float64),
+            as_array(snapshot["count"], np.int64),
+            as_array(snapshot["sensor_id"], np.int32),
+            as_array(snapshot["window"], np.int64),
+            as_array(snapshot["sum"], np.float64),
+            as_array(snapshot["min"], np.float64),
+            as_array(snapshot["max"], np.float64),
         )
         cnt, sid, win = entries[:3]
         # Each sensor's newest window goes back to the dense arrays, as it was:

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from reference import columns, drive, readings, readings_batch, schedules
 
 from telepipe.config import build
-from telepipe.errors import ConfigError, SchemaError
+from telepipe.errors import ConfigError, SchemaError, SnapshotError
 from telepipe.markers import MAX_WATERMARK, Watermark
 from telepipe.operators.detectors.dedup import Dedup
 from telepipe.operators.detectors.ewma_zscore import EwmaZScore
@@ -32,6 +32,7 @@ from telepipe.operators.detectors.heartbeat_timeout import HeartbeatTimeout
 from telepipe.operators.detectors.hysteresis_alarm import HysteresisAlarm
 from telepipe.operators.detectors.rate_of_change import RateOfChange
 from telepipe.operators.detectors.resample import Resample
+from telepipe.operators.runtime.snapshot import Snapshot, restore
 
 LEVELS = [0.0, 1.0, 2.0, 7.5]
 VALUES = st.sampled_from([*LEVELS, 1.0, 2.0, math.nan, math.inf, -math.inf])
@@ -154,9 +155,10 @@ def test_snapshot_restore_mid_stream(name: str, data: st.DataObject) -> None:
 
 
 def test_restore_refuses_other_options() -> None:
-    snap = Resample(interval_ms=10).build().snapshot()
-    with pytest.raises(ConfigError, match="options"):
-        Resample(interval_ms=20).build().restore(snap)
+    snap = Snapshot.take(Resample(interval_ms=10).build())
+    message = r"^step 'r': the Resample snapshot was taken with interval_ms=10, the step has interval_ms=20$"
+    with pytest.raises(SnapshotError, match=message):
+        restore(Resample(interval_ms=20).build(), snap, "r")
 
 
 @pytest.mark.parametrize("name", NAMES)

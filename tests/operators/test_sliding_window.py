@@ -135,20 +135,6 @@ def test_staged_pane_sketches_change_nothing(case, lateness_ms, data) -> None:
     assert_same_runs(out_a, out_b)
 
 
-def test_snapshot_with_window_sketches_is_refused() -> None:
-    """Quantile sketches are kept per pane; a snapshot that kept them per window (an
-    older telepipe) cannot be turned into panes, and says so in one line."""
-    op = SlidingWindow(size_ms=4, slide_ms=2, aggregates=("p50",))
-    logic = op.build()
-    run(logic, np.array([1, 1], np.int32), np.array([0, MS], np.int64), np.array([1.0, 2.0]),
-        [(0, 2, None)], flush=False)  # fmt: skip
-    snap = logic.snapshot()
-    assert "sketch_pane" in snap
-    snap["sketch_window"] = snap.pop("sketch_pane")
-    with pytest.raises(ConfigError, match=r"per window .* start from an empty data_dir"):
-        op.build().restore(snap)
-
-
 def test_allowed_lateness_updates_and_late_rows() -> None:
     op = SlidingWindow(size_ms=2, slide_ms=1, aggregates=("count", "sum"), allowed_lateness_ms=1)
     assert op.output_schema.names[-1] == "revision"

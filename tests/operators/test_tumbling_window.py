@@ -177,7 +177,8 @@ def test_rx_pipe_forwards_markers_after_outputs() -> None:
         "RecordBatch",
     ]
     assert items[0].column("sensor_id").to_pylist() == [1, 2]
-    assert items[1] == Watermark(MS) and items[2] is barrier
+    assert items[1] == Watermark(MS) and items[2] == barrier  # (equal: state aside)
+    assert items[2].state["tumbling_window"].operator == "TumblingWindow"
     assert items[3].column("mean").to_pylist() == [5.0]
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 
 from telepipe.errors import ConfigError
-from telepipe.markers import as_watermark_ns
+from telepipe.markers import State, as_watermark_ns
 from telepipe.operators.detectors.base import check_number
 from telepipe.operators.detectors.threshold_alarm.eager import EagerAlarmLogic
 from telepipe.operators.detectors.threshold_alarm.runs import AlarmRuns
@@ -46,7 +47,7 @@ class ThresholdAlarm(StageOperator):
         return ALARMS
 
     def build(self) -> ThresholdAlarmLogic:
-        return ThresholdAlarmLogic(float(self.threshold), self.consecutive)
+        return ThresholdAlarmLogic(self)
 
 
 class BufferedAlarmLogic(AlarmRuns):
@@ -81,14 +82,14 @@ class BufferedAlarmLogic(AlarmRuns):
         assert n_repair == 0, "released rows are in each sensor's event order"
         return self._emit_due(watermark_ns)
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> State:
         n = self._keys.n
         return {
             **self._runs_snapshot(self._state[0][:n].copy(), self._state[1][:n].copy()),
             **self.buffer.snapshot(),
         }
 
-    def restore(self, snapshot: dict[str, object]) -> None:
+    def restore(self, snapshot: State) -> None:
         self._restore_runs(snapshot)
         self.buffer.restore(snapshot)
 
@@ -107,13 +108,17 @@ class ThresholdAlarmLogic:
     through the snapshot, which both read and write.
     """
 
+    snapshot_version: ClassVar[int] = 1
     _TO_BUFFERED = 0.05
     _TO_EAGER = 16
 
-    def __init__(self, threshold: float, consecutive: int) -> None:
-        self.threshold = threshold
-        self.consecutive = consecutive
-        self.logic: EagerAlarmLogic | BufferedAlarmLogic = EagerAlarmLogic(threshold, consecutive)
+    def __init__(self, options: ThresholdAlarm) -> None:
+        self.options = options
+        self.threshold = float(options.threshold)
+        self.consecutive = options.consecutive
+        self.logic: EagerAlarmLogic | BufferedAlarmLogic = EagerAlarmLogic(
+            self.threshold, self.consecutive
+        )
         self.switches = 0
         self._repairs = 0  # of the logics before the current one
         self._in_order = 0
@@ -169,10 +174,10 @@ class ThresholdAlarmLogic:
         self.switches += 1
         self._in_order = self._sorted = 0
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> State:
         return self.logic.snapshot()
 
-    def restore(self, snapshot: dict[str, object]) -> None:
+    def restore(self, snapshot: State) -> None:
         self.logic.restore(snapshot)
 
 

@@ -9,11 +9,12 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from telepipe.markers import MAX_WATERMARK
+from telepipe.markers import MAX_WATERMARK, State
 from telepipe.operators.detectors.threshold_alarm._kernels import _alarm_waiting_rows_kernel
 from telepipe.operators.detectors.threshold_alarm.runs import AlarmRuns
 from telepipe.operators.runtime._key_kernels import INT64_MIN
 from telepipe.operators.runtime.readings import readings_arrays
+from telepipe.operators.runtime.snapshot import as_array
 
 
 class _Retained(NamedTuple):
@@ -124,7 +125,7 @@ class EagerAlarmLogic(AlarmRuns):
     def _waiting_rows(self, only_repair: bool) -> tuple[np.ndarray, ...]:
         """Retained rows at or above the watermark in arrival order: ``(slot, ts, value,
         r_before, s_before, (batch, row))``."""
-        parts = []
+        parts: list[tuple[np.ndarray, ...]] = []
         for j, b in enumerate(self._retained.values()):
             rows = _alarm_waiting_rows_kernel(
                 b.sid, b.ts, self.watermark, self._keys.lookup, self._state, only_repair
@@ -157,7 +158,7 @@ class EagerAlarmLogic(AlarmRuns):
             self._drop_retained(MAX_WATERMARK + 1)
         return out
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> State:
         """The runs as of the watermark and the rows at or above it, in arrival order
         (as a buffering implementation would hold them)."""
         n = self._keys.n
@@ -176,12 +177,12 @@ class EagerAlarmLogic(AlarmRuns):
             "buffer_value": val,
         }
 
-    def restore(self, snapshot: dict[str, object]) -> None:
+    def restore(self, snapshot: State) -> None:
         self._restore_runs(snapshot)
         self._admit(
-            np.asarray(snapshot["buffer_sensor_id"], np.int32),
-            np.asarray(snapshot["buffer_ts"], np.int64),
-            np.asarray(snapshot["buffer_value"], np.float64),
+            as_array(snapshot["buffer_sensor_id"], np.int32),
+            as_array(snapshot["buffer_ts"], np.int64),
+            as_array(snapshot["buffer_value"], np.float64),
         )
 
 
@@ -198,7 +199,7 @@ def _runs_at_watermark(
 
 
 def _whole(view: np.ndarray) -> np.ndarray:
-    return view if view.base is None else view.base  # type: ignore[return-value]
+    return view if view.base is None else view.base
 
 
 _ROW_TYPES = (np.int32, np.int64, np.float64, np.int32, np.int64, np.int64, np.int64)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from telepipe.errors import ConfigError
+from telepipe.markers import State
 from telepipe.operators.detectors.threshold_alarm._kernels import (
     _alarm_admit_kernel,
     _alarm_due_kernel,
 )
 from telepipe.operators.runtime._key_kernels import INT64_MAX, INT64_MIN
 from telepipe.operators.runtime.key_index import KeyIndex, grown_state
+from telepipe.operators.runtime.snapshot import as_array, as_int
 from telepipe.schema import ALARMS, TS_NS, arrow_column
 
 
@@ -110,30 +111,23 @@ class AlarmRuns:
             )
         return self._constants
 
-    def _runs_snapshot(self, run_len: np.ndarray, run_start: np.ndarray) -> dict[str, object]:
+    def _runs_snapshot(self, run_len: np.ndarray, run_start: np.ndarray) -> State:
         live = run_len != 0
         return {
-            "threshold": self.threshold,
-            "consecutive": self.consecutive,
             "sensor_id": self._keys.keys[: len(run_len)][live],
             "run_len": run_len[live],
             "run_start": run_start[live],
         }
 
-    def _restore_runs(self, snapshot: dict[str, object]) -> None:
-        """Check the options, start afresh and load the runs of a snapshot."""
-        if (snapshot["threshold"], snapshot["consecutive"]) != (self.threshold, self.consecutive):
-            raise ConfigError(
-                f"snapshot threshold/consecutive {snapshot['threshold']}/"
-                f"{snapshot['consecutive']} do not match {self.threshold}/{self.consecutive}"
-            )
+    def _restore_runs(self, snapshot: State) -> None:
+        """Start afresh and load the runs of a snapshot."""
         self.__init__(self.threshold, self.consecutive)  # type: ignore[misc]
-        slots = self._keys.slots(np.asarray(snapshot["sensor_id"], np.int32))
+        slots = self._keys.slots(as_array(snapshot["sensor_id"], np.int32))
         self._fit_state()
-        self._state[0][slots] = np.asarray(snapshot["run_len"], np.int64)
-        self._state[1][slots] = np.asarray(snapshot["run_start"], np.int64)
-        self.watermark = int(snapshot["watermark"])  # type: ignore[call-overload]
-        self.late_rows = int(snapshot["late_rows"])  # type: ignore[call-overload]
+        self._state[0][slots] = as_array(snapshot["run_len"], np.int64)
+        self._state[1][slots] = as_array(snapshot["run_start"], np.int64)
+        self.watermark = as_int(snapshot["watermark"])
+        self.late_rows = as_int(snapshot["late_rows"])
 
 
 def _runs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
