@@ -2,15 +2,16 @@
 
 Extract the older tree first (never committed, never installed):
 
-    git archive 6e61549 | tar -x -C /tmp/telepipe-6e61549
+    git archive 48cacfd | tar -x -C /tmp/telepipe-48cacfd
 
 then run one process per tree, alternating, and compare the medians:
 
     .venv/bin/python benchmarks/operators_ab.py --data simulator --batch-rows 65536
-    .venv/bin/python benchmarks/operators_ab.py --tree /tmp/telepipe-6e61549 --data simulator ...
+    .venv/bin/python benchmarks/operators_ab.py --tree /tmp/telepipe-48cacfd --data simulator ...
 
-``--tree`` puts the older tree's ``telepipe/``, ``operators/`` and ``benchmarks/``
-in front of this checkout's, so its operator modules (and what they import from
+``--tree`` puts the older tree's ``telepipe/`` (whose ``operators`` link is its
+``operators/`` package, every family sub-package with it) and ``benchmarks/`` in front
+of this checkout's, so its operator modules (and what they import from
 ``telepipe.*``) are the ones timed. Data: ``ordered`` is ``operators.make_data``
 (each sensor's rows in ts order, ts jittered across sensors); ``simulator`` is
 what the demo publishes (``TelemetryGenerator`` with default options: every
@@ -35,13 +36,20 @@ _REPO = Path(__file__).resolve().parent.parent
 
 
 def _use_tree(tree: Path) -> None:
-    """Import telepipe's core and operators from ``tree`` (an extracted checkout)."""
+    """Import telepipe's core and operators (every family) from ``tree`` (an extracted
+    checkout): its ``telepipe/`` goes first on the package path before
+    ``telepipe.operators`` is imported, so the tree's ``operators`` package and all its
+    sub-packages are the ones loaded."""
     sys.path.insert(0, str(tree / "benchmarks"))
     import telepipe
+
+    loaded = [m for m in sys.modules if m.startswith("telepipe.operators")]
+    assert not loaded, f"imported before the tree was put in front: {loaded}"
+    telepipe.__path__.insert(0, str(tree / "telepipe"))
     import telepipe.operators
 
-    telepipe.__path__.insert(0, str(tree / "telepipe"))
-    telepipe.operators.__path__.insert(0, str(tree / "operators"))
+    where = Path(telepipe.operators.__file__ or "").resolve()
+    assert where.is_relative_to(tree.resolve()), f"telepipe.operators from {where}"
 
 
 def load_data(kind: str, readings: int) -> pl.DataFrame:
@@ -67,25 +75,18 @@ def load_data(kind: str, readings: int) -> pl.DataFrame:
     ).filter(pl.Series(ts >= np.maximum.accumulate(ts) - 50_000_000))
 
 
-def make_ops() -> dict[str, object]:
-    """The operators timed, by name (new instances: each builds its own state)."""
-    from telepipe.operators.detectors.hysteresis_alarm import HysteresisAlarm
-    from telepipe.operators.detectors.rate_of_change import RateOfChange
-    from telepipe.operators.detectors.threshold_alarm.alarm import ThresholdAlarm
-    from telepipe.operators.windows.session import SessionWindow
-    from telepipe.operators.windows.sliding import SlidingWindow
-    from telepipe.operators.windows.tumbling import TumblingWindow
+def make_ops(only: str | None = None) -> dict[str, object]:
+    """The operators timed, by name: ``benchmarks/operators.py``'s (new instances: each
+    builds its own state), or those named in the comma list ``only``."""
+    from operators import OPERATORS
 
-    return {
-        "TumblingWindow": TumblingWindow(1000),
-        "ThresholdAlarm": ThresholdAlarm(80.0, 3),
-        "SlidingWindow": SlidingWindow(size_ms=2000, slide_ms=500),
-        "SessionWindow": SessionWindow(gap_ms=100),
-        "HysteresisAlarm": HysteresisAlarm(
-            enter=80.0, exit=70.0, consecutive=3, exit_consecutive=3
-        ),
-        "RateOfChange": RateOfChange(max_rate=20_000.0),
-    }
+    ops = {name: op for name, op, *_ in OPERATORS}
+    if only:
+        unknown = set(only.split(",")) - set(ops)
+        if unknown:
+            raise SystemExit(f"--ops: unknown {sorted(unknown)} (known: {', '.join(ops)})")
+        ops = {name: op for name, op in ops.items() if name in only.split(",")}
+    return ops
 
 
 def emit_ab(
@@ -119,6 +120,7 @@ def ab_parser(
     parser.add_argument("--readings", type=int, default=2_000_000)
     parser.add_argument("--batch-rows", type=int, default=65_536)
     parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--ops", default=None, help="comma list of operators (default: all)")
     return parser
 
 
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     df = load_data(args.data, args.readings)
     items = with_watermarks(to_batches(df, args.batch_rows))
-    ops = make_ops()
+    ops = make_ops(args.ops)
     results: list[dict[str, float]] = []
     for op in ops.values():
         run_op(items[:40], op)  # load (or compile) its kernels
