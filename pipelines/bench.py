@@ -31,8 +31,8 @@ from telepipe.config import build
 from telepipe.errors import ConfigError, TelepipeError
 from telepipe.markers import Item
 from telepipe.pipelines.graph import Output, connect, outputs_from_config
+from telepipe.sbe import SbeCodec
 from telepipe.sources.decoder import MessageBuffer, TelemetryDecoder
-from telepipe.sources.sbe import SbeCodec
 from telepipe.sources.simulator import SimulatorOptions, TelemetryGenerator
 
 

@@ -133,7 +133,7 @@ def hex_dump(data: bytes, limit: int = DUMP_BYTES) -> list[str]:
 def decode_summary(payload: bytes) -> str:
     """What the telemetry schema's codec says about a payload, as one line."""
     from telepipe.config import conf_dir
-    from telepipe.sources.sbe import SbeCodec
+    from telepipe.sbe import SbeCodec
 
     codec = SbeCodec.from_xml(conf_dir() / "schema" / "telemetry.xml")
     result = codec.decode(payload)

@@ -39,13 +39,13 @@ from telepipe.pipelines.graph import (
     publishers_from_config,
 )
 from telepipe.pipelines.recovery import read_recovery
+from telepipe.sbe import SbeCodec
 from telepipe.schema import DEAD_LETTERS
 from telepipe.sinks import data_dir_lock
 from telepipe.sinks.aeron import AeronSink
 from telepipe.sinks.delta import DeltaSink, DeltaSinkOptions
 from telepipe.sinks.queued import QueuedSink
 from telepipe.sources.decoder import SourceCounters, late_row_letters
-from telepipe.sources.sbe import SbeCodec
 from telepipe.stats import RunStats, print_summary
 
 

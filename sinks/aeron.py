@@ -20,8 +20,8 @@ from telepipe.aeron import AeronConnection, error_line, idle_strategy, is_channe
 from telepipe.boundary import BoundaryOptions
 from telepipe.errors import ConfigError, SinkError
 from telepipe.markers import CheckpointBarrier
+from telepipe.sbe import SbeCodec
 from telepipe.sinks.queued import QueuedSink
-from telepipe.sources.sbe import SbeCodec
 
 
 @dataclass(frozen=True)

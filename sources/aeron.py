@@ -14,13 +14,13 @@ import pyaeron
 from telepipe.aeron import AeronConnection, error_line, is_channel
 from telepipe.errors import ConfigError, SourceError
 from telepipe.markers import Item
+from telepipe.sbe import SbeCodec
 from telepipe.sources.decoder import (
     DecoderOptions,
     DecodingSource,
     MessageBuffer,
     TelemetryDecoder,
 )
-from telepipe.sources.sbe import SbeCodec
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ import pyarrow.compute as pc
 from telepipe.dead_letters import LATE_READING, DeadLetter
 from telepipe.errors import ConfigError
 from telepipe.markers import CheckpointBarrier, Item, Watermark
+from telepipe.sbe import DecodeResult, SbeCodec
 from telepipe.schema import TS_MAX
-from telepipe.sources.sbe import DecodeResult, SbeCodec
 
 # No lateness bound reaches past the event-time range (``telepipe.schema.TS_MAX``).
 _MAX_BOUND_MS = TS_MAX // 1_000_000

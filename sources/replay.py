@@ -18,6 +18,7 @@ from typing import Protocol
 
 from telepipe.errors import ConfigError, SourceError
 from telepipe.markers import Item
+from telepipe.sbe import SbeCodec
 from telepipe.sources.decoder import (
     DecoderOptions,
     DecodingSource,
@@ -26,7 +27,6 @@ from telepipe.sources.decoder import (
     parse_position_key,
 )
 from telepipe.sources.frames import DataFrame, FrameAssembler, Message
-from telepipe.sources.sbe import SbeCodec
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1",

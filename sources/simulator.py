@@ -18,7 +18,7 @@ import pyaeron
 
 from telepipe.aeron import AeronConnection, idle_strategy
 from telepipe.errors import ConfigError, SourceError
-from telepipe.sources.sbe import SbeCodec
+from telepipe.sbe import SbeCodec
 
 QUALITY_GOOD = 192
 QUALITY_UNCERTAIN = 64

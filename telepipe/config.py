@@ -63,6 +63,10 @@ _MOVED_MODULES = {
     "thread_boundary": "runtime.thread_boundary",
 }
 _MOVED = re.compile(r"telepipe\.operators\.(" + "|".join(_MOVED_MODULES) + r")\.(\w+)$")
+# Other modules that moved in 0.2, by their old dotted path (a prefix of the target).
+_MOVED_PREFIXES = {
+    "telepipe.sources.sbe.": "telepipe.sbe.",  # the codec serves sources and sinks alike
+}
 
 # Plugins add their own ``_target_``s through this entry-point group: the value is a
 # module or an object whose dotted name then prefixes allowed targets.
@@ -77,14 +81,24 @@ def _allowed_prefixes() -> tuple[str, ...]:
     return ("telepipe.", *plugins)
 
 
+def _moved_to(name: str) -> str | None:
+    """Where a target that moved in 0.2 is now (None: it did not move)."""
+    moved = _MOVED.match(name)
+    if moved:
+        return f"telepipe.operators.{moved.group(2)}"
+    for old, new in _MOVED_PREFIXES.items():
+        if name.startswith(old):
+            return new + name.removeprefix(old)
+    return None
+
+
 def check_target(name: str, path: str) -> str:
     """The target ``name`` resolves to, if telepipe's own or a registered plugin's.
 
     YAML never names an arbitrary callable: ``os.system`` in a pipeline file is refused.
     """
-    moved = _MOVED.match(name)
-    if moved:
-        new = f"telepipe.operators.{moved.group(2)}"
+    new = _moved_to(name)
+    if new is not None:
         warnings.warn(
             f"{path}._target_: {name} is deprecated, use {new} (the old path goes in 0.3)",
             TelepipeDeprecationWarning,

@@ -16,7 +16,7 @@ import pytest
 from helpers import ROOT, Watched, free_udp_port
 from reference import alarms_reference
 
-from telepipe.sources.sbe import SbeCodec
+from telepipe.sbe import SbeCodec
 
 N = 300_000
 SEC = 1_000_000_000

@@ -16,11 +16,11 @@ from deltalake import write_deltalake
 from helpers import ROOT, SCHEMA_XML
 
 from telepipe.dead_letters import DeadLetter, dead_letters_batch
+from telepipe.sbe import SbeCodec
 from telepipe.sinks.dead_letter_store import AuditLog
 from telepipe.sources.capture import CaptureWriter
 from telepipe.sources.decoder import late_row_letters
 from telepipe.sources.frames import align
-from telepipe.sources.sbe import SbeCodec
 
 T0 = 1_767_225_600_000_000_000
 CODEC = SbeCodec.from_xml(SCHEMA_XML)

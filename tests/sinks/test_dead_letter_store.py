@@ -19,10 +19,10 @@ from helpers import ROOT, SCHEMA_XML
 
 from telepipe.dead_letters import DeadLetter, dead_letters_batch
 from telepipe.errors import ConfigError, SinkError
+from telepipe.sbe import SbeCodec
 from telepipe.sinks.dead_letter_store import AuditError, AuditLog, DeadLetterStore
 from telepipe.sources.capture import CaptureWriter
 from telepipe.sources.frames import align
-from telepipe.sources.sbe import SbeCodec
 
 T0 = 1_767_225_600_000_000_000
 STREAM, SESSION = 1001, 7

@@ -17,8 +17,8 @@ from helpers import ROOT, SCHEMA_XML, free_udp_port
 
 from telepipe.aeron import AeronConnection, AeronOptions
 from telepipe.markers import CheckpointBarrier, Watermark
+from telepipe.sbe import SbeCodec
 from telepipe.sources.aeron import AeronSource, AeronSourceOptions
-from telepipe.sources.sbe import SbeCodec
 from telepipe.sources.simulator import Simulator, SimulatorOptions, TelemetryGenerator
 
 CODEC = SbeCodec.from_xml(SCHEMA_XML)

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from telepipe.markers import CheckpointBarrier, Watermark
+from telepipe.sbe import SbeCodec
 from telepipe.sources.decoder import DecoderOptions, MessageBuffer, TelemetryDecoder
-from telepipe.sources.sbe import SbeCodec
 from telepipe.sources.simulator import SimulatorOptions, TelemetryGenerator
 
 CODEC = SbeCodec.from_xml(SCHEMA_XML)

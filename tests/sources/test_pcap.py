@@ -24,9 +24,9 @@ from helpers import SCHEMA_XML, free_udp_port
 
 from telepipe.aeron import AeronConnection
 from telepipe.errors import SourceError
+from telepipe.sbe import SbeCodec
 from telepipe.sources.frames import FrameAssembler
 from telepipe.sources.pcap import PcapReader
-from telepipe.sources.sbe import SbeCodec
 
 TERM = 512 * 1024
 STREAM = 4242

@@ -119,3 +119,20 @@ def test_an_old_operator_path_still_builds_with_a_deprecation_warning() -> None:
             node["threshold"] = 1.0
         with pytest.warns(TelepipeDeprecationWarning, match="use telepipe.operators."):
             assert isinstance(build(node, "x"), cls)
+
+
+def test_the_codec_s_old_path_still_builds_with_a_deprecation_warning() -> None:
+    """The SBE codec moved from telepipe.sources.sbe to telepipe.sbe (sinks use it too):
+    a schema YAML naming the old path still builds, with a warning."""
+    from telepipe.config import TelepipeDeprecationWarning, build, conf_dir
+    from telepipe.sbe import SbeCodec
+
+    node = OmegaConf.create(
+        {
+            "_target_": "telepipe.sources.sbe.SbeCodec.from_xml",
+            "path": str(conf_dir() / "schema" / "telemetry.xml"),
+            "message": "TelemetryBatch",
+        }
+    )
+    with pytest.warns(TelepipeDeprecationWarning, match="use telepipe.sbe.SbeCodec.from_xml"):
+        assert isinstance(build(node, "schema"), SbeCodec)

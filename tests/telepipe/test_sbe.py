@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from telepipe.errors import DecodeError, SchemaError
+from telepipe.sbe import REASONS, DecodeResult, SbeCodec
 from telepipe.schema import READINGS, TS_MAX, TS_MIN
-from telepipe.sources.sbe import REASONS, DecodeResult, SbeCodec
 
 SCHEMA = Path(__file__).resolve().parents[2] / "conf/schema/telemetry.xml"
 CODEC = SbeCodec.from_xml(SCHEMA)

@@ -1,5 +1,8 @@
 """SBE (FIX Simple Binary Encoding) messages <-> Arrow record batches, in bulk.
 
+The one codec of telepipe's wire format: sources decode with it, the simulator
+and the Aeron sink encode with it, the dead-letter tools re-encode late rows.
+
 The XML message schema is read with the PyPI ``sbe`` package (kizzx2/sbe-python);
 from it we build numpy structured dtypes for the message header, the root block,
 the group size header and one group entry. ``decode_many`` validates the few
