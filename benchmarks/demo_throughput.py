@@ -39,19 +39,13 @@ from reactivex.subject import Subject
 
 from telepipe.markers import Watermark
 from telepipe.operators.detectors.threshold_alarm.alarm import ThresholdAlarm
-from telepipe.operators.runtime._key_kernels import INT64_MIN
-from telepipe.operators.runtime.key_index import KeyIndex
+from telepipe.operators.runtime._key_kernels import INT64_MIN, _pair_rehash_kernel
+from telepipe.operators.runtime.key_index import KeyIndex, empty_slot_table
 from telepipe.operators.windows._tumbling_kernels import (
-    _window_rebuild_kernel,
     _window_table_kernel,
     _window_update_kernel,
 )
-from telepipe.operators.windows.tumbling import (
-    TumblingWindow,
-    _empty_current,
-    _empty_entries,
-    _entries,
-)
+from telepipe.operators.windows.tumbling import TumblingWindow, _empty_current, _entries
 from telepipe.schema import READINGS
 
 SIZE_MS = 1000
@@ -159,7 +153,7 @@ def kernel_pass(sid: np.ndarray, ts: np.ndarray, val: np.ndarray, cap: int) -> t
     keys.slots(sid)
     n = len(ts)
     while True:
-        table, n_used = _window_rebuild_kernel(*_empty_entries(), INT64_MIN, cap)
+        table, n_used = _pair_rehash_kernel(empty_slot_table(1, 3)[0], INT64_MIN, cap)
         current, moved, deferred = _empty_current(keys.n), _entries(n), np.empty(n, np.int64)
 
         def one_pass(t=table, u=n_used, c=current, m=moved, d=deferred) -> bool:
@@ -167,7 +161,7 @@ def kernel_pass(sid: np.ndarray, ts: np.ndarray, val: np.ndarray, cap: int) -> t
                 sid, ts, val, 0, size_ns, fire_below, keys.lookup, c, m, 0, d, 0
             )
             m_pos, d_pos, _ = _window_table_kernel(
-                m, 0, n_moved, (sid, ts, val), d, 0, n_def, size_ns, t, u
+                m, 0, n_moved, (sid, ts, val), d, 0, n_def, size_ns, keys.lookup, t, u
             )
             return m_pos == n_moved and d_pos == n_def
 

@@ -1,12 +1,11 @@
 """numba kernels of the detectors: numpy in, numpy out, no Arrow or Rx.
 
-Every detector keeps its per-sensor state in one kind of open-addressing table
-(power-of-two capacity, linear probing, hash of ``_kernels._hash_kernel``):
-``used uint8[cap]``, ``k_sid int32[cap]``, ``ints int64[cap, ni]`` and
-``floats float64[cap, nf]``; a slot is empty iff ``used == 0``. A kernel that
-inserts stops before the load would exceed 0.5 and returns the row it stopped
-at; the caller grows the table (``_table_rebuild_kernel``) and resumes there.
-Removal is a rebuild that copies the slots marked ``keep``.
+Every detector keeps its per-sensor state in arrays indexed by the sensor's
+``KeyIndex`` slot (``base.KeyedState``): ``state = (lookup, present, ints, floats)``,
+``present uint8[slots]`` (0: the sensor has no state, as if never seen),
+``ints int64[slots, ni]`` and ``floats float64[slots, nf]``. A row of a sensor
+without a slot (or slot state) yet stops the kernel, which returns the row: the
+caller adds the sensors and resumes there (``KeyedState.run``).
 
 Row kernels take rows already in event-time order (ts, then arrival) and report
 the events they fire as row indices plus per-event columns, at most one event
@@ -19,92 +18,60 @@ import math
 
 import numpy as np
 
-from telepipe.operators.runtime._key_kernels import INT64_MAX, _hash_kernel, _jit
-
-# ------------------------------------------------------------------ table
-
-
-@_jit
-def _find_slot(used, k_sid, s):
-    """The slot holding sensor ``s``, or the empty slot where it would go."""
-    mask = used.shape[0] - 1
-    h = _hash_kernel(s, 0) & mask
-    while used[h] != 0 and k_sid[h] != s:
-        h = (h + 1) & mask
-    return h
+from telepipe.operators.runtime._key_kernels import _hash_kernel, _jit, _slot_kernel
+from telepipe.operators.runtime._time_kernels import _deadline
 
 
 @_jit
-def _table_rebuild_kernel(used, k_sid, ints, floats, keep, new_cap):
-    """A fresh table of ``new_cap`` slots holding the used slots with ``keep != 0``."""
-    n_used_arr = np.zeros(new_cap, np.uint8)
-    n_sid = np.zeros(new_cap, np.int32)
-    n_ints = np.zeros((new_cap, ints.shape[1]), np.int64)
-    n_floats = np.zeros((new_cap, floats.shape[1]), np.float64)
-    n_used = 0
-    for j in range(used.shape[0]):
-        if used[j] == 0 or keep[j] == 0:
-            continue
-        h = _find_slot(n_used_arr, n_sid, k_sid[j])
-        n_used_arr[h] = 1
-        n_sid[h] = k_sid[j]
-        n_ints[h, :] = ints[j, :]
-        n_floats[h, :] = floats[j, :]
-        n_used += 1
-    return (n_used_arr, n_sid, n_ints, n_floats), n_used
-
-
-# ------------------------------------------------------------------ buffer
-
-
-@_jit
-def _hysteresis_kernel(rows, start, params, table, n_used, out, n_out):
+def _hysteresis_kernel(rows, start, params, state, out, n_out):
     """Enter when ``n_enter`` consecutive values are beyond ``enter``, exit after
     ``n_exit`` consecutive values beyond ``exit_`` (``sign`` -1 mirrors both).
 
-    ints: ``[active, run]``. NaN breaks a run. Returns ``(next_row, n_used, n_out)``.
+    ints: ``[active, run]``. NaN breaks a run. Returns ``(next_row, n_out)``.
     """
     sid, _, val = rows
     enter, exit_, sign, n_enter, n_exit = params
-    used, k_sid, ints, _ = table
+    (dense, h_key, h_slot), present, ints, _ = state
     out_row, out_state = out
-    cap = used.shape[0]
     for i in range(np.uint64(start), np.uint64(sid.shape[0])):  # unsigned: see _key_kernels
         s = sid[i]
         v = val[i] * sign
-        h = _find_slot(used, k_sid, s)
-        if used[h] == 0:
+        # The slot lookup written out, as _key_kernels says why.
+        k = -1
+        if 0 <= s < dense.shape[0]:
+            k = dense[s]
+        if k < 0:
+            k = _slot_kernel(s, dense, h_key, h_slot)
+        if k < 0 or k >= present.shape[0]:
+            return np.int64(i), n_out
+        if present[k] == 0:
             if not v > enter:
                 continue  # an absent sensor is inactive with no run
-            if (n_used + 1) * 2 > cap:
-                return np.int64(i), n_used, n_out
-            used[h] = 1
-            k_sid[h] = s
-            ints[h, 0] = 0
-            ints[h, 1] = 0
-            n_used += 1
-        active = ints[h, 0]
+            present[k] = 1
+            ints[k, 0] = 0
+            ints[k, 1] = 0
+        active = ints[k, 0]
         beyond = v > enter if active == 0 else v < exit_
         if not beyond:
-            ints[h, 1] = 0
+            ints[k, 1] = 0
             continue
-        r = ints[h, 1] + 1
+        r = ints[k, 1] + 1
         if r >= (n_enter if active == 0 else n_exit):
-            ints[h, 0] = 1 - active
-            ints[h, 1] = 0
+            ints[k, 0] = 1 - active
+            ints[k, 1] = 0
             out_row[n_out] = i
             out_state[n_out] = 1 - active
             n_out += 1
         else:
-            ints[h, 1] = r
-    return sid.shape[0], n_used, n_out
+            ints[k, 1] = r
+    return sid.shape[0], n_out
 
 
 # -------------------------------------------------------- rate of change
 
 
 @_jit
-def _rate_kernel(rows, start, params, table, n_used, out, n_out):
+def _rate_kernel(rows, start, params, state, out, n_out):
     """Rate ``(v - v_prev) / dt`` per second against the sensor's previous non-NaN reading.
 
     ints: ``[prev_ts]``, floats: ``[prev_value]``. ``mode`` 0 both directions,
@@ -114,42 +81,44 @@ def _rate_kernel(rows, start, params, table, n_used, out, n_out):
     """
     sid, ts, val = rows
     max_rate, mode = params
-    used, k_sid, ints, floats = table
+    (dense, h_key, h_slot), present, ints, floats = state
     out_row, out_rate, out_prev = out
-    cap = used.shape[0]
     for i in range(np.uint64(start), np.uint64(sid.shape[0])):  # unsigned: see _key_kernels
         v = val[i]
         if v != v:
             continue
         s = sid[i]
         t = ts[i]
-        h = _find_slot(used, k_sid, s)
-        if used[h] == 0:
-            if (n_used + 1) * 2 > cap:
-                return np.int64(i), n_used, n_out
-            used[h] = 1
-            k_sid[h] = s
-            n_used += 1
+        # The slot lookup written out, as _key_kernels says why.
+        k = -1
+        if 0 <= s < dense.shape[0]:
+            k = dense[s]
+        if k < 0:
+            k = _slot_kernel(s, dense, h_key, h_slot)
+        if k < 0 or k >= present.shape[0]:
+            return np.int64(i), n_out
+        if present[k] == 0:
+            present[k] = 1
         else:
-            pt = ints[h, 0]
+            pt = ints[k, 0]
             if t != pt:
                 dt = np.float64(np.uint64(t) - np.uint64(pt))
-                rate = (v - floats[h, 0]) / (dt / 1e9)
+                rate = (v - floats[k, 0]) / (dt / 1e9)
                 if (mode != 2 and rate > max_rate) or (mode != 1 and -rate > max_rate):
                     out_row[n_out] = i
                     out_rate[n_out] = rate
                     out_prev[n_out] = pt
                     n_out += 1
-        ints[h, 0] = t
-        floats[h, 0] = v
-    return sid.shape[0], n_used, n_out
+        ints[k, 0] = t
+        floats[k, 0] = v
+    return sid.shape[0], n_out
 
 
 # --------------------------------------------------------------- flatline
 
 
 @_jit
-def _flatline_kernel(rows, start, params, table, n_used, out, n_out):
+def _flatline_kernel(rows, start, params, state, out, n_out):
     """Runs of readings whose values stay in a band of width ``tolerance``.
 
     ints: ``[start_ts, count, fired]``, floats: ``[min, max]``. A value extends
@@ -160,100 +129,95 @@ def _flatline_kernel(rows, start, params, table, n_used, out, n_out):
     """
     sid, ts, val = rows
     min_readings, min_duration, tolerance = params
-    used, k_sid, ints, floats = table
+    (dense, h_key, h_slot), present, ints, floats = state
     out_row, out_start, out_count = out
-    cap = used.shape[0]
     dur = np.uint64(min_duration)
     for i in range(np.uint64(start), np.uint64(sid.shape[0])):  # unsigned: see _key_kernels
         s = sid[i]
         v = val[i]
-        h = _find_slot(used, k_sid, s)
-        if used[h] == 0:
+        # The slot lookup written out, as _key_kernels says why.
+        k = -1
+        if 0 <= s < dense.shape[0]:
+            k = dense[s]
+        if k < 0:
+            k = _slot_kernel(s, dense, h_key, h_slot)
+        if k < 0 or k >= present.shape[0]:
+            return np.int64(i), n_out
+        if present[k] == 0:
             if v != v:
                 continue
-            if (n_used + 1) * 2 > cap:
-                return np.int64(i), n_used, n_out
-            used[h] = 1
-            k_sid[h] = s
-            ints[h, 1] = 0
-            n_used += 1
+            present[k] = 1
+            ints[k, 1] = 0
         if v != v:
-            ints[h, 1] = 0
+            ints[k, 1] = 0
             continue
         t = ts[i]
-        c = ints[h, 1]
-        mn = floats[h, 0]
-        mx = floats[h, 1]
+        c = ints[k, 1]
+        mn = floats[k, 0]
+        mx = floats[k, 1]
         if c > 0 and ((v >= mn and v <= mx) or max(mx, v) - min(mn, v) <= tolerance):
             c += 1
-            floats[h, 0] = min(mn, v)
-            floats[h, 1] = max(mx, v)
+            floats[k, 0] = min(mn, v)
+            floats[k, 1] = max(mx, v)
         else:
             c = 1
-            ints[h, 0] = t
-            ints[h, 2] = 0
-            floats[h, 0] = v
-            floats[h, 1] = v
-        ints[h, 1] = c
-        if ints[h, 2] == 0 and c >= min_readings and np.uint64(t) - np.uint64(ints[h, 0]) >= dur:
-            ints[h, 2] = 1
+            ints[k, 0] = t
+            ints[k, 2] = 0
+            floats[k, 0] = v
+            floats[k, 1] = v
+        ints[k, 1] = c
+        if ints[k, 2] == 0 and c >= min_readings and np.uint64(t) - np.uint64(ints[k, 0]) >= dur:
+            ints[k, 2] = 1
             out_row[n_out] = i
-            out_start[n_out] = ints[h, 0]
+            out_start[n_out] = ints[k, 0]
             out_count[n_out] = c
             n_out += 1
-    return sid.shape[0], n_used, n_out
+    return sid.shape[0], n_out
 
 
 # -------------------------------------------------------------- heartbeat
 
 
 @_jit
-def _deadline(last, timeout):
-    """``last + timeout``, or INT64_MAX (never passed) when it does not fit."""
-    if last > INT64_MAX - timeout:
-        return INT64_MAX
-    return last + timeout
-
-
-@_jit
-def _heartbeat_kernel(rows, start, timeout, table, n_used, out, n_out):
+def _heartbeat_kernel(rows, start, timeout, state, out, n_out):
     """A reading after a silence longer than ``timeout`` reports that silence.
 
-    ints: ``[last_ts]``. A sensor absent from the table has no open silence (never
-    seen, or its silence was reported by ``_heartbeat_scan_kernel``).
+    ints: ``[last_ts]``. A sensor without state has no open silence (never seen, or
+    its silence was reported by ``_heartbeat_scan_kernel``).
     """
     sid, ts, _ = rows
-    used, k_sid, ints, _ = table
+    (dense, h_key, h_slot), present, ints, _ = state
     out_sid, out_last = out
-    cap = used.shape[0]
     for i in range(np.uint64(start), np.uint64(sid.shape[0])):  # unsigned: see _key_kernels
         s = sid[i]
         t = ts[i]
-        h = _find_slot(used, k_sid, s)
-        if used[h] == 0:
-            if (n_used + 1) * 2 > cap:
-                return np.int64(i), n_used, n_out
-            used[h] = 1
-            k_sid[h] = s
-            n_used += 1
-        elif t > _deadline(ints[h, 0], timeout):
+        # The slot lookup written out, as _key_kernels says why.
+        k = -1
+        if 0 <= s < dense.shape[0]:
+            k = dense[s]
+        if k < 0:
+            k = _slot_kernel(s, dense, h_key, h_slot)
+        if k < 0 or k >= present.shape[0]:
+            return np.int64(i), n_out
+        if present[k] == 0:
+            present[k] = 1
+        elif t > _deadline(ints[k, 0], timeout):
             out_sid[n_out] = s
-            out_last[n_out] = ints[h, 0]
+            out_last[n_out] = ints[k, 0]
             n_out += 1
-        ints[h, 0] = t
-    return sid.shape[0], n_used, n_out
+        ints[k, 0] = t
+    return sid.shape[0], n_out
 
 
 @_jit
-def _heartbeat_scan_kernel(used, k_sid, ints, watermark, timeout, keep, out_sid, out_last):
-    """Report every sensor whose deadline is below ``watermark``; clear its ``keep``."""
+def _heartbeat_scan_kernel(keys, present, ints, watermark, timeout, out_sid, out_last):
+    """Report every sensor whose deadline is below ``watermark`` and take its state."""
     n_out = 0
-    for h in range(used.shape[0]):
-        keep[h] = 1
-        if used[h] != 0 and watermark > _deadline(ints[h, 0], timeout):
-            keep[h] = 0
-            out_sid[n_out] = k_sid[h]
-            out_last[n_out] = ints[h, 0]
+    for k in range(keys.shape[0]):
+        if present[k] != 0 and watermark > _deadline(ints[k, 0], timeout):
+            present[k] = 0
+            out_sid[n_out] = keys[k]
+            out_last[n_out] = ints[k, 0]
             n_out += 1
     return n_out
 
@@ -273,7 +237,7 @@ def _zscore(d, std):
 
 
 @_jit
-def _ewma_kernel(rows, start, params, table, n_used, out, n_out):
+def _ewma_kernel(rows, start, params, state, out, n_out):
     """Score each reading against its sensor's EWMA mean/std before the reading.
 
     ints: ``[count (capped at warmup)]``, floats: ``[mean, var]``. A reading is
@@ -283,31 +247,33 @@ def _ewma_kernel(rows, start, params, table, n_used, out, n_out):
     """
     sid, _, val = rows
     alpha, threshold, warmup = params
-    used, k_sid, ints, floats = table
+    (dense, h_key, h_slot), present, ints, floats = state
     out_row, out_mean, out_std, out_z = out
-    cap = used.shape[0]
     keep = 1.0 - alpha
     for i in range(np.uint64(start), np.uint64(sid.shape[0])):  # unsigned: see _key_kernels
         s = sid[i]
         v = val[i]
         finite = math.isfinite(v)
-        h = _find_slot(used, k_sid, s)
-        if used[h] == 0:
+        # The slot lookup written out, as _key_kernels says why.
+        k = -1
+        if 0 <= s < dense.shape[0]:
+            k = dense[s]
+        if k < 0:
+            k = _slot_kernel(s, dense, h_key, h_slot)
+        if k < 0 or k >= present.shape[0]:
+            return np.int64(i), n_out
+        if present[k] == 0:
             if not finite:
                 continue
-            if (n_used + 1) * 2 > cap:
-                return np.int64(i), n_used, n_out
-            used[h] = 1
-            k_sid[h] = s
-            ints[h, 0] = 1
-            floats[h, 0] = v
-            floats[h, 1] = 0.0
-            n_used += 1
+            present[k] = 1
+            ints[k, 0] = 1
+            floats[k, 0] = v
+            floats[k, 1] = 0.0
             continue
-        mean = floats[h, 0]
-        var = floats[h, 1]
+        mean = floats[k, 0]
+        var = floats[k, 1]
         d = v - mean
-        if ints[h, 0] >= warmup:
+        if ints[k, 0] >= warmup:
             std = math.sqrt(var)
             z = _zscore(d, std)
             if abs(z) > threshold:
@@ -318,11 +284,11 @@ def _ewma_kernel(rows, start, params, table, n_used, out, n_out):
                 n_out += 1
         if finite:
             incr = alpha * d
-            floats[h, 0] = mean + incr
-            floats[h, 1] = keep * (var + d * incr)
-            if ints[h, 0] < warmup:
-                ints[h, 0] += 1
-    return sid.shape[0], n_used, n_out
+            floats[k, 0] = mean + incr
+            floats[k, 1] = keep * (var + d * incr)
+            if ints[k, 0] < warmup:
+                ints[k, 0] += 1
+    return sid.shape[0], n_out
 
 
 # ------------------------------------------------------------------ dedup
@@ -378,24 +344,26 @@ def _dedup_kernel(sid, ts, keep_last):
 
 # --------------------------------------------------------------- resample
 
+NEED_KEY = 1  # a sensor without a slot (or slot state) yet
+NEED_ROOM = 2  # the output is full
+
 
 @_jit
-def _resample_close(h, table, params, out, n_out):
-    """Emit slot ``h``'s open bucket, after the grid points of the gap before it.
+def _resample_close(k, s, ints, floats, params, out, n_out):
+    """Emit slot ``k``'s open bucket (sensor ``s``), after the grid points of the gap
+    before it.
 
     ints: ``[k_cur, count, k_prev, has_prev]``, floats: ``[sum, last, v_prev]``.
     ``fill`` 0 none, 1 previous, 2 nan, 3 linear.
     """
-    _, k_sid, ints, floats = table
     how_mean, fill, max_gap = params
     out_sid, out_k, out_val, out_filled, out_trig = out
-    s = k_sid[h]
-    k = ints[h, 0]
-    value = floats[h, 0] / ints[h, 1] if how_mean else floats[h, 1]
-    if fill != 0 and ints[h, 3] != 0:
-        k0 = ints[h, 2]
-        v0 = floats[h, 2]
-        gap = k - k0 - 1
+    g = ints[k, 0]
+    value = floats[k, 0] / ints[k, 1] if how_mean else floats[k, 1]
+    if fill != 0 and ints[k, 3] != 0:
+        g0 = ints[k, 2]
+        v0 = floats[k, 2]
+        gap = g - g0 - 1
         if 0 < gap <= max_gap:
             steps = np.float64(gap + 1)
             for j in range(1, gap + 1):
@@ -406,84 +374,86 @@ def _resample_close(h, table, params, out, n_out):
                 else:
                     f = v0 + (value - v0) * np.float64(j) / steps
                 out_sid[n_out] = s
-                out_k[n_out] = k0 + j
+                out_k[n_out] = g0 + j
                 out_val[n_out] = f
                 out_filled[n_out] = 1
-                out_trig[n_out] = k
+                out_trig[n_out] = g
                 n_out += 1
     out_sid[n_out] = s
-    out_k[n_out] = k
+    out_k[n_out] = g
     out_val[n_out] = value
     out_filled[n_out] = 0
-    out_trig[n_out] = k
+    out_trig[n_out] = g
     n_out += 1
-    ints[h, 1] = 0
-    ints[h, 2] = k
-    ints[h, 3] = 1
-    floats[h, 2] = value
+    ints[k, 1] = 0
+    ints[k, 2] = g
+    ints[k, 3] = 1
+    floats[k, 2] = value
     return n_out
 
 
 @_jit
-def _room(ints, h, fill, max_gap):
-    """Output rows closing slot ``h`` may take."""
-    if fill == 0 or ints[h, 3] == 0:
+def _room(ints, k, fill, max_gap):
+    """Output rows closing slot ``k`` may take."""
+    if fill == 0 or ints[k, 3] == 0:
         return 1
-    return 1 + min(max(ints[h, 0] - ints[h, 2] - 1, 0), max_gap)
+    return 1 + min(max(ints[k, 0] - ints[k, 2] - 1, 0), max_gap)
 
 
 @_jit
-def _resample_kernel(rows, start, interval, params, table, n_used, out, n_out):
+def _resample_kernel(rows, start, interval, params, state, out, n_out):
     """Bucket rows into grid cells ``floor(ts / interval)``; a row of a later cell
-    closes the sensor's open bucket. Returns ``(next_row, n_used, n_out)``; the
-    caller grows the table if full, else the output, and resumes.
+    closes the sensor's open bucket. Returns ``(next_row, n_out, need)``: ``need``
+    ``NEED_KEY`` or ``NEED_ROOM`` says what to do before resuming at ``next_row``.
     """
     sid, ts, val = rows
     fill, max_gap = params[1], params[2]
-    used, k_sid, ints, floats = table
+    (dense, h_key, h_slot), present, ints, floats = state
     room = out[0].shape[0]
-    cap = used.shape[0]
     for i in range(np.uint64(start), np.uint64(sid.shape[0])):  # unsigned: see _key_kernels
         s = sid[i]
         v = val[i]
-        k = ts[i] // interval
-        h = _find_slot(used, k_sid, s)
-        if used[h] == 0:
-            if (n_used + 1) * 2 > cap:
-                return np.int64(i), n_used, n_out
-            used[h] = 1
-            k_sid[h] = s
-            ints[h, 1] = 0
-            ints[h, 3] = 0
-            n_used += 1
-        elif ints[h, 1] != 0 and ints[h, 0] != k:
-            if n_out + _room(ints, h, fill, max_gap) > room:
-                return np.int64(i), n_used, n_out
-            n_out = _resample_close(h, table, params, out, n_out)
-        if ints[h, 1] == 0:
-            ints[h, 0] = k
-            ints[h, 1] = 1
-            floats[h, 0] = v
+        g = ts[i] // interval
+        # The slot lookup written out, as _key_kernels says why.
+        k = -1
+        if 0 <= s < dense.shape[0]:
+            k = dense[s]
+        if k < 0:
+            k = _slot_kernel(s, dense, h_key, h_slot)
+        if k < 0 or k >= present.shape[0]:
+            return np.int64(i), n_out, NEED_KEY
+        if present[k] == 0:
+            present[k] = 1
+            ints[k, 1] = 0
+            ints[k, 3] = 0
+        elif ints[k, 1] != 0 and ints[k, 0] != g:
+            if n_out + _room(ints, k, fill, max_gap) > room:
+                return np.int64(i), n_out, NEED_ROOM
+            n_out = _resample_close(k, s, ints, floats, params, out, n_out)
+        if ints[k, 1] == 0:
+            ints[k, 0] = g
+            ints[k, 1] = 1
+            floats[k, 0] = v
         else:
-            ints[h, 1] += 1
-            floats[h, 0] += v
-        floats[h, 1] = v
-    return sid.shape[0], n_used, n_out
+            ints[k, 1] += 1
+            floats[k, 0] += v
+        floats[k, 1] = v
+    return sid.shape[0], n_out, 0
 
 
 @_jit
-def _resample_scan_kernel(start, below, table, params, out, n_out):
-    """Close every open bucket of a cell ``< below`` from slot ``start`` on.
-
-    Returns ``(next_slot, n_out)``; ``next_slot < cap`` means: grow the output, resume.
+def _resample_scan_kernel(start, below, keys, state, params, out, n_out):
+    """Close every open bucket of a cell ``< below`` from slot ``start`` on (``keys``:
+    slot -> sensor id). Returns ``(next_slot, n_out)``; ``next_slot < len(keys)`` means:
+    grow the output, resume.
     """
-    used, _, ints, _ = table
+    _, present, ints, floats = state
     fill, max_gap = params[1], params[2]
     room = out[0].shape[0]
-    for h in range(start, used.shape[0]):
-        if used[h] == 0 or ints[h, 1] == 0 or ints[h, 0] >= below:
+    for k in range(start, keys.shape[0]):
+        if present[k] == 0 or ints[k, 1] == 0 or ints[k, 0] >= below:
             continue
-        if n_out + _room(ints, h, fill, max_gap) > room:
-            return h, n_out
-        n_out = _resample_close(h, table, params, out, n_out)
-    return used.shape[0], n_out
+        if n_out + _room(ints, k, fill, max_gap) > room:
+            return k, n_out
+        n_out = _resample_close(k, keys[k], ints, floats, params, out, n_out)
+    return keys.shape[0], n_out

@@ -3,9 +3,9 @@
 A detector's logic (``DetectorLogic``) holds the rows not yet below the
 watermark in a ``SensorOrderBuffer`` (``Dedup``: an ``EventTimeBuffer``): a
 watermark releases them in the (ts, arrival) order the per-sensor state
-machines need. Rows below the watermark at
-arrival are late: counted in ``late_rows`` and kept for ``take_late()``. Per-sensor state lives in a
-``KeyedTable`` (numpy arrays probed by numba kernels, see ``_detector_kernels``).
+machines need. Rows below the watermark at arrival are late: counted in
+``late_rows`` and kept for ``take_late()``. Per-sensor state lives in arrays indexed
+by the sensor's ``KeyIndex`` slot (``KeyedState``, see ``_detector_kernels``).
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ import pyarrow as pa
 
 from telepipe.errors import ConfigError
 from telepipe.markers import StageOptions, State, as_watermark_ns
-from telepipe.operators.detectors._detector_kernels import _table_rebuild_kernel
 from telepipe.operators.runtime.event_buffer import EventTimeBuffer
+from telepipe.operators.runtime.key_index import KeyIndex, grown_state
 from telepipe.operators.runtime.readings import quality_array, readings_arrays
 from telepipe.operators.runtime.sensor_order_buffer import SensorOrderBuffer
 from telepipe.operators.runtime.snapshot import as_array
 from telepipe.schema import arrow_column
 
-_MIN_CAPACITY = 64
 INT32_MAX = 2**31 - 1
 
 # ------------------------------------------------------------- validation
@@ -59,76 +58,61 @@ def check_choice(owner: str, name: str, value: object, choices: Sequence[str]) -
 # -------------------------------------------------------------- keyed state
 
 
-class KeyedTable:
-    """Per-sensor state: ``used``, ``k_sid``, ``ints[cap, ni]``, ``floats[cap, nf]``."""
+class KeyedState:
+    """Per-sensor state by ``KeyIndex`` slot: ``present[slot]`` (the sensor has state),
+    ``ints[slot, ni]`` and ``floats[slot, nf]``; what the kernels take is ``arrays``."""
 
     def __init__(self, n_ints: int, n_floats: int) -> None:
-        self.n_ints = n_ints
-        self.n_floats = n_floats
-        self.set_entries(
-            np.empty(0, np.int32), np.empty((0, n_ints), np.int64), np.empty((0, n_floats))
-        )
+        self.keys = KeyIndex()
+        self.present = np.zeros(0, np.uint8)
+        self.ints = np.zeros((0, n_ints), np.int64)
+        self.floats = np.zeros((0, n_floats), np.float64)
 
     @property
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return self.used, self.k_sid, self.ints, self.floats
+    def arrays(self) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray, np.ndarray]:
+        return self.keys.lookup, self.present, self.ints, self.floats
 
-    def set_entries(self, sid: np.ndarray, ints: np.ndarray, floats: np.ndarray) -> None:
-        cap = _MIN_CAPACITY
-        while cap < 4 * len(sid):
-            cap *= 2
-        ints = np.ascontiguousarray(ints, np.int64).reshape(len(sid), self.n_ints)
-        floats = np.ascontiguousarray(floats, np.float64).reshape(len(sid), self.n_floats)
-        used = np.ones(len(sid), np.uint8)
-        self._rebuild(used, np.asarray(sid, np.int32), ints, floats, used, cap)
+    def add(self, sid: np.ndarray) -> np.ndarray:
+        """Slots for the sensors of ``sid`` (their slots), with state arrays to match."""
+        slots = self.keys.slots(sid)
+        n = self.keys.n
+        self.present = grown_state(self.present, n, 0)
+        self.ints = grown_state(self.ints, n, 0)
+        self.floats = grown_state(self.floats, n, 0)
+        return slots
 
-    def _rebuild(self, used, k_sid, ints, floats, keep, cap: int) -> None:
-        (self.used, self.k_sid, self.ints, self.floats), self.n_used = _table_rebuild_kernel(
-            used, k_sid, ints, floats, keep, cap
-        )
+    def run(self, kernel: Callable[[int, int], tuple[int, int]], sid: np.ndarray) -> int:
+        """Call ``kernel(pos, n_out) -> (pos, n_out)`` until every row of ``sid`` is done,
+        adding the sensors of the rest whenever it stops early. Returns ``n_out``."""
+        pos = n_out = 0
+        while True:
+            pos, n_out = kernel(pos, n_out)
+            if pos >= len(sid):
+                return n_out
+            self.add(sid[pos:])
 
-    def grow(self) -> None:
-        self._rebuild(*self.arrays, self.used, 2 * len(self.used))
-
-    def keep_only(self, keep: np.ndarray) -> None:
-        """Drop the slots with ``keep == 0``, shrinking the capacity to fit."""
-        n = int(np.count_nonzero(self.used & keep))
-        cap = _MIN_CAPACITY
-        while cap < 4 * n:
-            cap *= 2
-        self._rebuild(*self.arrays, keep, cap)
-
-    def entries(self) -> dict[str, np.ndarray]:
-        live = self.used != 0
+    def snapshot(self) -> State:
+        n = self.keys.n
+        live = self.present[:n] != 0
         return {
-            "sensor_id": self.k_sid[live],
-            "ints": self.ints[live],
-            "floats": self.floats[live],
+            "sensor_id": self.keys.keys[live],
+            "ints": self.ints[:n][live],
+            "floats": self.floats[:n][live],
         }
 
     def restore(self, state: State) -> None:
-        self.set_entries(
-            as_array(state["sensor_id"], np.int32),
-            as_array(state["ints"], np.int64),
-            as_array(state["floats"], np.float64),
-        )
-
-    def run(self, kernel: Callable[..., tuple[int, int, int]], n: int) -> int:
-        """Call ``kernel(pos, table, n_used, n_out) -> (pos, n_used, n_out)`` until all
-        ``n`` rows are done, growing the table whenever it stops early. Returns ``n_out``."""
-        pos = n_out = 0
-        while True:
-            pos, self.n_used, n_out = kernel(pos, self.arrays, self.n_used, n_out)
-            if pos >= n:
-                return n_out
-            self.grow()
+        self.__init__(self.ints.shape[1], self.floats.shape[1])  # type: ignore[misc]
+        slots = self.add(as_array(state["sensor_id"], np.int32))
+        self.present[slots] = 1
+        self.ints[slots] = as_array(state["ints"], np.int64).reshape(self.ints[slots].shape)
+        self.floats[slots] = as_array(state["floats"], np.float64).reshape(self.floats[slots].shape)
 
 
 # ------------------------------------------------------------------ logic
 
 
 class DetectorLogic:
-    """Event-time buffer + keyed table; subclasses implement ``_advance``.
+    """Event-time buffer + keyed state; subclasses implement ``_advance``.
 
     ``options``: what the logic was built from. ``with_quality`` keeps the readings'
     ``quality`` column in the buffer (for operators that pass readings through).
@@ -145,7 +129,7 @@ class DetectorLogic:
     ) -> None:
         self.options = options
         self.with_quality = with_quality
-        self.table = KeyedTable(n_ints, n_floats)
+        self.state = KeyedState(n_ints, n_floats)
         kind = SensorOrderBuffer if self.sensor_order else EventTimeBuffer
         self.buffer: EventTimeBuffer | SensorOrderBuffer = kind(with_quality)
         self._late: list[pa.RecordBatch] = []
@@ -182,13 +166,13 @@ class DetectorLogic:
 
     def snapshot(self) -> State:
         return {
-            **self.table.entries(),
+            **self.state.snapshot(),
             **self.buffer.snapshot(),
             **self._extra_snapshot(),
         }
 
     def restore(self, snapshot: State) -> None:
-        self.table.restore(snapshot)
+        self.state.restore(snapshot)
         self.buffer.restore(snapshot)
         self._restore_extra(snapshot)
 

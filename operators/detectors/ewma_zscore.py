@@ -67,7 +67,7 @@ class EwmaZScore(StageOperator):
 
 
 class EwmaZScoreLogic(DetectorLogic):
-    """Table ints: ``[count capped at warmup]``, floats: ``[mean, var]``."""
+    """State ints: ``[count capped at warmup]``, floats: ``[mean, var]``."""
 
     def __init__(self, options: EwmaZScore) -> None:
         self._args = (float(options.alpha), float(options.threshold), options.warmup)
@@ -80,11 +80,12 @@ class EwmaZScoreLogic(DetectorLogic):
         out_row = out_buffer(n, np.int64)
         out_mean, out_std, out_z = (out_buffer(n, np.float64) for _ in range(3))
         out = (out_row, out_mean, out_std, out_z)
-        n_out = self.table.run(
-            lambda pos, table, n_used, n_out: _ewma_kernel(
-                (sid, ts, val), pos, self._args, table, n_used, out, n_out
+        state = self.state
+        n_out = state.run(
+            lambda pos, n_out: _ewma_kernel(
+                (sid, ts, val), pos, self._args, state.arrays, out, n_out
             ),
-            n,
+            sid,
         )
         rows = out_row[:n_out]
         by = np.lexsort((sid[rows], ts[rows]))

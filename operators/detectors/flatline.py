@@ -64,7 +64,7 @@ class Flatline(StageOperator):
 
 
 class FlatlineLogic(DetectorLogic):
-    """Table ints: ``[start_ts, count, fired]``, floats: ``[min, max]``."""
+    """State ints: ``[start_ts, count, fired]``, floats: ``[min, max]``."""
 
     def __init__(self, options: Flatline) -> None:
         self._args = (
@@ -83,11 +83,12 @@ class FlatlineLogic(DetectorLogic):
             out_buffer(n, np.int64),
             out_buffer(n, np.int64),
         )
-        n_out = self.table.run(
-            lambda pos, table, n_used, n_out: _flatline_kernel(
-                (sid, ts, val), pos, self._args, table, n_used, out, n_out
+        state = self.state
+        n_out = state.run(
+            lambda pos, n_out: _flatline_kernel(
+                (sid, ts, val), pos, self._args, state.arrays, out, n_out
             ),
-            n,
+            sid,
         )
         rows = out_row[:n_out]
         by = np.lexsort((sid[rows], ts[rows]))

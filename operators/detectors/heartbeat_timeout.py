@@ -51,7 +51,7 @@ class HeartbeatTimeout(StageOperator):
 
 
 class HeartbeatTimeoutLogic(DetectorLogic):
-    """Table ints: ``[last_ts]``, one slot per armed sensor; a fired sensor leaves the table."""
+    """State ints: ``[last_ts]`` of each armed sensor; a fired sensor's state is taken."""
 
     def __init__(self, options: HeartbeatTimeout) -> None:
         self.timeout_ns = options.timeout_ms * 1_000_000
@@ -61,21 +61,18 @@ class HeartbeatTimeoutLogic(DetectorLogic):
         n = len(ts)
         timeout = self.timeout_ns
         out_sid, out_last = out_buffer(n, np.int32), out_buffer(n, np.int64)
-        n_rows = self.table.run(
-            lambda pos, table, n_used, n_out: _heartbeat_kernel(
-                (sid, ts, val), pos, timeout, table, n_used, (out_sid, out_last), n_out
+        state, out = self.state, (out_sid, out_last)
+        n_rows = state.run(
+            lambda pos, n_out: _heartbeat_kernel(
+                (sid, ts, val), pos, timeout, state.arrays, out, n_out
             ),
-            n,
+            sid,
         )
-        used, k_sid, ints, _ = self.table.arrays
-        cap = len(used)
-        keep = np.empty(cap, np.uint8)
-        scan_sid, scan_last = np.empty(cap, np.int32), np.empty(cap, np.int64)
+        keys = state.keys.keys
+        scan_sid, scan_last = np.empty(len(keys), np.int32), np.empty(len(keys), np.int64)
         n_scan = _heartbeat_scan_kernel(
-            used, k_sid, ints, watermark, timeout, keep, scan_sid, scan_last
+            keys, state.present, state.ints, watermark, timeout, scan_sid, scan_last
         )
-        if n_scan:
-            self.table.keep_only(keep)
         if n_rows + n_scan == 0:
             return []
         e_sid = np.concatenate((out_sid[:n_rows], scan_sid[:n_scan]))

@@ -74,7 +74,7 @@ class HysteresisAlarm(StageOperator):
 
 
 class HysteresisAlarmLogic(DetectorLogic):
-    """Table ints: ``[active, run]``."""
+    """State ints: ``[active, run]``."""
 
     def __init__(self, options: HysteresisAlarm) -> None:
         sign = 1.0 if options.direction == "above" else -1.0
@@ -92,11 +92,12 @@ class HysteresisAlarmLogic(DetectorLogic):
         if n == 0:
             return []
         out_row, out_state = out_buffer(n, np.int64), out_buffer(n, np.int8)
-        n_out = self.table.run(
-            lambda pos, table, n_used, n_out: _hysteresis_kernel(
-                (sid, ts, val), pos, self._args, table, n_used, (out_row, out_state), n_out
+        state, out = self.state, (out_row, out_state)
+        n_out = state.run(
+            lambda pos, n_out: _hysteresis_kernel(
+                (sid, ts, val), pos, self._args, state.arrays, out, n_out
             ),
-            n,
+            sid,
         )
         rows = out_row[:n_out]
         by = np.lexsort((sid[rows], ts[rows]))  # stable: ties keep event order

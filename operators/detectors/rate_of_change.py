@@ -63,7 +63,7 @@ class RateOfChange(StageOperator):
 
 
 class RateOfChangeLogic(DetectorLogic):
-    """Table ints: ``[prev_ts]``, floats: ``[prev_value]``."""
+    """State ints: ``[prev_ts]``, floats: ``[prev_value]``."""
 
     def __init__(self, options: RateOfChange) -> None:
         self._args = (float(options.max_rate), _DIRECTIONS.index(options.direction))
@@ -78,11 +78,12 @@ class RateOfChangeLogic(DetectorLogic):
             out_buffer(n, np.float64),
             out_buffer(n, np.int64),
         )
-        n_out = self.table.run(
-            lambda pos, table, n_used, n_out: _rate_kernel(
-                (sid, ts, val), pos, self._args, table, n_used, out, n_out
+        state = self.state
+        n_out = state.run(
+            lambda pos, n_out: _rate_kernel(
+                (sid, ts, val), pos, self._args, state.arrays, out, n_out
             ),
-            n,
+            sid,
         )
         rows = out_row[:n_out]
         by = np.lexsort((sid[rows], ts[rows]))

@@ -8,7 +8,12 @@ import numpy as np
 import pyarrow as pa
 
 from telepipe.markers import MAX_WATERMARK
-from telepipe.operators.detectors._detector_kernels import _resample_kernel, _resample_scan_kernel
+from telepipe.operators.detectors._detector_kernels import (
+    NEED_KEY,
+    NEED_ROOM,
+    _resample_kernel,
+    _resample_scan_kernel,
+)
 from telepipe.operators.detectors.base import (
     DetectorLogic,
     check_choice,
@@ -71,7 +76,7 @@ class Resample(StageOperator):
 
 
 class ResampleLogic(DetectorLogic):
-    """Table ints: ``[bucket, count, prev_bucket, has_prev]``, floats: ``[sum, last, prev]``.
+    """State ints: ``[bucket, count, prev_bucket, has_prev]``, floats: ``[sum, last, prev]``.
 
     ``count == 0``: no open bucket.
     """
@@ -103,31 +108,24 @@ class ResampleLogic(DetectorLogic):
         n = len(ts)
         if len(self._out[0]) < n:
             self._grow_out(n + self._max_rows)
-        table = self.table
+        state = self.state
         pos = n_out = 0
         while pos < n:
-            pos, table.n_used, n_out = _resample_kernel(
-                (sid, ts, val),
-                pos,
-                self.interval_ns,
-                self._args,
-                table.arrays,
-                table.n_used,
-                self._out,
-                n_out,
+            pos, n_out, need = _resample_kernel(
+                (sid, ts, val), pos, self.interval_ns, self._args, state.arrays, self._out, n_out
             )
-            if pos < n:
-                if (table.n_used + 1) * 2 > len(table.used):
-                    table.grow()
-                else:
-                    self._more_room(n_out)
+            if need == NEED_KEY:
+                state.add(sid[pos:])
+            elif need == NEED_ROOM:
+                self._more_room(n_out)
         below = INT64_MAX if watermark >= MAX_WATERMARK else watermark // self.interval_ns
         slot = 0
+        keys = state.keys.keys
         while True:
             slot, n_out = _resample_scan_kernel(
-                slot, below, table.arrays, self._args, self._out, n_out
+                slot, below, keys, state.arrays, self._args, self._out, n_out
             )
-            if slot >= len(table.used):
+            if slot >= len(keys):
                 break
             self._more_room(n_out)
         if n_out == 0:

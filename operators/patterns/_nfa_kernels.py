@@ -2,9 +2,9 @@
 
 State, all numpy arrays owned by the logic:
 
-- key table: open addressing ``(used, k_sid, k_idx)`` from sensor id to a dense key
-  index; ``key_sid[idx]``; ``nslot[idx]`` slots in use.
-- slots: ``block[idx * cap + q, S_*]`` int64 rows, at most ``cap`` per key: partial
+- keys: each sensor's ``KeyIndex`` slot ``idx`` (``lookup``); ``nslot[idx]`` entries in
+  use of its block.
+- entries: ``block[idx * cap + q, S_*]`` int64 rows, at most ``cap`` per key: partial
   matches (``S_DONE == 0``) and complete matches held back by the after-match rule
   (``S_DONE == 1``). ``scratch`` takes the slots an event changes (all of the key's
   when they pass the cap) while it is processed.
@@ -19,7 +19,6 @@ caller grows (or collects) and resumes, as the other operator kernels do.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from telepipe.operators.patterns._compiler import (
@@ -36,7 +35,14 @@ from telepipe.operators.patterns._compiler import (
     T_TAKE,
     T_TO,
 )
-from telepipe.operators.runtime._key_kernels import INT64_MAX, INT64_MIN, _hash_kernel, _jit
+from telepipe.operators.runtime._key_kernels import (
+    INT64_MAX,
+    INT64_MIN,
+    _inline,
+    _jit,
+    _slot_kernel,
+)
+from telepipe.operators.runtime._time_kernels import _deadline
 
 S_STATE, S_FLAG, S_DONE, S_START_TS, S_START_POS, S_N, S_HEAD = range(7)
 N_POS, N_TS, N_STEP, N_PREV = range(4)
@@ -48,9 +54,6 @@ C_DROPPED, C_OVERFLOW = range(2)
 _FIXED_CACHE = 8
 _UNKNOWN = 2
 _EMPTY = 3
-
-
-_inline = numba.njit(cache=True, nogil=True, inline="always")
 
 
 @_inline
@@ -120,12 +123,6 @@ def _emit(sl, lo, cnt, sid, nd, o_meta, n_out, tmp_a, tmp_b):
                     sl[w, :] = sl[q, :]
                 w += 1
         cnt = w - lo
-
-
-@_inline
-def _deadline(start, within):
-    """When a partial match started at ``start`` times out (INT64_MAX if past the range)."""
-    return INT64_MAX if start > INT64_MAX - within else start + within
 
 
 @_inline
@@ -323,11 +320,7 @@ def _pattern_run_kernel(
     cap,
     L,
     chain,
-    used,
-    k_sid,
-    k_idx,
-    key_sid,
-    n_keys,
+    lookup,
     nslot,
     block,
     scratch,
@@ -358,10 +351,12 @@ def _pattern_run_kernel(
     the kernel, cleared by the caller with ``known``), and the emit pass only when
     a complete match is held. Each of these passes would change nothing.
 
-    Returns ``(row, n_keys, n_nodes, n_out, status)``: ``status`` ST_DONE, or what
-    to grow before resuming at ``row``.
+    Returns ``(row, n_nodes, n_out, status)``: ``status`` ST_DONE, or what to grow
+    before resuming at ``row`` (``ST_KEYS``: the sensor has no ``KeyIndex`` slot, or
+    no state at its slot, yet).
     """
-    mask = used.shape[0] - 1
+    dense, h_key, h_slot = lookup
+    n_keys = nslot.shape[0]
     n_rows = ts.shape[0]
     n_states = tab.shape[0]
     fx_bits = np.zeros(_FIXED_CACHE, np.uint64)
@@ -375,25 +370,18 @@ def _pattern_run_kernel(
     probe_counters = np.zeros(2, np.int64)
     for i in range(np.uint64(start), np.uint64(n_rows)):  # unsigned: see _key_kernels
         s = sid[i]
-        h = _hash_kernel(s, 0) & mask
+        # The slot lookup written out, as _key_kernels says why.
         idx = -1
-        while used[h] != 0:
-            if k_sid[h] == s:
-                idx = k_idx[h]
-                break
-            h = (h + 1) & mask
+        if 0 <= s < dense.shape[0]:
+            idx = dense[s]
+        if idx < 0:
+            idx = _slot_kernel(s, dense, h_key, h_slot)
+        if idx >= n_keys:
+            idx = -1
         if skip_idle and bits[i] == 0 and (idx < 0 or nslot[idx] == 0):
             continue
         if idx < 0:
-            if (n_keys + 1) * 2 > used.shape[0] or n_keys + 1 > nslot.shape[0]:
-                return np.int64(i), n_keys, n_nodes, n_out, ST_KEYS
-            used[h] = 1
-            k_sid[h] = s
-            k_idx[h] = n_keys
-            key_sid[n_keys] = s
-            nslot[n_keys] = 0
-            idx = n_keys
-            n_keys += 1
+            return np.int64(i), n_nodes, n_out, ST_KEYS
         n = nslot[idx]
         if skip_idle and bits[i] == 0:
             if idle[idx, 0] == 0:
@@ -402,9 +390,9 @@ def _pattern_run_kernel(
             if ts[i] < idle[idx, 1]:
                 continue
         if n_nodes + (n + 1) * chain > nd.shape[0]:
-            return np.int64(i), n_keys, n_nodes, n_out, ST_NODES
+            return np.int64(i), n_nodes, n_out, ST_NODES
         if n_out + cap + scratch.shape[0] > o_meta.shape[0]:
-            return np.int64(i), n_keys, n_nodes, n_out, ST_OUT
+            return np.int64(i), n_nodes, n_out, ST_OUT
         base = idx * cap
         t = ts[i]
         if n > 0 and within > 0 and not (skip_fixed and idle[idx, 3] == 1 and t < idle[idx, 2]):
@@ -549,7 +537,7 @@ def _pattern_run_kernel(
         idle[idx, 0] = 0
         idle[idx, 2] = due
         idle[idx, 3] = 1
-    return n_rows, n_keys, n_nodes, n_out, ST_DONE
+    return n_rows, n_nodes, n_out, ST_DONE
 
 
 @_jit

@@ -1,4 +1,4 @@
-"""numba kernels of ``CepPattern``'s stores: the event node pool and the key table.
+"""numba kernels of ``CepPattern``'s stores: the event node pool and its entries.
 
 The layouts are ``_pattern_kernels``'s (``N_*`` columns of a node, ``S_HEAD`` of a
 slot); these kernels read out, collect and rebuild them between the run kernels.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from telepipe.operators.patterns._nfa_kernels import N_POS, N_PREV, N_STEP, N_TS, S_HEAD
-from telepipe.operators.runtime._key_kernels import _hash_kernel, _jit
+from telepipe.operators.runtime._key_kernels import _jit
 
 
 @_jit
@@ -64,21 +64,3 @@ def _pattern_gc_kernel(nd, nd_val, n_nodes, cap, n_keys, nslot, block):
             if h >= 0:
                 block[q, S_HEAD] = new[h]
     return w
-
-
-@_jit
-def _pattern_rehash_kernel(key_sid, n_keys, new_cap):
-    """A key table of ``new_cap`` slots for the dense keys ``key_sid[:n_keys]``."""
-    used = np.zeros(new_cap, np.uint8)
-    k_sid = np.zeros(new_cap, np.int32)
-    k_idx = np.zeros(new_cap, np.int64)
-    mask = new_cap - 1
-    for idx in range(n_keys):
-        s = key_sid[idx]
-        h = _hash_kernel(s, 0) & mask
-        while used[h] != 0:
-            h = (h + 1) & mask
-        used[h] = 1
-        k_sid[h] = s
-        k_idx[h] = idx
-    return used, k_sid, k_idx

@@ -28,6 +28,7 @@ from telepipe.operators.detectors.base import DetectorLogic, check_int
 from telepipe.operators.patterns import _compiler as pc
 from telepipe.operators.patterns import _nfa_kernels as pk
 from telepipe.operators.patterns import _store_kernels as ps
+from telepipe.operators.runtime.key_index import KeyIndex, grown_state
 from telepipe.operators.runtime.snapshot import as_array, as_int
 from telepipe.operators.runtime.stage import StageOperator
 from telepipe.operators.windows.options import MAX_MS
@@ -171,7 +172,6 @@ def _steps_tuple(value: object) -> tuple[PatternStep, ...]:
     return tuple(steps)
 
 
-_MIN_KEYS = 16
 _MIN_NODES = 4096
 
 
@@ -213,21 +213,13 @@ class CepPatternLogic(DetectorLogic):
     # -- state
 
     def _set_slots(self, sids, meta, offsets, pos, ts, step, value) -> None:
-        """Load slots (``meta`` rows without heads) and their events, keyed by ``sids``."""
-        keys, first = np.unique(sids, return_index=True)
-        keys = keys[np.argsort(first)]  # dense key order: first appearance
-        n_keys = len(keys)
-        key_cap = _MIN_KEYS
-        while key_cap < n_keys + 1:
-            key_cap *= 2
-        self.key_sid = np.zeros(key_cap, np.int32)
-        self.key_sid[:n_keys] = keys
-        self.n_keys = n_keys
-        self.nslot = np.zeros(key_cap, np.int64)
+        """Load entries (``meta`` rows without heads) and their events, keyed by ``sids``."""
+        self._keys = KeyIndex()
+        self.nslot = np.zeros(0, np.int64)
         # (known, until, earliest deadline, deadline known): see the kernel.
-        self._idle = np.zeros((key_cap, 4), np.int64)
-        self.block = np.zeros((key_cap * self.cap, 7), np.int64)
-        self._rehash(4 * key_cap)
+        self._idle = np.zeros((0, 4), np.int64)
+        self.block = np.zeros((0, 7), np.int64)
+        keys = self._add_keys(sids)
         n_ev = len(pos)
         pool = _MIN_NODES
         while pool < 2 * n_ev:
@@ -243,32 +235,25 @@ class CepPatternLogic(DetectorLogic):
         if n_ev:
             self.nd[offsets[:-1][lens > 0], pk.N_PREV] = -1
         self.n_nodes = n_ev
-        index = {int(s): k for k, s in enumerate(keys)}
-        for r, s in enumerate(sids.tolist()):
-            k = index[s]
+        for r, k in enumerate(keys.tolist()):
             q = k * self.cap + self.nslot[k]
             self.block[q, :6] = meta[r, :6]
             self.block[q, pk.S_HEAD] = offsets[r + 1] - 1 if lens[r] else -1
             self.nslot[k] += 1
 
-    def _rehash(self, cap: int) -> None:
-        self.used, self.k_sid, self.k_idx = ps._pattern_rehash_kernel(
-            self.key_sid, self.n_keys, cap
-        )
-
-    def _grow_keys(self) -> None:
-        if (self.n_keys + 1) * 2 > len(self.used):
-            self._rehash(2 * len(self.used))
-        if self.n_keys + 1 > len(self.nslot):
-            key_cap = 2 * len(self.nslot)
-            self.key_sid = np.concatenate([self.key_sid, np.zeros(key_cap // 2, np.int32)])
-            self.nslot = np.concatenate([self.nslot, np.zeros(key_cap // 2, np.int64)])
-            self._idle = np.concatenate([self._idle, np.zeros_like(self._idle)])
-            self.block = np.concatenate([self.block, np.zeros_like(self.block)])
+    def _add_keys(self, sids: np.ndarray) -> np.ndarray:
+        """The ``KeyIndex`` slots of ``sids``, with per-key state to match."""
+        slots = self._keys.slots(sids)
+        n = self._keys.n
+        self.nslot = grown_state(self.nslot, n, 0)
+        self._idle = grown_state(self._idle, n, 0)
+        by_key = self.block.reshape(-1, self.cap, 7)
+        self.block = grown_state(by_key, n, 0).reshape(-1, 7)
+        return slots
 
     def _grow_nodes(self, need: int) -> None:
         self.n_nodes = ps._pattern_gc_kernel(
-            self.nd, self.nd_val, self.n_nodes, self.cap, self.n_keys, self.nslot, self.block
+            self.nd, self.nd_val, self.n_nodes, self.cap, self._keys.n, self.nslot, self.block
         )
         pool = len(self.nd)
         while self.n_nodes * 2 > pool or self.n_nodes + need > pool:
@@ -297,7 +282,7 @@ class CepPatternLogic(DetectorLogic):
             bits = pc.condition_bits(self.trees, cols, n)
             row = 0
             while True:
-                row, self.n_keys, self.n_nodes, n_out, status = pk._pattern_run_kernel(
+                row, self.n_nodes, n_out, status = pk._pattern_run_kernel(
                     self._skip_idle,
                     self._idle_fixed,
                     self._idle,
@@ -313,11 +298,7 @@ class CepPatternLogic(DetectorLogic):
                     self.cap,
                     self.L,
                     self.chain,
-                    self.used,
-                    self.k_sid,
-                    self.k_idx,
-                    self.key_sid,
-                    self.n_keys,
+                    self._keys.lookup,
                     self.nslot,
                     self.block,
                     self._scratch,
@@ -334,14 +315,14 @@ class CepPatternLogic(DetectorLogic):
                 self._collect(n_out, pieces)
                 n_out = 0
                 if status == pk.ST_KEYS:
-                    self._grow_keys()
+                    self._add_keys(sid[row:])
                 elif status == pk.ST_NODES:
                     self._grow_nodes((self.cap + 1) * self.chain)
             self.pos += n
         flush = watermark >= MAX_WATERMARK
         if self.within > 0 or flush:
             key = 0
-            while key < self.n_keys:
+            while key < self._keys.n:
                 key, n_out = pk._pattern_advance_kernel(
                     key,
                     watermark,
@@ -349,8 +330,8 @@ class CepPatternLogic(DetectorLogic):
                     self.tab,
                     self.within,
                     self.cap,
-                    self.key_sid,
-                    self.n_keys,
+                    self._keys.keys,
+                    self._keys.n,
                     self.nslot,
                     self.block,
                     self.nd,
@@ -398,10 +379,11 @@ class CepPatternLogic(DetectorLogic):
     # -- snapshot
 
     def _extra_snapshot(self) -> State:
-        rows = [np.arange(k * self.cap, k * self.cap + self.nslot[k]) for k in range(self.n_keys)]
+        n_keys = self._keys.n
+        rows = [np.arange(k * self.cap, k * self.cap + self.nslot[k]) for k in range(n_keys)]
         idx = np.concatenate(rows) if rows else np.empty(0, np.int64)
         meta = self.block[idx]
-        sids = np.repeat(self.key_sid[: self.n_keys], self.nslot[: self.n_keys])
+        sids = np.repeat(self._keys.keys, self.nslot[:n_keys])
         offsets, pos, ts, step, value = ps._pattern_chains_kernel(
             meta[:, pk.S_HEAD].copy(), meta[:, pk.S_N].copy(), self.nd, self.nd_val
         )

@@ -1,4 +1,5 @@
-"""numba kernels of ``KeyIndex``: sensor id -> dense slot, numpy in and out.
+"""numba kernels of keyed state: ``KeyIndex`` (sensor id -> dense slot) and the tables
+keyed by ``(slot, int64)``, numpy in and out; the decorators every kernel module uses.
 
 Slots are numbered ``0..n-1`` in order of first appearance, so per-key state can
 live in plain arrays indexed by slot (as a hand-written kernel indexes by sensor
@@ -29,6 +30,13 @@ unlike one from 0) every load checks for it. Unsigned: TumblingWindow's and
 ThresholdAlarm's row loops 1.17x and 1.20x faster. Mixed with signed integers a
 ``uint64`` makes float64 in numba, so ``i`` is cast back (``np.int64(i)``) wherever it
 is more than an index.
+
+State per key *and* something else (a window, a sketch bucket) lives in a *slot
+table*: open addressing (power-of-two capacity, linear probing) over
+``k_slot int32[cap]`` (-1: empty) and ``k_two int64[cap]``, the caller's value
+columns beside them. ``_pair_claim`` finds or claims an entry, refusing before the
+load passes 0.5 (the caller grows with ``_pair_rehash_kernel`` and resumes); entries
+are never deleted in place: removal is a rehash that keeps the survivors.
 """
 
 from __future__ import annotations
@@ -40,7 +48,10 @@ import numba
 import numpy as np
 
 # Kernels are typed by numba when compiled, not by mypy: to a caller, any function.
-_jit = cast(Callable[[Callable[..., Any]], Callable[..., Any]], numba.njit(cache=True, nogil=True))
+_Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+_jit = cast(_Decorator, numba.njit(cache=True, nogil=True))
+# Row-level helpers of hot loops, inlined into the caller by numba itself.
+_inline = cast(_Decorator, numba.njit(cache=True, nogil=True, inline="always"))
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -150,3 +161,59 @@ def _key_table_rebuild_kernel(h_key, h_slot, new_cap):
         n_key[h] = h_key[j]
         n_slot[h] = h_slot[j]
     return n_key, n_slot
+
+
+# -------------------------------------------------------------- slot tables
+
+
+@_jit
+def _pair_find(k_slot, k_two, s, w):
+    """The index of key ``(s, w)``, or of the empty entry where it would go."""
+    mask = k_slot.shape[0] - 1
+    h = _hash_kernel(s, w) & mask
+    while k_slot[h] >= 0 and (k_two[h] != w or k_slot[h] != s):
+        h = (h + 1) & mask
+    return h
+
+
+@_jit
+def _pair_claim(k_slot, k_two, s, w, n_used):
+    """``(index, n_used)`` of key ``(s, w)``, claimed if new (its values are the caller's
+    to set: whatever the entry held before); index -1 if claiming would pass load 0.5."""
+    h = _pair_find(k_slot, k_two, s, w)
+    if k_slot[h] < 0:
+        if (n_used + 1) * 2 > k_slot.shape[0]:
+            return np.int64(-1), n_used
+        k_slot[h] = s
+        k_two[h] = w
+        n_used += 1
+    return h, n_used
+
+
+@_jit
+def _pair_rehash_kernel(table, keep_from, new_cap):
+    """The entries of keys ``k_two >= keep_from`` of ``table = (k_slot, k_two, ints,
+    floats)`` in a fresh table of ``new_cap`` entries; returns ``(table, n_used)``."""
+    k_slot, k_two, ints, floats = table
+    n_ints = ints.shape[1]
+    n_floats = floats.shape[1]
+    new = (
+        np.full(new_cap, -1, np.int32),
+        np.zeros(new_cap, np.int64),
+        np.zeros((new_cap, n_ints), np.int64),
+        np.zeros((new_cap, n_floats), np.float64),
+    )
+    o_slot, o_two, o_ints, o_floats = new
+    n_used = 0
+    for j in range(k_slot.shape[0]):
+        if k_slot[j] < 0 or k_two[j] < keep_from:
+            continue
+        h = _pair_find(o_slot, o_two, k_slot[j], k_two[j])
+        o_slot[h] = k_slot[j]
+        o_two[h] = k_two[j]
+        for c in range(n_ints):
+            o_ints[h, c] = ints[j, c]
+        for c in range(n_floats):
+            o_floats[h, c] = floats[j, c]
+        n_used += 1
+    return new, n_used

@@ -3,6 +3,8 @@
 Each keyed operator owns one. A slot, once given, is never taken back: the state
 arrays it indexes grow with the number of distinct sensors seen (a few dozen
 bytes per sensor per operator), which is what Flink's keyed state does too.
+Per-slot state grows with ``grown_state``; state per slot *and* something else (a
+window, a sketch bucket) is a slot table (``SlotTable``, see ``_key_kernels``).
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import numpy as np
 
 from telepipe.operators.runtime._key_kernels import (
+    INT64_MIN,
     NEED_DENSE,
     NEED_KEYS,
     NEED_TABLE,
     _key_slots_kernel,
     _key_table_rebuild_kernel,
+    _pair_rehash_kernel,
 )
 
 _MIN_KEYS = 64
@@ -47,6 +51,10 @@ class KeyIndex:
     def keys(self) -> np.ndarray:
         """Slot -> sensor id, for slots ``0..n-1`` (a view)."""
         return self._keys[: self.n]
+
+    def ids(self, slots: np.ndarray) -> np.ndarray:
+        """The sensor id of each of ``slots`` (any id for -1: for an empty entry's)."""
+        return self._keys.take(slots, mode="clip")
 
     def slots(self, sid: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """The slot of every id of ``sid`` (int32), adding the ids not seen before."""
@@ -90,3 +98,56 @@ def grown_state(old: np.ndarray, n: int, fill: float | int) -> np.ndarray:
     new = np.full((size, *old.shape[1:]), fill, old.dtype)
     new[: len(old)] = old
     return new
+
+
+_MIN_TABLE_CAP = 64
+
+SlotTable = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""``(k_slot int32, k_two int64, ints int64[cap, ni], floats float64[cap, nf])``."""
+
+
+def capacity_for(n_entries: int) -> int:
+    """The capacity of a fresh slot table for ``n_entries``: load <= 0.25, at least 64."""
+    cap = _MIN_TABLE_CAP
+    while cap < 4 * n_entries:
+        cap *= 2
+    return cap
+
+
+def slot_table(
+    k_slot: np.ndarray, k_two: np.ndarray, ints: np.ndarray, floats: np.ndarray
+) -> tuple[SlotTable, int]:
+    """A slot table of these entries (compact arrays), and its entry count."""
+    n = len(k_slot)
+    entries = (
+        np.asarray(k_slot, np.int32),
+        np.asarray(k_two, np.int64),
+        np.asarray(ints, np.int64).reshape(n, -1) if n else np.asarray(ints, np.int64),
+        np.asarray(floats, np.float64).reshape(n, -1) if n else np.asarray(floats, np.float64),
+    )
+    return _pair_rehash_kernel(entries, INT64_MIN, capacity_for(n))
+
+
+def rehashed(
+    table: SlotTable, n_used: int, keep_from: int = INT64_MIN, room: int = 0
+) -> tuple[SlotTable, int]:
+    """``table`` without the keys ``k_two < keep_from``, with room for ``room`` more
+    entries at load <= 0.5: grown (doubling) when short of it, shrunk to load 0.25 when
+    at most an eighth full, else the capacity it has."""
+    cap = len(table[0])
+    need = n_used + room
+    if need * 2 > cap:
+        while need * 2 > cap:
+            cap *= 2
+    elif need * 8 <= cap:
+        cap = max(capacity_for(need), _MIN_TABLE_CAP)
+    return _pair_rehash_kernel(table, keep_from, cap)
+
+
+def empty_slot_table(n_ints: int, n_floats: int) -> tuple[SlotTable, int]:
+    return slot_table(
+        np.empty(0, np.int32),
+        np.empty(0, np.int64),
+        np.empty((0, n_ints), np.int64),
+        np.empty((0, n_floats), np.float64),
+    )

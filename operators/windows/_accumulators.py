@@ -8,21 +8,23 @@ do not depend on batching.
 
 Sliding windows (``_sliding_kernels``) keep window accumulators in a hash table
 fed by per-sensor panes. Session windows keep them in arrays sorted by
-``(sensor, start)``, merged with each batch. Quantiles use a DDSketch kept sparse in a second hash table keyed by
-``(sensor, window key, bucket)``.
+``(sensor, start)``, merged with each batch. Quantiles use a DDSketch kept sparse in a
+slot table (``_key_kernels``) keyed by ``(sensor slot, sketch key and bucket)``
+(``_sketch_two``), its count in ``ints[:, 0]``.
 """
 
 from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
-from telepipe.operators.runtime._key_kernels import _hash_kernel, _jit
-
-# Row-level helpers called from hot loops: inlined into the caller by numba.
-_inline = numba.njit(cache=True, nogil=True, inline="always")
+from telepipe.operators.runtime._key_kernels import (
+    _inline,
+    _jit,
+    _pair_claim,
+    _pair_find,
+)
 
 # ia columns: count, first ts/seq, last ts/seq, times fired, updated since fired.
 I_CNT, I_FTS, I_FSEQ, I_LTS, I_LSEQ, I_FIRED, I_DIRTY = range(7)
@@ -42,6 +44,10 @@ _LN_EST = math.log(2 / (_GAMMA + 1))
 SKETCH_MIN_ABS = 1e-300  # |v| below this counts as 0 (absolute error < 1e-300)
 _CODE_OFFSET = 40_000  # |k| <= 35_500 for doubles above SKETCH_MIN_ABS
 _CODE_INF = 131_071
+# A sketch entry's second key: its key (pane or session, |key| < 2**45) and bucket code
+# in one int64, ordered by key: ``key * 2**18 + code + 2**17``.
+SKETCH_CODE_BITS = 18
+_CODE_BIAS = 1 << 17
 
 
 # ------------------------------------------------------------ accumulators
@@ -187,81 +193,89 @@ def _sketch_value(code):
     return x if code > 0 else -x
 
 
-@_jit
-def _sketch_slot(s_cnt, s_sid, s_key, s_code, s, key, code, mask):
-    h = _hash_kernel(s, key * np.int64(262147) + code) & mask
-    while s_cnt[h] != 0:
-        if s_code[h] == code and s_key[h] == key and s_sid[h] == s:
-            return h
-        h = (h + 1) & mask
-    return h
+@_inline
+def _sketch_two(key, code):
+    return (key << SKETCH_CODE_BITS) + (code + _CODE_BIAS)
+
+
+@_inline
+def _sketch_key(two):
+    return two >> SKETCH_CODE_BITS
+
+
+@_inline
+def _sketch_bucket(two):
+    return (two & ((1 << SKETCH_CODE_BITS) - 1)) - _CODE_BIAS
 
 
 @_jit
-def _sketch_insert(sketch, s, key, code, count, n_used, mask):
-    """Add ``count`` to bucket ``(s, key, code)`` of ``sketch``; returns ``n_used``."""
-    s_cnt, s_sid, s_key, s_code = sketch
-    h = _sketch_slot(s_cnt, s_sid, s_key, s_code, s, key, code, mask)
-    if s_cnt[h] == 0:
-        s_sid[h] = s
-        s_key[h] = key
-        s_code[h] = code
-        n_used += 1
-    s_cnt[h] += count
-    return n_used
+def _sketch_insert(sketch, k, two, count, n_used):
+    """Add ``count`` to entry ``(k, two)`` of ``sketch`` (room checked by the caller);
+    returns ``n_used``."""
+    k_slot, k_two, ints, _ = sketch
+    h, n_new = _pair_claim(k_slot, k_two, k, two, n_used)
+    if n_new != n_used:
+        ints[h, 0] = 0
+    ints[h, 0] += count
+    return n_new
 
 
 @_jit
-def _sketch_add_kernel(sid, val, k_lo, k_hi, start, s_cnt, s_sid, s_key, s_code, n_used):
-    """Add the non-NaN values of rows ``start..`` to sketches ``(sid, k_lo[i]..k_hi[i])``.
+def _sketch_add_kernel(slots, val, k_lo, k_hi, start, sketch, n_used):
+    """Add the non-NaN values of rows ``start..`` to sketches ``(slots[i], k_lo[i]..k_hi[i])``.
 
     Returns ``(next_row, n_used)``; ``next_row < len(val)`` means: grow and resume.
     """
-    mask = s_cnt.shape[0] - 1
+    k_slot, k_two, ints, _ = sketch
+    cap = k_slot.shape[0]
     n = val.shape[0]
     for i in range(np.uint64(start), np.uint64(n)):  # unsigned: see _key_kernels
         v = val[i]
         if v != v or k_hi[i] < k_lo[i]:
             continue
-        if (n_used + k_hi[i] - k_lo[i] + 1) * 2 > s_cnt.shape[0]:
+        if (n_used + k_hi[i] - k_lo[i] + 1) * 2 > cap:
             return np.int64(i), n_used
         code = _sketch_code(v)
         # _sketch_insert written out: called here it made SessionWindow ~20% slower.
         for k in range(k_lo[i], k_hi[i] + 1):
-            h = _sketch_slot(s_cnt, s_sid, s_key, s_code, sid[i], k, code, mask)
-            if s_cnt[h] == 0:
-                s_sid[h] = sid[i]
-                s_key[h] = k
-                s_code[h] = code
+            two = _sketch_two(k, code)
+            h = _pair_find(k_slot, k_two, slots[i], two)
+            if k_slot[h] < 0:
+                k_slot[h] = slots[i]
+                k_two[h] = two
+                ints[h, 0] = 0
                 n_used += 1
-            s_cnt[h] += 1
+            ints[h, 0] += 1
     return n, n_used
 
 
 @_jit
-def _sketch_rebuild_kernel(s_cnt, s_sid, s_key, s_code, keep_from, remap_from, remap_to, new_cap):
+def _sketch_rebuild_kernel(sketch, keep_from, remap_from, remap_to, new_cap):
     """A fresh sketch table: keys ``< keep_from`` dropped, keys in sorted ``remap_from``
     renamed to ``remap_to`` (``-1`` drops), buckets of equal keys added up."""
+    k_slot, k_two, ints, _ = sketch
     new = (
+        np.full(new_cap, -1, np.int32),
         np.zeros(new_cap, np.int64),
-        np.zeros(new_cap, np.int32),
-        np.zeros(new_cap, np.int64),
-        np.zeros(new_cap, np.int64),
+        np.zeros((new_cap, 1), np.int64),
+        np.zeros((new_cap, 0), np.float64),
     )
-    mask = new_cap - 1
     n_used = 0
     n_map = remap_from.shape[0]
-    for j in range(s_cnt.shape[0]):
-        if s_cnt[j] == 0 or s_key[j] < keep_from:
+    for j in range(k_slot.shape[0]):
+        if k_slot[j] < 0:
             continue
-        key = s_key[j]
+        key = _sketch_key(k_two[j])
+        if key < keep_from:
+            continue
+        two = k_two[j]
         if n_map:
             p = np.searchsorted(remap_from, key)
             if p < n_map and remap_from[p] == key:
-                key = remap_to[p]
-                if key < 0:
+                if remap_to[p] < 0:
                     continue
-        n_used = _sketch_insert(new, s_sid[j], key, s_code[j], s_cnt[j], n_used, mask)
+                two = _sketch_two(remap_to[p], _sketch_bucket(two))
+        n_used = _sketch_insert(new, k_slot[j], two, ints[j, 0], n_used)
     return new, n_used
 
 
@@ -273,8 +287,8 @@ def _grown_int64(a):
 
 
 @_jit
-def _sketch_quantiles_kernel(s_cnt, s_sid, s_key, s_code, q_sid, q_key, qs, lo, hi, panes):
-    """Quantiles ``qs`` of the sketches ``(q_sid, q_key)``: out ``[len(q_sid), len(qs)]``.
+def _sketch_quantiles_kernel(sketch, q_slot, q_key, qs, lo, hi, panes):
+    """Quantiles ``qs`` of the sketches ``(q_slot, q_key)``: out ``[len(q_slot), len(qs)]``.
 
     ``panes = (r, p)``: sketch key ``k`` is a pane, and window ``w`` is made of the
     panes ``w*r .. w*r + p - 1`` (``SlidingWindow``: a row goes to one pane's
@@ -284,50 +298,45 @@ def _sketch_quantiles_kernel(s_cnt, s_sid, s_key, s_code, q_sid, q_key, qs, lo, 
     ``n`` non-NaN values (numpy ``method="lower"``), clamped to ``[lo, hi]``;
     NaN if there are none.
     """
+    s_slot, s_two, s_ints, _ = sketch
     r_, p_ = panes
-    n_q = q_sid.shape[0]
+    n_q = q_slot.shape[0]
     out = np.full((n_q, qs.shape[0]), np.nan)
     if n_q == 0:
         return out
     cap = 64
     while cap < 2 * n_q:
         cap *= 2
-    mask = cap - 1
-    l_used = np.zeros(cap, np.uint8)
-    l_row = np.zeros(cap, np.int64)
+    # The wanted sketches' output rows, in a slot table of their own.
+    w_slot = np.full(cap, -1, np.int32)
+    w_key = np.zeros(cap, np.int64)
+    w_row = np.zeros(cap, np.int64)
     q_lo = q_key[0]
     q_hi = q_key[0]
     for r in range(n_q):
-        h = _hash_kernel(q_sid[r], q_key[r]) & mask
-        while l_used[h]:
-            h = (h + 1) & mask
-        l_used[h] = 1
-        l_row[h] = r
+        h, _ = _pair_claim(w_slot, w_key, q_slot[r], q_key[r], 0)
+        w_row[h] = r
         q_lo = min(q_lo, q_key[r])
         q_hi = max(q_hi, q_key[r])
     # Entries of the wanted sketches, keyed by (output row, bucket).
     n_e = 0
-    e_sort = np.empty(max(s_cnt.shape[0], 16), np.int64)
-    e_cnt = np.empty(max(s_cnt.shape[0], 16), np.int64)
-    for j in range(s_cnt.shape[0]):
-        if s_cnt[j] == 0:
+    e_sort = np.empty(max(s_slot.shape[0], 16), np.int64)
+    e_cnt = np.empty(max(s_slot.shape[0], 16), np.int64)
+    for j in range(s_slot.shape[0]):
+        if s_slot[j] < 0:
             continue
-        key = s_key[j]
+        key = _sketch_key(s_two[j])
         # The wanted windows holding pane ``key``: w <= key // r, key - w*r < p.
         w = min(key // r_, q_hi)
         while w >= q_lo and key - w * r_ < p_:
-            h = _hash_kernel(s_sid[j], w) & mask
-            while l_used[h]:
-                r = l_row[h]
-                if q_sid[r] == s_sid[j] and q_key[r] == w:
-                    if n_e == e_sort.shape[0]:
-                        e_sort = _grown_int64(e_sort)
-                        e_cnt = _grown_int64(e_cnt)
-                    e_sort[n_e] = (r << 18) + (s_code[j] + 131072)
-                    e_cnt[n_e] = s_cnt[j]
-                    n_e += 1
-                    break
-                h = (h + 1) & mask
+            h = _pair_find(w_slot, w_key, s_slot[j], w)
+            if w_slot[h] >= 0:
+                if n_e == e_sort.shape[0]:
+                    e_sort = _grown_int64(e_sort)
+                    e_cnt = _grown_int64(e_cnt)
+                e_sort[n_e] = (w_row[h] << 18) + (_sketch_bucket(s_two[j]) + 131072)
+                e_cnt[n_e] = s_ints[j, 0]
+                n_e += 1
             w -= 1
     e_sort = e_sort[:n_e]
     e_cnt = e_cnt[:n_e]

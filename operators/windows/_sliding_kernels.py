@@ -7,8 +7,8 @@ row belongs to exactly one, so a row costs one accumulator update instead of
 (``KeyIndex`` slots); it is folded (Chan et al.) into the windows holding it
 when the sensor moves on to a later pane, or when the watermark reaches the end
 of the earliest of those windows. A row of an older pane (out of order) goes
-straight into its windows. Window accumulators live in an open-addressing hash
-table keyed by ``(sensor, window index)`` (empty iff count is 0). Panes are
+straight into its windows. Window accumulators live in a slot table keyed by
+``(sensor slot, window index)`` (``_key_kernels``; ``ia``/``fa`` its columns). Panes are
 folded at row arrivals and watermarks only, so outputs do not depend on how
 the rows between two watermarks were batched.
 """
@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from telepipe.operators.runtime._key_kernels import INT64_MIN, _hash_kernel, _jit, _slot_kernel
+from telepipe.operators.runtime._key_kernels import INT64_MIN, _jit, _pair_claim, _slot_kernel
 from telepipe.operators.windows._accumulators import (
     A_MAX,
     A_MIN,
     A_SUM,
     I_CNT,
-    N_A,
-    N_I,
     _acc_add,
     _acc_add_full,
     _acc_copy,
@@ -32,6 +30,7 @@ from telepipe.operators.windows._accumulators import (
     _acc_merge,
     _sketch_code,
     _sketch_insert,
+    _sketch_two,
 )
 
 NEED_KEY = 1  # a sensor without a slot (or pane) yet
@@ -49,46 +48,30 @@ def _windows_of(t, size, slide):
 
 
 @_jit
-def _window_slot(table, s, kw):
-    """The table slot of window ``(s, kw)``, claimed (key set, count 0) if new; and
-    whether it is new."""
-    k_sid, k_win, ia, _ = table
-    mask = k_win.shape[0] - 1
-    h = _hash_kernel(s, kw) & mask
-    while ia[h, I_CNT] != 0:
-        if k_win[h] == kw and k_sid[h] == s:
-            return h, False
-        h = (h + 1) & mask
-    k_sid[h] = s
-    k_win[h] = kw
-    return h, True
-
-
-@_jit
-def _fold_pane(s, klo, khi, pia, pfa, k, table, n_used):
-    """Fold pane accumulator ``k`` of sensor ``s`` into windows ``klo..khi``."""
-    _, _, ia, fa = table
+def _fold_pane(klo, khi, pia, pfa, k, table, n_used):
+    """Fold slot ``k``'s pane accumulator into its windows ``klo..khi`` (room checked)."""
+    k_slot, k_win, ia, fa = table
     for kw in range(klo, khi + 1):
-        h, new = _window_slot(table, s, kw)
-        if new:
+        h, n_new = _pair_claim(k_slot, k_win, k, kw, n_used)
+        if n_new != n_used:
             _acc_copy(ia, fa, h, pia, pfa, k)
-            n_used += 1
         else:
             _acc_merge(ia, fa, h, pia, pfa, k)
+        n_used = n_new
     return n_used
 
 
 @_jit
-def _add_row(s, klo, khi, t, seq, v, full, table, n_used):
-    """Add one row straight to windows ``klo..khi``."""
-    _, _, ia, fa = table
+def _add_row(k, klo, khi, t, seq, v, full, table, n_used):
+    """Add one row of slot ``k`` straight to windows ``klo..khi`` (room checked)."""
+    k_slot, k_win, ia, fa = table
     for kw in range(klo, khi + 1):
-        h, new = _window_slot(table, s, kw)
-        if new:
+        h, n_new = _pair_claim(k_slot, k_win, k, kw, n_used)
+        if n_new != n_used:
             _acc_first(ia, fa, h, t, seq, v)
-            n_used += 1
         else:
             _acc_add(ia, fa, h, t, seq, v, full)
+        n_used = n_new
     return n_used
 
 
@@ -172,13 +155,13 @@ def _sliding_update_kernel(
                 if (n_used + per_row) * 2 > cap:
                     return np.int64(i), n_used, n_late, NEED_TABLE
                 w_lo, w_hi = _windows_of(cp * pane, size, slide)
-                n_used = _fold_pane(s, max(w_lo, purge_below), w_hi, pia, pfa, k, table, n_used)
+                n_used = _fold_pane(max(w_lo, purge_below), w_hi, pia, pfa, k, table, n_used)
             c_pane[k] = p
             _acc_first(pia, pfa, k, t, seq, v)
         else:
             if (n_used + per_row) * 2 > cap:
                 return np.int64(i), n_used, n_late, NEED_TABLE
-            n_used = _add_row(s, klo, khi, t, seq, v, full, table, n_used)
+            n_used = _add_row(k, klo, khi, t, seq, v, full, table, n_used)
         if want_pane:
             k_lo[i] = p
             k_hi[i] = p
@@ -199,7 +182,7 @@ def _sliding_due_panes_kernel(c_pane, pia, n_keys, shape, purge_below, fire_to):
 
 
 @_jit
-def _sliding_fold_due_kernel(keys, n_keys, shape, purge_below, fire_to, panes, table, n_used):
+def _sliding_fold_due_kernel(n_keys, shape, purge_below, fire_to, panes, table, n_used):
     """Fold the panes whose earliest window is ``<= fire_to`` (it fires now, or fired
     and is updated) and empty them. Room is checked by the caller."""
     pane, size, slide = shape
@@ -211,32 +194,10 @@ def _sliding_fold_due_kernel(keys, n_keys, shape, purge_below, fire_to, panes, t
         w_lo = max(w_lo, purge_below)
         if w_lo > fire_to:
             continue
-        n_used = _fold_pane(keys[k], w_lo, w_hi, pia, pfa, k, table, n_used)
+        n_used = _fold_pane(w_lo, w_hi, pia, pfa, k, table, n_used)
         pia[k, I_CNT] = 0
         c_pane[k] = INT64_MIN
     return n_used
-
-
-@_jit
-def _sliding_rebuild_kernel(k_sid, k_win, ia, fa, keep_from, new_cap):
-    """A fresh table of ``new_cap`` slots with the windows ``>= keep_from``."""
-    n_sid = np.zeros(new_cap, np.int32)
-    n_win = np.zeros(new_cap, np.int64)
-    n_ia = np.zeros((new_cap, N_I), np.int64)
-    n_fa = np.zeros((new_cap, N_A), np.float64)
-    mask = new_cap - 1
-    n_used = 0
-    for j in range(k_win.shape[0]):
-        if ia[j, I_CNT] == 0 or k_win[j] < keep_from:
-            continue
-        h = _hash_kernel(k_sid[j], k_win[j]) & mask
-        while n_ia[h, I_CNT] != 0:
-            h = (h + 1) & mask
-        n_sid[h] = k_sid[j]
-        n_win[h] = k_win[j]
-        _acc_copy(n_ia, n_fa, h, ia, fa, j)
-        n_used += 1
-    return (n_sid, n_win, n_ia, n_fa), n_used
 
 
 # ------------------------------------------------------------ pane sketches
@@ -250,13 +211,13 @@ STAGE_SLOTS = 1 << 16  # sensors beyond these slots go to the table directly
 
 
 @_jit
-def _stage_flush_one(k, s, stage, sketch, n_used, mask):
-    """Slot ``k``'s staged pane (sensor ``s``) into the sketch table; emptied."""
+def _stage_flush_one(k, stage, sketch, n_used):
+    """Slot ``k``'s staged pane into the sketch table (room checked); emptied."""
     st_key, st_base, st_cnt = stage
     for d in range(STAGE_CODES):
         c = st_cnt[k, d]
         if c:
-            n_used = _sketch_insert(sketch, s, st_key[k], st_base[k] + d, c, n_used, mask)
+            n_used = _sketch_insert(sketch, k, _sketch_two(st_key[k], st_base[k] + d), c, n_used)
             st_cnt[k, d] = 0
     st_key[k] = INT64_MIN
     return n_used
@@ -277,8 +238,7 @@ def _sketch_stage_kernel(sid, val, k_lo, k_hi, start, lookup, stage, sketch, n_u
     older than the staged pane, or outside its codes, goes to the table.
     Returns ``(next_row, n_used)``; ``next_row < len(val)``: grow the table, resume.
     """
-    s_cnt = sketch[0]
-    mask = s_cnt.shape[0] - 1
+    cap = sketch[0].shape[0]
     dense, h_key, h_slot = lookup
     st_key, st_base, st_cnt = stage
     n_stage = st_key.shape[0]
@@ -287,7 +247,7 @@ def _sketch_stage_kernel(sid, val, k_lo, k_hi, start, lookup, stage, sketch, n_u
         key = k_lo[i]
         if v != v or k_hi[i] < key:
             continue
-        if (n_used + STAGE_CODES + 1) * 2 > s_cnt.shape[0]:
+        if (n_used + STAGE_CODES + 1) * 2 > cap:
             return np.int64(i), n_used
         code = _sketch_code(v)
         s = sid[i]
@@ -300,29 +260,27 @@ def _sketch_stage_kernel(sid, val, k_lo, k_hi, start, lookup, stage, sketch, n_u
         if 0 <= k < n_stage and key >= st_key[k]:
             if key != st_key[k]:
                 if st_key[k] != INT64_MIN:
-                    n_used = _stage_flush_one(k, s, stage, sketch, n_used, mask)
+                    n_used = _stage_flush_one(k, stage, sketch, n_used)
                 st_key[k] = key
                 st_base[k] = code - STAGE_CODES // 2
             d = code - st_base[k]
             if 0 <= d < STAGE_CODES:
                 st_cnt[k, d] += 1
                 continue
-        n_used = _sketch_insert(sketch, s, key, code, 1, n_used, mask)
+        n_used = _sketch_insert(sketch, k, _sketch_two(key, code), 1, n_used)
     return val.shape[0], n_used
 
 
 @_jit
-def _stage_flush_kernel(keys, start, stage, sketch, n_used, below):
-    """The staged panes ``< below`` of slots ``start..`` into the sketch table (``keys``:
-    slot -> sensor id). Returns ``(next_slot, n_used)``; ``next_slot < len(stage[0])``:
-    grow the table, resume."""
-    s_cnt = sketch[0]
-    mask = s_cnt.shape[0] - 1
+def _stage_flush_kernel(start, stage, sketch, n_used, below):
+    """The staged panes ``< below`` of slots ``start..`` into the sketch table. Returns
+    ``(next_slot, n_used)``; ``next_slot < len(stage[0])``: grow the table, resume."""
+    cap = sketch[0].shape[0]
     st_key = stage[0]
     for k in range(start, st_key.shape[0]):
         if st_key[k] == INT64_MIN or st_key[k] >= below:
             continue
-        if (n_used + STAGE_CODES) * 2 > s_cnt.shape[0]:
+        if (n_used + STAGE_CODES) * 2 > cap:
             return k, n_used
-        n_used = _stage_flush_one(k, keys[k], stage, sketch, n_used, mask)
+        n_used = _stage_flush_one(k, stage, sketch, n_used)
     return st_key.shape[0], n_used

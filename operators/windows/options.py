@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from telepipe.errors import ConfigError
-from telepipe.markers import MAX_WATERMARK
+from telepipe.markers import MAX_WATERMARK, State
 from telepipe.operators.runtime._key_kernels import INT64_MAX, INT64_MIN
 from telepipe.operators.windows._accumulators import (
     F_FIRST,
@@ -21,6 +21,7 @@ from telepipe.operators.windows._accumulators import (
     F_MIN,
     F_STD,
     F_SUM,
+    SKETCH_CODE_BITS,
     _finalize_kernel,
     _sketch_quantiles_kernel,
 )
@@ -100,6 +101,31 @@ def dead_end(watermark: int, lateness_ns: int) -> int:
     return clamp64(watermark - lateness_ns)
 
 
+def sketch_two(key: np.ndarray, bucket: np.ndarray) -> np.ndarray:
+    """Sketch entries' second keys from their keys and bucket codes (``_sketch_two``)."""
+    return (np.asarray(key, np.int64) << SKETCH_CODE_BITS) + bucket + (1 << (SKETCH_CODE_BITS - 1))
+
+
+def sketch_split(two: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(key, bucket code)`` of sketch entries' second keys."""
+    return two >> SKETCH_CODE_BITS, (two & ((1 << SKETCH_CODE_BITS) - 1)) - (
+        1 << (SKETCH_CODE_BITS - 1)
+    )
+
+
+def sketch_state(keys: np.ndarray, sketch: tuple[np.ndarray, ...], what: str) -> State:
+    """A sketch table as snapshot columns (``what``: the key's name, pane or session)."""
+    s_slot, s_two, s_ints, _ = sketch
+    live = s_slot >= 0
+    key, bucket = sketch_split(s_two[live])
+    return {
+        "sketch_count": s_ints[live, 0],
+        "sketch_sensor_id": keys[s_slot[live]],
+        f"sketch_{what}": key,
+        "sketch_bucket": bucket,
+    }
+
+
 def emit_batch(
     schema: pa.Schema,
     aggregates: tuple[str, ...],
@@ -111,11 +137,13 @@ def emit_batch(
     start: np.ndarray,
     end: np.ndarray,
     sketch: tuple[np.ndarray, ...] | None,
+    key_slot: np.ndarray | None = None,
     panes: tuple[int, int] = (1, 1),
 ) -> tuple[pa.RecordBatch, np.ndarray]:
     """The output batch of accumulators ``slots`` (sorted by window_start, sensor_id).
 
-    ``panes``: how the sketch keys make up the windows (``_sketch_quantiles_kernel``).
+    ``key_slot``: each accumulator's sensor slot, the key of its sketches; ``panes``:
+    how the sketch keys make up the windows (``_sketch_quantiles_kernel``).
     Returns the batch and the slots in output order (the caller marks them fired).
     """
     o_slots, o_sid, o_start, o_end, o_cnt, o_rev, o_f = _finalize_kernel(
@@ -123,10 +151,10 @@ def emit_batch(
     )
     quantiles = None
     wanted = [QUANTILES[name] for name in aggregates if name in QUANTILES]
-    if wanted and sketch is not None:
+    if wanted and sketch is not None and key_slot is not None:
         quantiles = _sketch_quantiles_kernel(
-            *sketch,
-            o_sid,
+            sketch,
+            key_slot[o_slots],
             k_key[o_slots],
             np.asarray(wanted, np.float64),
             o_f[:, F_MIN].copy(),

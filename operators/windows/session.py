@@ -11,6 +11,13 @@ import pyarrow as pa
 from telepipe.errors import ConfigError
 from telepipe.markers import MAX_WATERMARK, State, as_watermark_ns
 from telepipe.operators.runtime._key_kernels import INT64_MIN
+from telepipe.operators.runtime.key_index import (
+    KeyIndex,
+    capacity_for,
+    empty_slot_table,
+    rehashed,
+    slot_table,
+)
 from telepipe.operators.runtime.readings import readings_arrays
 from telepipe.operators.runtime.snapshot import as_array, as_int
 from telepipe.operators.runtime.stage import StageOperator
@@ -36,11 +43,12 @@ from telepipe.operators.windows.options import (
     dead_end,
     emit_batch,
     positive_ms,
+    sketch_state,
+    sketch_two,
     wants_quantiles,
     windows_schema,
 )
 
-_MIN_CAPACITY = 64
 _MS = 1_000_000
 
 
@@ -108,17 +116,12 @@ class SessionWindowLogic:
             np.zeros((0, N_I), np.int64),
             np.zeros((0, N_A), np.float64),
         )
-        empty = np.zeros(0, np.int64)
-        self._set_sketch(empty, np.zeros(0, np.int32), empty, empty)
+        # Sketches are keyed by the sensor's slot (and session id, bucket).
+        self._keys = KeyIndex()
+        self._sketch, self._n_sketch = empty_slot_table(1, 0)
 
     def _set_state(self, sid, ids, ia, fa) -> None:
         self._sid, self._id, self._ia, self._fa = sid, ids, ia, fa
-
-    def _set_sketch(self, s_cnt, s_sid, s_key, s_code, remap=None) -> None:
-        remap_from, remap_to = remap if remap is not None else (s_key[:0], s_key[:0])
-        self._sketch, self._n_sketch = _sketch_rebuild_kernel(
-            s_cnt, s_sid, s_key, s_code, INT64_MIN, remap_from, remap_to, _capacity_for(len(s_cnt))
-        )
 
     def take_late(self) -> list[pa.RecordBatch]:
         """The late rows (input schema) since the last call."""
@@ -159,17 +162,17 @@ class SessionWindowLogic:
         )  # fmt: skip
         self._set_state(*state)
         if self._quantiles:
+            slots = self._keys.slots(sid)
             pos = 0
             k_lo = np.maximum(row_id, 0)  # late rows (-1) get lo > hi: skipped
             while True:
                 pos, self._n_sketch = _sketch_add_kernel(
-                    sid, val, k_lo, row_id, pos, *self._sketch, self._n_sketch
+                    slots, val, k_lo, row_id, pos, self._sketch, self._n_sketch
                 )
                 if pos >= len(ts):
                     break
-                self._sketch, self._n_sketch = _sketch_rebuild_kernel(
-                    *self._sketch, INT64_MIN, absorbed[:0], absorbed[:0], 2 * len(self._sketch[0])
-                )
+                more = int(row_id[pos] - k_lo[pos]) + 1
+                self._sketch, self._n_sketch = rehashed(self._sketch, self._n_sketch, room=more)
             if len(absorbed):
                 by = np.argsort(absorbed)
                 self._rekey_sketch(absorbed[by], into[by])
@@ -178,7 +181,7 @@ class SessionWindowLogic:
     def _rekey_sketch(self, keys: np.ndarray, to: np.ndarray) -> None:
         cap = len(self._sketch[0])
         self._sketch, self._n_sketch = _sketch_rebuild_kernel(
-            *self._sketch, INT64_MIN, keys, to, _capacity_for(self._n_sketch) if cap > 64 else cap
+            self._sketch, INT64_MIN, keys, to, capacity_for(self._n_sketch) if cap > 64 else cap
         )
 
     def on_watermark(self, watermark_ns: int) -> list[pa.RecordBatch]:
@@ -212,11 +215,13 @@ class SessionWindowLogic:
         slots = np.flatnonzero(fire)
         if len(slots) == 0:
             return []
-        sketch = self._sketch if self._quantiles else None
+        sketch = key_slot = None
+        if self._quantiles:
+            sketch, key_slot = self._sketch, self._keys.slots(self._sid)
         start = np.ascontiguousarray(ia[:, I_FTS])
         batch, slots = emit_batch(
             self.schema, self.options.aggregates, slots, self._sid, self._id, ia, self._fa,
-            start, end, sketch,
+            start, end, sketch, key_slot,
         )  # fmt: skip
         ia[slots, I_FIRED] += 1
         ia[slots, I_DIRTY] = 0
@@ -234,8 +239,6 @@ class SessionWindowLogic:
         self._set_state(self._sid[keep], self._id[keep], self._ia[keep], self._fa[keep])
 
     def snapshot(self) -> State:
-        s_cnt, s_sid, s_key, s_code = self._sketch
-        live = s_cnt != 0
         state: State = {
             "watermark": self.watermark,
             "late_rows": self.late_rows,
@@ -245,10 +248,7 @@ class SessionWindowLogic:
             "session_id": self._id.copy(),
             "acc_int": self._ia.copy(),
             "acc_float": self._fa.copy(),
-            "sketch_count": s_cnt[live],
-            "sketch_sensor_id": s_sid[live],
-            "sketch_session": s_key[live],
-            "sketch_bucket": s_code[live],
+            **sketch_state(self._keys.keys, self._sketch, "session"),
             "pending_seq": np.concatenate([s for _, s in self._pending] or [np.empty(0, np.int64)]),
         }
         if self._pending:  # the rows as they came: late ones go to the side output whole
@@ -273,11 +273,16 @@ class SessionWindowLogic:
             ia.copy(),
             as_array(snapshot["acc_float"], np.float64).reshape(-1, N_A).copy(),
         )
-        self._set_sketch(
-            as_array(snapshot["sketch_count"], np.int64),
-            as_array(snapshot["sketch_sensor_id"], np.int32),
-            as_array(snapshot["sketch_session"], np.int64),
-            as_array(snapshot["sketch_bucket"], np.int64),
+        self._keys = KeyIndex()
+        count = as_array(snapshot["sketch_count"], np.int64)
+        self._sketch, self._n_sketch = slot_table(
+            self._keys.slots(as_array(snapshot["sketch_sensor_id"], np.int32)),
+            sketch_two(
+                as_array(snapshot["sketch_session"], np.int64),
+                as_array(snapshot["sketch_bucket"], np.int64),
+            ),
+            count.reshape(-1, 1),
+            np.zeros((len(count), 0)),
         )
 
 
@@ -285,11 +290,3 @@ def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     """One batch of ``batches`` (of one schema), in order."""
     table = pa.Table.from_batches(batches).combine_chunks()
     return table.to_batches()[0] if table.num_rows else batches[0]
-
-
-def _capacity_for(n_entries: int) -> int:
-    """Smallest power of two holding ``n_entries`` at load <= 0.25."""
-    cap = _MIN_CAPACITY
-    while cap < 4 * n_entries:
-        cap *= 2
-    return cap

@@ -12,7 +12,14 @@ import pyarrow as pa
 from telepipe.errors import ConfigError
 from telepipe.markers import MAX_WATERMARK, State, as_watermark_ns
 from telepipe.operators.runtime._key_kernels import INT64_MAX, INT64_MIN
-from telepipe.operators.runtime.key_index import KeyIndex, grown_state
+from telepipe.operators.runtime.key_index import (
+    KeyIndex,
+    capacity_for,
+    empty_slot_table,
+    grown_state,
+    rehashed,
+    slot_table,
+)
 from telepipe.operators.runtime.readings import readings_arrays
 from telepipe.operators.runtime.snapshot import as_array, as_int
 from telepipe.operators.runtime.stage import StageOperator
@@ -31,7 +38,6 @@ from telepipe.operators.windows._sliding_kernels import (
     _sketch_stage_kernel,
     _sliding_due_panes_kernel,
     _sliding_fold_due_kernel,
-    _sliding_rebuild_kernel,
     _sliding_update_kernel,
     _stage_flush_kernel,
 )
@@ -41,11 +47,12 @@ from telepipe.operators.windows.options import (
     dead_end,
     emit_batch,
     positive_ms,
+    sketch_state,
+    sketch_two,
     wants_quantiles,
     windows_schema,
 )
 
-_MIN_CAPACITY = 64
 _MAX_WINDOWS_PER_ROW = 1000
 _MS = 1_000_000
 
@@ -90,8 +97,8 @@ class SlidingWindow(StageOperator):
 
 class SlidingWindowLogic:
     """The ``BatchLogic`` of ``SlidingWindow``: per-sensor pane accumulators (see
-    ``_sliding_kernels``) folded into a numba hash table of window accumulators
-    keyed by (sensor, window index), plus a DDSketch table when quantiles are asked."""
+    ``_sliding_kernels``) folded into a slot table of window accumulators keyed by
+    (sensor slot, window index), plus a DDSketch table when quantiles are asked."""
 
     snapshot_version: ClassVar[int] = 1
 
@@ -115,18 +122,10 @@ class SlidingWindowLogic:
         self._quantiles = wants_quantiles(options.aggregates)
         self._full = bool({"std", "first", "last"} & set(options.aggregates))
         self._purge_below = INT64_MIN  # windows below are gone
-        self._set_table(*_empty_table())
-        self._set_sketch(*_empty_sketch())
+        self._table, self._n_used = empty_slot_table(N_I, N_A)
+        self._sketch, self._n_sketch = empty_slot_table(1, 0)
         # Each sensor's staged pane sketch, by slot (``_sketch_stage_kernel``).
         self._stage = _empty_stage(0)
-
-    def _set_table(self, k_sid, k_win, ia, fa, cap: int = _MIN_CAPACITY) -> None:
-        self._table, self._n_used = _sliding_rebuild_kernel(k_sid, k_win, ia, fa, INT64_MIN, cap)
-
-    def _set_sketch(self, s_cnt, s_sid, s_key, s_code, cap: int = _MIN_CAPACITY) -> None:
-        self._sketch, self._n_sketch = _sketch_rebuild_kernel(
-            s_cnt, s_sid, s_key, s_code, INT64_MIN, *_no_remap(), cap
-        )
 
     def take_late(self) -> list[pa.RecordBatch]:
         """The late rows (input schema) since the last call."""
@@ -142,6 +141,7 @@ class SlidingWindowLogic:
         k_hi = np.full(n if self._quantiles else 0, -1, np.int64)
         out, flags = (late, k_lo, k_hi), (self._full, self._quantiles)
         pos = n_late = 0
+        per_row = -(-self.size_ns // self.slide_ns)  # most windows a row is in
         while True:
             pos, self._n_used, got, need = _sliding_update_kernel(
                 (sid, ts, val), self._seq, pos, self._shape, self._purge_below, out, flags,
@@ -154,9 +154,7 @@ class SlidingWindowLogic:
                 self._keys.slots(sid[pos:])
                 self._grow_panes()
             else:
-                self._table, self._n_used = _sliding_rebuild_kernel(
-                    *self._table, INT64_MIN, 2 * len(self._table[0])
-                )
+                self._table, self._n_used = rehashed(self._table, self._n_used, room=per_row)
         if self._quantiles:
             self._add_to_sketches(sid, val, k_lo, k_hi)
         self._seq += n
@@ -190,16 +188,14 @@ class SlidingWindowLogic:
         pos = 0
         while True:
             pos, self._n_sketch = _stage_flush_kernel(
-                self._keys.keys, pos, self._stage, self._sketch, self._n_sketch, below
+                pos, self._stage, self._sketch, self._n_sketch, below
             )
             if pos >= len(self._stage[0]):
                 break
             self._grow_sketch()
 
     def _grow_sketch(self) -> None:
-        self._sketch, self._n_sketch = _sketch_rebuild_kernel(
-            *self._sketch, INT64_MIN, *_no_remap(), 2 * len(self._sketch[0])
-        )
+        self._sketch, self._n_sketch = rehashed(self._sketch, self._n_sketch, room=STAGE_CODES + 1)
 
     def _grow_panes(self) -> None:
         n = self._keys.n
@@ -230,16 +226,11 @@ class SlidingWindowLogic:
         if not due:
             return
         per_pane = -(-self.size_ns // self.slide_ns)
-        cap = len(self._table[0])
-        need = self._n_used + due * per_pane
-        if need * 2 > cap:
-            while need * 2 > cap:
-                cap *= 2
-            self._table, self._n_used = _sliding_rebuild_kernel(*self._table, INT64_MIN, cap)
+        if (self._n_used + due * per_pane) * 2 > len(self._table[0]):
+            self._table, self._n_used = rehashed(self._table, self._n_used, room=due * per_pane)
         self._n_used = _sliding_fold_due_kernel(
-            self._keys.keys, n, self._shape, self._purge_below, fire_to, self._panes,
-            self._table, self._n_used,
-        )  # fmt: skip
+            n, self._shape, self._purge_below, fire_to, self._panes, self._table, self._n_used
+        )
 
     def _set_watermark(self, watermark_ns: int) -> None:
         self.watermark = watermark_ns
@@ -254,8 +245,8 @@ class SlidingWindowLogic:
         fire_to = _fire_to(self.watermark, self.size_ns, self.slide_ns)
         if fire_to < INT64_MIN:
             return []
-        k_sid, k_win, ia, fa = self._table
-        fire = (ia[:, I_CNT] != 0) & (k_win <= fire_to)
+        k_slot, k_win, ia, fa = self._table
+        fire = (k_slot >= 0) & (k_win <= fire_to)
         fire &= (ia[:, I_FIRED] == 0) | (ia[:, I_DIRTY] != 0)
         slots = np.flatnonzero(fire)
         if len(slots) == 0:
@@ -269,8 +260,8 @@ class SlidingWindowLogic:
             self._flush_stage(INT64_MAX if fire_to > (INT64_MAX - p) // r else fire_to * r + p)
             sketch = self._sketch
         batch, slots = emit_batch(
-            self.schema, self.options.aggregates, slots, k_sid, k_win, ia, fa, start, end, sketch,
-            self._panes_per,
+            self.schema, self.options.aggregates, slots, self._keys.ids(k_slot), k_win, ia, fa,
+            start, end, sketch, k_slot, self._panes_per,
         )  # fmt: skip
         ia[slots, I_FIRED] += 1
         ia[slots, I_DIRTY] = 0
@@ -280,20 +271,19 @@ class SlidingWindowLogic:
         below = self._purge_below
         if below == INT64_MIN:
             return
-        cap = len(self._table[0])
-        live = int(np.count_nonzero(self._table[1][self._table[2][:, 0] != 0] >= below))
+        k_slot, k_win = self._table[0], self._table[1]
+        live = int(np.count_nonzero(k_win[k_slot >= 0] >= below))
         if live < self._n_used:
-            self._table, self._n_used = _sliding_rebuild_kernel(
-                *self._table, below, _shrunk(cap, live)
-            )
+            self._table, self._n_used = rehashed(self._table, live, keep_from=below)
             if self._quantiles:  # sketches of panes only gone windows held go with them
                 first_live = self._first_live_pane(below)
                 self._flush_stage(first_live)
                 cap = len(self._sketch[0])
+                if self._n_sketch * 8 <= cap:
+                    cap = capacity_for(self._n_sketch)
                 self._sketch, self._n_sketch = _sketch_rebuild_kernel(
-                    *self._sketch, first_live, *_no_remap(),
-                    _shrunk(cap, self._n_sketch),
-                )  # fmt: skip
+                    self._sketch, first_live, *_no_remap(), cap
+                )
 
     def _first_live_pane(self, below: int) -> int:
         """The first pane a window ``>= below`` holds (its sketch must stay)."""
@@ -304,22 +294,18 @@ class SlidingWindowLogic:
 
     def snapshot(self) -> State:
         self._flush_stage()
-        k_sid, k_win, ia, fa = self._table
-        live = ia[:, 0] != 0
-        s_cnt, s_sid, s_key, s_code = self._sketch
-        s_live = s_cnt != 0
+        keys = self._keys.keys
+        k_slot, k_win, ia, fa = self._table
+        live = k_slot >= 0
         return {
             "watermark": self.watermark,
             "late_rows": self.late_rows,
             "seq": self._seq,
-            "sensor_id": k_sid[live],
+            "sensor_id": keys[k_slot[live]],
             "window": k_win[live],
             "acc_int": ia[live],
             "acc_float": fa[live],
-            "sketch_count": s_cnt[s_live],
-            "sketch_sensor_id": s_sid[s_live],
-            "sketch_pane": s_key[s_live],
-            "sketch_bucket": s_code[s_live],
+            **sketch_state(keys, self._sketch, "pane"),
             **self._pane_snapshot(),
         }
 
@@ -338,23 +324,6 @@ class SlidingWindowLogic:
         self._set_watermark(as_int(snapshot["watermark"]))
         self.late_rows = as_int(snapshot["late_rows"])
         self._seq = as_int(snapshot["seq"])
-        sid = as_array(snapshot["sensor_id"], np.int32)
-        self._set_table(
-            sid,
-            as_array(snapshot["window"], np.int64),
-            as_array(snapshot["acc_int"], np.int64).reshape(-1, N_I),
-            as_array(snapshot["acc_float"], np.float64).reshape(-1, N_A),
-            _capacity_for(len(sid)),
-        )
-        s_cnt = as_array(snapshot["sketch_count"], np.int64)
-        self._stage = _empty_stage(0)
-        self._set_sketch(
-            s_cnt,
-            as_array(snapshot["sketch_sensor_id"], np.int32),
-            as_array(snapshot["sketch_pane"], np.int64),
-            as_array(snapshot["sketch_bucket"], np.int64),
-            _capacity_for(len(s_cnt)),
-        )
         # Open panes go back as they were, so sums go on in the same order.
         self._keys, self._panes = KeyIndex(), _empty_panes()
         slots = self._keys.slots(as_array(snapshot["pane_sensor_id"], np.int32))
@@ -363,6 +332,24 @@ class SlidingWindowLogic:
         c_pane[slots] = as_array(snapshot["pane"], np.int64)
         pia[slots] = as_array(snapshot["pane_acc_int"], np.int64).reshape(-1, N_I)
         pfa[slots] = as_array(snapshot["pane_acc_float"], np.float64).reshape(-1, N_A)
+        self._table, self._n_used = slot_table(
+            self._keys.slots(as_array(snapshot["sensor_id"], np.int32)),
+            as_array(snapshot["window"], np.int64),
+            as_array(snapshot["acc_int"], np.int64).reshape(-1, N_I),
+            as_array(snapshot["acc_float"], np.float64).reshape(-1, N_A),
+        )
+        self._grow_panes()
+        self._stage = _empty_stage(0)
+        count = as_array(snapshot["sketch_count"], np.int64)
+        self._sketch, self._n_sketch = slot_table(
+            self._keys.slots(as_array(snapshot["sketch_sensor_id"], np.int32)),
+            sketch_two(
+                as_array(snapshot["sketch_pane"], np.int64),
+                as_array(snapshot["sketch_bucket"], np.int64),
+            ),
+            count.reshape(-1, 1),
+            np.zeros((len(count), 0)),
+        )
 
 
 def _fire_to(watermark_ns: int, size_ns: int, slide_ns: int) -> int:
@@ -375,36 +362,6 @@ def _fire_to(watermark_ns: int, size_ns: int, slide_ns: int) -> int:
 def _empty_panes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-slot newest pane: ``(pane index, ia, fa)``."""
     return np.zeros(0, np.int64), np.zeros((0, N_I), np.int64), np.zeros((0, N_A), np.float64)
-
-
-def _capacity_for(n_entries: int) -> int:
-    """Smallest power of two holding ``n_entries`` at load <= 0.25."""
-    cap = _MIN_CAPACITY
-    while cap < 4 * n_entries:
-        cap *= 2
-    return cap
-
-
-def _shrunk(cap: int, live: int) -> int:
-    return _capacity_for(live) if live * 8 <= cap else cap
-
-
-def _empty_table() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    return (
-        np.zeros(0, np.int32),
-        np.zeros(0, np.int64),
-        np.zeros((0, N_I), np.int64),
-        np.zeros((0, N_A), np.float64),
-    )
-
-
-def _empty_sketch() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    return (
-        np.zeros(0, np.int64),
-        np.zeros(0, np.int32),
-        np.zeros(0, np.int64),
-        np.zeros(0, np.int64),
-    )
 
 
 def _empty_stage(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

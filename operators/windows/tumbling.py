@@ -11,28 +11,23 @@ import pyarrow as pa
 from telepipe.errors import ConfigError
 from telepipe.markers import MAX_WATERMARK, State, as_watermark_ns
 from telepipe.operators.runtime._key_kernels import INT64_MAX, INT64_MIN
-from telepipe.operators.runtime.key_index import KeyIndex, grown_state
+from telepipe.operators.runtime.key_index import (
+    KeyIndex,
+    empty_slot_table,
+    grown_state,
+    rehashed,
+    slot_table,
+)
 from telepipe.operators.runtime.readings import readings_arrays
 from telepipe.operators.runtime.snapshot import as_array, as_int
 from telepipe.operators.runtime.stage import StageOperator
 from telepipe.operators.windows._tumbling_kernels import (
     _window_count_fired_kernel,
     _window_emit_kernel,
-    _window_rebuild_kernel,
     _window_table_kernel,
     _window_update_kernel,
 )
 from telepipe.schema import WINDOWS, arrow_column
-
-_MIN_CAPACITY = 64
-
-
-def _capacity_for(n_entries: int) -> int:
-    """Smallest power of two holding ``n_entries`` at load <= 0.25."""
-    cap = _MIN_CAPACITY
-    while cap < 4 * n_entries:
-        cap *= 2
-    return cap
 
 
 @dataclass(frozen=True)
@@ -68,9 +63,8 @@ class TumblingWindowLogic:
     """The ``BatchLogic`` of ``TumblingWindow``.
 
     State: each sensor's newest window in dense arrays indexed by its ``KeyIndex``
-    slot, older open windows (out-of-order rows) in a numba hash table keyed by
-    (sensor, window). A window fires from the table, after its dense entry moved
-    there.
+    slot, older open windows (out-of-order rows) in a slot table keyed by (slot,
+    window). A window fires from the table, after its dense entry moved there.
     """
 
     snapshot_version: ClassVar[int] = 1
@@ -85,9 +79,7 @@ class TumblingWindowLogic:
         self._fired_below: int | None = None  # _fire_below at the last _fire
         self._keys = KeyIndex()
         self._cur = _empty_current(0)
-        self._table, self._n_used = _window_rebuild_kernel(
-            *_empty_entries(), INT64_MIN, _MIN_CAPACITY
-        )
+        self._table, self._n_used = empty_slot_table(1, 3)
         self._late: list[pa.RecordBatch] = []
         self._moved = _entries(0)
         self._deferred = np.empty(0, np.int64)
@@ -119,10 +111,10 @@ class TumblingWindowLogic:
         while m_pos < n_moved or d_pos < n_def:
             m_pos, d_pos, self._n_used = _window_table_kernel(
                 self._moved, m_pos, n_moved, (sid, ts, val), self._deferred, d_pos, n_def,
-                self.size_ns, self._table, self._n_used,
+                self.size_ns, self._keys.lookup, self._table, self._n_used,
             )  # fmt: skip
             if m_pos < n_moved or d_pos < n_def:
-                self._grow_table(self._n_used + 1)
+                self._grow_table(1)
         if n_late:
             self.late_rows += n_late
             # ts < start of the first unfired window (the kernel's ``w < fire_below``).
@@ -136,13 +128,10 @@ class TumblingWindowLogic:
         win, *rest = self._cur
         self._cur = (grown_state(win, n, INT64_MIN), *(grown_state(a, n, 0) for a in rest))
 
-    def _grow_table(self, entries: int) -> None:
-        cap = len(self._table[0])
-        if entries * 2 <= cap:
-            return
-        while entries * 2 > cap:
-            cap *= 2
-        self._table, self._n_used = _window_rebuild_kernel(*self._table, INT64_MIN, cap)
+    def _grow_table(self, more: int) -> None:
+        """Room for ``more`` entries."""
+        if (self._n_used + more) * 2 > len(self._table[0]):
+            self._table, self._n_used = rehashed(self._table, self._n_used, room=more)
 
     def _spill(self, below: int) -> None:
         """Move the dense entries of windows ``< below`` into the table."""
@@ -151,12 +140,12 @@ class TumblingWindowLogic:
         moving = np.flatnonzero((cnt != 0) & (win < below))
         if len(moving) == 0:
             return
-        self._grow_table(self._n_used + len(moving))
-        entries = (self._keys.keys[moving], *(column[moving] for column in self._cur))
+        self._grow_table(len(moving))
+        entries = (moving.astype(np.int32), *(column[moving] for column in self._cur))
         no_rows = (np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0, np.float64))
         _, _, self._n_used = _window_table_kernel(
             entries, 0, len(moving), no_rows, np.empty(0, np.int64), 0, 0, self.size_ns,
-            self._table, self._n_used,
+            self._keys.lookup, self._table, self._n_used,
         )  # fmt: skip
         cnt[moving] = 0
         win[moving] = INT64_MIN  # emptied: no row's window, so the hit test needs no count
@@ -181,35 +170,36 @@ class TumblingWindowLogic:
             return []
         self._fired_below = self._fire_below
         self._spill(self._fire_below)
-        cnt, _, k_win, *_ = self._table
-        n_fire = _window_count_fired_kernel(cnt, k_win, self._fire_below)
+        k_slot, k_win, _, _ = self._table
+        n_fire = _window_count_fired_kernel(k_slot, k_win, self._fire_below)
         if n_fire == 0:
             return []
-        columns = _window_emit_kernel(*self._table, self._fire_below, n_fire, self.size_ns)
-        remaining = self._n_used - n_fire
-        cap = len(cnt)
-        if remaining * 8 <= cap:
-            cap = _capacity_for(remaining)
-        self._table, self._n_used = _window_rebuild_kernel(*self._table, self._fire_below, cap)
+        columns = _window_emit_kernel(
+            self._table, self._keys.keys, self._fire_below, n_fire, self.size_ns
+        )
+        self._table, self._n_used = rehashed(
+            self._table, self._n_used - n_fire, keep_from=self._fire_below
+        )
         types = [field.type for field in WINDOWS]
         arrays = [arrow_column(column, type_) for column, type_ in zip(columns, types, strict=True)]
         return [pa.RecordBatch.from_arrays(arrays, schema=WINDOWS)]
 
     def snapshot(self) -> State:
-        cnt, k_sid, k_win, sm, mn, mx = self._table
-        live = cnt != 0
+        k_slot, k_win, ints, floats = self._table
+        live = k_slot >= 0
         n = self._keys.n
         c_win, c_cnt, c_sm, c_mn, c_mx = (a[:n] for a in self._cur)
         cur = c_cnt != 0
+        keys = self._keys.keys
         return {
             "watermark": self.watermark,
             "late_rows": self.late_rows,
-            "sensor_id": np.concatenate([k_sid[live], self._keys.keys[cur]]),
+            "sensor_id": np.concatenate([keys[k_slot[live]], keys[cur]]),
             "window": np.concatenate([k_win[live], c_win[cur]]),
-            "count": np.concatenate([cnt[live], c_cnt[cur]]),
-            "sum": np.concatenate([sm[live], c_sm[cur]]),
-            "min": np.concatenate([mn[live], c_mn[cur]]),
-            "max": np.concatenate([mx[live], c_mx[cur]]),
+            "count": np.concatenate([ints[live, 0], c_cnt[cur]]),
+            "sum": np.concatenate([floats[live, 0], c_sm[cur]]),
+            "min": np.concatenate([floats[live, 1], c_mn[cur]]),
+            "max": np.concatenate([floats[live, 2], c_mx[cur]]),
         }
 
     def restore(self, snapshot: State) -> None:
@@ -238,14 +228,17 @@ class TumblingWindowLogic:
         self._cur = _empty_current(self._keys.n)
         for dst, src in zip(self._cur, (win, *entries[:1], *entries[3:]), strict=True):
             dst[slots] = src[newest]
-        rest = tuple(e[~newest] for e in entries)
-        self._table, self._n_used = _window_rebuild_kernel(
-            *rest, INT64_MIN, _capacity_for(len(rest[0]))
+        rest = ~newest
+        self._table, self._n_used = slot_table(
+            self._keys.slots(sid[rest]),
+            win[rest],
+            cnt[rest].reshape(-1, 1),
+            np.stack([entries[3][rest], entries[4][rest], entries[5][rest]], axis=1),
         )
 
 
 def _entries(n: int) -> tuple[np.ndarray, ...]:
-    """Window entries as columns: ``(sid, win, count, sum, min, max)``."""
+    """Window entries as columns: ``(slot, win, count, sum, min, max)``."""
     return (
         np.empty(n, np.int32),
         np.empty(n, np.int64),
@@ -264,15 +257,4 @@ def _empty_current(n: int) -> tuple[np.ndarray, ...]:
         np.zeros(n, np.float64),
         np.zeros(n, np.float64),
         np.zeros(n, np.float64),
-    )
-
-
-def _empty_entries() -> tuple[np.ndarray, ...]:
-    return (
-        np.zeros(0, np.int64),
-        np.zeros(0, np.int32),
-        np.zeros(0, np.int64),
-        np.zeros(0, np.float64),
-        np.zeros(0, np.float64),
-        np.zeros(0, np.float64),
     )

@@ -180,7 +180,8 @@ def test_state_stays_bounded_on_an_endless_stream(name: str) -> None:
         sid = sensors[rng.integers(0, 20 if k % 7 else 10, n)]  # some sensors fall silent
         logic.on_batch(readings_batch(sid, ts, rng.choice([0.0, 2.0, 2.0], n)))
         logic.on_watermark(k * step)
-        assert logic.table.n_used <= 20 and len(logic.table.used) <= 128
+        state = logic.state
+        assert state.keys.n <= 20 and len(state.present) <= 64 and state.ints.shape[0] <= 64
         assert logic.buffer.live_rows <= 2 * n and logic.buffer.capacity <= 8 * n
 
 
@@ -263,7 +264,7 @@ def test_heartbeat_fires_on_watermark_progress_alone() -> None:
     assert logic.on_watermark(1_000_000) == []  # 1 ms of silence is not more than 1 ms
     assert as_rows(logic.on_watermark(1_000_001)) == [(1, 0, 1_000_000)]
     assert as_rows(logic.on_watermark(3_000_000)) == [(2, 500_000, 1_500_000)]
-    assert logic.on_watermark(9_000_000) == [] and logic.table.n_used == 0  # fired once
+    assert logic.on_watermark(9_000_000) == [] and not logic.state.present.any()  # fired once
     logic.on_batch(readings_batch([1], [9_000_000], [1.0]))  # re-armed
     assert as_rows(logic.on_watermark(10_000_001)) == [(1, 9_000_000, 10_000_000)]
 
