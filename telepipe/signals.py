@@ -5,11 +5,19 @@ command cleanly (exit 0, one line) instead of by the default action (-15) or a
 ``KeyboardInterrupt`` (130). A run or replay calls ``defer`` as it starts: from then
 on a signal is kept, not raised in the middle of loading numba or starting a driver,
 and the runner takes it (``pending``) when it installs its own handler, so the run
-stops as it would have a moment later, with its stats and commits.
+stops as it would have a moment later, with its stats and commits; a second signal
+while one is kept (a start-up that hangs) stops at once.
+
+A run's children (simulator, recorder; ``TELEPIPE_PARENT_PID`` in their env) block
+SIGINT: a terminal's Ctrl-C reaches the whole process group, and the run stops its
+children itself, in order (the recorder last, so it keeps all the run read).
+``ignore_from_now`` is for the very end: Python restores the default actions while
+it shuts down, and a signal then killed a finished run (-15) tearing down threads.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 
 _pending: list[str] = []
@@ -28,12 +36,21 @@ def _raise(signum: int, _frame: object) -> None:
 
 
 def _keep(signum: int, _frame: object) -> None:
+    if _pending:
+        raise StoppedEarly(signal.Signals(signum).name)
     _pending.append(signal.Signals(signum).name)
 
 
 def install_early() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _raise)
+    if os.environ.get("TELEPIPE_PARENT_PID") and hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def ignore_from_now() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def defer() -> None:
