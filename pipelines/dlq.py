@@ -1,239 +1,270 @@
-"""``telepipe dlq``: list, inspect, replay and purge dead letters; verify the audit log.
+"""Dead letters run back through a pipeline: ``dlq replay`` and ``dlq resume``.
 
-    telepipe dlq list [--data-dir DIR] [--reason R] [--limit N] [--json]
-    telepipe dlq inspect ID [--data-dir DIR]
-    telepipe dlq replay ID [ID ...] --confirm [--pipeline demo] [--data-dir DIR] [-o KEY=VALUE]
-    telepipe dlq purge ID [ID ...] --confirm [--data-dir DIR]
-    telepipe dlq verify [--data-dir DIR]
+Replay writes the letters' payloads as a telepipe capture (one unfragmented
+frame each at its recorded stream, session and position), logs ``replay_start``
+(its seq names the run's ``sink.app_id``, ``telepipe-dlq-<seq>``, apart from the
+pipeline's own checkpoints), removes the letters and runs the pipeline over the
+capture into the same data dir: what decodes now lands in the normal tables,
+what fails again comes back with the same id. Then it logs ``replay``. Letters a
+failed or stopped run did not read are put back. ``resume`` finishes a replay
+that died after its start entry: its letters are in its capture.
 
-IDs may be unique prefixes (at least 4 hex digits). ``replay`` and ``purge``
-change the store and need ``--confirm``; each appends a hash-chained entry to
-the audit log, which ``verify`` checks (exit 1 naming the first broken entry).
+The store (``telepipe.sinks.dead_letter_store``) reads and changes the table and
+its audit log; this module owns the capture and the run.
 """
 
 from __future__ import annotations
 
-import argparse
-import getpass
+import contextlib
 import json
-import os
-import sys
-from collections.abc import Callable
-from datetime import UTC, datetime
+import operator
+import re
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
-from telepipe.errors import ConfigError
+import pyarrow as pa
+from omegaconf import DictConfig
 
-DEFAULT_DATA_DIR = "data/demo"
-DUMP_BYTES = 256
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+from telepipe.config import build, load
+from telepipe.errors import ConfigError, SinkError, TelepipeError
+from telepipe.sbe import SbeCodec
+from telepipe.sinks import data_dir_lock
+from telepipe.sinks.dead_letter_store import DeadLetterStore
+from telepipe.sources.capture import CaptureWriter
+from telepipe.sources.frames import HEADER_LENGTH, UNFRAGMENTED, align
 
+#: How a replay runs its pipeline: ``telepipe.pipelines.runner.run`` unless a caller
+#: (a test) passes another.
+Run = Callable[[DictConfig, list[str], str | None], int]
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``dlq`` and its actions to a ``telepipe`` sub-parser set."""
-    text = "list, inspect, replay or purge dead letters; verify the audit log"
-    parser: argparse.ArgumentParser = subparsers.add_parser("dlq", help=text, description=text)
-    actions = parser.add_subparsers(dest="dlq_action", metavar="ACTION", required=True)
-
-    def action(name: str, help_text: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = actions.add_parser(name, help=help_text, description=help_text)
-        p.add_argument(
-            "--data-dir",
-            default=DEFAULT_DATA_DIR,
-            help=f"the pipeline's data_dir ({DEFAULT_DATA_DIR})",
-        )
-        return p
-
-    p = action("list", "list dead letters, oldest first")
-    p.add_argument("--reason", default=None, help="only this reason (e.g. truncated_group)")
-    p.add_argument("--limit", type=int, default=None, help="at most N letters")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p = action("inspect", "show one dead letter: fields, hex dump, what decoding says")
-    p.add_argument("id", metavar="ID", help="id or unique prefix")
-    p = action("replay", "run dead letters back through a pipeline (into the same data_dir)")
-    p.add_argument("ids", nargs="+", metavar="ID", help="ids or unique prefixes")
-    p.add_argument("--confirm", action="store_true", help="required: replay changes the store")
-    p.add_argument("--pipeline", default="demo", help="the pipeline to run them through (demo)")
-    p.add_argument(
-        "-o", "--override", action="append", default=[], dest="extra_overrides",
-        metavar="KEY=VALUE", help="an extra Hydra override for the run (repeatable)",
-    )  # fmt: skip
-    p = action("purge", "delete dead letters for good")
-    p.add_argument("ids", nargs="+", metavar="ID", help="ids or unique prefixes")
-    p.add_argument("--confirm", action="store_true", help="required: purge changes the store")
-    action("verify", "check the audit log's hash chain")
-    action("resume", "finish a dlq replay that was killed (its letters are in its capture)")
-    return parser
+REPLAY_DIR = "_telepipe_dlq"  # under data_dir: replay captures until their run is done
+_FRAME_ORDER = operator.itemgetter("stream_id", "session_id", "position")
 
 
-def actor() -> str:
+def replay(
+    store: DeadLetterStore,
+    ids: Iterable[str],
+    confirm: bool,
+    pipeline: str,
+    actor: str,
+    extra_overrides: Sequence[str] = (),
+    run: Run | None = None,
+) -> dict[str, Any]:
+    """Run these dead letters back through ``pipeline``; returns the final audit entry."""
+    run = run or _run
+    given = store.prepare(ids, confirm, "replay")
+    with data_dir_lock.hold(store.data_dir, "dlq replay"), store.audit.locked():
+        seq = store.next_seq()
+        full = store.resolve(given)
+        stored = store.rows(full)
+        app_id = f"telepipe-dlq-{seq}"
+        work = store.data_dir.resolve() / REPLAY_DIR / f"replay-{seq}"
+        capture, stats_file = work / "capture", work / "stats.json"
+        overrides = _run_overrides(store, pipeline, capture, app_id, stats_file, extra_overrides)
+        cfg = load(overrides)  # a bad pipeline or override fails before any change
+        rows = laid_out(stored, _first_ts(build(cfg.schema, "schema")))
+        check_overlaps(rows)
+        shutil.rmtree(work, ignore_errors=True)  # left by a crash before replay_start
+        write_capture(capture, rows)
+        start = {"pipeline": pipeline, "app_id": app_id, "capture": str(capture)}
+        store.audit.append("replay_start", full, start, actor)
+        removed = store.delete(full, "replay", seq)
+        try:
+            run(cfg, overrides, str(capture))
+        except BaseException as error:
+            _failed(store, error, stored, full, start, actor)
+            raise  # _failed raises a one-line error for anything else
+        stats = _stats(stats_file)
+        put_back = 0
+        if stats.get("exit_reason") != "end of input":  # stopped early (signal, limit)
+            consumed = store.consumed_positions(str(capture.resolve()))
+            unread = {r["id"] for r in _unread(rows, consumed)}
+            put_back = store.put_back([r for r in stored if r["id"] in unread])
+        present = set(store.ids())
+        back = [i for i in full if i in present]
+        detail = {
+            "pipeline": pipeline,
+            "app_id": app_id,
+            "removed_rows": removed,
+            "came_back": len(back),
+            "came_back_ids": back,
+            "put_back": put_back,
+            "exit_reason": stats.get("exit_reason", ""),
+            "readings_received": stats.get("received", 0),
+            "readings_committed": stats.get("committed", 0),
+            "rejected": stats.get("rejected", 0),
+            "committed_by_table": stats.get("committed_by_table", {}),
+        }
+        entry = store.audit.append("replay", full, detail, actor)
+        shutil.rmtree(work, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (store.data_dir / REPLAY_DIR).rmdir()  # only if no other replay left one
+        return entry
+
+
+def resume(store: DeadLetterStore, actor: str, run: Run | None = None) -> dict[str, Any]:
+    """Finish a replay that died after its start entry (killed, machine lost): its
+    letters are in its capture; the run resumes from its own checkpoints."""
+    run = run or _run
+    with data_dir_lock.hold(store.data_dir, "dlq resume"), store.audit.locked():
+        entries = store.audit.entries()
+        if not entries or entries[-1]["action"] != "replay_start":
+            raise ConfigError(f"no dlq replay to finish in {store.path}")
+        seq, full, start = len(entries), entries[-1]["ids"], entries[-1]["detail"]
+        capture = Path(start["capture"])
+        if not capture.is_dir():
+            raise SinkError(f"the replay's capture {capture} is gone: its letters are lost")
+        stats_file = capture.parent / "stats.json"
+        overrides = _run_overrides(store, start["pipeline"], capture, start["app_id"], stats_file)
+        cfg = load(overrides)
+        removed = 0 if store.deleted_at(seq) else store.delete(full, "replay", seq)
+        run(cfg, overrides, str(capture))
+        stats = _stats(stats_file)
+        present = set(store.ids())
+        detail = {
+            **start, "resumed": True, "removed_rows": removed,
+            "came_back_ids": [i for i in full if i in present],
+            "readings_committed": stats.get("committed", 0),
+            "committed_by_table": stats.get("committed_by_table", {}),
+        }  # fmt: skip
+        entry = store.audit.append("replay", full, detail, actor)
+        shutil.rmtree(capture.parent, ignore_errors=True)
+        return entry
+
+
+def _run(cfg: DictConfig, overrides: list[str], input_path: str | None) -> int:
+    from telepipe.pipelines.runner import run
+
+    return run(cfg, overrides, input_path)
+
+
+def _stats(path: Path) -> dict[str, Any]:
+    stats: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    return stats
+
+
+def _run_overrides(
+    store: DeadLetterStore,
+    pipeline: str,
+    capture: Path,
+    app_id: str,
+    stats_file: Path,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The config of a replay's run: the letters' capture into the store's data dir,
+    under the replay's own app id."""
+    return [
+        f"pipeline={_quote(pipeline)}",
+        f"data_dir={_quote(str(store.data_dir.resolve()))}",
+        f"input={_quote(str(capture))}",
+        f"sink.app_id={app_id}",
+        "ui=never",
+        f"stats_file={_quote(str(stats_file))}",
+        *extra,
+    ]
+
+
+def _quote(value: str) -> str:
+    """A Hydra override value: quoted unless it is plainly safe (paths with spaces...)."""
+    if re.fullmatch(r"[\w./:+-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _failed(
+    store: DeadLetterStore,
+    error: BaseException,
+    rows: list[dict[str, Any]],
+    full: list[str],
+    start: dict[str, Any],
+    actor: str,
+) -> None:
+    """After a failed run: put the letters back and log it; the caller re-raises."""
+    message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    detail = {**start, "error": message, "put_back": 0}
     try:
-        return getpass.getuser()
-    except (OSError, KeyError):
-        return f"uid:{os.getuid()}"
+        detail["put_back"] = store.put_back(rows)
+    except Exception as again:  # keep the capture: it is the only copy left
+        store.audit.append("replay", full, detail, actor)
+        raise SinkError(
+            f"dlq replay failed ({message}) and putting the letters back failed ({again}); "
+            f"they are in the capture {start['capture']}"
+        ) from error
+    store.audit.append("replay", full, detail, actor)
+    shutil.rmtree(Path(start["capture"]).parent, ignore_errors=True)
+    if isinstance(error, Exception) and not isinstance(error, TelepipeError):
+        raise SinkError(f"dlq replay failed: {message}") from error
 
 
-def _store(args: argparse.Namespace) -> Any:
-    from telepipe.sinks.dead_letter_store import DeadLetterStore
-
-    return DeadLetterStore(args.data_dir)
-
-
-def _time(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _unread(rows: Sequence[dict[str, Any]], consumed: dict[str, int]) -> list[dict[str, Any]]:
+    """The letters a run stopped before reading: past the positions it committed."""
+    key = "{stream_id}:{session_id}".format
+    return [r for r in rows if r["position"] > consumed.get(key(**r), -1)]
 
 
-def _list(args: argparse.Namespace) -> int:
-    if args.limit is not None and args.limit < 0:
-        raise ConfigError(f"--limit must be >= 0, got {args.limit}")
-    store = _store(args)
-    letters = store.list(reason=args.reason)
-    shown = letters.head(args.limit) if args.limit is not None else letters
-    if args.json:
-        print(json.dumps(shown.to_dicts(), indent=2))
-        return 0
-    if not letters.height:
-        what = f" with reason {args.reason}" if args.reason else ""
-        print(f"telepipe dlq: no dead letters{what} in {store.path}")
-        return 0
-    head = ("ID", "REASON", "STREAM", "SESSION", "POSITION", "RECEIVED (UTC)", "BYTES", "DETAIL")
-    rows = [
-        (
-            r["id"],
-            r["reason"],
-            str(r["stream_id"]),
-            str(r["session_id"]),
-            str(r["position"]),
-            _time(r["received_ns"]),
-            str(r["payload_bytes"]),
-            r["detail"][:60],
-        )
-        for r in shown.iter_rows(named=True)
-    ]
-    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head) - 1)]
-    for row in [head, *rows]:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)) + "  " + row[-1])
-    print(f"{shown.height} of {letters.height} dead letters in {store.path}")
-    return 0
+# -- the letters as a capture ---------------------------------------------------------
 
 
-def hex_dump(data: bytes, limit: int = DUMP_BYTES) -> list[str]:
-    lines = []
-    for at in range(0, min(len(data), limit), 16):
-        chunk = data[at : min(at + 16, limit)]
-        hexes = " ".join(f"{b:02x}" for b in chunk)
-        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
-        lines.append(f"{at:08x}  {hexes:<47}  |{text}|")
-    if len(data) > limit:
-        lines.append(f"... {len(data) - limit} more bytes")
-    return lines
+def laid_out(
+    rows: Sequence[dict[str, Any]], order: Callable[[dict[str, Any]], int]
+) -> list[dict[str, Any]]:
+    """The letters with a position each: those with none (position 0: rows an operator
+    found late, which no longer have a wire origin) are laid one after another past
+    the last real position of their (stream, session), by ``order`` (their event time,
+    so the replay's source finds none of them late again), then id."""
+    end: dict[tuple[int, int], int] = {}
+    for row in rows:
+        key = (row["stream_id"], row["session_id"])
+        end[key] = max(end.get(key, 0), row["position"])
+    out = []
+    unplaced = sorted((r for r in rows if r["position"] == 0), key=lambda r: (order(r), r["id"]))
+    for row in [*(r for r in rows if r["position"] != 0), *unplaced]:
+        if row["position"] == 0:
+            key = (row["stream_id"], row["session_id"])
+            end[key] += align(len(row["payload"]) + HEADER_LENGTH)
+            row = {**row, "position": end[key]}
+        out.append(row)
+    return out
 
 
-def decode_summary(payload: bytes) -> str:
-    """What the telemetry schema's codec says about a payload, as one line."""
-    from telepipe.config import conf_dir
-    from telepipe.sbe import SbeCodec
+def _first_ts(codec: SbeCodec) -> Callable[[dict[str, Any]], int]:
+    """A letter's first reading's ts as ``codec`` decodes it (0 if it does not decode)."""
 
-    codec = SbeCodec.from_xml(conf_dir() / "schema" / "telemetry.xml")
-    result = codec.decode(payload)
-    if result.rejected:
-        _, reason, detail = result.rejected[0]
-        return f"rejected: {reason}: {detail}"
-    return f"ok: {result.batch.num_rows} readings"
+    def ts(row: dict[str, Any]) -> int:
+        batch = codec.decode(row["payload"]).batch
+        if not batch.num_rows or "ts" not in batch.schema.names:
+            return 0
+        return int(batch.column("ts").cast(pa.int64())[0].as_py())
 
-
-def _inspect(args: argparse.Namespace) -> int:
-    store = _store(args)
-    full = store.resolve([args.id])[0]
-    letter = store.get(full)
-    fields = [
-        ("id", full),
-        ("reason", letter.reason),
-        ("detail", letter.detail),
-        ("stream_id", str(letter.stream_id)),
-        ("session_id", str(letter.session_id)),
-        ("position", str(letter.position)),
-        ("received", f"{_time(letter.received_ns)} ({letter.received_ns} ns)"),
-        ("payload", f"{len(letter.payload)} bytes"),
-        ("decode", decode_summary(letter.payload)),
-    ]
-    if letter.id != full:
-        fields.append(("warning", f"the content hashes to id {letter.id}, not {full}"))
-    for name, value in fields:
-        print(f"{name:<11} {value}")
-    print(f"payload (first {min(len(letter.payload), DUMP_BYTES)} bytes):")
-    for line in hex_dump(letter.payload):
-        print("  " + line)
-    return 0
+    return ts
 
 
-def _purge(args: argparse.Namespace) -> int:
-    entry = _store(args).purge(args.ids, confirm=args.confirm, actor=actor())
-    print(
-        f"telepipe dlq: purged {len(entry['ids'])} dead letters ({entry['detail']['rows']} rows); "
-        f"audit entry {entry['seq']}"
-    )
-    return 0
-
-
-def _resume(args: argparse.Namespace) -> int:
-    entry = _store(args).resume(actor=actor())
-    d = entry["detail"]
-    print(
-        f"telepipe dlq: finished the replay of {len(entry['ids'])} dead letters through "
-        f"{d['pipeline']}: {d['readings_committed']} readings committed, "
-        f"{len(d['came_back_ids'])} came back; audit entry {entry['seq']}"
-    )
-    return 0
-
-
-def _replay(args: argparse.Namespace) -> int:
-    for override in args.extra_overrides:
-        key = override.partition("=")[0].lstrip("+~")
-        if key in ("data_dir", "input", "sink", "sink.app_id"):
+def check_overlaps(rows: Sequence[dict[str, Any]]) -> None:
+    """A capture holds one frame per (stream, session, byte range): two letters whose frames
+    would overlap cannot be replayed together (the frame assembler drops the second)."""
+    last: dict[tuple[int, int], dict[str, Any]] = {}
+    for row in sorted(rows, key=_FRAME_ORDER):
+        key = (row["stream_id"], row["session_id"])
+        start = row["position"] - align(len(row["payload"]) + HEADER_LENGTH)
+        prev = last.get(key)
+        if prev is not None and start < prev["position"]:
             raise ConfigError(
-                f"dlq replay: -o {override}: the letters go back into --data-dir "
-                f"{args.data_dir}, through its own sink; this key cannot change"
+                f"dead letters {prev['id']} and {row['id']} overlap in stream {key[0]} "
+                f"session {key[1]} (positions {prev['position']}, {row['position']}): "
+                "replay them separately"
             )
-    entry = _store(args).replay(
-        args.ids,
-        confirm=args.confirm,
-        pipeline=args.pipeline,
-        actor=actor(),
-        extra_overrides=args.extra_overrides,
-    )
-    d = entry["detail"]
-    back = f" ({', '.join(d['came_back_ids'])})" if d["came_back"] else ""
-    print(
-        f"telepipe dlq: replayed {len(entry['ids'])} dead letters through {d['pipeline']}: "
-        f"{d['readings_committed']} readings committed, {d['came_back']} came back{back}; "
-        f"audit entry {entry['seq']}"
-    )
-    return 0
+        last[key] = row
 
 
-def _verify(args: argparse.Namespace) -> int:
-    store = _store(args)
-    ok, problem = store.verify()
-    if not ok:
-        print(f"telepipe dlq verify: {problem}", file=sys.stderr)
-        return EXIT_FAILURE
-    count, head = store.audit.head()
-    print(f"telepipe dlq: audit log ok: {count} entries, head {head} ({store.audit.path})")
-    return 0
-
-
-ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "list": _list,
-    "inspect": _inspect,
-    "replay": _replay,
-    "purge": _purge,
-    "verify": _verify,
-    "resume": _resume,
-}
-
-
-def main(args: argparse.Namespace) -> int:
-    """Run the ``dlq`` action parsed into ``args``; telepipe errors propagate."""
-    return ACTIONS[args.dlq_action](args)
+def write_capture(directory: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """The letters' payloads as a telepipe capture, one unfragmented frame each."""
+    ordered = sorted(rows, key=_FRAME_ORDER)
+    first = ordered[0]["stream_id"] if ordered else 0
+    with CaptureWriter(directory, channel="telepipe-dlq", stream_id=first, fsync=True) as writer:
+        for row in ordered:
+            writer.append(
+                row["payload"], received_ns=row["received_ns"], position=row["position"],
+                flags=UNFRAGMENTED, session_id=row["session_id"], stream_id=row["stream_id"],
+            )  # fmt: skip

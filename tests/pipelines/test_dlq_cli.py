@@ -17,7 +17,7 @@ from helpers import ROOT, SCHEMA_XML
 
 from telepipe.dead_letters import DeadLetter, dead_letters_batch
 from telepipe.sbe import SbeCodec
-from telepipe.sinks.dead_letter_store import AuditLog
+from telepipe.sinks.audit_log import AuditLog
 from telepipe.sources.capture import CaptureWriter
 from telepipe.sources.decoder import late_row_letters
 from telepipe.sources.frames import align

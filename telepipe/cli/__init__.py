@@ -8,11 +8,16 @@
     telepipe driver --dir /dev/shm/aeron
     telepipe validate pipeline=demo
     telepipe bench pipeline=press_line bench.readings=4000000
-    telepipe dlq list --data-dir data/demo   (inspect ID, replay IDS --confirm, purge IDS --confirm, verify)
+    telepipe dlq list --data-dir data/demo   (inspect, replay, purge, verify, resume)
 
 Arguments after most commands are Hydra overrides (``key=value``,
 ``group=option``). Errors a user can cause print one line and exit 2; a run
 that fails prints one line and exits 1; there is never a traceback.
+
+This package is the command line only: it parses, dispatches to the command's
+own module in ``telepipe.pipelines`` (the runner for run and replay, capture,
+inspect, ...) and turns errors into exit codes. ``telepipe.cli.dlq`` is the
+``dlq`` subcommand.
 """
 
 from __future__ import annotations
@@ -181,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--dir", default=None, help="Aeron directory (default: a new one in /dev/shm)"
             )
-    from telepipe.pipelines import dlq
+    from telepipe.cli import dlq
 
     dlq.add_parser(sub)
     return parser
@@ -223,7 +228,7 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_USAGE
     handler: Handler
     if args.command == "dlq":
-        from telepipe.pipelines import dlq
+        from telepipe.cli import dlq
 
         handler = dlq.main
     else:
@@ -236,7 +241,3 @@ def _main(argv: list[str] | None) -> int:
     except TelepipeError as error:
         print(f"telepipe: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
-
-
-if __name__ == "__main__":
-    sys.exit(main())

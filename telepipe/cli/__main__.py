@@ -1,0 +1,7 @@
+"""``python -m telepipe.cli ...`` (how a run starts its children): the ``telepipe`` command."""
+
+import sys
+
+from telepipe.cli import main
+
+sys.exit(main())
