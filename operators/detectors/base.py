@@ -63,6 +63,9 @@ class KeyedState:
     ``ints[slot, ni]`` and ``floats[slot, nf]``; what the kernels take is ``arrays``."""
 
     def __init__(self, n_ints: int, n_floats: int) -> None:
+        self._clear(n_ints, n_floats)
+
+    def _clear(self, n_ints: int, n_floats: int) -> None:
         self.keys = KeyIndex()
         self.present = np.zeros(0, np.uint8)
         self.ints = np.zeros((0, n_ints), np.int64)
@@ -101,7 +104,7 @@ class KeyedState:
         }
 
     def restore(self, state: State) -> None:
-        self.__init__(self.ints.shape[1], self.floats.shape[1])  # type: ignore[misc]
+        self._clear(self.ints.shape[1], self.floats.shape[1])
         slots = self.add(as_array(state["sensor_id"], np.int32))
         self.present[slots] = 1
         self.ints[slots] = as_array(state["ints"], np.int64).reshape(self.ints[slots].shape)

@@ -315,7 +315,11 @@ class CepPatternLogic(DetectorLogic):
                 self._collect(n_out, pieces)
                 n_out = 0
                 if status == pk.ST_KEYS:
-                    self._add_keys(sid[row:])
+                    # Keys for the sensors of rows that may need one (with idle rows
+                    # skipped, those meeting a condition): a key holds a block of
+                    # ``max_partial_matches`` entries.
+                    rest = sid[row:] if not self._skip_idle else sid[row:][bits[row:] != 0]
+                    self._add_keys(rest)
                 elif status == pk.ST_NODES:
                     self._grow_nodes((self.cap + 1) * self.chain)
             self.pos += n
