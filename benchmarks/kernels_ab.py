@@ -14,20 +14,31 @@ with the older kernels (a signature changed) is left out and named.
     git archive REV | tar -x -C /tmp/telepipe-prev
     .venv/bin/python benchmarks/kernels_ab.py --tree /tmp/telepipe-prev --data ordered
 
+With ``--whole`` the older tree's whole ``operators/`` package is loaded instead, as a
+package of its own (``ab_old_operators``: its imports of itself rewritten; the core,
+``telepipe.markers`` and the rest, is this checkout's), and each operator is built
+twice from the same options, once from each package: Python and kernels both differ,
+so signatures may change, and the alternation still cancels the machine's drift.
+
 Prints, per operator, the medians of both and the median of the per-pass ratios
 (new / old) with the rows out of each (they must be equal), then one JSON line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import pkgutil
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+
+import pyarrow as pa
+from reactivex.subject import Subject
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -35,7 +46,7 @@ from _common import median, rate
 from demo_throughput import to_batches, with_watermarks
 from operators_ab import ab_parser, emit_ab, load_data, make_ops
 
-from operators import run_both, run_op
+from operators import run_op
 
 
 def _is_kernels(dotted: str) -> bool:
@@ -108,6 +119,52 @@ def _swaps(old: dict[str, ModuleType]) -> list[tuple[ModuleType, str, object, ob
     return found
 
 
+def _old_package(tree: Path, scratch: Path) -> ModuleType:
+    """The tree's ``operators/`` as the package ``ab_old_operators``, its imports of
+    itself pointed at itself (files rewritten only when changed: numba's cache stays)."""
+    dest = scratch / "ab_old_operators"
+    for source in (tree / "operators").rglob("*.py"):
+        target = dest / source.relative_to(tree / "operators")
+        text = source.read_text().replace("telepipe.operators", "ab_old_operators")
+        if not target.exists() or target.read_text() != text:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+    sys.path.insert(0, str(scratch))
+    return importlib.import_module("ab_old_operators")
+
+
+def _built_from(package: ModuleType, op: object) -> object:
+    """``op``'s options as an instance of ``package``'s class of the same name (steps
+    of dataclasses passed as mappings, as YAML gives them)."""
+    values = {}
+    for field in dataclasses.fields(op):  # type: ignore[arg-type]
+        value = getattr(op, field.name)
+        if isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+            value = [dataclasses.asdict(v) for v in value]  # type: ignore[arg-type]
+        values[field.name] = value
+    return getattr(package, type(op).__name__)(**values)
+
+
+def _run_pair(items: list[object], tumbling: object, alarm: object) -> float:
+    """``tumbling`` and ``alarm`` fanned out from one Subject (as ``operators.run_both``)."""
+    import time
+
+    subject: Subject[object] = Subject()
+    kept: list[pa.RecordBatch] = []
+
+    def keep(item: object) -> None:
+        if isinstance(item, pa.RecordBatch):
+            kept.append(item)
+
+    subject.pipe(tumbling).subscribe(keep)  # type: ignore[arg-type]
+    subject.pipe(alarm).subscribe(keep)  # type: ignore[arg-type]
+    start = time.perf_counter()
+    for item in items:
+        subject.on_next(item)
+    subject.on_completed()
+    return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = ab_parser(__doc__.splitlines()[0], True, "ordered", 5)
     args = parser.parse_args(argv)
@@ -115,51 +172,70 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--tree {args.tree}: no operators/ in it (extract a checkout there)")
 
     with tempfile.TemporaryDirectory() as scratch:
-        swaps = _swaps(_old_kernels(args.tree.resolve(), Path(scratch)))
+        new_ops = make_ops(args.ops)
+        if args.whole:
+            old = _old_package(args.tree.resolve(), Path(tempfile.gettempdir()) / "telepipe-ab")
+            sides = [{n: _built_from(old, op) for n, op in new_ops.items()}, new_ops]
+            pairs = [
+                (_built_from(old, new_ops[name]), new_ops[name])
+                for name in ("TumblingWindow", "ThresholdAlarm")
+                if name in new_ops
+            ]
+            swaps: list[tuple[ModuleType, str, object, object]] = []
+            what = "whole operators packages"
+        else:
+            swaps = _swaps(_old_kernels(args.tree.resolve(), Path(scratch)))
+            sides = [new_ops, new_ops]
+            pairs = []
+            what = f"{len(swaps)} kernel references swapped"
 
         def use(which: int) -> None:  # 0: the tree's kernels, 1: this checkout's
             for module, attr, *kernels in swaps:
                 setattr(module, attr, kernels[which])
 
+        both: list[Callable[[list[object]], float]] = []
+        if args.whole and len(pairs) == 2:
+            both = [lambda it, w=w: _run_pair(it, pairs[0][w], pairs[1][w]) for w in (0, 1)]
+        elif not args.whole and "TumblingWindow" in new_ops and "ThresholdAlarm" in new_ops:
+            tw = new_ops["TumblingWindow"]
+            ta = new_ops["ThresholdAlarm"]
+            both = [lambda it: _run_pair(it, tw, ta)] * 2
+
         df = load_data(args.data, args.readings)
         items = with_watermarks(to_batches(df, args.batch_rows))
-        ops = make_ops(args.ops)
         left_out: dict[str, str] = {}
         for which in (1, 0):  # compile both sets outside the timings
             use(which)
-            for name, op in list(ops.items()):
+            for name, op in list(sides[which].items()):
                 try:
                     run_op(items[:40], op)
                 except Exception as error:  # the older kernels take other arguments
                     left_out[name] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
-                    del ops[name]
-        names = list(ops)
-        if "TumblingWindow" in ops and "ThresholdAlarm" in ops:
-            names.append("both")
-            for which in (1, 0):
-                use(which)
-                run_both(items[:40])
+                    for side in sides:
+                        side.pop(name, None)
+            if both:
+                both[which](items[:40])
+        names = [*sides[1], *(["both"] if both else [])]
         results: list[dict[str, float]] = []
         for _ in range(args.repeats):
             r: dict[str, float] = {}
-            for name, op in ops.items():
+            for name in sides[1]:
                 for which, side in enumerate(("old", "new")):
                     use(which)
-                    seconds, out = run_op(items, op)
+                    seconds, out = run_op(items, sides[which][name])
                     r[f"{name}_{side}"] = rate(df.height, seconds)
                     r[f"{name}_{side}_rows_out"] = sum(b.num_rows for b in out)
                 r[f"{name}_ratio"] = r[f"{name}_new"] / r[f"{name}_old"]
-            if "both" in names:
+            if both:
                 for which, side in enumerate(("old", "new")):
                     use(which)
-                    seconds, _ = run_both(items)
-                    r[f"both_{side}"] = rate(df.height, seconds)
+                    r[f"both_{side}"] = rate(df.height, both[which](items))
                 r["both_ratio"] = r["both_new"] / r["both_old"]
             results.append(r)
         use(1)
 
     print(
-        f"{len(swaps)} kernel references swapped; {args.data} data, {df.height:,} readings, "
+        f"{what}; {args.data} data, {df.height:,} readings, "
         f"{args.batch_rows}-row batches, {args.repeats} alternating passes"
     )
     print(f"  {'operator':<16} {'old M/s':>8} {'new M/s':>8} {'new/old':>8}  rows out old/new")

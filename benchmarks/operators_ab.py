@@ -121,6 +121,10 @@ def ab_parser(
     parser.add_argument("--batch-rows", type=int, default=65_536)
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--ops", default=None, help="comma list of operators (default: all)")
+    parser.add_argument(
+        "--whole", action="store_true",
+        help="kernels_ab: the whole operators package of --tree, not only its kernels",
+    )  # fmt: skip
     return parser
 
 
