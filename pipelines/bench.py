@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from telepipe.config import build
 from telepipe.errors import ConfigError, TelepipeError
 from telepipe.markers import Item
 from telepipe.pipelines.graph import Output, connect, outputs_from_config
+from telepipe.pipelines.protocols import SourceOptions
 from telepipe.sbe import SbeCodec
 from telepipe.sources.decoder import MessageBuffer, TelemetryDecoder
 from telepipe.sources.simulator import SimulatorOptions, TelemetryGenerator
@@ -55,11 +57,11 @@ def encoded_messages(codec: SbeCodec, options: SimulatorOptions, readings: int) 
 
 
 def decode_all(
-    codec: SbeCodec, source_options: object, messages: list[bytes], batch_messages: int
+    codec: SbeCodec, source_options: SourceOptions, messages: list[bytes], batch_messages: int
 ) -> tuple[list[Item], TelemetryDecoder]:
     """The flow items the source would emit for ``messages``, polled ``batch_messages`` at a time."""
-    decoder = TelemetryDecoder(codec, source_options.decoder_options())  # type: ignore[attr-defined]
-    stream_id = int(source_options.stream_id)  # type: ignore[attr-defined]
+    decoder = TelemetryDecoder(codec, source_options.decoder_options())
+    stream_id = int(source_options.stream_id)
     buffer = MessageBuffer()
     items: list[Item] = []
     position = 0
@@ -79,7 +81,7 @@ def _push(items: list[Item], outputs: list[Output]) -> tuple[float, dict[str, in
     rows = {o.table: 0 for o in outputs}
     failures: list[BaseException] = []
 
-    def count(table: str):  # type: ignore[no-untyped-def]
+    def count(table: str) -> Callable[[Item], None]:
         def on_next(item: Item) -> None:
             if isinstance(item, pa.RecordBatch):
                 rows[table] += item.num_rows
@@ -105,7 +107,7 @@ def bench(cfg: DictConfig, console: Console | None = None) -> dict[str, object]:
     ``bench.out`` when set)."""
     console = console or Console()
     options: BenchOptions = build(cfg.bench, "bench")
-    source_options = build(cfg.source, "source")
+    source_options: SourceOptions = build(cfg.source, "source")
     codec: SbeCodec = build(cfg.schema, "schema")
     if "options" not in cfg.simulator:
         raise ConfigError("bench needs the simulator's options: drop simulator=none")

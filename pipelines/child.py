@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -150,3 +151,26 @@ class CaptureProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+@dataclass
+class Children:
+    """A run's child processes, each optional."""
+
+    simulator: SimulatorProcess | None = None
+    recorder: CaptureProcess | None = None
+
+    def stop(self) -> None:
+        """After the last poll. The simulator first: a recorder waits for its capture to
+        stop growing, which it does not while the simulator publishes (a SIGTERM took 16 s)."""
+        if self.simulator is not None:
+            self.simulator.stop()
+        if self.recorder is not None:
+            self.recorder.stop()
+
+    def abandon(self) -> None:
+        """After a failure: stop both without waiting for them to catch up."""
+        if self.recorder is not None:
+            self.recorder.stop(settle_s=0.0, timeout=5.0)
+        if self.simulator is not None:
+            self.simulator.stop(timeout=5.0)

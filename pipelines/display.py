@@ -6,7 +6,7 @@ import sys
 from types import TracebackType
 
 from omegaconf import DictConfig
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress import (
     BarColumn,
@@ -50,11 +50,11 @@ class Display:
         self.live = Live(self._renderable(), console=console, refresh_per_second=4)
 
     def _renderable(self) -> Group:
-        parts: list[object] = []
+        parts: list[RenderableType] = []
         if self.progress is not None:
             parts.append(self.progress)
         parts.append(live_table(self.stats, self.started))
-        return Group(*parts)  # type: ignore[arg-type]
+        return Group(*parts)
 
     def update(self, progress: tuple[int, int | None]) -> None:
         if self.live is None:

@@ -43,19 +43,22 @@ def outputs_from_config(pipeline: DictConfig) -> list[Output]:
     if "outputs" not in pipeline or not isinstance(pipeline.outputs, DictConfig):
         raise ConfigError("pipeline.outputs: expected a mapping of table name -> operators")
     outputs: list[Output] = []
-    for table, chain in pipeline.outputs.items():
+    for key, chain in pipeline.outputs.items():
+        table = str(key)
         path = f"pipeline.outputs.{table}"
-        if not str(table).isidentifier() or table in RESERVED_TABLES:
+        if not table.isidentifier() or table in RESERVED_TABLES:
             raise ConfigError(f"{path}: not a usable table name")
         if chain is None:  # ``readings: null`` as ``readings: {}``: the rows as they come
             chain = OmegaConf.create({})
         if not isinstance(chain, DictConfig):
             raise ConfigError(f"{path}: expected a mapping of step name -> operator, got {chain!r}")
-        operators = tuple(build(node, f"{path}.{step}") for step, node in chain.items())
-        for step, op in zip(chain.keys(), operators, strict=True):
+        steps = tuple(str(k) for k in chain)
+        nodes = zip(steps, chain.values(), strict=True)
+        operators = tuple(build(node, f"{path}.{step}") for step, node in nodes)
+        for step, op in zip(steps, operators, strict=True):
             if not callable(op):
                 raise ConfigError(f"{path}.{step}: {type(op).__name__} is not an operator")
-        outputs.append(Output(str(table), operators, tuple(str(k) for k in chain)))
+        outputs.append(Output(table, operators, steps))
     if not outputs:
         raise ConfigError("pipeline.outputs: a pipeline needs at least one output")
     return outputs
@@ -81,7 +84,7 @@ def connect(
         build = getattr(op, "build", None)
         if build is not None:
             to = functools.partial(late, f"{output.table}.{step}") if late is not None else None
-            flow = flow.pipe(stage(build, name=step, restore=restore.get(step), late=to))  # type: ignore[arg-type]
+            flow = flow.pipe(stage(build, name=step, restore=restore.get(step), late=to))
         else:
             flow = flow.pipe(op)
     return flow
@@ -97,10 +100,11 @@ def publishers_from_config(pipeline: DictConfig, tables: list[str]) -> dict[str,
             f"pipeline.publish: expected a mapping of table -> Aeron sink, got {publish!r}"
         )
     built = {}
-    for table, node in publish.items():
+    for key, node in publish.items():
+        table = str(key)
         if table not in tables:
             raise ConfigError(
                 f"pipeline.publish.{table}: no such output (outputs: {', '.join(tables)})"
             )
-        built[str(table)] = build(node, f"pipeline.publish.{table}")
+        built[table] = build(node, f"pipeline.publish.{table}")
     return built

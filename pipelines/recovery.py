@@ -65,12 +65,12 @@ def read_recovery(data_dir: Path, tables: list[str], app_id: str) -> Recovery | 
     decoder_state = None
     positions: dict[str, int] = {}
     for table in tables:
-        meta = commits[table].get(oldest)
-        if meta is None or "telepipe.state" not in meta:
+        commit = commits[table].get(oldest)
+        if commit is None or "telepipe.state" not in commit:
             raise ConfigError(
                 f"data_dir={data_dir}: table {table} has no state for checkpoint {oldest}"
             )
-        state_path = data_dir / meta["telepipe.state"]
+        state_path = data_dir / commit["telepipe.state"]
         try:
             with state_path.open("rb") as f:
                 state = pickle.load(f)
@@ -83,7 +83,7 @@ def read_recovery(data_dir: Path, tables: list[str], app_id: str) -> Recovery | 
             ) from None
         decoder_state = state.pop("decoder", decoder_state)
         chain_states[table] = state
-        positions = json.loads(meta["telepipe.positions"])
+        positions = json.loads(commit["telepipe.positions"])
     return Recovery(
         oldest,
         latest,

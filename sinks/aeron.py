@@ -136,6 +136,10 @@ class AeronSink(QueuedSink):
     def on_barrier(self, table: str, barrier: CheckpointBarrier) -> None:
         """Nothing to commit: a published message is out once offer returned True."""
 
+    def committed(self) -> dict[str, int]:
+        """Rows published (their messages' offers returned True)."""
+        return dict.fromkeys(self.table_names, self.counters.rows)
+
     def on_end(self, table: str) -> None:
         """The publication stays open until ``close_publication``."""
 

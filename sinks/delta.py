@@ -19,6 +19,7 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, Self
 
 import pyarrow as pa
 from deltalake import (
@@ -84,7 +85,15 @@ class DeltaSinkOptions:
 
 STATE_DIR = "_telepipe_state"
 KEEP_STATES = 16
-COMPRESSIONS = ("snappy", "lz4_raw", "zstd", "gzip", "uncompressed")
+ParquetCompression = Literal["SNAPPY", "LZ4_RAW", "ZSTD", "GZIP", "UNCOMPRESSED"]
+_PARQUET_COMPRESSION: dict[str, ParquetCompression] = {
+    "snappy": "SNAPPY",
+    "lz4_raw": "LZ4_RAW",
+    "zstd": "ZSTD",
+    "gzip": "GZIP",
+    "uncompressed": "UNCOMPRESSED",
+}
+COMPRESSIONS = tuple(_PARQUET_COMPRESSION)
 
 
 def writer_properties(schema: pa.Schema, compression: str) -> WriterProperties:
@@ -100,7 +109,9 @@ def writer_properties(schema: pa.Schema, compression: str) -> WriterProperties:
         or pa.types.is_timestamp(f.type)
         or (pa.types.is_integer(f.type) and f.type.bit_width == 64)
     }
-    return WriterProperties(compression=compression.upper(), column_properties=plain or None)
+    return WriterProperties(
+        compression=_PARQUET_COMPRESSION[compression], column_properties=plain or None
+    )
 
 
 @dataclass
@@ -143,7 +154,7 @@ class DeltaSink(QueuedSink):
             for name, schema in tables.items()
         }
 
-    def start(self) -> DeltaSink:
+    def start(self) -> Self:
         self.root.mkdir(parents=True, exist_ok=True)
         for name, state in self.tables.items():
             _check_existing(name, state)

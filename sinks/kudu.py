@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -116,7 +116,7 @@ class KuduSinkOptions:
             object.__setattr__(self, "queue", BoundaryOptions(**self.queue))
         if not self.masters:
             raise ConfigError("sink.masters must list at least one Kudu master host:port")
-        positive = ("hash_buckets", "range_partitions", "operation_timeout_ms")
+        positive: tuple[str, ...] = ("hash_buckets", "range_partitions", "operation_timeout_ms")
         positive += ("flush_interval_ms", "mutation_buffer_bytes", "max_pending_rows")
         for name in positive:
             if getattr(self, name) < 1:
@@ -179,7 +179,9 @@ class KuduSink(QueuedSink):
     ) -> None:
         """``tables`` maps each table to its Arrow schema (None: known from the first batch)."""
         if client_factory is None:
-            from telepipe.sinks._kudu_client import connect as client_factory
+            from telepipe.sinks._kudu_client import connect
+
+            client_factory = connect
         self.options = options
         self._factory = client_factory
         self._sleep = sleep
@@ -202,7 +204,7 @@ class KuduSink(QueuedSink):
         self._dead_lock = threading.Lock()
         self._in_cycle = False
 
-    def start(self) -> KuduSink:
+    def start(self) -> Self:
         """Connect (retrying transient errors) and start the writer thread."""
         o = self.options
         self.client = self._retry("connect", lambda: self._factory(list(o.masters)))
@@ -409,19 +411,19 @@ class KuduSink(QueuedSink):
             again: list[tuple[TableState, int, Row]] = []
             status = flush_status or ""
             index = self._index() if errors else {}
-            for error in errors:
-                matches = self._match(error.operation, index)
-                if is_transient(error.status):
-                    status = error.status
+            for row_error in errors:
+                matches = self._match(row_error.operation, index)
+                if is_transient(row_error.status):
+                    status = row_error.status
                     if not matches:  # cannot tell which: resend all (upserts are idempotent)
                         again = self._all_in_flight()
                         break
                     again.extend(matches)
                     continue
                 if not matches:  # still a dead letter, its payload Kudu's description
-                    self._dead_letter(None, -1, error.status, error.operation)
+                    self._dead_letter(None, -1, row_error.status, row_error.operation)
                 for state, ordinal, row in matches[:1]:
-                    self._dead_letter(state, ordinal, error.status, error.operation)
+                    self._dead_letter(state, ordinal, row_error.status, row_error.operation)
                     state.failed += 1
                     self._in_flight.pop((state.name, key_of(state.columns or [], row)), None)
             if flush_status is not None and not errors:

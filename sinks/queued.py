@@ -12,11 +12,13 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
+from typing import Self
 
 import pyarrow as pa
 from reactivex import Observer
 
-from telepipe.boundary import BoundaryOptions, BoundedQueue
+from telepipe.boundary import BoundaryCounters, BoundaryOptions, BoundedQueue
+from telepipe.dead_letters import DeadLetter
 from telepipe.errors import ConfigError, SinkError
 from telepipe.markers import CheckpointBarrier, Item
 
@@ -51,7 +53,19 @@ class QueuedSink(ABC):
     def on_stop(self) -> None:  # noqa: B027 - optional hook
         """After the last table ended (or an abort): release resources."""
 
-    def start(self) -> QueuedSink:
+    @abstractmethod
+    def committed(self) -> dict[str, int]:
+        """Rows written so far (committed, or published), by table."""
+
+    def take_dead_letters(self) -> list[DeadLetter]:
+        """Rows the store refused since the last call: none unless a sink says so."""
+        return []
+
+    @property
+    def queue_counters(self) -> BoundaryCounters:
+        return self.queue.counters
+
+    def start(self) -> Self:
         self._thread.start()
         return self
 

@@ -59,6 +59,8 @@ class AeronSource(DecodingSource):
     record batches, a watermark, and every N readings or T ms a barrier.
     """
 
+    live = True
+
     def __init__(
         self, options: AeronSourceOptions, codec: SbeCodec, connection: AeronConnection
     ) -> None:

@@ -258,6 +258,13 @@ class ArchiveReader:
             if info.valid:
                 yield from self._frames(info)
 
+    def unreadable(self) -> dict[str, int]:
+        """Nothing beyond ``malformed``."""
+        return {}
+
+    def stop(self) -> None:
+        """A recording is read to its end: nothing waits."""
+
     def describe(self) -> dict[str, object]:
         """Catalog summary (no segment is read beyond a directory listing)."""
         present = {p.name for p in self.directory.glob("*.rec")}

@@ -435,6 +435,13 @@ class CaptureReader:
                 head[12], head[11], head[13], head[10], head[8], head[3], head[2], payload, head[14]
             )
 
+    def unreadable(self) -> dict[str, int]:
+        """Beyond ``malformed``: the bytes of a torn last record (none: empty)."""
+        return {"torn_tail_bytes": self.torn_tail} if self.torn_tail else {}
+
+    def stop(self) -> None:
+        """Nothing waits: ``frames(follow=True, stop=...)`` takes its own stop flag."""
+
     def describe(self) -> dict[str, Any]:
         """A cheap summary: the index plus a scan of the records past its last entry."""
         segments = self.segments()

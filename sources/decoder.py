@@ -10,6 +10,7 @@ and change no result).
 from __future__ import annotations
 
 import time
+from collections.abc import Buffer
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,9 +64,9 @@ class MessageBuffer:
         self.sessions: list[int] = []
         self.positions: list[int] = []
 
-    def add(self, payload: object, stream_id: int, session_id: int, position: int) -> None:
+    def add(self, payload: Buffer, stream_id: int, session_id: int, position: int) -> None:
         self.offsets.append(len(self.data))
-        self.data += payload  # type: ignore[operator]
+        self.data += payload
         self.streams.append(stream_id)
         self.sessions.append(session_id)
         self.positions.append(position)
@@ -286,14 +287,28 @@ class TelemetryDecoder:
 
 
 class DecodingSource:
-    """What every pulled source shares: a ``TelemetryDecoder`` and its side outputs."""
+    """What every pulled source shares: a ``TelemetryDecoder`` and its side outputs, and
+    the neutral answers of the capabilities only some sources have (the runner's
+    ``PulledSource`` protocol declares them all)."""
 
     decoder: TelemetryDecoder
     exhausted: bool = False
+    live: bool = False  # a live stream: it never ends and a restart cannot replay it
 
     @property
     def counters(self) -> SourceCounters:
         return self.decoder.counters
+
+    @property
+    def gaps(self) -> int:
+        return 0
+
+    @property
+    def damage(self) -> dict[str, int]:
+        return {}
+
+    def stop(self) -> None:
+        """Stop waiting for more input: nothing to do unless the source waits."""
 
     def checkpoint(self) -> CheckpointBarrier:
         return self.decoder.checkpoint()

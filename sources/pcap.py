@@ -178,6 +178,16 @@ class PcapReader:
                     payload[off + HEADER_LENGTH : off + flen], h[8],
                 )  # fmt: skip
 
+    def unreadable(self) -> dict[str, int]:
+        """Beyond ``malformed``: packets of link types telepipe cannot read."""
+        return {
+            f"unsupported_{k}": int(v) for k, v in sorted(self.skipped.items())
+            if k.startswith("linktype_")
+        }  # fmt: skip
+
+    def stop(self) -> None:
+        """A pcap file is read to its end: nothing waits."""
+
     def describe(self) -> dict[str, object]:
         """One pass without building frames: counts, time range, sessions and their SETUPs."""
         self._reset()
@@ -435,7 +445,8 @@ class PcapReader:
 
     def _pcapng(self, mm: mmap.mmap) -> Iterator[_Record]:
         off, size, order = 0, len(mm), "<"
-        interfaces: list[tuple[int, int, int]] = []  # (linktype, ns numerator/denominator, offset)
+        # (linktype, ns numerator, ns denominator, offset)
+        interfaces: list[tuple[int, int, int, int]] = []
         while off < size:
             if off + 12 > size:
                 raise _Damage("truncated_record", f"file cut inside a block header at byte {off}")

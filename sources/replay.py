@@ -9,16 +9,18 @@ rows, late rows, watermarks and rejections as the live run it recorded.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from telepipe.errors import ConfigError, SourceError
 from telepipe.markers import Item
 from telepipe.sbe import SbeCodec
+from telepipe.sources.capture import CaptureReader
 from telepipe.sources.decoder import (
     DecoderOptions,
     DecodingSource,
@@ -38,12 +40,26 @@ PCAP_MAGICS = {
 
 
 class RecordedInput(Protocol):
+    """A capture, pcap/pcapng file or Aeron Archive recording, read as frames."""
+
     notes: list[str]
-    malformed: dict[str, int]
+
+    @property
+    def malformed(self) -> Mapping[str, int]:
+        """Damaged records skipped so far, by reason."""
+        ...
 
     def frames(self) -> Iterator[DataFrame]: ...
 
     def describe(self) -> dict[str, object]: ...
+
+    def unreadable(self) -> dict[str, int]:
+        """What else could not be read so far, named as a replay reports it."""
+        ...
+
+    def stop(self) -> None:
+        """Stop waiting for more (a followed capture); nothing for a finished input."""
+        ...
 
 
 def input_kind(path: str | Path) -> str:
@@ -72,9 +88,7 @@ def input_kind(path: str | Path) -> str:
 def open_input(path: str | Path, follow: bool = False) -> RecordedInput:
     kind = input_kind(path)
     if kind == "capture":
-        from telepipe.sources.capture import CaptureReader
-
-        return _Following(CaptureReader(path), follow) if follow else CaptureReader(path)
+        return _Following(CaptureReader(path)) if follow else CaptureReader(path)
     if follow:
         raise ConfigError(f"replay.follow=true needs a telepipe capture, {path} is a {kind}")
     if kind == "pcap":
@@ -89,18 +103,27 @@ def open_input(path: str | Path, follow: bool = False) -> RecordedInput:
 class _Following:
     """A capture read as it grows, until stopped (the runner's stop flag ends it)."""
 
-    def __init__(self, reader: RecordedInput, follow: bool) -> None:
+    def __init__(self, reader: CaptureReader) -> None:
         self.reader = reader
-        self.notes, self.malformed = reader.notes, reader.malformed
-        import threading
+        self.notes = reader.notes
+        self._stop = threading.Event()
 
-        self.stop = threading.Event()
+    @property
+    def malformed(self) -> Mapping[str, int]:
+        return self.reader.malformed
 
     def frames(self) -> Iterator[DataFrame]:
-        return self.reader.frames(follow=True, stop=self.stop)  # type: ignore[call-arg]
+        return self.reader.frames(follow=True, stop=self._stop)
 
     def describe(self) -> dict[str, object]:
         return self.reader.describe()
+
+    def unreadable(self) -> dict[str, int]:
+        """Nothing: the last record of a capture still being written is not torn."""
+        return {}
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def parse_bound(value: object, key: str) -> tuple[str, int] | None:
@@ -142,8 +165,8 @@ class ReplayOptions:
     follow: bool = False
 
     @classmethod
-    def from_config(cls, node: object) -> ReplayOptions:
-        get = node.get  # type: ignore[attr-defined]
+    def from_config(cls, node: Mapping[str, Any]) -> ReplayOptions:
+        get = node.get
         speed = get("speed", "max")
         if speed in (None, "max"):
             factor = None
@@ -289,23 +312,12 @@ class ReplaySource(DecodingSource):
         ``telepipe inspect`` says where."""
         c = self.assembler.counters
         found = {f"malformed_{k}": int(v) for k, v in sorted(self.input.malformed.items()) if v}
-        skipped = getattr(self.input, "skipped", {})  # a pcap: packets it could not read
-        found |= {
-            f"unsupported_{k}": int(v)
-            for k, v in sorted(skipped.items())
-            if k.startswith("linktype_")
-        }
-        counts = (
-            ("torn_tail_bytes", int(getattr(self.input, "torn_tail", 0))),
-            ("dropped_fragments", c.dropped_fragments),
-            ("gaps", len(c.gaps)),
-        )
+        found |= self.input.unreadable()
+        counts = (("dropped_fragments", c.dropped_fragments), ("gaps", len(c.gaps)))
         return found | {k: v for k, v in counts if v}
 
     def stop(self) -> None:
-        stop = getattr(self.input, "stop", None)
-        if stop is not None:
-            stop.set()
+        self.input.stop()
 
     def close(self) -> None:
         self.stop()

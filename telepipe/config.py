@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -123,7 +123,7 @@ def _check_nested_targets(node: Any, path: str) -> None:
             if key == "_target_":
                 check_target(str(node[key]), path)
             elif isinstance(child, DictConfig | ListConfig):
-                _check_nested_targets(child, f"{path}.{key}")
+                _check_nested_targets(child, f"{path}.{key!s}")
     elif isinstance(node, ListConfig):
         for i, child in enumerate(node):
             _check_nested_targets(child, f"{path}[{i}]")

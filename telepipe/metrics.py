@@ -69,6 +69,6 @@ class RunStatsCollector:
 def serve(stats: RunStats, pipeline: str, port: int, address: str = "127.0.0.1") -> Any:
     """Start the endpoint on a daemon thread; returns the server (``shutdown()`` to stop)."""
     registry = CollectorRegistry()
-    registry.register(RunStatsCollector(stats, pipeline))  # type: ignore[arg-type]
+    registry.register(RunStatsCollector(stats, pipeline))
     server, _thread = start_http_server(port, address, registry)
     return server

@@ -454,8 +454,9 @@ class SbeCodec:
         if stride not in self._strided:
             fields = (self.entry_dtype.fields or {}).items()
             names, formats, offsets = zip(*((k, v[0], v[1]) for k, v in fields), strict=True)
-            spec = {"names": names, "formats": formats, "offsets": offsets, "itemsize": stride}
-            self._strided[stride] = np.dtype(spec)
+            self._strided[stride] = np.dtype(
+                {"names": names, "formats": formats, "offsets": offsets, "itemsize": stride}
+            )
         return self._strided[stride]
 
     def _reject(

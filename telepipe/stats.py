@@ -29,14 +29,15 @@ class RunStats:
     late: int = 0
     gaps: int = 0
     input_damage: dict[str, int] = field(default_factory=dict)  # replay: unreadable input
-    windows: int = 0
-    alarms: int = 0
     queue_depth: int = 0
     blocked_s: float = 0.0
     watermark_lag_ms: float | None = None
     committed_by_table: dict[str, int] = field(default_factory=dict)
     dropped_by_table: dict[str, int] = field(default_factory=dict)
     published_by_table: dict[str, int] = field(default_factory=dict)
+    # Rows out of each output's chain of operators (outputs without operators, the
+    # readings as they come, are ``received`` less ``late``), in pipeline order.
+    output_rows_by_table: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     readings_per_s: float = 0.0
     data_dir: str = ""
@@ -84,7 +85,7 @@ def live_table(stats: RunStats, started: float) -> Table:
         ("dropped", f"{stats.dropped:,}"),
         ("rejected / late", f"{stats.rejected:,} / {stats.late:,}"),
         ("watermark lag", lag),
-        ("windows / alarms", f"{stats.windows:,} / {stats.alarms:,}"),
+        *((table, f"{rows:,}") for table, rows in stats.output_rows_by_table.items()),
         ("rss peak", f"{stats.peak_rss_mb:,.0f} MB"),
     ]
     for name, value in rows:
@@ -95,11 +96,7 @@ def live_table(stats: RunStats, started: float) -> Table:
 def print_summary(stats: RunStats, console: Console | None = None) -> None:
     console = console or Console()
     tables = ", ".join(f"{k}={v:,}" for k, v in sorted(stats.committed_by_table.items()))
-    outputs = "".join(
-        f"{count:,} {name}, "
-        for name, count in (("windows", stats.windows), ("alarms", stats.alarms))
-        if name in stats.committed_by_table
-    )
+    outputs = "".join(f"{rows:,} {table}, " for table, rows in stats.output_rows_by_table.items())
     console.print(
         f"telepipe: {stats.received:,} readings in {stats.elapsed_s:.2f} s "
         f"({stats.readings_per_s:,.0f} readings/s), {outputs}"

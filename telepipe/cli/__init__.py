@@ -105,24 +105,28 @@ def _driver(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from telepipe.config import build, load
     from telepipe.pipelines.graph import outputs_from_config, publishers_from_config
+    from telepipe.pipelines.registry import sink_kind, source_kind
 
     cfg = load(args.overrides)
     for key in ("aeron", "source", "sink", "schema"):
-        build(cfg[key], key)
+        built = build(cfg[key], key)
+        if key == "source":
+            source_kind(built, key)
+        elif key == "sink":
+            sink_kind(built, key)
     if cfg.simulator.enabled:
         build(cfg.simulator.options, "simulator.options")
     outputs = outputs_from_config(cfg.pipeline)
-    for table, publisher in publishers_from_config(
-        cfg.pipeline, [o.table for o in outputs]
-    ).items():
+    tables = [o.table for o in outputs]
+    for table, publisher in publishers_from_config(cfg.pipeline, tables).items():
+        path = f"pipeline.publish.{table}"
+        check = sink_kind(publisher, path).check
         try:
-            publisher.codec()  # type: ignore[attr-defined]
+            if check is not None:
+                check(publisher)
         except TelepipeError as error:
-            raise ConfigError(f"pipeline.publish.{table}: {error}") from None
-    print(
-        f"telepipe: config ok: pipeline {cfg.pipeline.name} -> tables "
-        + ", ".join(o.table for o in outputs)
-    )
+            raise ConfigError(f"{path}: {error}") from None
+    print(f"telepipe: config ok: pipeline {cfg.pipeline.name} -> tables " + ", ".join(tables))
     return 0
 
 

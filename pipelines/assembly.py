@@ -1,0 +1,265 @@
+"""A run's assembly: what it will open, decided from the config (``plan``), then opened
+(``opened``): the source, the sink, the publishers, the outputs' chains, the metrics
+endpoint and the child processes. The runner only runs what this hands it.
+
+Sources and sinks come from ``pipelines.registry`` by the type of their options;
+nothing here knows a table by name but the two every pipeline has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+from omegaconf import DictConfig
+from reactivex.subject import Subject
+
+from telepipe.aeron import AeronConnection, AeronOptions
+from telepipe.config import build, option
+from telepipe.errors import ConfigError
+from telepipe.markers import Item
+from telepipe.pipelines.child import CaptureProcess, Children, SimulatorProcess
+from telepipe.pipelines.graph import (
+    Output,
+    connect,
+    outputs_from_config,
+    publishers_from_config,
+)
+from telepipe.pipelines.protocols import PulledSource, Sink, SourceOptions
+from telepipe.pipelines.recovery import Recovery
+from telepipe.pipelines.registry import (
+    RECORDED,
+    SinkContext,
+    SinkKind,
+    SourceContext,
+    SourceKind,
+    sink_kind,
+    source_kind,
+)
+from telepipe.pipelines.routing import Outputs, SideOutputs
+from telepipe.sbe import SbeCodec
+from telepipe.schema import DEAD_LETTERS
+from telepipe.sources.replay import ReplayOptions
+from telepipe.stats import RunStats
+
+
+@dataclass(frozen=True)
+class Opens[O]:
+    """A registered kind and the options it opens."""
+
+    kind: O
+    options: Any
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a run will open, decided before anything is opened."""
+
+    cfg: DictConfig
+    overrides: tuple[str, ...]
+    input_path: str | None  # None: the live stream
+    data_dir: Path
+    codec: SbeCodec
+    source: Opens[SourceKind[Any]]
+    sink: Opens[SinkKind[Any]]
+    publish: dict[str, Opens[SinkKind[Any]]]  # output table -> its publisher
+    outputs: tuple[Output, ...]
+    tables: dict[str, pa.Schema | None]  # every table the sink writes
+    recovery: Recovery | None
+    aeron: AeronOptions
+    replay: ReplayOptions | None
+    simulate: bool
+    capture_dir: str | None
+    limit: int | None
+    idle_limit_s: float
+
+    @property
+    def live(self) -> bool:
+        return self.input_path is None
+
+    @property
+    def origin(self) -> str:
+        """What the input is, as every commit records it."""
+        return "live" if self.input_path is None else str(Path(self.input_path).resolve())
+
+    @property
+    def source_options(self) -> SourceOptions:
+        options: SourceOptions = self.source.options
+        return options
+
+    @property
+    def raw_table(self) -> str | None:
+        """The first output of the readings as they come (no operators)."""
+        return next((o.table for o in self.outputs if not o.operators), None)
+
+    @property
+    def needs_aeron(self) -> bool:
+        return (
+            (self.live and self.source.kind.needs_aeron)
+            or self.sink.kind.needs_aeron
+            or any(p.kind.needs_aeron for p in self.publish.values())
+        )
+
+
+def plan(cfg: DictConfig, overrides: list[str], input_path: str | None = None) -> Plan:
+    """The run's plan; a one-line ConfigError for anything wrong in the config, or for
+    a data dir that holds another input's checkpoints."""
+    source_options = build(cfg.source, "source")
+    source = Opens(source_kind(source_options), source_options)
+    sink_options = build(cfg.sink, "sink")
+    sink = Opens(sink_kind(sink_options), sink_options)
+    codec = build(cfg.schema, "schema")
+    outputs = tuple(outputs_from_config(cfg.pipeline))
+    live = input_path is None
+    simulate = live and bool(option(cfg, "simulator.enabled"))
+    if simulate:
+        build(cfg.simulator.options, "simulator.options")  # fail fast, in this process
+    replay = None if live else ReplayOptions.from_config(cfg.replay)
+    tables = {o.table: o.schema(codec.arrow_schema) for o in outputs}
+    tables |= {"late_readings": codec.arrow_schema, "dead_letters": DEAD_LETTERS}
+    data_dir = Path(str(cfg.data_dir)).resolve()
+    recover = sink.kind.recover
+    recovery = recover(sink.options, data_dir, list(tables)) if recover is not None else None
+    origin = "live" if input_path is None else str(Path(input_path).resolve())
+    if recovery is not None and recovery.input not in (None, origin):
+        raise ConfigError(
+            f"data_dir={data_dir} holds checkpoints of input {recovery.input}; "
+            "use another data_dir for this input"
+        )
+    publish = {
+        table: Opens(sink_kind(options, f"pipeline.publish.{table}"), options)
+        for table, options in publishers_from_config(
+            cfg.pipeline, [o.table for o in outputs]
+        ).items()
+    }
+    return Plan(
+        cfg=cfg,
+        overrides=tuple(overrides),
+        input_path=input_path,
+        data_dir=data_dir,
+        codec=codec,
+        source=source,
+        sink=sink,
+        publish=publish,
+        outputs=outputs,
+        tables=tables,
+        recovery=recovery,
+        aeron=build(cfg.aeron, "aeron"),
+        replay=replay,
+        simulate=simulate,
+        capture_dir=option(cfg, "capture_dir") or None,
+        limit=option(cfg, "limit.readings"),
+        idle_limit_s=float(option(cfg, "limit.idle_s") or 5.0),
+    )
+
+
+class _Server(Protocol):
+    def shutdown(self) -> None: ...
+
+
+@dataclass
+class Assembly:
+    """A run's opened parts. ``flow`` is what the runner pushes every item into."""
+
+    source: PulledSource
+    sink: Sink
+    publishers: dict[str, Sink]
+    flow: Subject[Item]
+    outputs: Outputs
+    side: SideOutputs
+    children: Children = field(default_factory=Children)
+
+    def join(self) -> None:
+        """Wait for every sink to write what it was given."""
+        self.sink.join()
+        for publisher in self.publishers.values():
+            publisher.join()
+
+    def abort(self) -> None:
+        """Stop every sink; what was not written is discarded."""
+        self.sink.abort()
+        for publisher in self.publishers.values():
+            publisher.abort(timeout=5.0)
+
+
+@contextlib.contextmanager
+def opened(plan: Plan, stats: RunStats) -> Iterator[Assembly]:
+    """Open the plan's parts, in the order a failure is cheapest; close the source, the
+    metrics endpoint and the Aeron connection at the end. On a failure while opening,
+    what was started is stopped again."""
+    with contextlib.ExitStack() as stack:
+        connection = stack.enter_context(AeronConnection(plan.aeron)) if plan.needs_aeron else None
+        recovery = plan.recovery
+        source_ctx = SourceContext(plan.codec, connection, recovery, plan.input_path, plan.replay)
+        kind = plan.source.kind if plan.live else RECORDED
+        source = kind.open(plan.source.options, source_ctx)
+        stack.callback(source.close)
+        sink_ctx = SinkContext(plan.tables, plan.data_dir, plan.origin, connection)
+        sink = plan.sink.kind.open(plan.sink.options, sink_ctx)
+        sink.start()
+        side = SideOutputs(sink, plan.codec, plan.source_options.stream_id)
+        parts = Assembly(source, sink, {}, Subject(), Outputs(), side)
+        try:
+            for table, publisher in plan.publish.items():
+                ctx = SinkContext(
+                    {table: plan.tables[table]}, plan.data_dir, plan.origin, connection
+                )
+                parts.publishers[table] = publisher.kind.open(publisher.options, ctx).start()
+            _connect_outputs(plan, parts)
+            server = _serve_metrics(plan, stats)  # before any child: a bad port fails alone
+            if server is not None:
+                stack.callback(server.shutdown)
+            if connection is not None:
+                parts.children = _start_children(plan, connection.dir)
+        except BaseException:
+            parts.abort()
+            raise
+        yield parts
+
+
+def _connect_outputs(plan: Plan, parts: Assembly) -> None:
+    """Every output's chain on the flow, its end counted and fed to its sinks."""
+    recovery = plan.recovery
+    restored = recovery.chain_states if recovery is not None and not plan.live else {}
+    for output in plan.outputs:
+        observers = [parts.sink.observer(output.table)]
+        if output.table in parts.publishers:
+            observers.append(parts.publishers[output.table].observer(output.table))
+        chain = connect(parts.flow, output, restored.get(output.table), parts.side.late)
+        chain.subscribe(parts.outputs.feed(output.table, observers))
+
+
+def _start_children(plan: Plan, aeron_dir: str) -> Children:
+    """The recorder of ``capture_dir=`` (it records from the first frame the run reads),
+    then the simulator."""
+    children = Children()
+    try:
+        if plan.capture_dir:
+            o = plan.source_options
+            children.recorder = CaptureProcess.start(
+                aeron_dir, o.channel, o.stream_id, plan.capture_dir
+            )
+        if plan.simulate:
+            children.simulator = SimulatorProcess.start(plan.cfg, aeron_dir, list(plan.overrides))
+    except BaseException:
+        children.abandon()
+        raise
+    return children
+
+
+def _serve_metrics(plan: Plan, stats: RunStats) -> _Server | None:
+    port = option(plan.cfg, "metrics.port")
+    if not port:
+        return None
+    from telepipe.metrics import serve
+
+    address = str(option(plan.cfg, "metrics.address") or "127.0.0.1")
+    try:
+        server: _Server = serve(stats, str(plan.cfg.pipeline.name), int(port), address)
+    except OSError as error:
+        raise ConfigError(f"metrics.port={port}: cannot listen on {address}: {error}") from None
+    return server

@@ -1,0 +1,84 @@
+"""Where a run's rows go at the end of the flow: each output to its sinks, counted, and
+the rows set aside to the two tables every pipeline has.
+
+- ``late_readings``: rows behind a watermark, the source's own (its out-of-orderness
+  bound) and those an operator set aside (its allowed lateness);
+- ``dead_letters``: what could not be accepted: messages that do not decode, late
+  rows again (one letter each, ``where`` naming the step), rows the store refused.
+
+Both commit at every barrier with the rows that preceded it.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from reactivex import Observer
+
+from telepipe.dead_letters import dead_letters_batch
+from telepipe.markers import CheckpointBarrier, Item
+from telepipe.pipelines.graph import RESERVED_TABLES
+from telepipe.pipelines.protocols import PulledSource, Sink
+from telepipe.sbe import SbeCodec
+from telepipe.sources.decoder import late_row_letters
+
+LATE_TABLE, DEAD_LETTER_TABLE = RESERVED_TABLES
+
+
+class SideOutputs:
+    """The ``late_readings`` and ``dead_letters`` tables of one run's sink."""
+
+    def __init__(self, sink: Sink, codec: SbeCodec, stream_id: int) -> None:
+        self.sink = sink
+        self.codec = codec
+        self.stream_id = stream_id
+        self.late_at_steps = 0  # rows operators set aside (the source counts its own)
+
+    def late(self, where: str, rows: pa.RecordBatch) -> None:
+        """Rows the step ``where`` (``table.step``) found too late for it."""
+        self.sink.write(LATE_TABLE, rows)
+        self.late_at_steps += rows.num_rows
+        letters = late_row_letters(self.codec, rows, where, self.stream_id)
+        self.sink.write(DEAD_LETTER_TABLE, dead_letters_batch(letters))
+
+    def take(self, source: PulledSource) -> None:
+        """The source's late rows and dead letters, and the rows the store refused."""
+        for batch in source.take_late():
+            self.sink.write(LATE_TABLE, batch)
+        dead = source.take_dead_letters() + self.sink.take_dead_letters()
+        if dead:
+            self.sink.write(DEAD_LETTER_TABLE, dead_letters_batch(dead))
+
+    def barrier(self, barrier: CheckpointBarrier) -> None:
+        for table in RESERVED_TABLES:
+            self.sink.barrier(table, barrier)
+
+    def close(self) -> None:
+        for table in RESERVED_TABLES:
+            self.sink.close(table)
+
+
+class Outputs:
+    """The end of every output's chain: rows counted per table, then to its sinks."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}  # rows out of each output's chain, in pipeline order
+
+    def feed(self, table: str, observers: list[Observer[Item]]) -> Observer[Item]:
+        """One subscription feeding every sink of ``table`` (the chain runs once)."""
+        self.rows[table] = 0
+
+        def on_next(item: Item) -> None:
+            if isinstance(item, pa.RecordBatch):
+                self.rows[table] += item.num_rows
+            for observer in observers:
+                observer.on_next(item)
+
+        def on_error(error: Exception) -> None:
+            for observer in observers:
+                observer.on_error(error)
+
+        def on_completed() -> None:
+            for observer in observers:
+                observer.on_completed()
+
+        return Observer(on_next, on_error, on_completed)
