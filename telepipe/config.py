@@ -15,7 +15,6 @@ import importlib.metadata
 import importlib.resources
 import os
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from telepipe.errors import ConfigError, TelepipeError
+from telepipe.targets import PLUGIN_GROUP as PLUGIN_GROUP
+from telepipe.targets import TelepipeDeprecationWarning as TelepipeDeprecationWarning
+from telepipe.targets import canonical_copy, check_tree
 from telepipe.top_level import check_top_level
 
 
@@ -38,95 +40,6 @@ def conf_dir() -> Path:
     if env:
         return Path(env).resolve()
     return Path(str(importlib.resources.files("telepipe.conf"))).resolve()
-
-
-class TelepipeDeprecationWarning(DeprecationWarning):
-    """A name telepipe still takes but will stop taking in the next release."""
-
-
-# Operator modules before the operators were grouped by family (0.1 -> 0.2): a
-# ``_target_`` naming one still works, with a warning, until 0.3.
-_MOVED_MODULES = {
-    "tumbling_window": "windows.tumbling",
-    "sliding_window": "windows.sliding",
-    "session_window": "windows.session",
-    "window_options": "windows.options",
-    "threshold_alarm": "detectors.threshold_alarm",
-    "hysteresis_alarm": "detectors.hysteresis_alarm",
-    "rate_of_change": "detectors.rate_of_change",
-    "flatline": "detectors.flatline",
-    "heartbeat_timeout": "detectors.heartbeat_timeout",
-    "ewma_zscore": "detectors.ewma_zscore",
-    "dedup": "detectors.dedup",
-    "resample": "detectors.resample",
-    "pattern": "patterns.pattern",
-    "thread_boundary": "runtime.thread_boundary",
-}
-_MOVED = re.compile(r"telepipe\.operators\.(" + "|".join(_MOVED_MODULES) + r")\.(\w+)$")
-# Other modules that moved in 0.2, by their old dotted path (a prefix of the target).
-_MOVED_PREFIXES = {
-    "telepipe.sources.sbe.": "telepipe.sbe.",  # the codec serves sources and sinks alike
-}
-
-# Plugins add their own ``_target_``s through this entry-point group: the value is a
-# module or an object whose dotted name then prefixes allowed targets.
-PLUGIN_GROUP = "telepipe.targets"
-
-
-def _allowed_prefixes() -> tuple[str, ...]:
-    plugins = tuple(
-        entry.value.replace(":", ".")
-        for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP)
-    )
-    return ("telepipe.", *plugins)
-
-
-def _moved_to(name: str) -> str | None:
-    """Where a target that moved in 0.2 is now (None: it did not move)."""
-    moved = _MOVED.match(name)
-    if moved:
-        return f"telepipe.operators.{moved.group(2)}"
-    for old, new in _MOVED_PREFIXES.items():
-        if name.startswith(old):
-            return new + name.removeprefix(old)
-    return None
-
-
-def check_target(name: str, path: str) -> str:
-    """The target ``name`` resolves to, if telepipe's own or a registered plugin's.
-
-    YAML never names an arbitrary callable: ``os.system`` in a pipeline file is refused.
-    """
-    new = _moved_to(name)
-    if new is not None:
-        warnings.warn(
-            f"{path}._target_: {name} is deprecated, use {new} (the old path goes in 0.3)",
-            TelepipeDeprecationWarning,
-            stacklevel=3,
-        )
-        name = new
-    allowed = _allowed_prefixes()
-    if not any(
-        name == p.rstrip(".") or name.startswith(p if p.endswith(".") else p + ".") for p in allowed
-    ):
-        raise ConfigError(
-            f"{path}._target_: {name!r} is not a telepipe component (a plugin registers its "
-            f"own through the entry-point group {PLUGIN_GROUP!r})"
-        )
-    return name
-
-
-def _check_nested_targets(node: Any, path: str) -> None:
-    if isinstance(node, DictConfig):
-        for key in node:
-            child = node._get_node(key)
-            if key == "_target_":
-                check_target(str(node[key]), path)
-            elif isinstance(child, DictConfig | ListConfig):
-                _check_nested_targets(child, f"{path}.{key!s}")
-    elif isinstance(node, ListConfig):
-        for i, child in enumerate(node):
-            _check_nested_targets(child, f"{path}[{i}]")
 
 
 if not OmegaConf.has_resolver("telepipe.conf"):
@@ -196,6 +109,7 @@ def load(overrides: list[str], config_name: str = "config") -> DictConfig:
         raise ConfigError(_yaml_line(error)) from None
     except (HydraException, OmegaConfBaseException, ValueError) as error:
         raise ConfigError(_one_line(error)) from None
+    check_tree(cfg)  # every _target_, before anything is built or created
     check_top_level(cfg)
     return cfg
 
@@ -229,8 +143,8 @@ def build(node: Any, path: str) -> Any:
     """Instantiate one leaf (a node with ``_target_``), naming ``path`` in any error."""
     if not isinstance(node, DictConfig) or "_target_" not in node:
         raise ConfigError(f"{path}: expected a component with a _target_, got {node!r}")
-    _check_nested_targets(node, path)
-    target_name = check_target(str(node["_target_"]), path)
+    node = canonical_copy(node, path)  # every _target_ checked, named as checked
+    target_name = str(node["_target_"])
     try:
         target = _import(target_name)
     except Exception:
@@ -242,9 +156,6 @@ def build(node: Any, path: str) -> Any:
             _writable(schema)
             merged = OmegaConf.merge(schema, values)
             return OmegaConf.to_object(merged)
-        if target_name != node["_target_"]:
-            node = node.copy()
-            node["_target_"] = target_name
         return instantiate(node)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
