@@ -2,6 +2,6 @@
 
 import sys
 
-from telepipe.cli import main
+from telepipe.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

@@ -213,10 +213,38 @@ def _die_with_parent() -> None:
 def main(argv: list[str] | None = None) -> int:
     signals.install_early()  # first: a signal at any later moment is a clean exit
     try:
+        _show_deprecations()
         return _main(argv)
     except signals.StoppedEarly as stopped:
-        print(f"telepipe: stopped by {stopped.name} before the command started", file=sys.stderr)
+        print(f"telepipe: stopped by {stopped.name}", file=sys.stderr)
         return 0
+
+
+def entry() -> int:
+    """The ``telepipe`` command (and ``python -m telepipe``): ``main``, then signals are
+    ignored while Python shuts down (it restores the default actions, and a signal in
+    the ~1 s of tearing down a run's threads ended a finished run with -15)."""
+    code = main()
+    signals.ignore_from_now()
+    return code
+
+
+def _show_deprecations() -> None:
+    """A deprecated name a config uses is one ``telepipe: warning:`` line on stderr, once
+    (Python hides DeprecationWarnings from users by default)."""
+    import warnings
+
+    from telepipe.targets import TelepipeDeprecationWarning
+
+    def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+        if issubclass(category, TelepipeDeprecationWarning):
+            print(f"telepipe: warning: {message}", file=sys.stderr)
+        else:
+            default_show(message, category, *_, **__)  # type: ignore[arg-type]
+
+    default_show = warnings.showwarning
+    warnings.simplefilter("default", TelepipeDeprecationWarning)
+    warnings.showwarning = show
 
 
 def _main(argv: list[str] | None) -> int:

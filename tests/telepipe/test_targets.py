@@ -101,3 +101,13 @@ def test_no_override_writes_copies_or_runs_anything(
     assert len(lines) == 1 and "is not a telepipe component" in lines[0], done.stderr
     assert not out.exists()
     assert not data_dir.exists()  # refused before the data dir or its lock is made
+
+
+def test_the_cli_shows_a_deprecated_path_once_in_one_line(telepipe_cli) -> None:
+    old = "telepipe.operators.tumbling_window.TumblingWindow"
+    done = telepipe_cli("validate", f"pipeline.outputs.windows.window._target_={old}", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"telepipe: warning: pipeline.outputs.windows.window._target_: {old} is deprecated, "
+        "use telepipe.operators.TumblingWindow (the old path goes in 0.3)"
+    ]
