@@ -202,7 +202,7 @@ def opened(plan: Plan, stats: RunStats) -> Iterator[Assembly]:
         sink = plan.sink.kind.open(plan.sink.options, sink_ctx)
         sink.start()
         side = SideOutputs(sink, plan.codec, plan.source_options.stream_id)
-        parts = Assembly(source, sink, {}, Subject(), Outputs(), side)
+        parts = Assembly(source, sink, {}, Subject(), Outputs(side), side)
         try:
             for table, publisher in plan.publish.items():
                 ctx = SinkContext(
@@ -229,7 +229,7 @@ def _connect_outputs(plan: Plan, parts: Assembly) -> None:
         observers = [parts.sink.observer(output.table)]
         if output.table in parts.publishers:
             observers.append(parts.publishers[output.table].observer(output.table))
-        chain = connect(parts.flow, output, restored.get(output.table), parts.side.late)
+        chain = connect(parts.flow, output, restored.get(output.table))
         chain.subscribe(parts.outputs.feed(output.table, observers))
 
 

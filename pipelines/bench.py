@@ -89,9 +89,7 @@ def _push(items: list[Item], outputs: list[Output]) -> tuple[float, dict[str, in
         return on_next
 
     for output in outputs:
-        connect(subject, output, None, lambda where, batch: None).subscribe(
-            count(output.table), failures.append
-        )
+        connect(subject, output).subscribe(count(output.table), failures.append)
     started = time.perf_counter()
     for item in items:
         subject.on_next(item)

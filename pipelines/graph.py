@@ -7,14 +7,12 @@ built on its own (``telepipe.config.build``) and applied with ``.pipe``.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 from reactivex import Observable
-from reactivex.subject import Subject
 
 from telepipe.config import build
 from telepipe.errors import ConfigError
@@ -65,33 +63,31 @@ def outputs_from_config(pipeline: DictConfig) -> list[Output]:
 
 
 def connect(
-    subject: Subject[Item],
-    output: Output,
-    restore: dict[str, object] | None = None,
-    late: Callable[[str, pa.RecordBatch], None] | None = None,
+    subject: Observable[Item], output: Output, restore: dict[str, object] | None = None
 ) -> Observable[Item]:
     """The output's chain applied to the source flow.
 
     A stateful operator (one with ``build()``) runs as a stage named after its
     step, so its snapshot rides every barrier to the sink, and starts from
     ``restore[step]`` when a restart recovered one. Rows an operator finds too
-    late for it go to ``late(where, rows)``, ``where`` naming the step as
-    ``table.step`` (the runner's ``late_readings`` table and dead letters).
+    late for it travel on in the flow as ``SideOutput("late", step, rows)``, as
+    they do from a chain built in Python with ``.pipe``: the runner's routing
+    (``pipelines.routing``) sends them to ``late_readings`` and the dead letters.
     """
     flow: Observable[Item] = subject
     restore = restore or {}
     for step, op in zip(output.steps, output.operators, strict=True):
         build = getattr(op, "build", None)
         if build is not None:
-            to = functools.partial(late, f"{output.table}.{step}") if late is not None else None
-            flow = flow.pipe(stage(build, name=step, restore=restore.get(step), late=to))
+            flow = flow.pipe(stage(build, name=step, restore=restore.get(step)))
         else:
             flow = flow.pipe(op)
     return flow
 
 
 def publishers_from_config(pipeline: DictConfig, tables: list[str]) -> dict[str, object]:
-    """``pipeline.publish``: output table -> Aeron sink options (alarms out as SBE)."""
+    """``pipeline.publish``: output table -> the options of the sink that publishes it
+    (an ``AeronSinkOptions``: the output's rows out as SBE messages)."""
     publish = pipeline.get("publish")
     if not publish:
         return {}

@@ -6,7 +6,10 @@ the rows set aside to the two tables every pipeline has.
 - ``dead_letters``: what could not be accepted: messages that do not decode, late
   rows again (one letter each, ``where`` naming the step), rows the store refused.
 
-Both commit at every barrier with the rows that preceded it.
+Both commit at every barrier with the rows that preceded it. An operator's late
+rows reach the end of its output's chain in-band, as ``SideOutput("late", step,
+rows)`` items (a chain built from YAML or in Python with ``.pipe``, the same), and
+are routed here with ``where`` = ``table.step``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import pyarrow as pa
 from reactivex import Observer
 
 from telepipe.dead_letters import dead_letters_batch
-from telepipe.markers import CheckpointBarrier, Item
+from telepipe.errors import SinkError
+from telepipe.markers import CheckpointBarrier, Item, SideOutput
+from telepipe.operators.runtime.stage import LATE
 from telepipe.pipelines.graph import RESERVED_TABLES
 from telepipe.pipelines.protocols import PulledSource, Sink
 from telepipe.sbe import SbeCodec
@@ -40,6 +45,14 @@ class SideOutputs:
         letters = late_row_letters(self.codec, rows, where, self.stream_id)
         self.sink.write(DEAD_LETTER_TABLE, dead_letters_batch(letters))
 
+    def route(self, table: str, item: SideOutput) -> None:
+        """A side output that reached the end of ``table``'s chain."""
+        if item.tag != LATE:
+            raise SinkError(
+                f"step {table}.{item.step} set rows aside as {item.tag!r}: no table takes those"
+            )
+        self.late(f"{table}.{item.step}", item.batch)
+
     def take(self, source: PulledSource) -> None:
         """The source's late rows and dead letters, and the rows the store refused."""
         for batch in source.take_late():
@@ -58,9 +71,11 @@ class SideOutputs:
 
 
 class Outputs:
-    """The end of every output's chain: rows counted per table, then to its sinks."""
+    """The end of every output's chain: rows counted per table, then to its sinks; side
+    outputs to ``side``."""
 
-    def __init__(self) -> None:
+    def __init__(self, side: SideOutputs) -> None:
+        self.side = side
         self.rows: dict[str, int] = {}  # rows out of each output's chain, in pipeline order
 
     def feed(self, table: str, observers: list[Observer[Item]]) -> Observer[Item]:
@@ -68,6 +83,9 @@ class Outputs:
         self.rows[table] = 0
 
         def on_next(item: Item) -> None:
+            if isinstance(item, SideOutput):
+                self.side.route(table, item)
+                return
             if isinstance(item, pa.RecordBatch):
                 self.rows[table] += item.num_rows
             for observer in observers:

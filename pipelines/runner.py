@@ -49,7 +49,9 @@ class Runner:
 
     def run(self) -> RunStats:
         recovery = self.plan.recovery
-        self.stats.resumed_from = recovery.oldest if recovery and not self.plan.live else 0
+        self.stats.resumed_from = (
+            recovery.oldest if recovery is not None and not self.plan.live else 0
+        )
         with opened(self.plan, self.stats) as parts:
             self._install_signals(parts.source)
             try:
@@ -145,9 +147,9 @@ class Runner:
         """End the flow so that what is committed is exactly what a restart expects.
 
         At the end of the input (or the limit) every operator is flushed by a maximal
-        watermark *before* the final barrier, so the flushed windows and alarms commit
+        watermark *before* the final barrier, so the rows the flush releases commit
         with it. A replay stopped early (Ctrl-C, SIGTERM) is not flushed: its final
-        barrier carries the open windows as state and a restart resumes them. A live
+        barrier carries the operators' open state and a restart resumes it. A live
         stream cannot be resumed exactly, so it is always flushed.
         """
         finished = self.stop_reason in ("end of input", "limit")
