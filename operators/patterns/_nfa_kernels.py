@@ -3,8 +3,9 @@
 State, all numpy arrays owned by the logic:
 
 - keys: each sensor's ``KeyIndex`` slot ``idx`` (``lookup``); ``nslot[idx]`` entries in
-  use of its block.
-- entries: ``block[idx * cap + q, S_*]`` int64 rows, at most ``cap`` per key: partial
+  use of its block ``blk[idx]`` (-1: none yet; given to a sensor when a row of it
+  meets a condition, so a sensor that never does costs no block).
+- entries: ``block[blk[idx] * cap + q, S_*]`` int64 rows, at most ``cap`` per key: partial
   matches (``S_DONE == 0``) and complete matches held back by the after-match rule
   (``S_DONE == 1``). ``scratch`` takes the slots an event changes (all of the key's
   when they pass the cap) while it is processed.
@@ -47,7 +48,7 @@ from telepipe.operators.runtime._time_kernels import _deadline
 S_STATE, S_FLAG, S_DONE, S_START_TS, S_START_POS, S_N, S_HEAD = range(7)
 N_POS, N_TS, N_STEP, N_PREV = range(4)
 O_SID, O_START_TS, O_END_TS, O_N, O_HEAD = range(5)
-ST_DONE, ST_KEYS, ST_NODES, ST_OUT = range(4)
+ST_DONE, ST_KEYS, ST_NODES, ST_OUT, ST_BLOCK = range(5)
 C_DROPPED, C_OVERFLOW = range(2)
 # ``_pattern_run_kernel``'s cache of which (state, flag) a row's condition bits leave as
 # they are: entries, and the marks of an entry's cells.
@@ -322,6 +323,7 @@ def _pattern_run_kernel(
     chain,
     lookup,
     nslot,
+    blk,
     block,
     scratch,
     nd,
@@ -353,7 +355,7 @@ def _pattern_run_kernel(
 
     Returns ``(row, n_nodes, n_out, status)``: ``status`` ST_DONE, or what to grow
     before resuming at ``row`` (``ST_KEYS``: the sensor has no ``KeyIndex`` slot, or
-    no state at its slot, yet).
+    no state at its slot, yet; ``ST_BLOCK``: it needs a block).
     """
     dense, h_key, h_slot = lookup
     n_keys = nslot.shape[0]
@@ -376,16 +378,17 @@ def _pattern_run_kernel(
             idx = dense[s]
         if idx < 0:
             idx = _slot_kernel(s, dense, h_key, h_slot)
-        if idx >= n_keys:
-            idx = -1
-        if skip_idle and bits[i] == 0 and (idx < 0 or nslot[idx] == 0):
-            continue
-        if idx < 0:
+        if idx < 0 or idx >= n_keys:
             return np.int64(i), n_nodes, n_out, ST_KEYS
+        if skip_idle and bits[i] == 0 and nslot[idx] == 0:
+            continue
+        if blk[idx] < 0:
+            return np.int64(i), n_nodes, n_out, ST_BLOCK
+        base = blk[idx] * cap
         n = nslot[idx]
         if skip_idle and bits[i] == 0:
             if idle[idx, 0] == 0:
-                idle[idx, 1] = _idle_until(block, idx * cap, n, within, idle_fixed)
+                idle[idx, 1] = _idle_until(block, base, n, within, idle_fixed)
                 idle[idx, 0] = 1
             if ts[i] < idle[idx, 1]:
                 continue
@@ -393,7 +396,6 @@ def _pattern_run_kernel(
             return np.int64(i), n_nodes, n_out, ST_NODES
         if n_out + cap + scratch.shape[0] > o_meta.shape[0]:
             return np.int64(i), n_nodes, n_out, ST_OUT
-        base = idx * cap
         t = ts[i]
         if n > 0 and within > 0 and not (skip_fixed and idle[idx, 3] == 1 and t < idle[idx, 2]):
             n = _timeout(block, base, n, t, within, False, tab)
@@ -551,6 +553,7 @@ def _pattern_advance_kernel(
     key_sid,
     n_keys,
     nslot,
+    blk,
     block,
     nd,
     o_meta,
@@ -568,7 +571,7 @@ def _pattern_advance_kernel(
             continue
         if n_out + cap > o_meta.shape[0]:
             return idx, n_out
-        base = idx * cap
+        base = blk[idx] * cap
         n = _timeout(block, base, n, t, within, flush, tab)
         n, n_out = _emit(block, base, n, key_sid[idx], nd, o_meta, n_out, tmp_a, tmp_b)
         nslot[idx] = n

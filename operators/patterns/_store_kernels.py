@@ -36,11 +36,11 @@ def _pattern_chains_kernel(heads, lens, nd, nd_val):
 
 
 @_jit
-def _pattern_gc_kernel(nd, nd_val, n_nodes, cap, n_keys, nslot, block):
+def _pattern_gc_kernel(nd, nd_val, n_nodes, cap, n_keys, nslot, blk, block):
     """Compact the node pool in place to the nodes some slot reaches; returns the count."""
     mark = np.zeros(n_nodes, np.uint8)
     for idx in range(n_keys):
-        base = idx * cap
+        base = blk[idx] * cap
         for q in range(base, base + nslot[idx]):
             h = block[q, S_HEAD]
             while h >= 0 and mark[h] == 0:
@@ -58,7 +58,7 @@ def _pattern_gc_kernel(nd, nd_val, n_nodes, cap, n_keys, nslot, block):
         nd_val[w] = nd_val[j]
         w += 1
     for idx in range(n_keys):
-        base = idx * cap
+        base = blk[idx] * cap
         for q in range(base, base + nslot[idx]):
             h = block[q, S_HEAD]
             if h >= 0:

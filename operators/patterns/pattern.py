@@ -218,8 +218,11 @@ class CepPatternLogic(DetectorLogic):
         self.nslot = np.zeros(0, np.int64)
         # (known, until, earliest deadline, deadline known): see the kernel.
         self._idle = np.zeros((0, 4), np.int64)
+        self._blk = np.zeros(0, np.int64)  # by key: its block of entries (-1: none)
         self.block = np.zeros((0, 7), np.int64)
+        self._n_blocks = 0
         keys = self._add_keys(sids)
+        self._add_blocks(keys)
         n_ev = len(pos)
         pool = _MIN_NODES
         while pool < 2 * n_ev:
@@ -236,7 +239,7 @@ class CepPatternLogic(DetectorLogic):
             self.nd[offsets[:-1][lens > 0], pk.N_PREV] = -1
         self.n_nodes = n_ev
         for r, k in enumerate(keys.tolist()):
-            q = k * self.cap + self.nslot[k]
+            q = self._blk[k] * self.cap + self.nslot[k]
             self.block[q, :6] = meta[r, :6]
             self.block[q, pk.S_HEAD] = offsets[r + 1] - 1 if lens[r] else -1
             self.nslot[k] += 1
@@ -247,13 +250,29 @@ class CepPatternLogic(DetectorLogic):
         n = self._keys.n
         self.nslot = grown_state(self.nslot, n, 0)
         self._idle = grown_state(self._idle, n, 0)
-        by_key = self.block.reshape(-1, self.cap, 7)
-        self.block = grown_state(by_key, n, 0).reshape(-1, 7)
+        self._blk = grown_state(self._blk, n, -1)
         return slots
+
+    def _add_blocks(self, slots: np.ndarray) -> None:
+        """A block of ``max_partial_matches`` entries for each of ``slots`` without one."""
+        need = np.unique(slots[self._blk[slots] < 0])
+        if len(need) == 0:
+            return
+        self._blk[need] = np.arange(self._n_blocks, self._n_blocks + len(need))
+        self._n_blocks += len(need)
+        by_block = self.block.reshape(-1, self.cap, 7)
+        self.block = grown_state(by_block, self._n_blocks, 0).reshape(-1, 7)
 
     def _grow_nodes(self, need: int) -> None:
         self.n_nodes = ps._pattern_gc_kernel(
-            self.nd, self.nd_val, self.n_nodes, self.cap, self._keys.n, self.nslot, self.block
+            self.nd,
+            self.nd_val,
+            self.n_nodes,
+            self.cap,
+            self._keys.n,
+            self.nslot,
+            self._blk,
+            self.block,
         )
         pool = len(self.nd)
         while self.n_nodes * 2 > pool or self.n_nodes + need > pool:
@@ -300,6 +319,7 @@ class CepPatternLogic(DetectorLogic):
                     self.chain,
                     self._keys.lookup,
                     self.nslot,
+                    self._blk,
                     self.block,
                     self._scratch,
                     self.nd,
@@ -315,11 +335,12 @@ class CepPatternLogic(DetectorLogic):
                 self._collect(n_out, pieces)
                 n_out = 0
                 if status == pk.ST_KEYS:
-                    # Keys for the sensors of rows that may need one (with idle rows
-                    # skipped, those meeting a condition): a key holds a block of
-                    # ``max_partial_matches`` entries.
+                    self._add_keys(sid[row:])
+                elif status == pk.ST_BLOCK:
+                    # Blocks for the sensors of the rows that may need one (with idle
+                    # rows skipped, those meeting a condition).
                     rest = sid[row:] if not self._skip_idle else sid[row:][bits[row:] != 0]
-                    self._add_keys(rest)
+                    self._add_blocks(self._keys.slots(rest))
                 elif status == pk.ST_NODES:
                     self._grow_nodes((self.cap + 1) * self.chain)
             self.pos += n
@@ -337,6 +358,7 @@ class CepPatternLogic(DetectorLogic):
                     self._keys.keys,
                     self._keys.n,
                     self.nslot,
+                    self._blk,
                     self.block,
                     self.nd,
                     self._o_meta,
@@ -384,7 +406,8 @@ class CepPatternLogic(DetectorLogic):
 
     def _extra_snapshot(self) -> State:
         n_keys = self._keys.n
-        rows = [np.arange(k * self.cap, k * self.cap + self.nslot[k]) for k in range(n_keys)]
+        starts = self._blk[:n_keys] * self.cap
+        rows = [np.arange(b, b + n) for b, n in zip(starts, self.nslot[:n_keys], strict=True)]
         idx = np.concatenate(rows) if rows else np.empty(0, np.int64)
         meta = self.block[idx]
         sids = np.repeat(self._keys.keys, self.nslot[:n_keys])

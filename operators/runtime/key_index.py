@@ -52,10 +52,6 @@ class KeyIndex:
         """Slot -> sensor id, for slots ``0..n-1`` (a view)."""
         return self._keys[: self.n]
 
-    def ids(self, slots: np.ndarray) -> np.ndarray:
-        """The sensor id of each of ``slots`` (any id for -1: for an empty entry's)."""
-        return self._keys.take(slots, mode="clip")
-
     def slots(self, sid: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """The slot of every id of ``sid`` (int32), adding the ids not seen before."""
         sid = np.asarray(sid, np.int32)

@@ -143,15 +143,16 @@ def _acc_merge(ia, fa, d, sia, sfa, s):
 
 
 @_jit
-def _finalize_kernel(slots, k_sid, ia, fa, start, end):
-    """Output columns of accumulators ``slots`` sorted by (start, sensor).
+def _finalize_kernel(slots, sid, ia, fa, start, end):
+    """Output columns of accumulators ``slots`` (of sensors ``sid``, one per slot) sorted
+    by (start, sensor).
 
     ``start``/``end`` are indexed by slot. Returns ``(slots, sensor_id, start, end,
     count, revision, floats[n, 7])``.
     """
-    by_sid = np.argsort(k_sid[slots], kind="mergesort")
-    by_sid = slots[by_sid]
-    o_slots = by_sid[np.argsort(start[by_sid], kind="mergesort")]
+    by_sid = np.argsort(sid, kind="mergesort")
+    order = by_sid[np.argsort(start[slots[by_sid]], kind="mergesort")]
+    o_slots = slots[order]
     n = slots.shape[0]
     o_f = np.empty((n, 7), np.float64)
     o_cnt = np.empty(n, np.int64)
@@ -168,7 +169,7 @@ def _finalize_kernel(slots, k_sid, ia, fa, start, end):
         o_f[j, F_STD] = math.sqrt(fa[h, A_M2] / (c - 1)) if c > 1 else math.nan
         o_f[j, F_FIRST] = fa[h, A_FVAL]
         o_f[j, F_LAST] = fa[h, A_LVAL]
-    return o_slots, k_sid[o_slots], start[o_slots], end[o_slots], o_cnt, o_rev, o_f
+    return o_slots, sid[order], start[o_slots], end[o_slots], o_cnt, o_rev, o_f
 
 
 # ------------------------------------------------------------------ sketch

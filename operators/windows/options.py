@@ -130,7 +130,7 @@ def emit_batch(
     schema: pa.Schema,
     aggregates: tuple[str, ...],
     slots: np.ndarray,
-    k_sid: np.ndarray,
+    sid: np.ndarray,
     k_key: np.ndarray,
     ia: np.ndarray,
     fa: np.ndarray,
@@ -140,14 +140,15 @@ def emit_batch(
     key_slot: np.ndarray | None = None,
     panes: tuple[int, int] = (1, 1),
 ) -> tuple[pa.RecordBatch, np.ndarray]:
-    """The output batch of accumulators ``slots`` (sorted by window_start, sensor_id).
+    """The output batch of accumulators ``slots`` of sensors ``sid`` (one per slot),
+    sorted by window_start, sensor_id.
 
     ``key_slot``: each accumulator's sensor slot, the key of its sketches; ``panes``:
     how the sketch keys make up the windows (``_sketch_quantiles_kernel``).
     Returns the batch and the slots in output order (the caller marks them fired).
     """
     o_slots, o_sid, o_start, o_end, o_cnt, o_rev, o_f = _finalize_kernel(
-        slots, k_sid, ia, fa, start, end
+        slots, sid, ia, fa, start, end
     )
     quantiles = None
     wanted = [QUANTILES[name] for name in aggregates if name in QUANTILES]

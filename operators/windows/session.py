@@ -220,7 +220,7 @@ class SessionWindowLogic:
             sketch, key_slot = self._sketch, self._keys.slots(self._sid)
         start = np.ascontiguousarray(ia[:, I_FTS])
         batch, slots = emit_batch(
-            self.schema, self.options.aggregates, slots, self._sid, self._id, ia, self._fa,
+            self.schema, self.options.aggregates, slots, self._sid[slots], self._id, ia, self._fa,
             start, end, sketch, key_slot,
         )  # fmt: skip
         ia[slots, I_FIRED] += 1

@@ -260,8 +260,8 @@ class SlidingWindowLogic:
             self._flush_stage(INT64_MAX if fire_to > (INT64_MAX - p) // r else fire_to * r + p)
             sketch = self._sketch
         batch, slots = emit_batch(
-            self.schema, self.options.aggregates, slots, self._keys.ids(k_slot), k_win, ia, fa,
-            start, end, sketch, k_slot, self._panes_per,
+            self.schema, self.options.aggregates, slots, self._keys.keys[k_slot[slots]], k_win,
+            ia, fa, start, end, sketch, k_slot, self._panes_per,
         )  # fmt: skip
         ia[slots, I_FIRED] += 1
         ia[slots, I_DIRTY] = 0
