@@ -102,6 +102,7 @@ def emit_ab(
         "readings": readings,
         "batch_rows": args.batch_rows,
         "repeats": args.repeats,
+        "clock": getattr(args, "clock", "wall"),
         "machine": machine(),
     }
     return emit(summary, results, None)
