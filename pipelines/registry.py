@@ -12,13 +12,19 @@ that opens it, so the runner never tests a class or its name:
 A recorded input (``telepipe replay input=...``) is read by ``RECORDED`` whatever
 the live source is: its decoder takes the live source's ``decoder_options()``.
 
-A plugin adds a kind in one of two ways, and lists its options' module under the
-entry-point group ``telepipe.targets`` so that YAML may name it:
+A plugin adds a kind in one of two ways, and registers its options class in the
+entry-point group ``telepipe.targets`` (one entry point per object) so that YAML
+may name it:
 
 - ``register_source(SourceKind(...))`` / ``register_sink(SinkKind(...))`` when its
   options' module is imported (Hydra imports it to build the options), or
 - an entry point in the group ``telepipe.sources`` / ``telepipe.sinks`` whose object
-  is the ``SourceKind`` / ``SinkKind``, loaded when a type is not found otherwise.
+  is the ``SourceKind`` / ``SinkKind``, loaded when a type is not found otherwise::
+
+      [project.entry-points."telepipe.targets"]
+      ParquetSinkOptions = "mypkg.sink:ParquetSinkOptions"
+      [project.entry-points."telepipe.sinks"]
+      parquet = "mypkg.sink:PARQUET"   # SinkKind("parquet", ParquetSinkOptions, open_parquet)
 """
 
 from __future__ import annotations
