@@ -12,15 +12,15 @@ the same rows between the same barriers.
 from __future__ import annotations
 
 import json
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 from deltalake import DeltaTable
 
-from telepipe.errors import ConfigError
+from telepipe.errors import ConfigError, SnapshotError
 from telepipe.sinks.delta import last_checkpoint
 from telepipe.sources.replay import Resume
+from telepipe.state import read_checkpoint
 
 
 @dataclass(frozen=True)
@@ -70,19 +70,16 @@ def read_recovery(data_dir: Path, tables: list[str], app_id: str) -> Recovery | 
             raise ConfigError(
                 f"data_dir={data_dir}: table {table} has no state for checkpoint {oldest}"
             )
-        state_path = data_dir / commit["telepipe.state"]
-        try:
-            with state_path.open("rb") as f:
-                state = pickle.load(f)
-        except Exception as error:  # missing, cut short or not a pickle at all
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        try:  # Arrow and JSON only, inside data_dir: nothing read can run code
+            state = read_checkpoint(data_dir, commit["telepipe.state"])
+        except SnapshotError as error:
             raise ConfigError(
                 f"data_dir={data_dir}: table {table}'s state for checkpoint {oldest} "
-                f"({state_path}) cannot be read ({type(error).__name__}: {reason}); restore "
-                "that file, or start over in another data_dir"
+                f"cannot be read: {error}; restore that file, or start over in another data_dir"
             ) from None
-        decoder_state = state.pop("decoder", decoder_state)
-        chain_states[table] = state
+        if state.decoder is not None:
+            decoder_state = state.decoder
+        chain_states[table] = dict(state.steps)
         positions = json.loads(commit["telepipe.positions"])
     return Recovery(
         oldest,

@@ -15,8 +15,6 @@ replays from the oldest table's checkpoint) discards the rows up to barrier k.
 from __future__ import annotations
 
 import json
-import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Self
@@ -36,6 +34,7 @@ from telepipe.errors import ConfigError
 from telepipe.markers import CheckpointBarrier
 from telepipe.sinks.delta_types import delta_schema, to_delta_table
 from telepipe.sinks.queued import QueuedSink
+from telepipe.state import write_checkpoint
 
 
 @dataclass(frozen=True)
@@ -83,8 +82,6 @@ class DeltaSinkOptions:
             object.__setattr__(self, "queue", BoundaryOptions(**self.queue))
 
 
-STATE_DIR = "_telepipe_state"
-KEEP_STATES = 16
 ParquetCompression = Literal["SNAPPY", "LZ4_RAW", "ZSTD", "GZIP", "UNCOMPRESSED"]
 _PARQUET_COMPRESSION: dict[str, ParquetCompression] = {
     "snappy": "SNAPPY",
@@ -253,20 +250,12 @@ class DeltaSink(QueuedSink):
             )  # fmt: skip
 
     def _save_state(self, state: TableState, barrier: CheckpointBarrier) -> str:
-        # Per app id: a DLQ replay (its own app id) into the same data_dir must not
-        # overwrite or prune the pipeline's own checkpoint states.
-        directory = self.root / STATE_DIR / self.options.app_id / state.path.name
-        directory.mkdir(parents=True, exist_ok=True)
-        name = f"{barrier.checkpoint_id:012d}.pkl"
-        tmp = directory / (name + ".tmp")
-        with tmp.open("wb") as f:
-            pickle.dump(barrier.state, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, directory / name)
-        for old in sorted(directory.glob("*.pkl"))[:-KEEP_STATES]:
-            old.unlink(missing_ok=True)
-        return f"{STATE_DIR}/{self.options.app_id}/{state.path.name}/{name}"
+        # Arrow files and a JSON manifest (telepipe.state), per app id and table: a DLQ
+        # replay (its own app id) into the same data_dir must not overwrite or prune
+        # the pipeline's own checkpoint states.
+        return write_checkpoint(
+            self.root, self.options.app_id, state.path.name, barrier.checkpoint_id, barrier.state
+        )
 
     def _create_if_missing(self, state: TableState) -> None:
         # Every output exists after a run, even one no row reached, so readers
