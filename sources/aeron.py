@@ -7,6 +7,7 @@ window and its ``offer`` returns BACK_PRESSURED: nothing is lost, memory is flat
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import pyaeron
@@ -21,6 +22,7 @@ from telepipe.sources.decoder import (
     MessageBuffer,
     TelemetryDecoder,
 )
+from telepipe.sources.frames import stamp_ns
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,12 @@ class AeronSource(DecodingSource):
             ) from error
 
     def _on_message(self, buffer: pyaeron.BufferView, header: pyaeron.Header) -> None:
-        self._messages.add(buffer, header.stream_id, header.session_id, header.position)
+        # The publisher's stamp (telepipe publishers put their send time in the
+        # reserved value): what a capture of this frame records too (Message.stamp_ns).
+        received_ns = stamp_ns(header.reserved_value, 0) or time.time_ns()
+        self._messages.add(
+            buffer, header.stream_id, header.session_id, header.position, received_ns
+        )
 
     def poll(self) -> list[Item]:
         """Poll once; return the items it produced (possibly none). Never blocks."""

@@ -76,6 +76,26 @@ _DESCRIPTOR = struct.Struct("<7q6i")  # the fixed block of RecordingDescriptor, 
 _FRAME = struct.Struct("<iBBhiiiiq")
 
 
+def received_at(info: RecordingInfo, position: int) -> int:
+    """A frame's receive time, derived: frames in ``.rec`` files carry none, so the time
+    is the recording's start timestamp (catalog, ms) plus its share of the recording's
+    span, by position (stop timestamp and position known), or plus 1 ns per byte (a
+    recording in progress). Deterministic: every replay of the archive gives the same,
+    and it grows with position. A publisher's stamp in the reserved value wins over
+    it (``Message.stamp_ns``).
+    """
+    start_ns = max(info.start_timestamp, 0) * 1_000_000
+    done = position - info.start_position
+    span = info.stop_position - info.start_position
+    if (
+        info.stop_position != NULL_POSITION
+        and span > 0
+        and info.stop_timestamp >= info.start_timestamp
+    ):
+        return start_ns + done * (info.stop_timestamp - info.start_timestamp) * 1_000_000 // span
+    return start_ns + done
+
+
 @dataclass(frozen=True, slots=True)
 class RecordingInfo:
     """One catalog entry: the RecordingDescriptor fields and the entry's state."""
@@ -340,16 +360,17 @@ class ArchiveReader:
                     if offset + flen > size:
                         reason = "truncated_segment"
                         break
+                    end = base + offset + aligned
                     if ftype == TYPE_DATA:
                         yield DataFrame(
                             info.stream_id, info.session_id, term_id, term_offset, flags,
-                            base + offset + aligned, 0,
+                            end, received_at(info, end),
                             bytes(mm[offset + HEADER_LENGTH : offset + flen]), reserved,
                         )  # fmt: skip
                     else:  # PAD: the position moves on to the next term
                         yield DataFrame(
                             info.stream_id, info.session_id, term_id, term_offset, flags,
-                            base + offset + aligned, 0, b"", reserved, padding=aligned,
+                            end, received_at(info, end), b"", reserved, padding=aligned,
                         )  # fmt: skip
                     offset += aligned
             finally:

@@ -63,13 +63,24 @@ class MessageBuffer:
         self.streams: list[int] = []
         self.sessions: list[int] = []
         self.positions: list[int] = []
+        self.received: list[int] = []
 
-    def add(self, payload: Buffer, stream_id: int, session_id: int, position: int) -> None:
+    def add(
+        self,
+        payload: Buffer,
+        stream_id: int,
+        session_id: int,
+        position: int,
+        received_ns: int = 0,
+    ) -> None:
+        """One message; ``received_ns`` is its recorded receive time (``Message.stamp_ns``),
+        what its dead letters carry: never the decoder's clock, so replays agree."""
         self.offsets.append(len(self.data))
         self.data += payload
         self.streams.append(stream_id)
         self.sessions.append(session_id)
         self.positions.append(position)
+        self.received.append(received_ns)
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -80,6 +91,7 @@ class MessageBuffer:
         self.streams.clear()
         self.sessions.clear()
         self.positions.clear()
+        self.received.clear()
 
 
 def position_key(key: tuple[int, int]) -> str:
@@ -148,14 +160,21 @@ class TelemetryDecoder:
                 at = int(mine[index])
                 start, length = int(offsets[at]), int(lengths[at])
                 self._reject(
-                    reason, detail, key, messages.positions[at], buffer[start : start + length]
+                    reason,
+                    detail,
+                    key,
+                    messages.positions[at],
+                    messages.received[at],
+                    buffer[start : start + length],
                 )
             batch = result.batch
             if batch.num_rows:
                 self.counters.readings += batch.num_rows
                 self._since_checkpoint += batch.num_rows
-                positions = [messages.positions[int(mine[i])] for i in result.accepted]
-                batch = self._split_late(key, batch, result, positions)
+                accepted = [int(mine[i]) for i in result.accepted]
+                positions = [messages.positions[i] for i in accepted]
+                received = [messages.received[i] for i in accepted]
+                batch = self._split_late(key, batch, result, positions, received)
                 if batch.num_rows:
                     items.append(batch)
             # Rejected and late letters of a session in position order, whatever the polls.
@@ -173,6 +192,7 @@ class TelemetryDecoder:
         batch: pa.RecordBatch,
         result: DecodeResult,
         positions: list[int],
+        received: list[int],
     ) -> pa.RecordBatch:
         ts = batch.column("ts").to_numpy().view(np.int64)
         before = self._max_ts.get(key, int(ts[0]))
@@ -189,7 +209,7 @@ class TelemetryDecoder:
         self._late.append(batch.filter(mask))
         self.counters.late += int(late.sum())
         rows = np.flatnonzero(late)
-        self._late_letters(key, batch, rows, (prior - ts)[rows], result, positions)
+        self._late_letters(key, batch, rows, (prior - ts)[rows], result, positions, received)
         return batch.filter(pc.invert(mask))
 
     def _late_letters(
@@ -200,6 +220,7 @@ class TelemetryDecoder:
         behind_ns: np.ndarray,
         result: DecodeResult,
         positions: list[int],
+        received: list[int],
     ) -> None:
         """One ``late_reading`` dead letter per message with late rows, at the message's
         position, its payload the message re-encoded with only those rows: the same ids
@@ -208,7 +229,6 @@ class TelemetryDecoder:
         message = np.searchsorted(np.cumsum(result.counts), rows, side="right")
         columns = {f.name: batch.column(f.name).to_numpy()[rows] for f in batch.schema}
         bound_ms = self.options.out_of_orderness_ms
-        now = time.time_ns()
         cuts = np.flatnonzero(np.diff(message)) + 1
         firsts = np.concatenate([[0], cuts])
         counts = np.diff(np.concatenate([firsts, [len(rows)]]))
@@ -223,17 +243,23 @@ class TelemetryDecoder:
                 f"behind their session's newest ts (up to {most:.3f} ms)"
             )
             self._dead.append(
-                DeadLetter(LATE_READING, detail, key[0], key[1], positions[m], now, payload)
+                DeadLetter(LATE_READING, detail, key[0], key[1], positions[m], received[m], payload)
             )
 
     def _reject(
-        self, reason: str, detail: str, key: tuple[int, int], position: int, payload: bytes
+        self,
+        reason: str,
+        detail: str,
+        key: tuple[int, int],
+        position: int,
+        received_ns: int,
+        payload: bytes,
     ) -> None:
         c = self.counters
         c.rejected += 1
         c.rejected_by_reason[reason] = c.rejected_by_reason.get(reason, 0) + 1
         self._dead.append(
-            DeadLetter(reason, detail, key[0], key[1], position, time.time_ns(), payload)
+            DeadLetter(reason, detail, key[0], key[1], position, received_ns, payload)
         )
 
     def _maybe_checkpoint(self, items: list[Item]) -> list[Item]:
@@ -265,15 +291,16 @@ class TelemetryDecoder:
 
     def snapshot(self) -> dict[str, object]:
         return {
-            "positions": dict(self.positions),
-            "max_ts": dict(self._max_ts),
+            # Keys named stream:session: the snapshot is plain JSON values.
+            "positions": {position_key(k): p for k, p in sorted(self.positions.items())},
+            "max_ts": {position_key(k): t for k, t in sorted(self._max_ts.items())},
             "watermark": self._watermark,
             "checkpoint_id": self._checkpoint_id,
         }
 
     def restore(self, snapshot: dict[str, object]) -> None:
-        self.positions = dict(snapshot["positions"])  # type: ignore[call-overload]
-        self._max_ts = dict(snapshot["max_ts"])  # type: ignore[call-overload]
+        self.positions = _by_key(snapshot["positions"])
+        self._max_ts = _by_key(snapshot["max_ts"])
         self._watermark = int(snapshot["watermark"])  # type: ignore[call-overload]
         self._checkpoint_id = int(snapshot["checkpoint_id"])  # type: ignore[call-overload]
 
@@ -284,6 +311,18 @@ class TelemetryDecoder:
     def take_late(self) -> list[pa.RecordBatch]:
         late, self._late = self._late, []
         return late
+
+
+def _by_key(values: object) -> dict[tuple[int, int], int]:
+    """Per (stream, session), from a snapshot: keys as tuples, or named ``stream:session``
+    (as a snapshot stored as JSON or Arrow gives them back)."""
+    assert isinstance(values, dict)
+    out = {}
+    for k, v in values.items():
+        if isinstance(k, str):  # "stream:session", or "(stream, session)" from an older one
+            k = parse_position_key(k.strip("()").replace(", ", ":"))
+        out[(int(k[0]), int(k[1]))] = int(v)
+    return out
 
 
 class DecodingSource:
@@ -337,11 +376,11 @@ def late_row_letters(
     payloads = codec.encode_each(columns, **root)
     sensors = rows.column("sensor_id").to_pylist() if "sensor_id" in columns else None
     ts = columns["ts"].view(np.int64) if "ts" in columns else None
-    now = time.time_ns()
     letters = []
     for i, payload in enumerate(payloads):
         what = f"sensor {sensors[i]} " if sensors is not None else ""
         what += f"ts {int(ts[i])} " if ts is not None else ""
         detail = f"{what}behind the watermark minus allowed lateness at step {where}"
-        letters.append(DeadLetter(LATE_READING, detail, stream_id, 0, 0, now, payload))
+        stamp = int(ts[i]) if ts is not None else 0
+        letters.append(DeadLetter(LATE_READING, detail, stream_id, 0, 0, stamp, payload))
     return letters

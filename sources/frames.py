@@ -11,6 +11,7 @@ instead of failing: a message cut by a gap is dropped and counted.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -109,6 +110,20 @@ class Message:
     position: int
     received_ns: int
     payload: bytes
+    reserved_value: int = 0  # the last fragment's (a telepipe publisher's send time)
+
+    @property
+    def stamp_ns(self) -> int:
+        """The message's receive time as every reader of it sees it: the publisher's
+        stamp in the frame's reserved value (telepipe publishers put their send time
+        there), else the time the input recorded. Never the reader's clock, so a live
+        run and every replay of its capture agree."""
+        return stamp_ns(self.reserved_value, self.received_ns)
+
+
+def stamp_ns(reserved_value: int, received_ns: int) -> int:
+    """``reserved_value`` when a publisher stamped it (> 0), else ``received_ns``."""
+    return reserved_value if reserved_value > 0 else received_ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +150,7 @@ class AssemblerCounters:
     dropped_fragments: int = 0
     gaps: list[Gap] = field(default_factory=list)
     out_of_place: int = 0  # frames ahead of their stream that the stream then went around
+    repeated: int = 0  # frames taken ahead of their stream that then came again in order
 
 
 class FrameAssembler:
@@ -150,7 +166,10 @@ class FrameAssembler:
     or corrupt frame, or one that came early), not a sign of loss. The jump is
     undone (its gap and the drop of the partial message too), the stream continues
     from before it, and the frame counts in ``out_of_place``; had it completed a
-    message, that message was already delivered. Likewise a stream's first frame:
+    message, that message was already delivered, and when the same frames (same
+    position, same bytes) come again in order they are dropped (``repeated``): a frame
+    that came early and again is delivered once; if it does not come again, the
+    stream goes on past it. Likewise a stream's first frame:
     a frame that starts before it, within its first ``REWIND_FRAMES`` frames,
     starts the stream again (the frames behind it until then are lost, counted).
     """
@@ -166,6 +185,14 @@ class FrameAssembler:
         self._jump: dict[tuple[int, int], tuple[int, Gap, tuple[bytearray, int] | None, int]] = {}
         # Per stream, for its first REWIND_FRAMES frames: (start of the first, frames since).
         self._opening: dict[tuple[int, int], tuple[int, int]] = {}
+        # Per stream, the frames of messages delivered while a jump stood (start ->
+        # (end, crc of the payload)): once the stream went around the jump (or restarted
+        # before its first frame) and reaches
+        # them again, the same frames are not delivered twice (reordering + retransmit).
+        self._taken: dict[tuple[int, int], dict[int, tuple[int, int]]] = {}
+        # Per stream, while a jump or its opening stands: the frames of the message
+        # in progress.
+        self._taking: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
 
     def positions(self) -> dict[tuple[int, int], int]:
         """(stream, session) -> position just past the last frame taken."""
@@ -177,6 +204,10 @@ class FrameAssembler:
         key = (frame.stream_id, frame.session_id)
         start = frame.start_position
         expected = self._expected.get(key)
+        if key in self._taken and expected is not None:
+            expected = self._skip_taken(key, frame, start, expected)
+            if expected is None:
+                return None
         opening = self._opening.get(key)
         if expected is None:
             self._opening[key] = (start, 0)
@@ -206,6 +237,53 @@ class FrameAssembler:
         else:
             self._count(key, jump)
         self._expected[key] = frame.position
+        message = self._take(key, frame)
+        if (key in self._jump or key in self._opening) and not frame.padding:
+            self._record(key, frame, start, message is not None)
+        return message
+
+    def _skip_taken(
+        self, key: tuple[int, int], frame: DataFrame, start: int, expected: int
+    ) -> int | None:
+        """``expected`` past the frames already delivered ahead of the stream; ``None``
+        when ``frame`` is one of them, come again (dropped, counted in ``repeated``)."""
+        taken = self._taken[key]
+        if start == expected and start in taken:
+            end, crc = taken.pop(start)
+            if frame.position == end and zlib.crc32(frame.payload) == crc:
+                self.counters.repeated += 1
+                self._expected[key] = end
+                if not taken:
+                    del self._taken[key]
+                return None
+        # The early frame does not come again: the stream goes on past it.
+        while start != expected and expected in taken:
+            expected = taken.pop(expected)[0]
+            self._expected[key] = expected
+        if key not in self._jump and key not in self._opening:  # (either may be undone)
+            for stale in [s for s in taken if s < expected]:
+                del taken[stale]
+        if not taken:
+            del self._taken[key]
+        return expected
+
+    def _record(self, key: tuple[int, int], frame: DataFrame, start: int, done: bool) -> None:
+        """Note a frame taken while a jump stands; once its message is delivered, its
+        frames are ``_taken``."""
+        if frame.flags & BEGIN_FLAG:
+            self._taking[key] = []
+        taking = self._taking.setdefault(key, [])
+        taking.append((start, frame.position, zlib.crc32(frame.payload)))
+        if done:
+            taken = self._taken.setdefault(key, {})
+            if len(taken) < 4 * self.REWIND_FRAMES:
+                taken.update({s: (e, crc) for s, e, crc in taking})
+            del self._taking[key]
+        elif frame.flags & END_FLAG:
+            del self._taking[key]
+
+    def _take(self, key: tuple[int, int], frame: DataFrame) -> Message | None:
+        c = self.counters
         if frame.padding:
             if key in self._partial:  # a message never spans a pad: it was cut
                 del self._partial[key]
@@ -246,6 +324,7 @@ class FrameAssembler:
         self._partial.pop(key, None)
         self._jump.pop(key, None)
         self._expected.pop(key, None)
+        self._taking.pop(key, None)  # (what it delivered stays _taken)
 
     def _undo(
         self, key: tuple[int, int], jump: tuple[int, Gap, tuple[bytearray, int] | None, int]
@@ -265,11 +344,14 @@ class FrameAssembler:
         """The input ended: a message still missing its END fragment is dropped (counted)."""
         self.counters.dropped_fragments += len(self._partial)
         self._partial.clear()
+        self._taking.clear()
 
     def _message(self, key: tuple[int, int], frame: DataFrame, payload: bytes) -> Message:
         self.counters.messages += 1
         self.counters.bytes += len(payload)
-        return Message(key[0], key[1], frame.position, frame.received_ns, payload)
+        return Message(
+            key[0], key[1], frame.position, frame.received_ns, payload, frame.reserved_value
+        )
 
     def assemble(self, frames: Iterable[DataFrame]) -> Iterator[Message]:
         """The messages of ``frames``; ``finish()`` once they are exhausted."""

@@ -266,7 +266,11 @@ class ReplaySource(DecodingSource):
                 self._pending = message
                 break
             self._messages.add(
-                message.payload, message.stream_id, message.session_id, message.position
+                message.payload,
+                message.stream_id,
+                message.session_id,
+                message.position,
+                message.stamp_ns,
             )
             if self._inject:
                 self._consumed[(message.stream_id, message.session_id)] = message.position

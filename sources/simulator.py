@@ -201,7 +201,9 @@ class Simulator:
         c = self.counters
         alone_since: float | None = None
         while not self.stopped:
-            result = self.publication.offer(payload)
+            # Its send time in the reserved value: the stamp a live run and every
+            # capture of the frame give its dead letters (frames.stamp_ns).
+            result = self.publication.offer(payload, reserved_value=time.time_ns())
             if result is True:
                 self.idle.reset()
                 return True

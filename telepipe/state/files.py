@@ -49,6 +49,7 @@ KEEP = 16
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_FILE_BYTES = 1 << 40
 DECODER = "decoder"
+PAIRS = "$pairs"
 
 _DTYPES = frozenset(
     {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -223,9 +224,13 @@ def _scalar(value: object, step: str, name: str) -> JsonValue:
 
 
 def _plain(value: object, what: str) -> JsonValue:
-    """``value`` as plain JSON values (numpy numbers as Python ones)."""
+    """``value`` as plain JSON values (numpy numbers as Python ones). A mapping with a
+    key that is not a string (a ``(stream, session)`` tuple) is written as
+    ``{"$pairs": [[key, value], ...]}``, tuples as lists, and read back as it was."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v, what) for k, v in value.items()}
+        if all(isinstance(k, str) for k in value) and list(value) != [PAIRS]:
+            return {k: _plain(v, what) for k, v in value.items()}
+        return {PAIRS: [[_plain(k, what), _plain(v, what)] for k, v in value.items()]}
     if isinstance(value, list | tuple):
         return [_plain(v, what) for v in value]
     if isinstance(value, np.integer):
@@ -235,6 +240,26 @@ def _plain(value: object, what: str) -> JsonValue:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     raise SnapshotError(f"{what} holds a {type(value).__name__}, not a JSON value")
+
+
+def _unplain(value: object) -> object:
+    """What ``_plain`` wrote, back (pairs as a mapping, list keys as tuples)."""
+    if isinstance(value, dict):
+        pairs = value.get(PAIRS) if len(value) == 1 else None
+        if isinstance(pairs, list) and all(isinstance(p, list) and len(p) == 2 for p in pairs):
+            return {_key(k): _unplain(v) for k, v in pairs}
+        return {k: _unplain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unplain(v) for v in value]
+    return value
+
+
+def _key(value: object) -> object:
+    if isinstance(value, list):
+        return tuple(_key(v) for v in value)
+    if isinstance(value, dict):
+        raise SnapshotError(f"a mapping key cannot be a mapping: {value!r}")
+    return value
 
 
 # ------------------------------------------------------------------ reading
@@ -414,7 +439,12 @@ class _Reader:
                     snapshot.operator, snapshot.version, snapshot.options, state, snapshot.origin
                 )
             steps[name] = snapshot
-        decoder = top["decoder"]
+        try:
+            decoder = _unplain(top["decoder"])
+        except SnapshotError as error:
+            raise self.fail(f"the decoder's state: {error}") from None
+        if decoder is not None and not isinstance(decoder, dict):
+            raise self.fail("the decoder's state is not an object")
         return Checkpoint(top["checkpoint_id"], decoder, steps, max_groups, self.manifest)
 
     def step(self, raw: object) -> Snapshot:

@@ -24,6 +24,7 @@ SORT = {
     "readings": ["ts_ns", "sensor_id", "value"],
     "windows": ["window_start_ns", "sensor_id"],
     "alarms": ["ts_ns", "sensor_id"],
+    "dead_letters": ["id"],
 }
 
 
@@ -74,6 +75,9 @@ def test_replay_of_a_tcpdump_pcap_equals_the_live_udp_run(tmp_path: Path) -> Non
     )
     assert replayed.returncode == 0, replayed.stderr
     assert_same(tmp_path / "live", tmp_path / "replayed")
+    again = cli("replay", f"input={pcap}", f"data_dir={tmp_path / 'again'}", "replay.stream=1001")
+    assert again.returncode == 0, again.stderr
+    assert_same(tmp_path / "replayed", tmp_path / "again")  # dead_letters.received_ns too
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,8 @@ def full_state() -> dict[str, object]:
             "watermark": -(2**63),
             "checkpoint_id": np.int64(3),
             "some_new_field": {"a": 1},
+            "by_pair": {(1001, 7): 5, (1001, 9): {"x": (1, 2)}},
+            "$pairs": {"$pairs": 1},
         },
         "win": Snapshot(
             "TumblingWindow",
@@ -101,6 +103,7 @@ def test_every_kind_of_value_round_trips(tmp_path: Path) -> None:
     assert got.checkpoint_id == 42 and got.max_key_groups == 128
     decoder = dict(state["decoder"])  # type: ignore[call-overload]
     decoder["checkpoint_id"] = 3
+    decoder["by_pair"] = {(1001, 7): 5, (1001, 9): {"x": [1, 2]}}  # tuples as lists
     assert got.decoder == decoder
     snap = got.steps["win"]
     want = state["win"]
