@@ -44,12 +44,15 @@ def read_recovery(data_dir: Path, tables: list[str], app_id: str) -> Recovery | 
             commits[table] = _checkpoint_commits(data_dir / table, oldest, k, app_id)
     barriers: dict[int, dict[str, int]] = {}
     inputs: set[str] = set()
+    final = None  # the checkpoint taken after the end-of-input flush, if one is re-cut
     for table_commits in commits.values():
         for k, meta in table_commits.items():
             if "telepipe.input" in meta:
                 inputs.add(meta["telepipe.input"])
             if k > oldest:
                 barriers[k] = json.loads(meta["telepipe.positions"])
+                if meta.get("telepipe.end_of_input") == "true":
+                    final = k
     if len(inputs) > 1:
         raise ConfigError(
             f"data_dir={data_dir}: its tables hold checkpoints of several inputs: {sorted(inputs)}"
@@ -60,7 +63,7 @@ def read_recovery(data_dir: Path, tables: list[str], app_id: str) -> Recovery | 
             f"data_dir={data_dir}: checkpoints {missing[:5]} are in no table's history"
         )
     if oldest == 0:
-        return Recovery(0, latest, next(iter(inputs), None), Resume({}, None, barriers), {})
+        return Recovery(0, latest, next(iter(inputs), None), Resume({}, None, barriers, final), {})
     chain_states: dict[str, dict[str, object]] = {}
     decoder_state = None
     positions: dict[str, int] = {}
@@ -85,7 +88,7 @@ def read_recovery(data_dir: Path, tables: list[str], app_id: str) -> Recovery | 
         oldest,
         latest,
         next(iter(inputs), None),
-        Resume(positions, decoder_state, barriers),
+        Resume(positions, decoder_state, barriers, final),
         chain_states,
     )
 

@@ -15,6 +15,8 @@ replays from the oldest table's checkpoint) discards the rows up to barrier k.
 from __future__ import annotations
 
 import json
+import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Self
@@ -35,6 +37,9 @@ from telepipe.markers import CheckpointBarrier
 from telepipe.sinks.delta_types import delta_schema, to_delta_table
 from telepipe.sinks.queued import QueuedSink
 from telepipe.state import write_checkpoint
+
+# A barrier taken after the end-of-input flush (telepipe.sources.replay.END_OF_INPUT).
+END_OF_INPUT = "end_of_input"
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,7 @@ class DeltaSink(QueuedSink):
         self.options = options
         self.root = Path(data_dir)
         self.metadata = metadata or {}
+        self._kill = fault_kill()
         self.tables = {
             name: TableState(
                 self.root / name, schema, last_checkpoint(self.root / name, options.app_id) or 0
@@ -182,6 +188,9 @@ class DeltaSink(QueuedSink):
         if not batches and state.schema is None:
             return
         state_file = self._save_state(state, barrier)
+        decoder = barrier.state.get("decoder")
+        ended = isinstance(decoder, dict) and bool(decoder.get(END_OF_INPUT))
+        self._fault("before", state, barrier.checkpoint_id, ended)
         properties = CommitProperties(
             app_transactions=[
                 Transaction(app_id=self.options.app_id, version=barrier.checkpoint_id)
@@ -192,10 +201,24 @@ class DeltaSink(QueuedSink):
                 "telepipe.checkpoint_id": str(barrier.checkpoint_id),
                 "telepipe.positions": json.dumps(barrier.positions, sort_keys=True),
                 "telepipe.state": state_file,
+                # The barrier after the end-of-input flush: a restart takes it there again.
+                **({"telepipe.end_of_input": "true"} if ended else {}),
             },
         )
         self._write(state, batches, properties)
         state.last_checkpoint = barrier.checkpoint_id
+        self._fault("after", state, barrier.checkpoint_id, ended)
+
+    def _fault(self, when: str, state: TableState, checkpoint_id: int, ended: bool) -> None:
+        """Fault injection for tests (``TELEPIPE_FAULT_KILL``): SIGKILL this process right
+        before or after a table's commit of a checkpoint, the state file written."""
+        kill = self._kill
+        if (
+            kill is not None
+            and kill[:2] == (when, state.path.name)
+            and (kill[2] == str(checkpoint_id) or (kill[2] == "end" and ended))
+        ):
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _write(
         self, state: TableState, batches: list[pa.RecordBatch], properties: CommitProperties | None
@@ -297,6 +320,21 @@ def _check_existing(name: str, state: TableState) -> None:
                 f"table {name} in {state.path.parent}: column {column.name!r} is {old}, but "
                 f"this pipeline writes {column.type}: use another data_dir or output name"
             )
+
+
+FAULT_KILL = "TELEPIPE_FAULT_KILL"
+
+
+def fault_kill() -> tuple[str, str, str] | None:
+    """``TELEPIPE_FAULT_KILL=before|after:TABLE:K`` (K a checkpoint id, or ``end``: the
+    checkpoint after the end-of-input flush): where a test has the writer SIGKILLed."""
+    spec = os.environ.get(FAULT_KILL)
+    if not spec:
+        return None
+    parts = spec.split(":")
+    if len(parts) != 3 or parts[0] not in ("before", "after"):
+        raise ConfigError(f"{FAULT_KILL} must be before|after:TABLE:CHECKPOINT, got {spec!r}")
+    return parts[0], parts[1], parts[2]
 
 
 def last_checkpoint(path: str | Path, app_id: str = "telepipe") -> int | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from telepipe.errors import ConfigError, SourceError
-from telepipe.markers import Item
+from telepipe.markers import CheckpointBarrier, Item
 from telepipe.sbe import SbeCodec
 from telepipe.sources.capture import CaptureReader
 from telepipe.sources.decoder import (
@@ -153,6 +153,15 @@ class Resume:
     positions: dict[str, int]
     decoder_state: dict[str, object] | None
     barriers: dict[int, dict[str, int]]
+    # The checkpoint that ended the input (taken after the end-of-input flush), if one
+    # of ``barriers``: not re-cut where its positions are reached but taken again as
+    # the final barrier, after the flush, so the flushed rows fall before it again.
+    final: int | None = None
+
+
+# Set in the decoder's state of the barrier taken at the end of the input, after the
+# flush (``ReplaySource.checkpoint``); the sink records it in that commit.
+END_OF_INPUT = "end_of_input"
 
 
 @dataclass(frozen=True)
@@ -216,6 +225,7 @@ class ReplaySource(DecodingSource):
         self._pace_origin: tuple[int, float] | None = None
         self._pending: Message | None = None
         self._consumed: dict[tuple[int, int], int] = {}
+        self._final: int | None = None
         self._skip_through: dict[tuple[int, int], int] = {}
         self._inject: list[tuple[int, dict[tuple[int, int], int]]] = []
         if resume is not None:
@@ -226,11 +236,21 @@ class ReplaySource(DecodingSource):
         if resume.decoder_state is not None:
             self.decoder.restore(resume.decoder_state)
         self._skip_through = {parse_position_key(k): p for k, p in resume.positions.items()}
+        # A session is consumed up to where the resume point left it: one with nothing
+        # after it still reaches every barrier that recorded it there.
+        self._consumed = dict(self._skip_through)
+        self._final = resume.final if resume.final in resume.barriers else None
         self._inject = [
             (k, {parse_position_key(name): p for name, p in positions.items()})
             for k, positions in sorted(resume.barriers.items())
+            if k != self._final
         ]
-        self.decoder.auto_checkpoints = not self._inject
+        self._auto()
+
+    def _auto(self) -> None:
+        """Checkpoints of its own only once every re-cut barrier is out (their ids are
+        taken), and not while the final one waits for the end of the input."""
+        self.decoder.auto_checkpoints = not self._inject and self._final is None
 
     def _selected(self) -> Iterator[Message]:
         o = self.options
@@ -258,6 +278,8 @@ class ReplaySource(DecodingSource):
         if self.exhausted:
             return []
         for _ in range(self.options.batch_messages):
+            if self._inject and self._barrier_due():
+                break  # (due before this poll's first message: at the resume point)
             message, self._pending = self._pending or next(self._iterator, None), None
             if message is None:
                 self.exhausted = True
@@ -277,11 +299,25 @@ class ReplaySource(DecodingSource):
                 if self._barrier_due():
                     break
         items = self.decoder.decode(self._messages)
-        if self._inject and (self._barrier_due() or self.exhausted):
+        # Every barrier due here (several may share positions), all of them at the end.
+        while self._inject and (self._barrier_due() or self.exhausted):
             checkpoint_id, _ = self._inject.pop(0)
             items.append(self.decoder.checkpoint(checkpoint_id))
-            self.decoder.auto_checkpoints = not self._inject
+            self._auto()
         return items
+
+    def checkpoint(self) -> CheckpointBarrier:
+        """The runner's last barrier. At the end of the input it comes after the flush:
+        marked so (``END_OF_INPUT``), and a restart takes it again at the same place,
+        with the same id, rather than where its positions are reached."""
+        if not self.exhausted:
+            return self.decoder.checkpoint()
+        final, self._final = self._final, None
+        barrier = self.decoder.checkpoint(final)
+        decoder = barrier.state.get("decoder")
+        if isinstance(decoder, dict):
+            barrier = barrier.with_state("decoder", {**decoder, END_OF_INPUT: True})
+        return barrier
 
     def _barrier_due(self) -> bool:
         _, positions = self._inject[0]

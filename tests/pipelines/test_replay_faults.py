@@ -1,0 +1,163 @@
+"""Exactly-once under deterministic faults: the Delta writer SIGKILLed right before or
+after each table's commit of each checkpoint (``TELEPIPE_FAULT_KILL``), the final one
+(after the end-of-input flush) included, then restarted: every table equals an
+uninterrupted replay, every column. The input is a capture with two publisher
+sessions, one after the other (two ``telepipe run ... capture_dir=`` runs), so a
+restart often resumes where one session has nothing left.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+from helpers import ROOT
+
+START = 1_767_225_600_000_000_000
+PER_RUN = 20_000
+# Small polls and a checkpoint every 3 of them: ~7 checkpoints, none by the clock.
+REPLAY = [
+    "replay.batch_messages=2",
+    "source.checkpoint_every_readings=6000",
+    "source.checkpoint_every_ms=100000000",
+]
+PIPELINES = ("demo", "press_line")
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "telepipe.cli", *args], cwd=ROOT, capture_output=True,
+        text=True, timeout=300, env=env,
+    )  # fmt: skip
+
+
+def two_session_capture(base: Path) -> Path:
+    capture = base / "capture"
+    for run in (1, 2):
+        done = cli(
+            "run", f"limit.readings={PER_RUN}", f"data_dir={base / f'live{run}'}",
+            f"capture_dir={capture}", f"simulator.options.start_ns={START + run * 300_000_000}",
+            "simulator.options.rate=100000", "simulator.options.late_fraction=0.002",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    return capture
+
+
+def replay(
+    pipeline: str, capture: Path, data_dir: Path, kill: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "TELEPIPE_FAULT_KILL"}
+    if kill is not None:
+        env["TELEPIPE_FAULT_KILL"] = kill
+    return cli(
+        "replay", f"pipeline={pipeline}", f"input={capture}", f"data_dir={data_dir}", *REPLAY,
+        env=env,
+    )  # fmt: skip
+
+
+def tables(data_dir: Path) -> dict[str, pl.DataFrame]:
+    """Every Delta table under ``data_dir``, its rows in one order (all plain columns)."""
+    out = {}
+    for path in sorted(
+        p for p in data_dir.iterdir() if p.is_dir() and DeltaTable.is_deltatable(str(p))
+    ):
+        frame = pl.read_delta(str(path))
+        keys = [c for c, t in frame.schema.items() if not t.is_nested()]
+        out[path.name] = frame.sort(keys)
+    return out
+
+
+def checkpoints(data_dir: Path, table: str) -> list[int]:
+    history = DeltaTable(str(data_dir / table)).history()
+    return sorted(
+        int(h["telepipe.checkpoint_id"]) for h in history if "telepipe.checkpoint_id" in h
+    )
+
+
+def assert_same(reference: dict[str, pl.DataFrame], data_dir: Path) -> None:
+    got = tables(data_dir)
+    assert sorted(got) == sorted(reference)
+    differ = {
+        name: (frame.height, got[name].height)
+        for name, frame in reference.items()
+        if not frame.equals(got[name])
+    }
+    assert not differ, f"tables differ (reference rows, rows): {differ}"
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    base = tmp_path_factory.mktemp("faults")
+    capture = two_session_capture(base)
+    out: dict[str, object] = {"capture": capture}
+    for pipeline in PIPELINES:
+        done = replay(pipeline, capture, base / pipeline)
+        assert done.returncode == 0, done.stderr
+        out[pipeline] = base / pipeline
+    return out
+
+
+def kill_and_recover(recorded: dict[str, object], pipeline: str, kill: str, tmp: Path) -> None:
+    capture, reference = recorded["capture"], recorded[pipeline]
+    assert isinstance(capture, Path) and isinstance(reference, Path)
+    data_dir = tmp / "killed"
+    killed = replay(pipeline, capture, data_dir, kill)
+    assert killed.returncode == -9, f"{kill}: not killed ({killed.returncode}): {killed.stderr}"
+    done = replay(pipeline, capture, data_dir)
+    assert done.returncode == 0, done.stderr
+    assert_same(tables(reference), data_dir)
+
+
+# A representative few in the default run: the final checkpoint (after the flush),
+# between tables of a middle checkpoint in the second session (the first has nothing
+# left after the resume point), and the first checkpoint.
+DEFAULT = [
+    ("demo", "after:windows:end"),
+    ("demo", "before:alarms:end"),
+    ("demo", "after:readings:5"),
+    ("demo", "before:windows:1"),
+    ("press_line", "after:stats_10s:end"),
+    ("press_line", "after:readings:5"),
+]
+
+
+@pytest.mark.parametrize(("pipeline", "kill"), DEFAULT)
+def test_a_kill_at_a_commit_boundary_then_a_restart_equals_an_uninterrupted_replay(
+    recorded: dict[str, object], tmp_path: Path, pipeline: str, kill: str
+) -> None:
+    kill_and_recover(recorded, pipeline, kill, tmp_path)
+
+
+TABLES = {
+    "demo": ["readings", "windows", "alarms", "late_readings", "dead_letters"],
+    "press_line": [
+        "readings", "stats_10s", "alarm_states", "stuck", "silent", "anomalies",
+        "late_readings", "dead_letters",
+    ],
+}  # fmt: skip
+EVERY = [
+    (pipeline, f"{when}:{table}:{k}")
+    for pipeline, names in TABLES.items()
+    for table in names
+    for k in [*range(1, 9), "end"]
+    for when in ("before", "after")
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("pipeline", "kill"), EVERY)
+def test_kills_at_every_commit_boundary_of_every_table(
+    recorded: dict[str, object], tmp_path: Path, pipeline: str, kill: str
+) -> None:
+    """Every checkpoint the reference committed (ids past its last are skipped)."""
+    reference = recorded[pipeline]
+    assert isinstance(reference, Path)
+    _, table, k = kill.split(":")
+    if k != "end" and int(k) not in checkpoints(reference, table):
+        pytest.skip(f"{table} committed no checkpoint {k}")
+    kill_and_recover(recorded, pipeline, kill, tmp_path)
