@@ -9,6 +9,7 @@ nothing here knows a table by name but the two every pipeline has.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,9 @@ from reactivex.subject import Subject
 
 from telepipe.aeron import AeronConnection, AeronOptions
 from telepipe.config import build, option
-from telepipe.errors import ConfigError
+from telepipe.errors import ConfigError, SnapshotError
 from telepipe.markers import Item
+from telepipe.operators.runtime import snapshot as snapshots
 from telepipe.pipelines.child import CaptureProcess, Children, SimulatorProcess
 from telepipe.pipelines.graph import (
     Output,
@@ -55,6 +57,9 @@ class Opens[O]:
     options: Any
 
 
+DRAINED = "drained"  # set in the decoder's state of a live run's last, flushed checkpoint
+
+
 @dataclass(frozen=True)
 class Plan:
     """Everything a run will open, decided before anything is opened."""
@@ -76,6 +81,56 @@ class Plan:
     capture_dir: str | None
     limit: int | None
     idle_limit_s: float
+    drain: bool = False  # a stop by signal flushes (else: a savepoint)
+    fresh: bool = False  # a live restart starts its operators empty
+    last_commit_ns: int | None = None  # wall time of the data dir's last commit
+    # A live restart after a crash between two tables' commits: each table's chain
+    # from its own last checkpoint (its rows hold up to it), with the newest decoder's.
+    live_states: dict[str, dict[str, object]] | None = None
+    live_decoder: dict[str, object] | None = None
+
+    @property
+    def restored(self) -> dict[str, dict[str, object]]:
+        """table -> step -> the snapshot each chain starts from (empty: a fresh start).
+
+        A recorded input resumes exactly from its checkpoints; a live run from the
+        savepoint (or the last checkpoint) unless ``fresh=true``."""
+        if self.recovery is None or (self.live and (self.fresh or self.drained)):
+            return {}
+        if self.live and self.live_states is not None:
+            return self.live_states
+        return self.recovery.chain_states
+
+    @property
+    def _decoder_state(self) -> dict[str, object]:
+        """The decoder's state at the checkpoint a restart resumes (empty: none)."""
+        if self.live and self.live_decoder is not None:
+            return self.live_decoder
+        resume = self.recovery.resume if self.recovery is not None else None
+        state = resume.decoder_state if resume is not None else None
+        return state if isinstance(state, dict) else {}
+
+    @property
+    def drained(self) -> bool:
+        """The live run before this one was drained (flushed) at its stop: it left no
+        open state, and its operators' watermark is the end of time."""
+        return bool(self._decoder_state.get(DRAINED))
+
+    @property
+    def restored_watermark(self) -> int | None:
+        """The watermark of the checkpoint a live run restores: it never goes back."""
+        if not self.live or self.fresh:
+            return None
+        watermark = self._decoder_state.get("watermark")
+        return watermark if isinstance(watermark, int) else None
+
+    @property
+    def restored_event_ns(self) -> int | None:
+        """The newest event time the restored checkpoint had read (live runs)."""
+        max_ts = self._decoder_state.get("max_ts")
+        if self.restored_watermark is None or not isinstance(max_ts, dict):
+            return None
+        return max((int(t) for t in max_ts.values()), default=None)
 
     @property
     def live(self) -> bool:
@@ -130,6 +185,21 @@ def plan(cfg: DictConfig, overrides: list[str], input_path: str | None = None) -
             f"data_dir={data_dir} holds checkpoints of input {recovery.input}; "
             "use another data_dir for this input"
         )
+    drain, fresh = bool(option(cfg, "drain")), bool(option(cfg, "fresh"))
+    if fresh and not live:
+        raise ConfigError(
+            "fresh=true is for a live `telepipe run`: a replay resumes its checkpoints "
+            "exactly (use another data_dir to replay from the start)"
+        )
+    live_states, live_decoder = None, None
+    if live and recovery is not None and recover is not None and recovery.oldest < recovery.latest:
+        live_states, live_decoder = _each_table_own(recover, sink.options, data_dir, list(tables))
+    state = live_decoder
+    if state is None and recovery is not None and recovery.resume is not None:
+        state = recovery.resume.decoder_state
+    drained = isinstance(state, dict) and bool(state.get(DRAINED))
+    if live and recovery is not None and not fresh and not drained:
+        _check_restorable(outputs, live_states or recovery.chain_states, recovery, data_dir)
     publish = {
         table: Opens(sink_kind(options, f"pipeline.publish.{table}"), options)
         for table, options in publishers_from_config(
@@ -154,7 +224,94 @@ def plan(cfg: DictConfig, overrides: list[str], input_path: str | None = None) -
         capture_dir=option(cfg, "capture_dir") or None,
         limit=option(cfg, "limit.readings"),
         idle_limit_s=float(option(cfg, "limit.idle_s") or 5.0),
+        drain=drain,
+        fresh=fresh,
+        last_commit_ns=_last_commit_ns(data_dir, list(tables)) if recovery is not None else None,
+        live_states=live_states,
+        live_decoder=live_decoder,
     )
+
+
+def _each_table_own(
+    recover: Any, options: Any, data_dir: Path, tables: list[str]
+) -> tuple[dict[str, dict[str, object]], dict[str, object] | None]:
+    """Each table's chain state at its own last checkpoint, and the decoder's state of
+    the newest. A live input is not replayed, so a table that committed checkpoint k
+    before the crash must go on from k (from an older one, it would emit again the
+    windows it committed since), and one that did not, from its own older one."""
+    states: dict[str, dict[str, object]] = {}
+    decoder, newest = None, -1
+    for table in tables:
+        own = recover(options, data_dir, [table])
+        if own is None:
+            continue
+        states[table] = own.chain_states.get(table, {})
+        state = own.resume.decoder_state if own.resume is not None else None
+        if isinstance(state, dict) and own.oldest > newest:
+            decoder, newest = state, own.oldest
+    return states, decoder
+
+
+def _check_restorable(
+    outputs: tuple[Output, ...],
+    states: dict[str, dict[str, object]],
+    recovery: Recovery,
+    data_dir: Path,
+) -> None:
+    """A live restart restores every stateful step from its table's checkpoint: the
+    same steps with the same options, or a one-line refusal naming what changed."""
+    fresh = "restart with fresh=true to start the operators empty (the tables are kept)"
+    for output in outputs:
+        saved = states.get(output.table, {})
+        stateful = {
+            step: op
+            for step, op in zip(output.steps, output.operators, strict=True)
+            if getattr(op, "build", None) is not None
+        }
+        if recovery.oldest == 0 and stateful:
+            raise ConfigError(
+                f"data_dir={data_dir}: table {output.table} has no checkpoint to restore "
+                f"its steps from (a new output, or a run that stopped before its first "
+                f"checkpoint): {fresh}"
+            )
+        gone = sorted(set(saved) - set(stateful))
+        new = sorted(set(stateful) - set(saved))
+        if gone or new:
+            what = "; ".join(
+                part
+                for part in (
+                    f"saved steps not in the pipeline: {', '.join(gone)}" if gone else "",
+                    f"steps with no saved state: {', '.join(new)}" if new else "",
+                )
+                if part
+            )
+            raise ConfigError(
+                f"data_dir={data_dir}: the pipeline changed since its last checkpoint "
+                f"(table {output.table}: {what}): {fresh}"
+            )
+        for step, op in stateful.items():
+            try:
+                snapshots.restore(op.build(), saved[step], step)  # type: ignore[attr-defined]
+            except SnapshotError as error:
+                raise ConfigError(
+                    f"data_dir={data_dir}: the pipeline changed since its last checkpoint "
+                    f"(table {output.table}, {error}): {fresh}"
+                ) from None
+
+
+def _last_commit_ns(data_dir: Path, tables: list[str]) -> int | None:
+    """When the data dir's tables last committed (their newest log entry), or None."""
+    newest = 0
+    for table in tables:
+        log = data_dir / table / "_delta_log"
+        try:
+            with os.scandir(log) as entries:
+                for entry in entries:
+                    if entry.name.endswith(".json"):
+                        newest = max(newest, entry.stat().st_mtime_ns)
+        except OSError:
+            continue
+    return newest or None
 
 
 class _Server(Protocol):
@@ -198,6 +355,7 @@ def opened(plan: Plan, stats: RunStats) -> Iterator[Assembly]:
         kind = plan.source.kind if plan.live else RECORDED
         source = kind.open(plan.source.options, source_ctx)
         stack.callback(source.close)
+        _restore_watermark(plan, source)
         sink_ctx = SinkContext(plan.tables, plan.data_dir, plan.origin, connection)
         sink = plan.sink.kind.open(plan.sink.options, sink_ctx)
         sink.start()
@@ -223,14 +381,31 @@ def opened(plan: Plan, stats: RunStats) -> Iterator[Assembly]:
 
 def _connect_outputs(plan: Plan, parts: Assembly) -> None:
     """Every output's chain on the flow, its end counted and fed to its sinks."""
-    recovery = plan.recovery
-    restored = recovery.chain_states if recovery is not None and not plan.live else {}
+    restored = plan.restored
     for output in plan.outputs:
         observers = [parts.sink.observer(output.table)]
         if output.table in parts.publishers:
             observers.append(parts.publishers[output.table].observer(output.table))
         chain = connect(parts.flow, output, restored.get(output.table))
         chain.subscribe(parts.outputs.feed(output.table, observers))
+
+
+def _restore_watermark(plan: Plan, source: PulledSource) -> None:
+    """A live source resumes from "now" (Aeron keeps nothing); only its watermark goes
+    on from the restored checkpoint, so it never goes back (the positions and the
+    sessions' event times of the last run mean nothing to the new subscription)."""
+    watermark = plan.restored_watermark
+    decoder = getattr(source, "decoder", None)
+    if watermark is None or decoder is None or plan.recovery is None:
+        return
+    decoder.restore(
+        {
+            "positions": {},
+            "max_ts": {},
+            "watermark": watermark,
+            "checkpoint_id": plan.recovery.latest,
+        }
+    )
 
 
 def _start_children(plan: Plan, aeron_dir: str) -> Children:

@@ -5,7 +5,8 @@ reads the source, and it polls only after the previous items went all the way
 through the synchronous Rx chain into the sinks' bounded queues, so a slow sink
 stops the polling (back-pressure). A SIGINT/SIGTERM, the limit or the end of a
 recorded input ends the loop; then the runner finishes: it drains (flushes every
-operator) at the end of the input, else takes a savepoint, and saves the stats.
+operator) at the end of the input, or on a signal with ``drain=true``, else (a stop
+by signal) takes a savepoint, and saves the stats.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from omegaconf import DictConfig
 from rich.console import Console
 
@@ -24,13 +27,16 @@ from telepipe.aeron import idle_strategy
 from telepipe.config import option
 from telepipe.errors import SourceError
 from telepipe.markers import MAX_WATERMARK, CheckpointBarrier, Item, Watermark
-from telepipe.pipelines.assembly import Assembly, Plan, opened, plan
+from telepipe.pipelines.assembly import DRAINED, Assembly, Plan, opened, plan
 from telepipe.pipelines.display import Display
 from telepipe.pipelines.protocols import PulledSource
 from telepipe.sinks import data_dir_lock
 from telepipe.stats import RunStats, print_summary
 
 UI_EVERY_S = 0.25
+# Stops that end the input: the run flushes every operator (drains). Any other stop
+# (SIGINT, SIGTERM) takes a savepoint unless drain=true.
+FINISHED = ("end of input", "limit", "simulator finished")
 
 
 class Runner:
@@ -48,10 +54,12 @@ class Runner:
             self.stop_reason = reason
 
     def run(self) -> RunStats:
-        recovery = self.plan.recovery
+        recovery, plan = self.plan.recovery, self.plan
+        restores = bool(plan.restored) or plan.restored_watermark is not None
         self.stats.resumed_from = (
-            recovery.oldest if recovery is not None and not self.plan.live else 0
+            recovery.oldest if recovery is not None and (restores or not plan.live) else 0
         )
+        self._gap_pending = plan.live and restores
         with opened(self.plan, self.stats) as parts:
             self._install_signals(parts.source)
             try:
@@ -111,6 +119,8 @@ class Runner:
                     display.update(source.progress())
 
     def _push(self, item: Item, parts: Assembly) -> None:
+        if self._gap_pending and isinstance(item, pa.RecordBatch) and item.num_rows:
+            self._gap(item)
         if isinstance(item, Watermark) and item.ts_ns < MAX_WATERMARK:
             self.stats.watermark_lag_ms = (time.time_ns() - item.ts_ns) / 1e6
         elif isinstance(item, CheckpointBarrier):
@@ -141,22 +151,42 @@ class Runner:
         if early is not None:
             handler(signal.Signals[early], None)
 
+    def _gap(self, batch: pa.RecordBatch) -> None:
+        """A live restart: how long and how much event time passed between the restored
+        checkpoint and the first new reading (Aeron keeps nothing: it was not seen)."""
+        self._gap_pending = False
+        plan, s = self.plan, self.stats
+        if plan.last_commit_ns is not None:
+            s.gap_wall_s = round((time.time_ns() - plan.last_commit_ns) / 1e9, 3)
+        last = plan.restored_event_ns
+        if last is not None and "ts" in batch.schema.names:
+            first = pc.min(batch.column("ts").cast(pa.int64())).as_py()
+            if first is not None:
+                s.gap_event_ms = round((int(first) - last) / 1e6, 3)
+
     # -- the finish ---------------------------------------------------------------------
 
     def _drain(self, parts: Assembly) -> None:
         """End the flow so that what is committed is exactly what a restart expects.
 
-        At the end of the input (or the limit) every operator is flushed by a maximal
-        watermark *before* the final barrier, so the rows the flush releases commit
-        with it. A replay stopped early (Ctrl-C, SIGTERM) is not flushed: its final
-        barrier carries the operators' open state and a restart resumes it. A live
-        stream cannot be resumed exactly, so it is always flushed.
+        At the end of the input (the limit, the simulator's end), or on a signal with
+        ``drain=true``, every operator is flushed by a maximal watermark *before* the
+        final barrier, so the rows the flush releases commit with it. Any other stop
+        (SIGINT, SIGTERM: Flink's ``stop``) is a savepoint: no flush, no partial
+        window, no end-of-stream detector row; the final barrier carries every
+        operator's open state, and a restart (replay or live) goes on from it.
         """
-        finished = self.stop_reason in ("end of input", "limit")
-        flush = finished or parts.source.live
+        flush = self.stop_reason in FINISHED or self.plan.drain
+        self.stats.stopped_with = "drain" if flush else "savepoint"
         if flush:
             self._push(Watermark(MAX_WATERMARK), parts)
-        self._push(parts.source.checkpoint(), parts)
+        barrier = parts.source.checkpoint()
+        decoder = barrier.state.get("decoder")
+        if flush and parts.source.live and isinstance(decoder, dict):
+            # Nothing is left open: a live restart starts its operators empty.
+            barrier = barrier.with_state("decoder", {**decoder, DRAINED: True})
+        self.stats.final_checkpoint = barrier.checkpoint_id
+        self._push(barrier, parts)
         if flush:
             parts.flow.on_completed()
         else:
@@ -203,6 +233,9 @@ class Runner:
             published = simulator.counters()
             s.published = int(published.get("published", 0))
             s.backpressured_offers = int(published.get("backpressured_offers", 0))
+            # Published, never polled: Aeron keeps nothing for the next run (at most once).
+            s.lost_in_flight = max(0, s.published - s.received)
+        s.lost = s.lost_in_flight + s.dropped
         stats_file = option(self.plan.cfg, "stats_file")
         if stats_file:
             s.save(stats_file)

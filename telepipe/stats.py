@@ -42,8 +42,20 @@ class RunStats:
     readings_per_s: float = 0.0
     data_dir: str = ""
     input: str = ""
-    resumed_from: int = 0
+    resumed_from: int = 0  # the checkpoint the operators were restored from (0: none)
     exit_reason: str = ""
+    # How the run ended: "savepoint" (a stop by signal: open state committed, nothing
+    # flushed; a restart goes on from it) or "drain" (every operator flushed).
+    stopped_with: str = ""
+    final_checkpoint: int = 0
+    # A live restart: wall time from the restored checkpoint's commit to the first new
+    # reading, and event time from the newest reading it had read to that reading.
+    gap_wall_s: float | None = None
+    gap_event_ms: float | None = None
+    # Readings not committed and gone for good (live input: at most once): published
+    # by the run's simulator but never read (Aeron keeps nothing), plus dropped ones.
+    lost_in_flight: int = 0
+    lost: int = 0
 
     # (seconds, MB), evenly spread over the whole run and never more than
     # RSS_SAMPLES_MAX: when full, every other sample goes and the spacing doubles.
@@ -110,6 +122,24 @@ def print_summary(stats: RunStats, console: Console | None = None) -> None:
         damage = ", ".join(f"{k}={v:,}" for k, v in stats.input_damage.items())
         console.print(
             f"telepipe: input damage: {damage} (`telepipe inspect {stats.input}` says where)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if stats.resumed_from and stats.gap_wall_s is not None:
+        event = (
+            "" if stats.gap_event_ms is None else f", {stats.gap_event_ms / 1e3:,.3f} s event time"
+        )
+        console.print(
+            f"telepipe: restored every operator from checkpoint {stats.resumed_from}; "
+            f"gap to the first new reading: {stats.gap_wall_s:,.3f} s wall{event}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if stats.stopped_with == "savepoint":
+        console.print(
+            f"telepipe: stopped with a savepoint (checkpoint {stats.final_checkpoint}, "
+            f"nothing flushed; {stats.lost:,} readings lost); a restart on this "
+            "data_dir goes on from it",
             highlight=False,
             soft_wrap=True,
         )

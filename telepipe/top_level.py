@@ -38,9 +38,10 @@ def check_top_level(cfg: DictConfig) -> None:
     data_dir = _get(cfg, "data_dir")
     if data_dir is not None and Path(str(data_dir)).exists() and not Path(str(data_dir)).is_dir():
         raise ConfigError(f"data_dir={data_dir} exists and is not a directory")
-    follow = _get(cfg, "replay.follow")
-    if follow is not None and not isinstance(follow, bool):
-        raise ConfigError(f"replay.follow must be true or false, got {follow!r}")
+    for key in ("replay.follow", "drain", "fresh"):
+        flag = _get(cfg, key)
+        if flag is not None and not isinstance(flag, bool):
+            raise ConfigError(f"{key} must be true or false, got {flag!r}")
 
 
 def _get(cfg: DictConfig, key: str) -> Any:

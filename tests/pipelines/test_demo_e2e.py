@@ -145,12 +145,18 @@ def test_late_readings_go_to_their_own_table(telepipe_cli, tmp_path: Path) -> No
     assert decoded.sort(key).equals(late.select(key).sort(key))
 
 
+@pytest.mark.parametrize("drain", [False, True])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_without_a_limit_a_signal_drains_flushes_and_exits_0(tmp_path: Path, signum: int) -> None:
+def test_without_a_limit_a_signal_takes_a_savepoint_or_drains_and_exits_0(
+    tmp_path: Path, signum: int, drain: bool
+) -> None:
+    """A stop by signal commits every reading it read and the operators' open state,
+    and flushes nothing (no partial window); ``drain=true`` flushes every window."""
     data_dir, stats_file = tmp_path / "data", tmp_path / "stats.json"
     run = Watched(
         [sys.executable, "-m", "telepipe", "run", f"data_dir={data_dir}", f"stats_file={stats_file}",
-         "simulator.options.rate=100000", "simulator.options.late_fraction=0"],
+         "simulator.options.rate=100000", "simulator.options.late_fraction=0",
+         f"drain={str(drain).lower()}"],
         cwd=ROOT,
     )  # fmt: skip
     run.wait_for("telepipe: running:")  # handlers installed, readings arriving
@@ -159,10 +165,19 @@ def test_without_a_limit_a_signal_drains_flushes_and_exits_0(tmp_path: Path, sig
     assert run.process.returncode == 0, err
     stats = json.loads(stats_file.read_text())
     assert stats["exit_reason"] == signal.Signals(signum).name
+    assert stats["stopped_with"] == ("drain" if drain else "savepoint")
     assert stats["received"] > 0 and stats["committed"] == stats["received"]
-    assert _read(data_dir, "readings").height == stats["received"]
-    # Drained: every committed reading is in a committed window.
-    assert _read(data_dir, "windows")["count"].sum() == stats["received"]
+    readings = _read(data_dir, "readings")
+    assert readings.height == stats["received"]
+    windows = _read(data_dir, "windows")
+    newest = readings["ts_ns"].max()
+    assert isinstance(newest, int)
+    if drain:  # every committed reading is in a committed window
+        assert windows["count"].sum() == stats["received"]
+    else:  # only windows the watermark closed: none ends after the newest reading
+        assert windows["count"].sum() < stats["received"]
+        assert windows.filter(pl.col("window_end_ns") > newest).height == 0
+        assert "stopped with a savepoint" in out
     assert "Delta tables in" in out
 
 
