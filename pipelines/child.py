@@ -15,6 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from telepipe import signals
 from telepipe.errors import SourceError
 
 _OWN_KEYS = ("aeron.dir=", "stats_file=", "ui=")
@@ -50,13 +51,14 @@ class SimulatorProcess:
             f"stats_file={stats_path}",
             "ui=never",
         ]
-        with open(stderr_path, "wb") as err:
+        with open(stderr_path, "wb") as err, signals.children_spared():
             process = subprocess.Popen(
                 command,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
                 env=_child_env(),
+                process_group=0,  # a terminal's Ctrl-C is the run's to handle
             )
         return cls(process, stats_path, stderr_path)
 
@@ -112,10 +114,12 @@ class CaptureProcess:
             sys.executable, "-m", "telepipe.cli", "capture", f"aeron.dir={aeron_dir}",
             f"channel={channel}", f"stream={stream_id}", f"out={out}",
         ]  # fmt: skip
-        process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            text=True, env=_child_env(),
-        )  # fmt: skip
+        with signals.children_spared():
+            process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL, text=True, env=_child_env(),
+                process_group=0,  # a terminal's Ctrl-C is the run's to handle
+            )  # fmt: skip
         assert process.stderr is not None
         # Wait until it subscribed, so it records from the first frame the run reads.
         said = ""

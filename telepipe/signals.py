@@ -17,8 +17,10 @@ it shuts down, and a signal then killed a finished run (-15) tearing down thread
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+from collections.abc import Iterator
 
 _pending: list[str] = []
 
@@ -46,6 +48,22 @@ def install_early() -> None:
         signal.signal(signum, _raise)
     if os.environ.get("TELEPIPE_PARENT_PID") and hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+@contextlib.contextmanager
+def children_spared() -> Iterator[None]:
+    """Start a run's children inside this: SIGINT stays blocked across their fork and
+    exec, so a Ctrl-C at that very moment cannot reach a child before it is in its own
+    process group (a vfork child resets the handlers, and a SIGINT held back then
+    killed the recorder with -2). A SIGINT for the run waits and is taken after."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def ignore_from_now() -> None:
