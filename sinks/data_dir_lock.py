@@ -6,6 +6,13 @@ commit the same rows twice; Delta's conflict check does not catch blind appends.
 The lock is ``flock`` on ``<data_dir>/.telepipe.lock``: released when its holder exits,
 however it exits, so a killed run never leaves the directory locked. It is
 re-entrant within a process (a ``dlq replay`` runs the pipeline under its own hold).
+
+The lock alone is not enough: deleting the lock file lets a second process lock a
+new file beside the first. So each hold also takes a writer epoch: the counter in
+``<data_dir>/.telepipe.epoch``, incremented under its own ``flock``. The Delta sink
+records its epoch in every commit and refuses to commit once a newer epoch exists
+(``epoch_of``, ``current_epoch``): the newest writer wins, an older one stops in one
+line (fencing, as a ZooKeeper/Kafka epoch does).
 """
 
 from __future__ import annotations
@@ -19,8 +26,10 @@ from pathlib import Path
 from telepipe.errors import ConfigError
 
 LOCK_NAME = ".telepipe.lock"
+EPOCH_NAME = ".telepipe.epoch"
 
 _held: dict[str, int] = {}  # resolved data dir -> holds in this process
+_epochs: dict[str, int] = {}  # resolved data dir -> the epoch this process holds it with
 
 
 class Busy(Exception):
@@ -62,8 +71,42 @@ def hold(data_dir: str | os.PathLike[str], what: str = "this command") -> Iterat
             ) from None
         except OSError as error:
             raise ConfigError(f"data_dir={root}: cannot open its lock ({error.strerror})") from None
-        _held[key] = 1
+        try:
+            epoch = _next_epoch(root)
+        except (OSError, ValueError) as error:
+            raise ConfigError(
+                f"data_dir={root}: cannot take a writer epoch in {EPOCH_NAME} ({error})"
+            ) from None
+        _held[key], _epochs[key] = 1, epoch
         try:
             yield
         finally:
-            del _held[key]
+            del _held[key], _epochs[key]
+
+
+def epoch_of(data_dir: str | os.PathLike[str]) -> int | None:
+    """The writer epoch this process holds ``data_dir`` with (None: not held here)."""
+    return _epochs.get(str(Path(data_dir).resolve()))
+
+
+def current_epoch(data_dir: str | os.PathLike[str]) -> int:
+    """The newest writer epoch taken in ``data_dir`` (0: none yet)."""
+    try:
+        with open(Path(data_dir) / EPOCH_NAME, "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_SH)
+            return int(f.read().strip() or 0)
+    except FileNotFoundError:
+        return 0
+
+
+def _next_epoch(root: Path) -> int:
+    with open(root / EPOCH_NAME, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # brief: held by whoever increments it
+        f.seek(0)
+        epoch = int(f.read().strip() or 0) + 1
+        f.seek(0)
+        f.truncate()
+        f.write(f"{epoch}\n".encode())
+        f.flush()
+        os.fsync(f.fileno())
+        return epoch

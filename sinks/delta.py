@@ -30,10 +30,12 @@ from deltalake import (
     WriterProperties,
     write_deltalake,
 )
+from deltalake.exceptions import CommitFailedError
 
 from telepipe.boundary import BoundaryOptions
-from telepipe.errors import ConfigError
+from telepipe.errors import ConfigError, SinkError
 from telepipe.markers import CheckpointBarrier
+from telepipe.sinks import data_dir_lock
 from telepipe.sinks.delta_types import delta_schema, to_delta_table
 from telepipe.sinks.queued import QueuedSink
 from telepipe.state import write_checkpoint
@@ -150,12 +152,26 @@ class DeltaSink(QueuedSink):
         self.root = Path(data_dir)
         self.metadata = metadata or {}
         self._kill = fault_kill()
-        self.tables = {
-            name: TableState(
-                self.root / name, schema, last_checkpoint(self.root / name, options.app_id) or 0
-            )
-            for name, schema in tables.items()
-        }
+        # The writer epoch of this run's hold on data_dir (None: not held, no fencing).
+        self.epoch = data_dir_lock.epoch_of(self.root)
+        self.tables = {}
+        for name, schema in tables.items():
+            path = self.root / name
+            planned = _seen.get((str(path.resolve()), options.app_id))
+            held = last_checkpoint(path, options.app_id) or 0
+            moved = planned is not None and (planned[1] or 0) != held
+            if (
+                self.epoch is not None
+                and planned is not None
+                and planned[0] == self.epoch
+                and moved
+            ):
+                raise ConfigError(
+                    f"table {name} in {self.root}: another writer committed checkpoint "
+                    f"{held} to it while this run (writer epoch {self.epoch}) started from "
+                    f"checkpoint {planned[1] or 0 if planned else 0}; run again to resume from it"
+                )
+            self.tables[name] = TableState(path, schema, held)
 
     def start(self) -> Self:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -191,6 +207,7 @@ class DeltaSink(QueuedSink):
         decoder = barrier.state.get("decoder")
         ended = isinstance(decoder, dict) and bool(decoder.get(END_OF_INPUT))
         self._fault("before", state, barrier.checkpoint_id, ended)
+        self._fence(state, barrier.checkpoint_id)
         properties = CommitProperties(
             app_transactions=[
                 Transaction(app_id=self.options.app_id, version=barrier.checkpoint_id)
@@ -199,15 +216,44 @@ class DeltaSink(QueuedSink):
                 **self.metadata,
                 "telepipe.app_id": self.options.app_id,
                 "telepipe.checkpoint_id": str(barrier.checkpoint_id),
+                **({"telepipe.epoch": str(self.epoch)} if self.epoch is not None else {}),
                 "telepipe.positions": json.dumps(barrier.positions, sort_keys=True),
                 "telepipe.state": state_file,
                 # The barrier after the end-of-input flush: a restart takes it there again.
                 **({"telepipe.end_of_input": "true"} if ended else {}),
             },
         )
-        self._write(state, batches, properties)
+        try:
+            self._write(state, batches, properties)
+        except CommitFailedError as error:  # another writer committed since we read it
+            self._fence(state, barrier.checkpoint_id)
+            raise SinkError(
+                f"table {state.path.name} in {self.root}: another writer committed to it "
+                f"while this run wrote it ({str(error).strip().splitlines()[0]}); "
+                "one writer per data dir"
+            ) from None
         state.last_checkpoint = barrier.checkpoint_id
+        _seen[(str(state.path.resolve()), self.options.app_id)] = (
+            self.epoch,
+            barrier.checkpoint_id,
+        )
         self._fault("after", state, barrier.checkpoint_id, ended)
+        self._fence(state, barrier.checkpoint_id, committed=True)
+
+    def _fence(self, state: TableState, checkpoint_id: int, committed: bool = False) -> None:
+        """Stop in one line once a newer writer epoch took data_dir (its lock file was
+        deleted and another run locked a new one): checked before each commit, and after
+        it (a commit under way when the newer run started is its last)."""
+        if self.epoch is None:
+            return
+        newest = data_dir_lock.current_epoch(self.root)
+        if newest > self.epoch:
+            what = "committed" if committed else "did not commit"
+            raise SinkError(
+                f"data_dir={self.root}: fenced: a newer writer (epoch {newest}) took it "
+                f"from this run (epoch {self.epoch}); this run {what} checkpoint "
+                f"{checkpoint_id} of table {state.path.name} and stops"
+            )
 
     def _fault(self, when: str, state: TableState, checkpoint_id: int, ended: bool) -> None:
         """Fault injection for tests (``TELEPIPE_FAULT_KILL``): SIGKILL this process right
@@ -340,6 +386,14 @@ def fault_kill() -> tuple[str, str, str] | None:
 def last_checkpoint(path: str | Path, app_id: str = "telepipe") -> int | None:
     """The checkpoint id of the last commit of a table, or None for a new table."""
     try:
-        return DeltaTable(str(path)).transaction_version(app_id)
+        found = DeltaTable(str(path)).transaction_version(app_id)
     except Exception:
-        return None
+        found = None
+    # What this process saw, under which writer epoch: a sink opened later in the same
+    # hold finds out whether a table moved since the run planned its recovery.
+    resolved = Path(path).resolve()
+    _seen[(str(resolved), app_id)] = (data_dir_lock.epoch_of(resolved.parent), found)
+    return found
+
+
+_seen: dict[tuple[str, str], tuple[int | None, int | None]] = {}

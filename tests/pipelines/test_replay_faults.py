@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
 import pytest
 from deltalake import DeltaTable
-from helpers import ROOT
+from helpers import ROOT, Watched
 
 START = 1_767_225_600_000_000_000
 PER_RUN = 20_000
@@ -161,3 +162,43 @@ def test_kills_at_every_commit_boundary_of_every_table(
     if k != "end" and int(k) not in checkpoints(reference, table):
         pytest.skip(f"{table} committed no checkpoint {k}")
     kill_and_recover(recorded, pipeline, kill, tmp_path)
+
+
+def test_a_writer_whose_lock_file_was_deleted_is_fenced_and_nothing_is_duplicated(
+    recorded: dict[str, object], tmp_path: Path
+) -> None:
+    """Two replays into one data_dir, the lock file removed between their starts: the
+    second to start (a newer writer epoch) wins, the first stops in one line at its next
+    commit, and the tables equal an uninterrupted replay."""
+    capture, reference = recorded["capture"], recorded["demo"]
+    assert isinstance(capture, Path) and isinstance(reference, Path)
+    data_dir = tmp_path / "shared"
+    args = [sys.executable, "-m", "telepipe.cli", "replay", "pipeline=demo", f"input={capture}",
+            f"data_dir={data_dir}", *REPLAY]  # fmt: skip
+    first = Watched([*args, "replay.speed=0.25"], cwd=ROOT)  # ~15 s: the capture spans seconds
+    try:
+        first.wait_for("telepipe: running:")
+        log = data_dir / "readings" / "_delta_log"
+        deadline = time.monotonic() + 120
+        while not (log.is_dir() and any(log.glob("*.json"))):  # its first commit
+            assert first.process.poll() is None, "".join(first.lines["stderr"])
+            assert time.monotonic() < deadline, "no commit of the first replay"
+            time.sleep(0.05)
+        (data_dir / ".telepipe.lock").unlink()
+        second = cli(*args[3:])
+        assert second.returncode == 0, second.stderr
+        _, err = first.finish()
+    finally:
+        if first.process.poll() is None:
+            first.process.kill()
+    assert first.process.returncode == 1, err
+    errors = [ln for ln in err.splitlines() if "error" in ln.lower()]
+    assert len(errors) == 1 and "fenced" in errors[0], err
+    assert (data_dir / ".telepipe.epoch").read_text().strip() == "2"
+    assert_same(tables(reference), data_dir)
+    epochs = {
+        h.get("telepipe.epoch")
+        for h in DeltaTable(str(data_dir / "readings")).history()
+        if "telepipe.checkpoint_id" in h
+    }
+    assert epochs <= {"1", "2"} and "2" in epochs
