@@ -26,6 +26,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from telepipe import signals
 from telepipe.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -176,6 +177,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _purge(args: argparse.Namespace) -> int:
+    signals.defer()  # a change to the store is never cut in the middle: it finishes
     entry = _store(args).purge(args.ids, confirm=args.confirm, actor=actor())
     print(
         f"telepipe dlq: purged {len(entry['ids'])} dead letters ({entry['detail']['rows']} rows); "
@@ -185,6 +187,7 @@ def _purge(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
+    signals.defer()  # kept until the replay's run takes it (it then stops early)
     from telepipe.pipelines import dlq
 
     entry = dlq.resume(_store(args), actor=actor())
@@ -198,6 +201,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    signals.defer()  # kept until the replay's run takes it: unread letters go back
     for override in args.extra_overrides:
         key = override.partition("=")[0].lstrip("+~")
         if key in ("data_dir", "input", "sink", "sink.app_id"):

@@ -277,3 +277,36 @@ def test_late_rows_are_dead_letters_and_a_replay_delivers_them(tmp_path: Path) -
     assert readings.filter(pl.col("sensor_id").is_between(100, 103)).height == 4
     assert readings.filter(pl.col("sensor_id").is_between(200, 209)).height == 10
     assert letters(data).filter(pl.col("reason") == "late_reading").height == 0
+
+
+def test_a_ctrl_c_while_a_replay_takes_letters_out_loses_none(data: Path) -> None:
+    """The signal lands right after the replay_start entry, as the letters leave the
+    store: it is kept until the replay's run takes it, which stops early and puts back
+    what it did not read (it cut the replay there, exit 0, and the store was stuck)."""
+    ids = ids_by_reason(data)
+    failing = ids["wrong_schema_id"]
+    readings_before = pl.read_delta(str(data / "readings")).height
+    code = (
+        "import os, signal, sys\n"
+        "from telepipe.sinks.dead_letter_store import DeadLetterStore\n"
+        "delete = DeadLetterStore.delete\n"
+        "def interrupted(self, *a, **k):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return delete(self, *a, **k)\n"
+        "DeadLetterStore.delete = interrupted\n"
+        "from telepipe.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "dlq", "replay", failing, GOOD.id, "--confirm",
+         "--pipeline", "demo", "--data-dir", str(data)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    actions = [e["action"] for e in AuditLog(data / "dead_letters" / "_audit.jsonl").entries()]
+    assert actions == ["replay_start", "replay"]
+    present = set(letters(data)["id"])
+    delivered = pl.read_delta(str(data / "readings")).height - readings_before
+    assert failing in present
+    assert (GOOD.id in present and delivered == 0) or (GOOD.id not in present and delivered == 10)
+    assert telepipe("dlq", "verify", "--data-dir", str(data)).returncode == 0
