@@ -22,6 +22,7 @@ from telepipe.operators.runtime.stage import stage
 Operator = Callable[[Observable[Item]], Observable[Item]]
 
 RESERVED_TABLES = ("late_readings", "dead_letters")
+RESERVED_STEPS = ("decoder",)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,12 @@ def outputs_from_config(pipeline: DictConfig) -> list[Output]:
         if not isinstance(chain, DictConfig):
             raise ConfigError(f"{path}: expected a mapping of step name -> operator, got {chain!r}")
         steps = tuple(str(k) for k in chain)
+        for step in steps:
+            if step in RESERVED_STEPS:
+                raise ConfigError(
+                    f"{path}.{step}: the step name {step!r} is reserved (a checkpoint holds "
+                    "the source's state under it): name the step otherwise"
+                )
         nodes = zip(steps, chain.values(), strict=True)
         operators = tuple(build(node, f"{path}.{step}") for step, node in nodes)
         for step, op in zip(steps, operators, strict=True):

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from helpers import SCHEMA_XML
 from omegaconf import OmegaConf
 from reactivex import Observable
 from reactivex.subject import Subject
 
 from telepipe.boundary import BoundaryOptions
+from telepipe.errors import ConfigError
 from telepipe.markers import CheckpointBarrier, Item, SideOutput, Watermark
 from telepipe.operators import TumblingWindow
 from telepipe.pipelines.graph import connect, outputs_from_config
@@ -113,3 +115,12 @@ def test_a_chain_built_in_python_routes_late_rows_as_the_yaml_graph_does() -> No
     ]
     details = pa.concat_batches(letters).column("detail").to_pylist()
     assert len(details) == 2 and all(d.endswith("at step windows.tumble") for d in details)
+
+
+def test_a_step_named_decoder_is_refused_in_one_line() -> None:
+    """A checkpoint barrier holds the source's state under 'decoder': a step of that
+    name failed at the first barrier (before: it overwrote the decoder's state)."""
+    step = {"_target_": "telepipe.operators.TumblingWindow", "size_ms": 1000}
+    pipeline = OmegaConf.create({"name": "p", "outputs": {"w": {"decoder": step}}})
+    with pytest.raises(ConfigError, match=r"^pipeline\.outputs\.w\.decoder: the step name"):
+        outputs_from_config(pipeline)
