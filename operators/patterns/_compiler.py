@@ -15,7 +15,7 @@ holds one row of ``T_*`` columns per state; ``FINAL`` (-1) is the accepting stat
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -267,10 +267,17 @@ class Element:
     strict_inner: bool
     guard: str = ""  # "", "not_next" or "not_followed_by" (into this element)
     guard_cond: int = -1
+    greedy: bool = False
+    # After a greedy element (FlinkCEP's updateWithGreedyCondition): the first event of
+    # this element is taken on ``first_cond`` (its condition and not the greedy one's)
+    # and a relaxed wait for it is not kept on a reading meeting ``no_ignore`` (the
+    # greedy condition). -1: as ``cond`` / always kept.
+    first_cond: int = -1
+    no_ignore: int = -1
 
 
 # Columns of Nfa.table.
-T_KIND, T_TAKE, T_TO, T_FIN, T_STRICT, T_PROCEED, T_NEXT, T_KILL, T_STEP = range(9)
+T_KIND, T_TAKE, T_TO, T_FIN, T_STRICT, T_PROCEED, T_NEXT, T_KILL, T_STEP, T_NOIGN = range(10)
 K_NORMAL, K_NOTNEXT, K_TRAIL_NN, K_TRAIL_NFB = range(4)
 FINAL = -1
 
@@ -280,7 +287,7 @@ class Nfa:
     elements: list[Element]
     trailing: str  # "", "not_next", "not_followed_by"
     trailing_cond: int
-    table: np.ndarray  # int64 [n_states, 9]
+    table: np.ndarray  # int64 [n_states, 10]
     names: list[str]  # state names, for debugging and docs
 
 
@@ -318,7 +325,7 @@ def compile_nfa(elements: list[Element], trailing: str, trailing_cond: int) -> N
         j, c = key[1], key[2]
         return c >= elements[j].lo and reaches_final(entry(j + 1))
 
-    table = np.full((len(names), 9), -1, np.int64)
+    table = np.full((len(names), 10), -1, np.int64)
     for key, s in index.items():
         row = table[s]
         row[T_FIN] = row[T_STRICT] = row[T_PROCEED] = 0
@@ -335,7 +342,9 @@ def compile_nfa(elements: list[Element], trailing: str, trailing_cond: int) -> N
         j, c = key[1], key[2]
         el = elements[j]
         row[T_KIND] = K_NORMAL
-        row[T_TAKE] = el.cond
+        row[T_TAKE] = el.first_cond if c == 0 and el.first_cond >= 0 else el.cond
+        if c == 0:
+            row[T_NOIGN] = el.no_ignore
         row[T_STEP] = el.step
         if el.hi == INF:
             row[T_TO] = index[("S", j, min(c + 1, tops[j]))]
@@ -387,7 +396,7 @@ def compile_steps(steps: tuple, within_ms: int | None) -> Compiled:
             lo, hi = parse_quantifier(st.quantifier)
         except ValueError as error:
             raise ConfigError(f"{owner}.quantifier: {error}") from None
-        for flag in ("optional", "consecutive"):
+        for flag in ("optional", "consecutive", "greedy"):
             if not isinstance(getattr(st, flag), bool):
                 raise ConfigError(f"{owner}.{flag} must be true or false")
         if st.contiguity not in CONTIGUITIES:
@@ -405,7 +414,7 @@ def compile_steps(steps: tuple, within_ms: int | None) -> Compiled:
             trees.append(tree)
         cond = texts[key]
         if st.contiguity in NEGATIONS:
-            if (lo, hi) != (1, 1) or st.optional or st.consecutive:
+            if (lo, hi) != (1, 1) or st.optional or st.consecutive or st.greedy:
                 raise ConfigError(f"{owner}: a {st.contiguity} step takes no quantifier")
             if guard is not None:
                 raise ConfigError(f"{owner}: two negations in a row")
@@ -417,6 +426,9 @@ def compile_steps(steps: tuple, within_ms: int | None) -> Compiled:
                 )
             guard = (st.contiguity, cond)
             continue
+        # FlinkCEP: greedy changes a loop or times(n, m) (n < m), never a fixed count,
+        # optional or not (``B?`` written greedy stays as B? reluctant)
+        greedy = st.greedy and lo != hi
         if st.optional:
             lo = 0
         if guard is not None and lo == 0:
@@ -431,9 +443,31 @@ def compile_steps(steps: tuple, within_ms: int | None) -> Compiled:
                 strict_inner=st.consecutive,
                 guard=guard[0] if guard else "",
                 guard_cond=guard[1] if guard else -1,
+                greedy=greedy,
             )
         )
         guard = None
+    for i, st in enumerate(steps):
+        if not st.greedy:
+            continue
+        after = steps[i + 1] if i + 1 < len(steps) else None
+        if after is None or after.contiguity in NEGATIONS:
+            raise ConfigError(
+                f"CepPattern.steps[{i}] ({st.name!r}): a greedy step needs a following "
+                "positive step (it decides when the loop may stop)"
+            )
+    for k in range(1, len(elements)):
+        prev = elements[k - 1]
+        if not prev.greedy:
+            continue
+        tree = ("and", trees[elements[k].cond], ("not", trees[prev.cond]))
+        key = to_text(tree)
+        if key not in texts:
+            if len(texts) == 64:
+                raise ConfigError("CepPattern: at most 64 distinct conditions per pattern")
+            texts[key] = len(trees)
+            trees.append(tree)
+        elements[k] = replace(elements[k], first_cond=texts[key], no_ignore=prev.cond)
     if guard is not None and guard[0] == "not_followed_by" and within_ms is None:
         raise ConfigError(
             f"CepPattern.steps[{len(steps) - 1}] ({steps[-1].name!r}): a pattern ending "

@@ -30,6 +30,7 @@ from telepipe.operators.patterns._compiler import (
     T_KILL,
     T_KIND,
     T_NEXT,
+    T_NOIGN,
     T_PROCEED,
     T_STEP,
     T_STRICT,
@@ -241,7 +242,11 @@ def _walk(
                     w = _put(sl, w, to, 0, 0, start_ts, start_pos, n + 1, node)
                     if tab[cur, T_FIN] == 1:
                         w = _put(sl, w, -1, 0, 1, start_ts, start_pos, n + 1, node)
-        elif tab[cur, T_STRICT] == 0 and not is_start:
+        elif (
+            tab[cur, T_STRICT] == 0
+            and not is_start
+            and (tab[cur, T_NOIGN] < 0 or not (bits >> tab[cur, T_NOIGN]) & 1)
+        ):
             w = _put(sl, w, cur, 1 if proceed else kk, 0, start_ts, start_pos, n, head)
         if not proceed:
             break

@@ -53,8 +53,11 @@ class PatternStep:
     """One step: ``contiguity`` to the step before (``begin`` for the first one),
     a ``condition`` on ``value``/``quality``/``sensor_id``, a ``quantifier``
     (``once``, ``times(n)``, ``times(n, m)``, ``one_or_more``, ``times_or_more(n)``),
-    ``optional`` (also zero times) and ``consecutive`` (repeated events strictly
-    contiguous; relaxed by default, as FlinkCEP)."""
+    ``optional`` (also zero times), ``consecutive`` (repeated events strictly
+    contiguous; relaxed by default, as FlinkCEP) and ``greedy`` (a variable count
+    takes every reading it can: the next step's first event must not meet this
+    step's condition, as FlinkCEP ``greedy()`` and MATCH_RECOGNIZE ``A+``; reluctant
+    by default, as FlinkCEP's API and MATCH_RECOGNIZE ``A+?``)."""
 
     name: str
     condition: str = "true"
@@ -62,6 +65,7 @@ class PatternStep:
     quantifier: str = "once"
     optional: bool = False
     consecutive: bool = False
+    greedy: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,10 @@ class Pattern:
 
     def consecutive(self) -> Pattern:
         return self._last(consecutive=True)
+
+    def greedy(self, greedy: bool = True) -> Pattern:
+        """The last step's quantifier greedy (``A+``) or, ``False``, reluctant (``A+?``)."""
+        return self._last(greedy=greedy)
 
     def within(self, ms: int = 0, s: int = 0) -> Pattern:
         return dataclasses.replace(self, within_ms=ms + 1000 * s)

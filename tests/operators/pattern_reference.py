@@ -52,6 +52,7 @@ class El:
     strict_inner: bool
     guard: str = ""
     guard_cond: tuple | None = None
+    greedy: bool = False  # a loop / times(n, m) with n < m, written greedy
 
 
 @dataclass
@@ -86,10 +87,11 @@ class Reference:
                 guard = (st.contiguity, cond)
                 continue
             lo, hi = parse_quantifier(st.quantifier)
+            greedy = st.greedy and lo != hi
             lo = 0 if st.optional else lo
             g = guard or ("", None)
             self.els.append(
-                El(i, cond, lo, hi, st.contiguity == "next", st.consecutive, g[0], g[1])
+                El(i, cond, lo, hi, st.contiguity == "next", st.consecutive, g[0], g[1], greedy)
             )
             guard = None
         if guard:
@@ -135,7 +137,10 @@ class Reference:
             if c == 0 and el.guard == "not_followed_by" and holds(el.guard_cond, row):
                 return []
             can_proceed = c >= el.lo and not noproceed
-            if holds(el.cond, row):
+            # after a greedy step (FlinkCEP): its readings are neither this step's first
+            # event nor skipped while waiting for it
+            held = c == 0 and j > 0 and self.els[j - 1].greedy and holds(self.els[j - 1].cond, row)
+            if holds(el.cond, row) and not held:
                 if len(pm.events) + 1 > self.L:
                     self.overflow += 1
                 else:
@@ -150,7 +155,11 @@ class Reference:
                         out.append(Pm(nxt, False, events, pm.start_ts, pm.start_pos))
                         if self.reaches_final(nxt):
                             out.append(Pm(FINAL, False, events, pm.start_ts, pm.start_pos, True))
-            elif not (el.strict_before if c == 0 else el.strict_inner) and not from_start:
+            elif (
+                not (el.strict_before if c == 0 else el.strict_inner)
+                and not from_start
+                and not held
+            ):
                 out.append(Pm(loc, noproceed or can_proceed, pm.events, pm.start_ts, pm.start_pos))
             if not can_proceed:
                 break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pickle
 from pathlib import Path
@@ -98,8 +99,9 @@ QUANTS = ["once", "once", "once", "times(2)", "times(1, 3)", "one_or_more", "tim
 
 
 @st.composite
-def patterns(draw) -> CepPattern:
-    """Valid patterns by construction: negations follow a fixed-count step."""
+def patterns(draw, greedy: bool = False) -> CepPattern:
+    """Valid patterns by construction: negations follow a fixed-count step; with
+    ``greedy``, a quantified step followed by a positive step may be greedy."""
     n = draw(st.integers(1, 4))
     steps: list[PatternStep] = []
     for i in range(n):
@@ -128,6 +130,12 @@ def patterns(draw) -> CepPattern:
                 consecutive=not negated and draw(st.booleans()),
             )
         )
+    if greedy:
+        for i in range(len(steps) - 1):
+            if not steps[i].contiguity.startswith("not_") and not steps[
+                i + 1
+            ].contiguity.startswith("not_"):
+                steps[i] = dataclasses.replace(steps[i], greedy=draw(st.booleans()))
     within = draw(st.sampled_from([None, 1, 3, 10]))
     if steps[-1].contiguity == "not_followed_by" and within is None:
         within = 3
@@ -140,8 +148,8 @@ VALUES = st.sampled_from([0.0, 1.0, 2.0, 2.0, 2.0, 7.5, -1.0, math.nan])
 
 
 @st.composite
-def cases(draw):
-    op = draw(patterns())
+def cases(draw, greedy: bool = False):
+    op = draw(patterns(greedy))
     sid, ts, value = draw(readings(MS, VALUES, max_rows=60))
     quality = draw(st.lists(st.sampled_from([0, 192]), min_size=len(ts), max_size=len(ts)))
     return op, sid, ts, value, quality, draw(schedules(ts))
@@ -461,3 +469,57 @@ def test_of_two_matches_with_the_same_events_the_first_generated_wins() -> None:
         got = rows(run(op, sid, ts, value, quality, [(0, 4, None)], logic))
         assert canon(got) == canon(pattern_reference(op, sid, ts, value, quality)[0])
         assert [r[-1] for r in got] == [("s0", "s1", "s3")]
+
+
+# ------------------------------------------------------------ greedy quantifiers
+
+
+@settings(max_examples=300, deadline=None)
+@given(cases(greedy=True))
+def test_greedy_matches_reference_under_any_batching(case) -> None:
+    op, sid, ts, value, quality, plan = case
+    logic = op.build()
+    got = rows(run(op, sid, ts, value, quality, plan, logic))
+    want, dropped, overflow = pattern_reference(op, sid, ts, value, quality)
+    assert canon(got) == canon(want)
+    assert (logic.dropped_partial_matches, logic.overflow_matches) == (dropped, overflow)
+    event(f"greedy: {any(s.greedy for s in op.steps)}, matches: {min(len(want), 3)}")
+
+
+def test_greedy_and_reluctant_on_the_issue_22_example() -> None:
+    """75, 85, 90, 60 at 0/10/20/30 ms; A > 70 one_or_more consecutive, next B > 80:
+    reluctant (FlinkCEP's default, MATCH_RECOGNIZE A+? B) matches (0, 10); greedy
+    (greedy(), A+ B) takes 85 and 90 as A and then 60 is no B: no match, as Flink."""
+    value = [75.0, 85.0, 90.0, 60.0]
+    ts = [0, 10 * MS, 20 * MS, 30 * MS]
+    a = Pattern.begin("A", "value > 70").one_or_more().consecutive()
+    for pattern, want in [
+        (a.next("B", "value > 80"), [(0, 10 * MS)]),
+        (a.greedy(False).next("B", "value > 80"), [(0, 10 * MS)]),
+        (a.greedy().next("B", "value > 80"), []),
+        (a.greedy().next("B", "value < 70"), [(0, 30 * MS)]),
+    ]:
+        got = rows(run(pattern.operator(), [1] * 4, ts, value))
+        assert [(m[1], m[2]) for m in got] == want
+
+
+def test_greedy_from_yaml_and_its_errors() -> None:
+    steps = [
+        {"name": "a", "condition": "value > 70", "contiguity": "begin",
+         "quantifier": "one_or_more", "consecutive": True, "greedy": True},
+        {"name": "b", "condition": "value > 80", "contiguity": "next"},
+    ]  # fmt: skip
+    op = build(
+        OmegaConf.create({"_target_": "telepipe.operators.CepPattern", "steps": steps}), "op"
+    )
+    assert op.steps[0].greedy and not op.steps[1].greedy
+    value = [75.0, 85.0, 90.0, 60.0]
+    assert rows(run(op, [1] * 4, [0, 1, 2, 3], value)) == []
+    with pytest.raises(ConfigError, match="greedy step needs a following positive step"):
+        Pattern.begin("a", "value > 1").one_or_more().greedy().operator()
+    with pytest.raises(ConfigError, match="greedy step needs a following positive step"):
+        Pattern.begin("a").times(2).greedy().not_next("x", "value > 1").next("b").operator()
+    with pytest.raises(ConfigError, match="takes no quantifier"):
+        Pattern.begin("a").not_next("x", "value > 1").greedy().next("b").operator()
+    with pytest.raises(ConfigError, match="greedy must be true or false"):
+        Pattern.begin("a").one_or_more()._last(greedy="yes").next("b").operator()
