@@ -35,6 +35,7 @@ class AeronSourceOptions:
     out_of_orderness_ms: int = 50
     checkpoint_every_readings: int = 1_000_000
     checkpoint_every_ms: int = 2000
+    idle_timeout_ms: int = 5000  # a session quiet this long stops holding the watermark
 
     def __post_init__(self) -> None:
         if not is_channel(self.channel):
@@ -49,7 +50,10 @@ class AeronSourceOptions:
 
     def decoder_options(self) -> DecoderOptions:
         return DecoderOptions(
-            self.out_of_orderness_ms, self.checkpoint_every_readings, self.checkpoint_every_ms
+            self.out_of_orderness_ms,
+            self.checkpoint_every_readings,
+            self.checkpoint_every_ms,
+            self.idle_timeout_ms,
         )
 
 

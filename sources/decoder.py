@@ -32,12 +32,20 @@ class DecoderOptions:
     out_of_orderness_ms: int = 50
     checkpoint_every_readings: int = 1_000_000
     checkpoint_every_ms: int = 2000
+    # A session whose newest message was received this long before the newest of any
+    # session stops holding the watermark back (Flink's withIdleness); 0: never.
+    idle_timeout_ms: int = 5000
 
     def __post_init__(self) -> None:
         if not 0 <= self.out_of_orderness_ms <= _MAX_BOUND_MS:
             raise ConfigError(
                 f"source.out_of_orderness_ms must be in [0, {_MAX_BOUND_MS}], "
                 f"got {self.out_of_orderness_ms}"
+            )
+        if isinstance(self.idle_timeout_ms, bool) or not 0 <= self.idle_timeout_ms <= _MAX_BOUND_MS:
+            raise ConfigError(
+                f"source.idle_timeout_ms must be in [0, {_MAX_BOUND_MS}], "
+                f"got {self.idle_timeout_ms!r}"
             )
         for name in ("checkpoint_every_readings", "checkpoint_every_ms"):
             if getattr(self, name) < 1:
@@ -108,7 +116,13 @@ class TelemetryDecoder:
     """Decodes polls of messages into flow items; keeps positions and side outputs.
 
     Watermark: the minimum over (stream, session) of the highest ``ts`` seen,
-    minus the out-of-orderness bound, as over partitions in Flink. A row below
+    minus the out-of-orderness bound, as over partitions in Flink. A session that
+    ended or went quiet (its newest message received ``idle_timeout_ms`` before the
+    newest message of any session) stops holding it back, as Flink's
+    ``withIdleness``, and holds it again once it sends (rows behind the watermark
+    then are late at the operators). Received times are the messages' recorded
+    stamps (``Message.stamp_ns``), never this process's clock: a live run and every
+    replay of its capture decide alike. A row below
     its session's running maximum (of the rows before it) minus the bound is
     late and set aside, decided per row so any poll grouping gives the same cut.
     """
@@ -120,6 +134,9 @@ class TelemetryDecoder:
         self.positions: dict[tuple[int, int], int] = {}
         self._bound_ns = options.out_of_orderness_ms * 1_000_000
         self._max_ts: dict[tuple[int, int], int] = {}
+        self._idle_ns = options.idle_timeout_ms * 1_000_000
+        self._last_received: dict[tuple[int, int], int] = {}  # per session: newest stamp
+        self._received = 0  # the newest stamp of any session: the clock idleness reads
         self._watermark = -(2**63)
         self._checkpoint_id = 0
         self._since_checkpoint = 0
@@ -154,6 +171,9 @@ class TelemetryDecoder:
             last = int(mine[-1])
             key = (messages.streams[last], messages.sessions[last])
             self.positions[key] = messages.positions[last]
+            stamp = max(messages.received[i] for i in mine.tolist())
+            self._last_received[key] = max(stamp, self._last_received.get(key, 0))
+            self._received = max(self._received, stamp)
             result = self.codec.decode_many(buffer, offsets[mine], lengths[mine])
             letters = len(self._dead)
             for index, reason, detail in result.rejected:
@@ -179,12 +199,25 @@ class TelemetryDecoder:
                     items.append(batch)
             # Rejected and late letters of a session in position order, whatever the polls.
             self._dead[letters:] = sorted(self._dead[letters:], key=lambda d: d.position)
-        if items:
-            candidate = min(self._max_ts.values()) - self._bound_ns
+        if items and self._max_ts:
+            candidate = min(self._holding()) - self._bound_ns
             if candidate > self._watermark:
                 self._watermark = candidate
                 items.append(Watermark(candidate))
         return items
+
+    def _holding(self) -> list[int]:
+        """The newest ``ts`` of every session that holds the watermark back: all but
+        those idle by recorded receive times (none when stamps are unknown, 0)."""
+        if not self._idle_ns or not self._received:
+            return list(self._max_ts.values())
+        since = self._received - self._idle_ns
+        active = [
+            ts
+            for key, ts in self._max_ts.items()
+            if self._last_received.get(key, self._received) >= since
+        ]
+        return active or list(self._max_ts.values())
 
     def _split_late(
         self,
@@ -296,12 +329,16 @@ class TelemetryDecoder:
             "max_ts": {position_key(k): t for k, t in sorted(self._max_ts.items())},
             "watermark": self._watermark,
             "checkpoint_id": self._checkpoint_id,
+            "last_received": {position_key(k): t for k, t in sorted(self._last_received.items())},
+            "received": self._received,
         }
 
     def restore(self, snapshot: dict[str, object]) -> None:
         self.positions = _by_key(snapshot["positions"])
         self._max_ts = _by_key(snapshot["max_ts"])
         self._watermark = int(snapshot["watermark"])  # type: ignore[call-overload]
+        self._last_received = _by_key(snapshot.get("last_received", {}))
+        self._received = int(snapshot.get("received", 0))  # type: ignore[call-overload]
         self._checkpoint_id = int(snapshot["checkpoint_id"])  # type: ignore[call-overload]
 
     def take_dead_letters(self) -> list[DeadLetter]:

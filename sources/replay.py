@@ -9,6 +9,7 @@ rows, late rows, watermarks and rejections as the live run it recorded.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -222,6 +223,8 @@ class ReplaySource(DecodingSource):
         self.total_bytes = _total_bytes(self.path)
         self._messages = MessageBuffer()
         self._iterator = self._selected()
+        self._queue: queue.Queue[Message | None] = queue.Queue(maxsize=1024)
+        self._reader: threading.Thread | None = None
         self._pace_origin: tuple[int, float] | None = None
         self._pending: Message | None = None
         self._consumed: dict[tuple[int, int], int] = {}
@@ -280,7 +283,10 @@ class ReplaySource(DecodingSource):
         for _ in range(self.options.batch_messages):
             if self._inject and self._barrier_due():
                 break  # (due before this poll's first message: at the resume point)
-            message, self._pending = self._pending or next(self._iterator, None), None
+            taken, self._pending = self._pending or self._next(), None
+            if not isinstance(taken, Message) and taken is not None:
+                break  # (_NOTHING_YET) a followed capture with nothing new: poll later
+            message = taken
             if message is None:
                 self.exhausted = True
                 break
@@ -310,7 +316,7 @@ class ReplaySource(DecodingSource):
         """The runner's last barrier. At the end of the input it comes after the flush:
         marked so (``END_OF_INPUT``), and a restart takes it again at the same place,
         with the same id, rather than where its positions are reached."""
-        if not self.exhausted:
+        if not self.exhausted or self.options.follow:  # (a followed capture only stops)
             return self.decoder.checkpoint()
         final, self._final = self._final, None
         barrier = self.decoder.checkpoint(final)
@@ -318,6 +324,28 @@ class ReplaySource(DecodingSource):
         if isinstance(decoder, dict):
             barrier = barrier.with_state("decoder", {**decoder, END_OF_INPUT: True})
         return barrier
+
+    def _next(self) -> Message | object | None:
+        """The next message (None: the input ended). A followed capture is read by a
+        thread of its own, so a poll never waits for the writer: with nothing new it
+        returns ``_NOTHING_YET`` and the runner goes on (checkpoints, watermarks,
+        stops) while it follows."""
+        if not self.options.follow:
+            return next(self._iterator, None)
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._follow, daemon=True)
+            self._reader.start()
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return _NOTHING_YET
+
+    def _follow(self) -> None:
+        try:
+            for message in self._iterator:
+                self._queue.put(message)  # bounded: the reader waits for the polls
+        finally:
+            self._queue.put(None)
 
     def _barrier_due(self) -> bool:
         _, positions = self._inject[0]
@@ -361,6 +389,9 @@ class ReplaySource(DecodingSource):
 
     def close(self) -> None:
         self.stop()
+
+
+_NOTHING_YET = object()  # a followed capture has no new message now
 
 
 def _value(message: Message, kind: str) -> int:

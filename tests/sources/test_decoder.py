@@ -173,3 +173,52 @@ def test_a_message_outside_the_event_time_range_is_a_letter_and_later_rows_are_o
     assert [(d.reason, d.position) for d in letters] == [("ts_out_of_range", len(bad))]
     assert letters[0].detail == f"ts {-(2**63)} ns, expected in [{-(2**62)}, {2**62}) ns"
     assert decoder.counters.rejected_by_reason == {"ts_out_of_range": 1}
+
+
+def test_an_idle_session_stops_holding_the_watermark_and_holds_it_again_when_back() -> None:
+    """Session 0 goes quiet; once session 1's recorded receive times are past 0's last
+    by idle_timeout_ms, the watermark follows session 1 alone (withIdleness); when 0
+    sends again it holds the watermark again (no watermark until 1 is past it)."""
+    decoder = TelemetryDecoder(
+        CODEC,
+        DecoderOptions(
+            out_of_orderness_ms=0, checkpoint_every_readings=10**9, idle_timeout_ms=1000
+        ),
+    )
+    chunks = list(TelemetryGenerator(OPTIONS).chunks(1000))
+    buffer = MessageBuffer()
+    positions = {0: 0, 1: 0}
+    second = 1_000_000_000
+
+    def poll(session: int, chunk: dict, received_ns: int) -> list[int]:
+        payload = CODEC.encode(chunk, source_id=session, batch_seq=0)
+        positions[session] += len(payload)
+        buffer.add(payload, 1001, session, positions[session], received_ns)
+        return [i.ts_ns for i in decoder.decode(buffer) if isinstance(i, Watermark)]
+
+    def newest(chunk: dict) -> int:
+        return int(np.asarray(chunk["ts"]).view(np.int64).max())
+
+    poll(0, chunks[0], 1 * second)
+    poll(1, chunks[1], 1 * second)
+    held = poll(1, chunks[5], int(1.5 * second))  # 0 is behind, within its timeout
+    assert held == []  # session 0's newest ts still holds it back
+    moved = poll(1, chunks[7], int(2.5 * second))  # 0 quiet for 1.5 s > 1 s: idle
+    assert moved == [newest(chunks[7])]
+    back = poll(0, chunks[2], int(2.6 * second))  # 0 comes back, behind the watermark
+    assert back == []
+    assert poll(1, chunks[8], int(2.7 * second)) == []  # 0 holds it again
+    # The decision is the recorded stamps', so a restored decoder decides alike.
+    restored = TelemetryDecoder(decoder.codec, decoder.options)
+    restored.restore(decoder.snapshot())
+    assert restored._holding() == decoder._holding()
+
+
+def test_without_recorded_receive_times_no_session_is_idle() -> None:
+    decoder = TelemetryDecoder(CODEC, DecoderOptions(idle_timeout_ms=1))
+    chunks = list(TelemetryGenerator(OPTIONS).chunks(1000))
+    buffer = MessageBuffer()
+    for session, chunk in ((0, chunks[0]), (1, chunks[4])):
+        buffer.add(CODEC.encode(chunk, source_id=session, batch_seq=0), 1001, session, 100)
+        decoder.decode(buffer)
+    assert sorted(decoder._holding()) == sorted(decoder._max_ts.values())
