@@ -128,14 +128,22 @@ def _emit(sl, lo, cnt, sid, nd, o_meta, n_out, tmp_a, tmp_b):
 
 
 @_inline
-def _timeout(sl, lo, cnt, t, within, flush, tab):
+def _due(start, within, unit):
+    """When a partial match started at ``start`` expires: ``start + within``, with
+    ``start`` first floored to a multiple of ``unit`` (1: exact nanoseconds; 10**6:
+    Flink's whole milliseconds, ``floor(t / 1 ms) - floor(start / 1 ms) >= within``)."""
+    return _deadline(start - start % unit, within)
+
+
+@_inline
+def _timeout(sl, lo, cnt, t, within, unit, flush, tab):
     """Partial matches older than ``within`` at time ``t`` end: a pending trailing
     ``not_followed_by`` completes, any other is dropped. ``flush`` ends them all."""
     w = lo
     for q in range(lo, lo + cnt):
         keep = True
         if sl[q, S_DONE] == 0:
-            deadline = _deadline(sl[q, S_START_TS], within)
+            deadline = _due(sl[q, S_START_TS], within, unit)
             if flush or (within > 0 and t >= deadline):
                 if within > 0 and tab[sl[q, S_STATE], T_KIND] == K_TRAIL_NFB:
                     sl[q, S_DONE] = 1
@@ -293,7 +301,7 @@ def _idle_fixed_kernel(tab):
 
 
 @_inline
-def _idle_until(sl, lo, cnt, within, fixed):
+def _idle_until(sl, lo, cnt, within, unit, fixed):
     """Until when rows meeting no condition leave the slots ``[lo, lo + cnt)`` as they
     are: the earliest deadline of their partial matches if every one is idle-fixed
     (INT64_MAX with no ``within``), else INT64_MIN (not even now). Held complete
@@ -305,7 +313,7 @@ def _idle_until(sl, lo, cnt, within, fixed):
         if fixed[sl[q, S_STATE], sl[q, S_FLAG]] == 0:
             return INT64_MIN
         if within > 0:
-            until = min(until, _deadline(sl[q, S_START_TS], within))
+            until = min(until, _due(sl[q, S_START_TS], within, unit))
     return until
 
 
@@ -323,6 +331,7 @@ def _pattern_run_kernel(
     pos0,
     tab,
     within,
+    unit,
     cap,
     L,
     chain,
@@ -393,7 +402,7 @@ def _pattern_run_kernel(
         n = nslot[idx]
         if skip_idle and bits[i] == 0:
             if idle[idx, 0] == 0:
-                idle[idx, 1] = _idle_until(block, base, n, within, idle_fixed)
+                idle[idx, 1] = _idle_until(block, base, n, within, unit, idle_fixed)
                 idle[idx, 0] = 1
             if ts[i] < idle[idx, 1]:
                 continue
@@ -403,7 +412,7 @@ def _pattern_run_kernel(
             return np.int64(i), n_nodes, n_out, ST_OUT
         t = ts[i]
         if n > 0 and within > 0 and not (skip_fixed and idle[idx, 3] == 1 and t < idle[idx, 2]):
-            n = _timeout(block, base, n, t, within, False, tab)
+            n = _timeout(block, base, n, t, within, unit, False, tab)
             n, n_out = _emit(block, base, n, s, nd, o_meta, n_out, tmp_a, tmp_b)
         b = bits[i]
         if skip_fixed and (fx_entry < 0 or fx_for != b):
@@ -452,7 +461,7 @@ def _pattern_run_kernel(
                         scratch[w, :] = block[q, :]
                         w += 1
                     else:
-                        due = min(due, _deadline(block[q, S_START_TS], within))
+                        due = min(due, _due(block[q, S_START_TS], within, unit))
                         keep += 1
                     continue
             walked = True
@@ -521,7 +530,7 @@ def _pattern_run_kernel(
             for j in range(w):
                 block[base + keep + j, :] = scratch[j, :]
                 if scratch[j, S_DONE] == 0:
-                    due = min(due, _deadline(scratch[j, S_START_TS], within))
+                    due = min(due, _due(scratch[j, S_START_TS], within, unit))
             w += keep
             if held or not skip_fixed:
                 w, n_out = _emit(block, base, w, s, nd, o_meta, n_out, tmp_a, tmp_b)
@@ -539,7 +548,7 @@ def _pattern_run_kernel(
             for j in range(w):
                 block[base + j, :] = scratch[j, :]
                 if scratch[j, S_DONE] == 0:
-                    due = min(due, _deadline(scratch[j, S_START_TS], within))
+                    due = min(due, _due(scratch[j, S_START_TS], within, unit))
         nslot[idx] = w
         idle[idx, 0] = 0
         idle[idx, 2] = due
@@ -554,6 +563,7 @@ def _pattern_advance_kernel(
     flush,
     tab,
     within,
+    unit,
     cap,
     key_sid,
     n_keys,
@@ -577,7 +587,7 @@ def _pattern_advance_kernel(
         if n_out + cap > o_meta.shape[0]:
             return idx, n_out
         base = blk[idx] * cap
-        n = _timeout(block, base, n, t, within, flush, tab)
+        n = _timeout(block, base, n, t, within, unit, flush, tab)
         n, n_out = _emit(block, base, n, key_sid[idx], nd, o_meta, n_out, tmp_a, tmp_b)
         nslot[idx] = n
     return n_keys, n_out

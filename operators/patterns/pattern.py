@@ -74,6 +74,8 @@ class Pattern:
 
     steps: tuple[PatternStep, ...]
     within_ms: int | None = None
+    within_ns: int | None = None
+    within_clock: str = "ns"
 
     @classmethod
     def begin(cls, name: str, condition: str = "true") -> Pattern:
@@ -119,11 +121,27 @@ class Pattern:
         """The last step's quantifier greedy (``A+``) or, ``False``, reluctant (``A+?``)."""
         return self._last(greedy=greedy)
 
-    def within(self, ms: int = 0, s: int = 0) -> Pattern:
-        return dataclasses.replace(self, within_ms=ms + 1000 * s)
+    def within(
+        self, ms: int = 0, s: int = 0, *, us: int = 0, ns: int = 0, clock: str = "ns"
+    ) -> Pattern:
+        """A match spans less than ``s + ms + us + ns``. ``clock="ns"``: exact
+        nanosecond timestamps; ``"ms"``: both floored to whole milliseconds (Flink)."""
+        span = ((s * 1000 + ms) * 1000 + us) * 1000 + ns
+        if span % 1_000_000 == 0:
+            return dataclasses.replace(
+                self, within_ms=span // 1_000_000, within_ns=None, within_clock=clock
+            )
+        return dataclasses.replace(self, within_ms=None, within_ns=span, within_clock=clock)
 
     def operator(self, name: str = "pattern", **options: int) -> CepPattern:
-        return CepPattern(name, self.steps, self.within_ms, **options)
+        return CepPattern(
+            name,
+            self.steps,
+            self.within_ms,
+            self.within_ns,
+            self.within_clock,
+            **options,
+        )
 
 
 @dataclass(frozen=True)
@@ -136,12 +154,17 @@ class CepPattern(StageOperator):
     held complete) matches are kept: beyond that those of the oldest start event
     are dropped (``logic.dropped_partial_matches``); a match is never extended past
     ``max_match_events`` events (refused takes: ``logic.overflow_matches``).
-    Partial matches end when ``within_ms`` has passed since their first event.
+    Partial matches end when ``within_ms`` (or ``within_ns``) has passed since their
+    first event: ``within_clock="ns"`` (default) compares exact nanosecond
+    timestamps, ``"ms"`` compares them floored to whole milliseconds, as Flink does
+    (its rowtime is ``TIMESTAMP(3)``).
     """
 
     name: str = "pattern"
     steps: tuple[PatternStep, ...] = ()
     within_ms: int | None = None
+    within_ns: int | None = None
+    within_clock: str = "ns"
     max_partial_matches: int = 64
     max_match_events: int = 32
 
@@ -152,13 +175,31 @@ class CepPattern(StageOperator):
         object.__setattr__(self, "steps", steps)
         if self.within_ms is not None:
             check_int("CepPattern", "within_ms", self.within_ms, 1, MAX_MS)
+        if self.within_ns is not None:
+            check_int("CepPattern", "within_ns", self.within_ns, 1, MAX_MS * 1_000_000)
+            if self.within_ms is not None:
+                raise ConfigError("CepPattern: give within_ms or within_ns, not both")
+        if self.within_clock not in ("ns", "ms"):
+            raise ConfigError(
+                f"CepPattern.within_clock must be 'ns' or 'ms', got {self.within_clock!r}"
+            )
+        if self.within_clock == "ms" and self.within_span_ns % 1_000_000:
+            raise ConfigError("CepPattern: within_clock 'ms' needs a whole number of milliseconds")
         check_int("CepPattern", "max_partial_matches", self.max_partial_matches, 1, 100_000)
         check_int("CepPattern", "max_match_events", self.max_match_events, 1, 100_000)
-        object.__setattr__(self, "_compiled", pc.compile_steps(steps, self.within_ms))
+        span = self.within_ms if self.within_ns is None else self.within_ns
+        object.__setattr__(self, "_compiled", pc.compile_steps(steps, span))
 
     @property
     def output_schema(self) -> pa.Schema:
         return PATTERN_MATCHES
+
+    @property
+    def within_span_ns(self) -> int:
+        """``within`` in nanoseconds (0: none)."""
+        if self.within_ns is not None:
+            return self.within_ns
+        return 0 if self.within_ms is None else self.within_ms * 1_000_000
 
     def build(self) -> CepPatternLogic:
         return CepPatternLogic(self)
@@ -196,7 +237,8 @@ class CepPatternLogic(DetectorLogic):
         self._skip_idle = pc.idle_rows_do_nothing(self.tab)
         self._idle_fixed = pk._idle_fixed_kernel(self.tab)
         self._skip_fixed = True  # walk only the partial matches a row changes (tests: off)
-        self.within = 0 if op.within_ms is None else op.within_ms * 1_000_000
+        self.within = op.within_span_ns
+        self.within_unit = 1_000_000 if op.within_clock == "ms" else 1
         self.cap = op.max_partial_matches
         self.L = pc.max_events(compiled.nfa.elements, op.max_match_events)
         n_states = len(self.tab)
@@ -322,6 +364,7 @@ class CepPatternLogic(DetectorLogic):
                     self.pos,
                     self.tab,
                     self.within,
+                    self.within_unit,
                     self.cap,
                     self.L,
                     self.chain,
@@ -362,6 +405,7 @@ class CepPatternLogic(DetectorLogic):
                     flush,
                     self.tab,
                     self.within,
+                    self.within_unit,
                     self.cap,
                     self._keys.keys,
                     self._keys.n,

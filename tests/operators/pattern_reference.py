@@ -96,7 +96,8 @@ class Reference:
             guard = None
         if guard:
             self.trailing, self.trailing_cond = guard
-        self.within = (self.op.within_ms or 0) * 1_000_000
+        self.within = self.op.within_span_ns
+        self.unit = 1_000_000 if self.op.within_clock == "ms" else 1
         bound = sum(e.hi for e in self.els) if all(e.hi != INF for e in self.els) else None
         cap = self.op.max_match_events
         self.L = cap if bound is None else min(bound, cap)
@@ -194,7 +195,9 @@ class Reference:
         """Time reaches ``t`` (None: the end of the stream)."""
         kept = []
         for p in pms:
-            if not p.done and (t is None or (self.within and t - p.start_ts >= self.within)):
+            u = self.unit  # "ms" clock: both times floored to whole ms, as Flink's rowtime
+            span = (t // u - p.start_ts // u) * u if t is not None else 0
+            if not p.done and (t is None or (self.within and span >= self.within)):
                 if self.within and p.loc == ("trail",) and self.trailing == "not_followed_by":
                     kept.append(Pm(FINAL, False, p.events, p.start_ts, p.start_pos, True))
                 continue

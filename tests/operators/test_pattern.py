@@ -141,6 +141,16 @@ def patterns(draw, greedy: bool = False) -> CepPattern:
         within = 3
     cap = draw(st.sampled_from([3, 64, 64]))
     longest = draw(st.sampled_from([3, 6]))
+    if greedy:  # the newer options too: Flink's millisecond clock for within
+        clock = draw(st.sampled_from(["ns", "ms"]))
+        return CepPattern(
+            "p",
+            tuple(steps),
+            within,
+            within_clock=clock,
+            max_partial_matches=cap,
+            max_match_events=longest,
+        )
     return CepPattern("p", tuple(steps), within, max_partial_matches=cap, max_match_events=longest)
 
 
@@ -484,6 +494,7 @@ def test_greedy_matches_reference_under_any_batching(case) -> None:
     assert canon(got) == canon(want)
     assert (logic.dropped_partial_matches, logic.overflow_matches) == (dropped, overflow)
     event(f"greedy: {any(s.greedy for s in op.steps)}, matches: {min(len(want), 3)}")
+    event(f"within clock: {op.within_clock if op.within_ms else None}")
 
 
 def test_greedy_and_reluctant_on_the_issue_22_example() -> None:
@@ -523,3 +534,46 @@ def test_greedy_from_yaml_and_its_errors() -> None:
         Pattern.begin("a").not_next("x", "value > 1").greedy().next("b").operator()
     with pytest.raises(ConfigError, match="greedy must be true or false"):
         Pattern.begin("a").one_or_more()._last(greedy="yes").next("b").operator()
+
+
+# ------------------------------------------------------------ within: unit and clock
+
+
+def test_within_clock_ns_and_flinks_whole_milliseconds() -> None:
+    """A match spanning 4999.6 ms: within 5 s on the exact (ns) clock, but 5000 ms on
+    Flink's millisecond clock (rowtime is TIMESTAMP(3)), so expired there."""
+    ts = [1_000_400_000, 6_000_000_000]  # 1000.4 ms, 6000.0 ms
+    value = [90.0, 10.0]
+    p = Pattern.begin("a", "value > 80").followed_by("b", "value < 20")
+    exact = p.within(s=5)
+    flink = p.within(ms=5000, clock="ms")
+    assert exact.operator().within_ms == 5000 and exact.operator().within_clock == "ns"
+    assert len(rows(run(exact.operator(), [1, 1], ts, value))) == 1
+    assert rows(run(flink.operator(), [1, 1], ts, value)) == []
+    # a span in any unit; below a millisecond it is kept in ns
+    op = p.within(us=4_999_600).operator()
+    assert (op.within_ms, op.within_ns, op.within_span_ns) == (None, 4_999_600_000, 4_999_600_000)
+    assert rows(run(op, [1, 1], ts, value)) == []  # 4999.6 ms is not < 4999.6 ms
+    op = p.within(ms=4999, us=601).operator()
+    assert len(rows(run(op, [1, 1], ts, value))) == 1
+    yaml = build(
+        OmegaConf.create(
+            {
+                "_target_": "telepipe.operators.CepPattern",
+                "steps": [
+                    {"name": "a", "condition": "value > 80", "contiguity": "begin"},
+                    {"name": "b", "condition": "value < 20"},
+                ],
+                "within_ms": 5000,
+                "within_clock": "ms",
+            }
+        ),
+        "op",
+    )
+    assert rows(run(yaml, [1, 1], ts, value)) == []
+    with pytest.raises(ConfigError, match="within_clock must be 'ns' or 'ms'"):
+        p.within(ms=5, clock="s").operator()
+    with pytest.raises(ConfigError, match="whole number of milliseconds"):
+        p.within(us=1500, clock="ms").operator()
+    with pytest.raises(ConfigError, match="not both"):
+        CepPattern("p", p.steps, within_ms=5, within_ns=5)

@@ -45,7 +45,6 @@ P = Pattern.begin
 # ------------------------------------------------------------ the gaps (xfail reasons)
 
 SKIP = "after-match skip strategies other than skip-past-last are not in telepipe yet"
-WITHIN_MS = "within with Flink's whole-millisecond semantics is not in telepipe yet"
 MATCH_COND = "conditions on earlier events of the match (first/last/prev/aggregates/ts) are not in telepipe yet"
 ANY = "followed_by_any (skip till any match) is not in telepipe yet"
 COMBINATIONS = "allow_combinations is not in telepipe yet"
@@ -232,10 +231,10 @@ TELEPIPE: dict[str, Case] = {
         None,
         {},
     ),
-    "within_boundary": (lambda: _a_then_b_within(5000), WITHIN_MS, {}),
+    "within_boundary": (lambda: _a_then_b_within(5000), None, {}),
     "within_boundary_none": (lambda: P("A", HI).followed_by("B", LO), None, {}),
-    "within_relaxed": (lambda: _a_then_b_within(100), WITHIN_MS, {}),
-    "within_greedy": (lambda: _within_ms(_issue22(True), 30), WITHIN_MS, {}),
+    "within_relaxed": (lambda: _a_then_b_within(100), None, {}),
+    "within_greedy": (lambda: _within_ms(_issue22(True), 30), None, {}),
     "skip_past_last_row": (_skip_pattern, None, {}),
     "skip_to_next_row": (lambda: _skip(_skip_pattern(), "to_next"), SKIP, {}),
     "skip_to_first_a": (lambda: _skip(_skip_pattern(), "to_first:A"), SKIP, {}),
@@ -244,7 +243,7 @@ TELEPIPE: dict[str, Case] = {
     "ties_strict": (lambda: P("A", HI).next("B", MID).next("C", LO), None, {}),
     "ties_greedy": (lambda: _issue22(True), None, {}),
     "ties_reluctant": (lambda: _issue22(False), None, {}),
-    "ties_within": (lambda: _a_then_b_within(3), WITHIN_MS, {}),
+    "ties_within": (lambda: _a_then_b_within(3), None, {}),
     # -------------------------------------------------- the Java FlinkCEP API
     "cep_relaxed_seq": (_relaxed_seq, None, {}),
     "cep_greedy_plus_overlap": (lambda: _overlap("+", True), None, {}),
@@ -253,7 +252,7 @@ TELEPIPE: dict[str, Case] = {
     "cep_relaxed_plus": (lambda: P("A", HI).one_or_more().followed_by("B", LO), None, {}),
     "cep_relaxed_plus_within": (
         lambda: _within_ms(P("A", HI).one_or_more().followed_by("B", LO), 100),
-        WITHIN_MS,
+        None,
         {},
     ),
     "cep_relaxed_times_or_more_greedy": (
@@ -261,7 +260,7 @@ TELEPIPE: dict[str, Case] = {
             _greedy(P("A", "60 < value < 90").times_or_more(2)).followed_by("B", "value > 80"),
             100,
         ),
-        WITHIN_MS,
+        None,
         {},
     ),
     "cep_skip_past_last": (_skip_pattern, None, {}),
@@ -332,7 +331,7 @@ TELEPIPE: dict[str, Case] = {
     "cep_group_times_relaxed": (lambda: P.group(), GROUP, {}),  # type: ignore[attr-defined]
     "cep_not_followed_by_end": (
         lambda: _within_ms(P("A", HI).not_followed_by("X", LO), 50),
-        WITHIN_MS,
+        None,
         {},
     ),
     "cep_not_next_end": (lambda: P("A", HI).not_next("X", "value < 50"), None, {}),
@@ -353,8 +352,8 @@ TELEPIPE: dict[str, Case] = {
         MATCH_COND,
         {},
     ),
-    "cep_timeouts": (lambda: _a_then_b_within(100), WITHIN_MS, {}),
-    "cep_within_boundary": (lambda: _a_then_b_within(5000), WITHIN_MS, {}),
+    "cep_timeouts": (lambda: _a_then_b_within(100), None, {}),
+    "cep_within_boundary": (lambda: _a_then_b_within(5000), None, {}),
     "cep_ties_relaxed": (_relaxed_seq, None, {}),
 }
 
@@ -495,3 +494,15 @@ def test_patterns_flink_rejects_are_listed() -> None:
     """No stored result to compare with (Flink refused them; see patterns.json)."""
     assert "optional_reluctant" in REJECTED_BY_FLINK
     assert "cond_prev" in REJECTED_BY_FLINK
+
+
+@pytest.mark.xfail(
+    reason="a side output of timed-out partial matches is not in telepipe yet", strict=True
+)
+@pytest.mark.parametrize("pid", [p["id"] for p in STORED if p["flink"].get("timed_out")], ids=str)
+def test_timed_out_partial_matches(pid: str) -> None:
+    """Flink's kind=timeout rows (TimedOutPartialMatchHandler): telepipe drops expired
+    partial matches without reporting them."""
+    build, _, _ = TELEPIPE[pid]
+    logic = build().operator("flink", **LIMITS).build()
+    assert hasattr(logic, "timed_out"), "no side output of timed-out partial matches"
