@@ -18,9 +18,9 @@ import pyarrow as pa
 from reactivex import Observer
 
 from telepipe.dead_letters import dead_letters_batch
-from telepipe.errors import SinkError
+from telepipe.errors import SinkError, TelepipeError
 from telepipe.markers import CheckpointBarrier, Item, SideOutput
-from telepipe.operators.runtime.stage import LATE
+from telepipe.operators.runtime.stage import LATE, step_of
 from telepipe.pipelines.graph import RESERVED_TABLES
 from telepipe.pipelines.protocols import PulledSource, Sink
 from telepipe.sbe import SbeCodec
@@ -70,6 +70,10 @@ class SideOutputs:
             self.sink.close(table)
 
 
+class ChainError(TelepipeError):
+    """An output's chain failed: the run stops, in one line naming the output."""
+
+
 class Outputs:
     """The end of every output's chain: rows counted per table, then to its sinks; side
     outputs to ``side``."""
@@ -92,8 +96,15 @@ class Outputs:
                 observer.on_next(item)
 
         def on_error(error: Exception) -> None:
-            for observer in observers:
-                observer.on_error(error)
+            # The run ends here, in the caller's push (or the chain's subscribe, for a
+            # restore that fails): a sink that only closed the table let a run with a
+            # failing output commit nothing to it and exit 0.
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            if not isinstance(error, TelepipeError):
+                reason = f"{type(error).__name__}: {reason}"
+            step = step_of(error)
+            where = f"{table}.{step}" if step else table
+            raise ChainError(f"pipeline.outputs.{where}: {reason}") from error
 
         def on_completed() -> None:
             for observer in observers:

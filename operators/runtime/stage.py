@@ -66,6 +66,8 @@ def stage(
                     aside = logic.take_late()
                 except Exception as error:
                     failed = True
+                    if not step_of(error):  # the first stage it went through raised it
+                        error.add_note(f"{STEP_NOTE}{step}")
                     observer.on_error(error)
                     return False
                 for batch in aside:
@@ -106,6 +108,15 @@ def stage(
         return reactivex.create(subscribe)
 
     return _stage
+
+
+STEP_NOTE = "telepipe step: "
+
+
+def step_of(error: BaseException) -> str | None:
+    """The step an error was raised in, as ``stage`` noted it (PEP 678 notes)."""
+    notes = getattr(error, "__notes__", ())
+    return next((n.removeprefix(STEP_NOTE) for n in notes if n.startswith(STEP_NOTE)), None)
 
 
 def _with_snapshot(
