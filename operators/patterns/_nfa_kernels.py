@@ -51,6 +51,8 @@ N_POS, N_TS, N_STEP, N_PREV = range(4)
 O_SID, O_START_TS, O_END_TS, O_N, O_HEAD = range(5)
 ST_DONE, ST_KEYS, ST_NODES, ST_OUT, ST_BLOCK = range(5)
 C_DROPPED, C_OVERFLOW = range(2)
+# After-match skip strategies (``skip[0]``; ``skip[1]``: the step of to_first/to_last).
+SK_PAST_LAST, SK_TO_NEXT, SK_TO_FIRST, SK_TO_LAST, SK_NO_SKIP = range(5)
 # ``_pattern_run_kernel``'s cache of which (state, flag) a row's condition bits leave as
 # they are: entries, and the marks of an entry's cells.
 _FIXED_CACHE = 8
@@ -94,11 +96,14 @@ def _better(sl, a, b, nd, tmp_a, tmp_b):
 
 
 @_inline
-def _emit(sl, lo, cnt, sid, nd, o_meta, n_out, tmp_a, tmp_b):
-    """Emit held complete matches no earlier partial match can pre-empt; skip past each.
+def _emit(sl, lo, cnt, sid, nd, o_meta, n_out, tmp_a, tmp_b, skip):
+    """Emit held complete matches no earlier partial match can pre-empt (with no skip:
+    every complete match at once); after each, drop what the skip strategy ``skip``
+    discards.
 
     Returns ``(cnt, n_out)``; the slots ``[lo, lo + cnt)`` are compacted in place.
     """
+    kind = skip[0]
     while True:
         best = -1
         min_partial = INT64_MAX
@@ -108,7 +113,7 @@ def _emit(sl, lo, cnt, sid, nd, o_meta, n_out, tmp_a, tmp_b):
                     best = q
             elif sl[q, S_START_POS] < min_partial:
                 min_partial = sl[q, S_START_POS]
-        if best < 0 or min_partial < sl[best, S_START_POS]:
+        if best < 0 or (kind != SK_NO_SKIP and min_partial < sl[best, S_START_POS]):
             return cnt, n_out
         head = sl[best, S_HEAD]
         o_meta[n_out, O_SID] = sid
@@ -117,10 +122,26 @@ def _emit(sl, lo, cnt, sid, nd, o_meta, n_out, tmp_a, tmp_b):
         o_meta[n_out, O_N] = sl[best, S_N]
         o_meta[n_out, O_HEAD] = head
         n_out += 1
-        last = nd[head, N_POS]
+        first = sl[best, S_START_POS]
+        if kind == SK_PAST_LAST:
+            cut = nd[head, N_POS]
+        elif kind == SK_NO_SKIP:
+            cut = INT64_MIN
+        elif kind == SK_TO_NEXT:
+            cut = first
+        else:
+            # drop the matches started before the first / last event of step skip[1]
+            # (never the match's own start or earlier: as skip to next then)
+            at = INT64_MIN
+            h = head
+            for _ in range(sl[best, S_N]):
+                if nd[h, N_STEP] == skip[1] and (kind == SK_TO_FIRST or at == INT64_MIN):
+                    at = nd[h, N_POS]
+                h = nd[h, N_PREV]
+            cut = first if at == INT64_MIN else max(first, at - 1)
         w = lo
         for q in range(lo, lo + cnt):
-            if sl[q, S_START_POS] > last:
+            if q != best and sl[q, S_START_POS] > cut:
                 if w != q:
                     sl[w, :] = sl[q, :]
                 w += 1
@@ -172,7 +193,7 @@ def _drop_start(sl, lo, cnt, start_pos, counters):
 
 
 @_inline
-def _cap(sl, cnt, cap, sid, nd, o_meta, n_out, counters, tmp_a, tmp_b, held):
+def _cap(sl, cnt, cap, sid, nd, o_meta, n_out, counters, tmp_a, tmp_b, held, skip):
     """Drop the partial matches of the oldest start event until ``cnt <= cap``; ``held``:
     a complete match is held (without one, the emit pass after each drop has no work)."""
     while cnt > cap:
@@ -185,7 +206,7 @@ def _cap(sl, cnt, cap, sid, nd, o_meta, n_out, counters, tmp_a, tmp_b, held):
         w = _drop_start(sl, 0, cnt, oldest, counters)
         cnt = w
         if held:
-            cnt, n_out = _emit(sl, 0, w, sid, nd, o_meta, n_out, tmp_a, tmp_b)
+            cnt, n_out = _emit(sl, 0, w, sid, nd, o_meta, n_out, tmp_a, tmp_b, skip)
     return cnt, n_out
 
 
@@ -332,6 +353,7 @@ def _pattern_run_kernel(
     tab,
     within,
     unit,
+    skip,
     cap,
     L,
     chain,
@@ -413,7 +435,7 @@ def _pattern_run_kernel(
         t = ts[i]
         if n > 0 and within > 0 and not (skip_fixed and idle[idx, 3] == 1 and t < idle[idx, 2]):
             n = _timeout(block, base, n, t, within, unit, False, tab)
-            n, n_out = _emit(block, base, n, s, nd, o_meta, n_out, tmp_a, tmp_b)
+            n, n_out = _emit(block, base, n, s, nd, o_meta, n_out, tmp_a, tmp_b, skip)
         b = bits[i]
         if skip_fixed and (fx_entry < 0 or fx_for != b):
             fx_entry = -1
@@ -533,16 +555,16 @@ def _pattern_run_kernel(
                     due = min(due, _due(scratch[j, S_START_TS], within, unit))
             w += keep
             if held or not skip_fixed:
-                w, n_out = _emit(block, base, w, s, nd, o_meta, n_out, tmp_a, tmp_b)
+                w, n_out = _emit(block, base, w, s, nd, o_meta, n_out, tmp_a, tmp_b, skip)
         else:
             for j in range(keep):
                 scratch[w + j, :] = block[base + j, :]
             w += keep
             if held or not skip_fixed:
-                w, n_out = _emit(scratch, 0, w, s, nd, o_meta, n_out, tmp_a, tmp_b)
+                w, n_out = _emit(scratch, 0, w, s, nd, o_meta, n_out, tmp_a, tmp_b, skip)
             w, n_out = _cap(
                 scratch, w, cap, s, nd, o_meta, n_out, counters, tmp_a, tmp_b,
-                held or not skip_fixed,
+                held or not skip_fixed, skip,
             )  # fmt: skip
             due = INT64_MAX
             for j in range(w):
@@ -564,6 +586,7 @@ def _pattern_advance_kernel(
     tab,
     within,
     unit,
+    skip,
     cap,
     key_sid,
     n_keys,
@@ -588,6 +611,6 @@ def _pattern_advance_kernel(
             return idx, n_out
         base = blk[idx] * cap
         n = _timeout(block, base, n, t, within, unit, flush, tab)
-        n, n_out = _emit(block, base, n, key_sid[idx], nd, o_meta, n_out, tmp_a, tmp_b)
+        n, n_out = _emit(block, base, n, key_sid[idx], nd, o_meta, n_out, tmp_a, tmp_b, skip)
         nslot[idx] = n
     return n_keys, n_out

@@ -2,11 +2,13 @@
 
 A pattern is a sequence of steps (``begin``, ``next``, ``followed_by``, ``not_next``,
 ``not_followed_by``) with quantifiers (``times(n)``, ``times(n, m)``, ``one_or_more``,
-``times_or_more(n)``, ``optional``) and a ``within`` time bound, over conditions on
-the reading's columns (``value > 80 and quality == 192``). It is compiled to an NFA
-whose transition table a numba kernel runs per sensor in event-time order, with
-after-match skip past the last event. The exact semantics are in
-``docs/operators/patterns.md``.
+``times_or_more(n)``, ``optional``; reluctant or ``greedy``) and a ``within`` time
+bound (exact ns or Flink's whole-ms clock), over conditions on the reading's columns
+(``value > 80 and quality == 192``). It is compiled to an NFA whose transition table
+a numba kernel runs per sensor in event-time order, with an after-match skip
+strategy (past the last event by default; to next, to first/last of a step, none).
+The exact semantics, and each feature's FlinkCEP / MATCH_RECOGNIZE equivalent, are
+in ``docs/operators/patterns.md``.
 
 Python::
 
@@ -34,6 +36,7 @@ from telepipe.operators.runtime.stage import StageOperator
 from telepipe.operators.windows.options import MAX_MS
 from telepipe.schema import TS_NS, arrow_column
 
+SKIPS = ("skip_past_last_event", "skip_to_next", "skip_to_first", "skip_to_last", "no_skip")
 PATTERN_MATCHES = pa.schema(
     [
         pa.field("pattern", pa.string(), nullable=False),
@@ -76,6 +79,8 @@ class Pattern:
     within_ms: int | None = None
     within_ns: int | None = None
     within_clock: str = "ns"
+    after_match: str = "skip_past_last_event"
+    after_match_step: str | None = None
 
     @classmethod
     def begin(cls, name: str, condition: str = "true") -> Pattern:
@@ -133,6 +138,12 @@ class Pattern:
             )
         return dataclasses.replace(self, within_ms=None, within_ns=span, within_clock=clock)
 
+    def after(self, strategy: str, step: str | None = None) -> Pattern:
+        """The after-match skip strategy (FlinkCEP's ``AfterMatchSkipStrategy``):
+        ``skip_past_last_event`` (default), ``skip_to_next``, ``skip_to_first`` /
+        ``skip_to_last`` (with ``step``) or ``no_skip``."""
+        return dataclasses.replace(self, after_match=strategy, after_match_step=step)
+
     def operator(self, name: str = "pattern", **options: int) -> CepPattern:
         return CepPattern(
             name,
@@ -140,6 +151,8 @@ class Pattern:
             self.within_ms,
             self.within_ns,
             self.within_clock,
+            self.after_match,
+            self.after_match_step,
             **options,
         )
 
@@ -165,6 +178,8 @@ class CepPattern(StageOperator):
     within_ms: int | None = None
     within_ns: int | None = None
     within_clock: str = "ns"
+    after_match: str = "skip_past_last_event"
+    after_match_step: str | None = None
     max_partial_matches: int = 64
     max_match_events: int = 32
 
@@ -187,6 +202,23 @@ class CepPattern(StageOperator):
             raise ConfigError("CepPattern: within_clock 'ms' needs a whole number of milliseconds")
         check_int("CepPattern", "max_partial_matches", self.max_partial_matches, 1, 100_000)
         check_int("CepPattern", "max_match_events", self.max_match_events, 1, 100_000)
+        if self.after_match not in SKIPS:
+            raise ConfigError(
+                f"CepPattern.after_match must be one of {', '.join(SKIPS)}, "
+                f"got {self.after_match!r}"
+            )
+        positive = [st.name for st in steps if st.contiguity not in pc.NEGATIONS]
+        if self.after_match in ("skip_to_first", "skip_to_last"):
+            if self.after_match_step not in positive:
+                raise ConfigError(
+                    f"CepPattern.after_match {self.after_match} needs after_match_step, "
+                    f"one of {', '.join(positive)}; got {self.after_match_step!r}"
+                )
+        elif self.after_match_step is not None:
+            raise ConfigError(
+                f"CepPattern.after_match_step is only for skip_to_first / skip_to_last, "
+                f"not {self.after_match}"
+            )
         span = self.within_ms if self.within_ns is None else self.within_ns
         object.__setattr__(self, "_compiled", pc.compile_steps(steps, span))
 
@@ -239,6 +271,9 @@ class CepPatternLogic(DetectorLogic):
         self._skip_fixed = True  # walk only the partial matches a row changes (tests: off)
         self.within = op.within_span_ns
         self.within_unit = 1_000_000 if op.within_clock == "ms" else 1
+        kind = SKIPS.index(op.after_match)
+        target = compiled.names.index(op.after_match_step) if op.after_match_step else -1
+        self.skip = np.array([kind, target], np.int64)
         self.cap = op.max_partial_matches
         self.L = pc.max_events(compiled.nfa.elements, op.max_match_events)
         n_states = len(self.tab)
@@ -365,6 +400,7 @@ class CepPatternLogic(DetectorLogic):
                     self.tab,
                     self.within,
                     self.within_unit,
+                    self.skip,
                     self.cap,
                     self.L,
                     self.chain,
@@ -406,6 +442,7 @@ class CepPatternLogic(DetectorLogic):
                     self.tab,
                     self.within,
                     self.within_unit,
+                    self.skip,
                     self.cap,
                     self._keys.keys,
                     self._keys.n,

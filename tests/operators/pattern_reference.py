@@ -175,7 +175,8 @@ class Reference:
             if not done:
                 return pms
             best = min(done, key=Pm.key)
-            if any(p.start_pos < best.start_pos for p in pms if not p.done):
+            how = self.op.after_match
+            if how != "no_skip" and any(p.start_pos < best.start_pos for p in pms if not p.done):
                 return pms
             out.append(
                 (
@@ -188,8 +189,17 @@ class Reference:
                     tuple(self.op.steps[e[3]].name for e in best.events),
                 )
             )
-            last = best.events[-1][0]
-            pms = [p for p in pms if p.start_pos > last]
+            if how == "skip_past_last_event":  # after the match's last event
+                pms = [p for p in pms if p.start_pos > best.events[-1][0]]
+            elif how == "no_skip":  # every match, each once
+                pms = [p for p in pms if p is not best]
+            elif how == "skip_to_next":  # after the match's first event
+                pms = [p for p in pms if p.start_pos > best.start_pos]
+            else:  # at the first / last event of a step (after the match's start)
+                step = [st.name for st in self.op.steps].index(self.op.after_match_step)
+                at = [e[0] for e in best.events if e[3] == step]
+                to = (at[0] if how == "skip_to_first" else at[-1]) if at else best.start_pos + 1
+                pms = [p for p in pms if p.start_pos > best.start_pos and p.start_pos >= to]
 
     def timeout(self, pms: list[Pm], t: int | None) -> list[Pm]:
         """Time reaches ``t`` (None: the end of the stream)."""

@@ -20,7 +20,13 @@ from reference import readings, schedules
 from telepipe.config import build
 from telepipe.errors import ConfigError
 from telepipe.markers import MAX_WATERMARK, CheckpointBarrier, Watermark
-from telepipe.operators.patterns.pattern import PATTERN_MATCHES, CepPattern, Pattern, PatternStep
+from telepipe.operators.patterns.pattern import (
+    PATTERN_MATCHES,
+    SKIPS,
+    CepPattern,
+    Pattern,
+    PatternStep,
+)
 from telepipe.schema import READINGS
 
 MS = 1_000_000
@@ -141,13 +147,18 @@ def patterns(draw, greedy: bool = False) -> CepPattern:
         within = 3
     cap = draw(st.sampled_from([3, 64, 64]))
     longest = draw(st.sampled_from([3, 6]))
-    if greedy:  # the newer options too: Flink's millisecond clock for within
+    if greedy:  # the newer options too: Flink's millisecond clock, skip strategies
         clock = draw(st.sampled_from(["ns", "ms"]))
+        skip = draw(st.sampled_from(SKIPS))
+        positive = [s.name for s in steps if not s.contiguity.startswith("not_")]
+        to = draw(st.sampled_from(positive)) if skip in ("skip_to_first", "skip_to_last") else None
         return CepPattern(
             "p",
             tuple(steps),
             within,
             within_clock=clock,
+            after_match=skip,
+            after_match_step=to,
             max_partial_matches=cap,
             max_match_events=longest,
         )
@@ -495,6 +506,7 @@ def test_greedy_matches_reference_under_any_batching(case) -> None:
     assert (logic.dropped_partial_matches, logic.overflow_matches) == (dropped, overflow)
     event(f"greedy: {any(s.greedy for s in op.steps)}, matches: {min(len(want), 3)}")
     event(f"within clock: {op.within_clock if op.within_ms else None}")
+    event(f"after match: {op.after_match}")
 
 
 def test_greedy_and_reluctant_on_the_issue_22_example() -> None:
@@ -577,3 +589,42 @@ def test_within_clock_ns_and_flinks_whole_milliseconds() -> None:
         p.within(us=1500, clock="ms").operator()
     with pytest.raises(ConfigError, match="not both"):
         CepPattern("p", p.steps, within_ms=5, within_ns=5)
+
+
+# ------------------------------------------------------------ after-match skip strategies
+
+
+def test_skip_strategies_on_a_small_example() -> None:
+    """b+ c over b1 b2 b3 c (one_or_more, relaxed): what each strategy reports."""
+    value = [1.0, 1.0, 1.0, 2.0]
+    ts = [0, MS, 2 * MS, 3 * MS]
+    p = Pattern.begin("b", "value == 1").one_or_more().followed_by("c", "value == 2")
+
+    def got(q: Pattern) -> list[tuple]:
+        return sorted((m[1] // MS, m[3]) for m in rows(run(q.operator(), [1] * 4, ts, value)))
+
+    assert got(p) == [(0, 4)]
+    assert got(p.after("skip_past_last_event")) == [(0, 4)]
+    assert got(p.after("skip_to_next")) == [(0, 4), (1, 3), (2, 2)]
+    assert got(p.after("skip_to_last", "b")) == [(0, 4), (2, 2)]
+    assert got(p.after("skip_to_first", "c")) == [(0, 4)]
+    # every match: b1 c, b1 b2 c, b1 b2 b3 c, b2 c, b2 b3 c, b3 c (skip till next: a
+    # loop never skips a reading that meets its condition)
+    assert got(p.after("no_skip")) == [(0, 2), (0, 3), (0, 4), (1, 2), (1, 3), (2, 2)]
+
+
+def test_skip_strategy_from_yaml_and_its_errors() -> None:
+    steps = [
+        {"name": "a", "condition": "value > 1", "contiguity": "begin"},
+        {"name": "b", "condition": "value > 1", "contiguity": "next"},
+    ]
+    conf = {"_target_": "telepipe.operators.CepPattern", "steps": steps}
+    op = build(OmegaConf.create({**conf, "after_match": "skip_to_next"}), "op")
+    assert len(rows(run(op, [1] * 3, [0, 1, 2], [2.0, 2.0, 2.0]))) == 2
+    p = Pattern.begin("a", "value > 1").next("b", "value > 1")
+    with pytest.raises(ConfigError, match="after_match must be one of"):
+        p.after("skip_to_past").operator()
+    with pytest.raises(ConfigError, match="needs after_match_step, one of a, b; got 'x'"):
+        p.after("skip_to_first", "x").operator()
+    with pytest.raises(ConfigError, match="only for skip_to_first / skip_to_last"):
+        p.after("no_skip", "a").operator()
