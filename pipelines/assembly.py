@@ -58,6 +58,7 @@ class Opens[O]:
 
 
 DRAINED = "drained"  # set in the decoder's state of a live run's last, flushed checkpoint
+SAVEPOINT = "savepoint"  # set in the decoder's state of a live run's stop by signal
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,11 @@ class Plan:
         """The live run before this one was drained (flushed) at its stop: it left no
         open state, and its operators' watermark is the end of time."""
         return bool(self._decoder_state.get(DRAINED))
+
+    @property
+    def from_savepoint(self) -> bool:
+        """The checkpoint a live run restores is a stop's savepoint (else: a crash)."""
+        return bool(self._decoder_state.get(SAVEPOINT))
 
     @property
     def restored_watermark(self) -> int | None:

@@ -27,7 +27,7 @@ from telepipe.aeron import idle_strategy
 from telepipe.config import option
 from telepipe.errors import SourceError
 from telepipe.markers import MAX_WATERMARK, CheckpointBarrier, Item, Watermark
-from telepipe.pipelines.assembly import DRAINED, Assembly, Plan, opened, plan
+from telepipe.pipelines.assembly import DRAINED, SAVEPOINT, Assembly, Plan, opened, plan
 from telepipe.pipelines.display import Display
 from telepipe.pipelines.protocols import PulledSource
 from telepipe.sinks import data_dir_lock
@@ -156,6 +156,7 @@ class Runner:
         checkpoint and the first new reading (Aeron keeps nothing: it was not seen)."""
         self._gap_pending = False
         plan, s = self.plan, self.stats
+        s.restored_from_savepoint = plan.from_savepoint
         if plan.last_commit_ns is not None:
             s.gap_wall_s = round((time.time_ns() - plan.last_commit_ns) / 1e9, 3)
         last = plan.restored_event_ns
@@ -182,9 +183,12 @@ class Runner:
             self._push(Watermark(MAX_WATERMARK), parts)
         barrier = parts.source.checkpoint()
         decoder = barrier.state.get("decoder")
-        if flush and parts.source.live and isinstance(decoder, dict):
-            # Nothing is left open: a live restart starts its operators empty.
-            barrier = barrier.with_state("decoder", {**decoder, DRAINED: True})
+        if parts.source.live and isinstance(decoder, dict):
+            # Drained: nothing is left open, a live restart starts its operators empty.
+            # A savepoint: a restart from it lost nothing that was read (after a crash,
+            # what was read after the last checkpoint is gone uncounted).
+            mark = DRAINED if flush else SAVEPOINT
+            barrier = barrier.with_state("decoder", {**decoder, mark: True})
         self.stats.final_checkpoint = barrier.checkpoint_id
         self._push(barrier, parts)
         if flush:

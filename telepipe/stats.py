@@ -52,6 +52,9 @@ class RunStats:
     # reading, and event time from the newest reading it had read to that reading.
     gap_wall_s: float | None = None
     gap_event_ms: float | None = None
+    # The restored checkpoint was a stop's savepoint; false after a crash, where what
+    # the crashed run read after its last checkpoint was lost (and is not counted).
+    restored_from_savepoint: bool | None = None
     # Readings not committed and gone for good (live input: at most once): published
     # by the run's simulator but never read (Aeron keeps nothing), plus dropped ones.
     lost_in_flight: int = 0
@@ -129,8 +132,15 @@ def print_summary(stats: RunStats, console: Console | None = None) -> None:
         event = (
             "" if stats.gap_event_ms is None else f", {stats.gap_event_ms / 1e3:,.3f} s event time"
         )
+        what = "savepoint" if stats.restored_from_savepoint else "checkpoint"
+        crash = (
+            ""
+            if stats.restored_from_savepoint
+            else " (the last run did not stop with a savepoint: what it read after this "
+            "checkpoint was lost)"
+        )
         console.print(
-            f"telepipe: restored every operator from checkpoint {stats.resumed_from}; "
+            f"telepipe: restored every operator from {what} {stats.resumed_from}{crash}; "
             f"gap to the first new reading: {stats.gap_wall_s:,.3f} s wall{event}",
             highlight=False,
             soft_wrap=True,

@@ -100,7 +100,8 @@ def test_a_live_restart_completes_the_window_open_at_the_stop(tmp_path: Path) ->
     assert s2["resumed_from"] == s1["final_checkpoint"] > 0
     assert s2["gap_wall_s"] > 0 and s2["gap_event_ms"] > 0
     assert s2["lost"] >= 0 and "lost" in s1
-    assert f"restored every operator from checkpoint {s1['final_checkpoint']}" in out
+    assert s2["restored_from_savepoint"] is True
+    assert f"restored every operator from savepoint {s1['final_checkpoint']}" in out
 
     readings = _read(data_dir, "readings")
     assert readings.height == s1["received"] + s2["received"]
@@ -202,6 +203,7 @@ def test_a_live_restart_after_a_crash_between_two_tables_commits(tmp_path: Path)
     assert run2.process.returncode == 0, "".join(run2.lines["stderr"])
     s2 = json.loads(stats2.read_text())
     assert s2["resumed_from"] >= 1 and s2["gap_event_ms"] > 0
+    assert s2["restored_from_savepoint"] is False  # a crash: the summary says what it lost
     windows = _windows_match_readings(data_dir)
     spanning = windows.filter(pl.col("window_start_ns") == START_NS)["count"].sum()
     assert spanning > s2["received"]  # the window open at the crash has both runs' rows
