@@ -219,7 +219,7 @@ def condition_bits(trees: list[tuple], cols: dict[str, np.ndarray], n: int) -> n
 
 # ------------------------------------------------------------------ steps
 
-CONTIGUITIES = ("begin", "next", "followed_by", "not_next", "not_followed_by")
+CONTIGUITIES = ("begin", "next", "followed_by", "followed_by_any", "not_next", "not_followed_by")
 NEGATIONS = ("not_next", "not_followed_by")
 _QUANT = re.compile(
     r"^\s*(?:(?P<once>once)|(?P<oom>one_or_more)|times\s*\(\s*(?P<n>\d+)\s*(?:,\s*(?P<m>\d+)\s*)?\)"
@@ -274,10 +274,11 @@ class Element:
     # greedy condition). -1: as ``cond`` / always kept.
     first_cond: int = -1
     no_ignore: int = -1
+    any_before: bool = False  # followed_by_any: a reading taken is also skipped
 
 
 # Columns of Nfa.table.
-T_KIND, T_TAKE, T_TO, T_FIN, T_STRICT, T_PROCEED, T_NEXT, T_KILL, T_STEP, T_NOIGN = range(10)
+T_KIND, T_TAKE, T_TO, T_FIN, T_STRICT, T_PROCEED, T_NEXT, T_KILL, T_STEP, T_NOIGN, T_ANY = range(11)
 K_NORMAL, K_NOTNEXT, K_TRAIL_NN, K_TRAIL_NFB = range(4)
 FINAL = -1
 
@@ -287,7 +288,7 @@ class Nfa:
     elements: list[Element]
     trailing: str  # "", "not_next", "not_followed_by"
     trailing_cond: int
-    table: np.ndarray  # int64 [n_states, 10]
+    table: np.ndarray  # int64 [n_states, 11]
     names: list[str]  # state names, for debugging and docs
 
 
@@ -325,7 +326,7 @@ def compile_nfa(elements: list[Element], trailing: str, trailing_cond: int) -> N
         j, c = key[1], key[2]
         return c >= elements[j].lo and reaches_final(entry(j + 1))
 
-    table = np.full((len(names), 10), -1, np.int64)
+    table = np.full((len(names), 11), -1, np.int64)
     for key, s in index.items():
         row = table[s]
         row[T_FIN] = row[T_STRICT] = row[T_PROCEED] = 0
@@ -343,6 +344,7 @@ def compile_nfa(elements: list[Element], trailing: str, trailing_cond: int) -> N
         el = elements[j]
         row[T_KIND] = K_NORMAL
         row[T_TAKE] = el.first_cond if c == 0 and el.first_cond >= 0 else el.cond
+        row[T_ANY] = int(c == 0 and el.any_before)
         if c == 0:
             row[T_NOIGN] = el.no_ignore
         row[T_STEP] = el.step
@@ -440,6 +442,7 @@ def compile_steps(steps: tuple, within_ms: int | None) -> Compiled:
                 lo=lo,
                 hi=hi,
                 strict_before=st.contiguity == "next",
+                any_before=st.contiguity == "followed_by_any",
                 strict_inner=st.consecutive,
                 guard=guard[0] if guard else "",
                 guard_cond=guard[1] if guard else -1,

@@ -26,6 +26,7 @@ from telepipe.operators.patterns._compiler import (
     K_NOTNEXT,
     K_TRAIL_NFB,
     K_TRAIL_NN,
+    T_ANY,
     T_FIN,
     T_KILL,
     T_KIND,
@@ -253,7 +254,8 @@ def _walk(
         if kind == K_TRAIL_NFB:
             return _put(sl, w, cur, 0, 0, start_ts, start_pos, n, head), n_nodes
         proceed = tab[cur, T_PROCEED] == 1 and kk == 0
-        if (bits >> tab[cur, T_TAKE]) & 1:
+        taken = (bits >> tab[cur, T_TAKE]) & 1
+        if taken:
             if n + 1 > L:
                 counters[C_OVERFLOW] += 1
             else:
@@ -271,8 +273,9 @@ def _walk(
                     w = _put(sl, w, to, 0, 0, start_ts, start_pos, n + 1, node)
                     if tab[cur, T_FIN] == 1:
                         w = _put(sl, w, -1, 0, 1, start_ts, start_pos, n + 1, node)
-        elif (
-            tab[cur, T_STRICT] == 0
+        if (
+            (taken == 0 or tab[cur, T_ANY] == 1)
+            and tab[cur, T_STRICT] == 0
             and not is_start
             and (tab[cur, T_NOIGN] < 0 or not (bits >> tab[cur, T_NOIGN]) & 1)
         ):

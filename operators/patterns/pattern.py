@@ -1,11 +1,12 @@
 """``CepPattern``: per-sensor event patterns in the spirit of FlinkCEP / MATCH_RECOGNIZE.
 
-A pattern is a sequence of steps (``begin``, ``next``, ``followed_by``, ``not_next``,
-``not_followed_by``) with quantifiers (``times(n)``, ``times(n, m)``, ``one_or_more``,
-``times_or_more(n)``, ``optional``; reluctant or ``greedy``) and a ``within`` time
-bound (exact ns or Flink's whole-ms clock), over conditions on the reading's columns
-(``value > 80 and quality == 192``). It is compiled to an NFA whose transition table
-a numba kernel runs per sensor in event-time order, with an after-match skip
+A pattern is a sequence of steps (``begin``, ``next``, ``followed_by``,
+``followed_by_any``, ``not_next``, ``not_followed_by``) with quantifiers
+(``times(n)``, ``times(n, m)``, ``one_or_more``, ``times_or_more(n)``,
+``optional``; reluctant or ``greedy``) and a ``within`` time bound (exact ns or
+Flink's whole-ms clock), over conditions on the reading's columns
+(``value > 80 and quality == 192``). It is compiled to an NFA whose transition
+table a numba kernel runs per sensor in event-time order, with an after-match skip
 strategy (past the last event by default; to next, to first/last of a step, none).
 The exact semantics, and each feature's FlinkCEP / MATCH_RECOGNIZE equivalent, are
 in ``docs/operators/patterns.md``.
@@ -96,6 +97,11 @@ class Pattern:
 
     def followed_by(self, name: str, condition: str = "true") -> Pattern:
         return self._add(name, condition, "followed_by")
+
+    def followed_by_any(self, name: str, condition: str = "true") -> Pattern:
+        """Relaxed, skip till any match (FlinkCEP ``followedByAny``): a reading that
+        meets the step is taken and also skipped, so later ones start other branches."""
+        return self._add(name, condition, "followed_by_any")
 
     def not_next(self, name: str, condition: str) -> Pattern:
         return self._add(name, condition, "not_next")

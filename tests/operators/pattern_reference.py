@@ -53,6 +53,7 @@ class El:
     guard: str = ""
     guard_cond: tuple | None = None
     greedy: bool = False  # a loop / times(n, m) with n < m, written greedy
+    any_before: bool = False  # followed_by_any
 
 
 @dataclass
@@ -91,7 +92,18 @@ class Reference:
             lo = 0 if st.optional else lo
             g = guard or ("", None)
             self.els.append(
-                El(i, cond, lo, hi, st.contiguity == "next", st.consecutive, g[0], g[1], greedy)
+                El(
+                    i,
+                    cond,
+                    lo,
+                    hi,
+                    st.contiguity == "next",
+                    st.consecutive,
+                    g[0],
+                    g[1],
+                    greedy,
+                    st.contiguity == "followed_by_any",
+                )
             )
             guard = None
         if guard:
@@ -141,7 +153,8 @@ class Reference:
             # after a greedy step (FlinkCEP): its readings are neither this step's first
             # event nor skipped while waiting for it
             held = c == 0 and j > 0 and self.els[j - 1].greedy and holds(self.els[j - 1].cond, row)
-            if holds(el.cond, row) and not held:
+            took = bool(holds(el.cond, row)) and not held
+            if took:
                 if len(pm.events) + 1 > self.L:
                     self.overflow += 1
                 else:
@@ -156,8 +169,10 @@ class Reference:
                         out.append(Pm(nxt, False, events, pm.start_ts, pm.start_pos))
                         if self.reaches_final(nxt):
                             out.append(Pm(FINAL, False, events, pm.start_ts, pm.start_pos, True))
-            elif (
-                not (el.strict_before if c == 0 else el.strict_inner)
+            # skipped: not taken, or (followed_by_any) taken and skipped as well
+            if (
+                (not took or (c == 0 and el.any_before))
+                and not (el.strict_before if c == 0 else el.strict_inner)
                 and not from_start
                 and not held
             ):

@@ -136,7 +136,10 @@ def patterns(draw, greedy: bool = False) -> CepPattern:
                 consecutive=not negated and draw(st.booleans()),
             )
         )
-    if greedy:
+    if greedy:  # and followed_by_any
+        for i, step in enumerate(steps):
+            if step.contiguity == "followed_by" and draw(st.booleans()):
+                steps[i] = dataclasses.replace(step, contiguity="followed_by_any")
         for i in range(len(steps) - 1):
             if not steps[i].contiguity.startswith("not_") and not steps[
                 i + 1
@@ -507,6 +510,7 @@ def test_greedy_matches_reference_under_any_batching(case) -> None:
     event(f"greedy: {any(s.greedy for s in op.steps)}, matches: {min(len(want), 3)}")
     event(f"within clock: {op.within_clock if op.within_ms else None}")
     event(f"after match: {op.after_match}")
+    event(f"followed_by_any: {any(s.contiguity == 'followed_by_any' for s in op.steps)}")
 
 
 def test_greedy_and_reluctant_on_the_issue_22_example() -> None:
@@ -628,3 +632,36 @@ def test_skip_strategy_from_yaml_and_its_errors() -> None:
         p.after("skip_to_first", "x").operator()
     with pytest.raises(ConfigError, match="only for skip_to_first / skip_to_last"):
         p.after("no_skip", "a").operator()
+
+
+# ------------------------------------------------------------ followed_by_any
+
+
+def test_followed_by_any_takes_and_skips() -> None:
+    """a followed_by_any b, then c: every b after the a starts its own branch
+    (FlinkCEP followedByAny); followed_by takes only the first b."""
+    value = [9.0, 1.0, 1.0, 5.0]  # a b b c
+    ts = [0, MS, 2 * MS, 3 * MS]
+    any_ = Pattern.begin("a", "value == 9").followed_by_any("b", "value == 1")
+    next_ = Pattern.begin("a", "value == 9").followed_by("b", "value == 1")
+    for p, want in [
+        (any_, [(0, 1 * MS), (0, 2 * MS)]),
+        (next_, [(0, 1 * MS)]),
+    ]:
+        q = p.followed_by("c", "value == 5").after("no_skip")
+        got = rows(run(q.operator(), [1] * 4, ts, value))
+        assert sorted((m[1], m[5][1]) for m in got) == want
+    yaml = build(
+        OmegaConf.create(
+            {
+                "_target_": "telepipe.operators.CepPattern",
+                "steps": [
+                    {"name": "a", "condition": "value == 9", "contiguity": "begin"},
+                    {"name": "b", "condition": "value == 1", "contiguity": "followed_by_any"},
+                ],
+                "after_match": "no_skip",
+            }
+        ),
+        "op",
+    )
+    assert len(rows(run(yaml, [1] * 4, ts, value))) == 2
