@@ -206,6 +206,13 @@ def plan(cfg: DictConfig, overrides: list[str], input_path: str | None = None) -
     drained = isinstance(state, dict) and bool(state.get(DRAINED))
     if live and recovery is not None and not fresh and not drained:
         _check_restorable(outputs, live_states or recovery.chain_states, recovery, data_dir)
+    elif not live and recovery is not None and recovery.oldest > 0:
+        # A replay resumes exactly or not at all: a changed step would have restored
+        # nothing (a renamed one) or failed inside its chain (other options).
+        _check_restorable(
+            outputs, recovery.chain_states, recovery, data_dir,
+            remedy="replay into another data_dir to start over with this pipeline",
+        )  # fmt: skip
     publish = {
         table: Opens(sink_kind(options, f"pipeline.publish.{table}"), options)
         for table, options in publishers_from_config(
@@ -263,10 +270,11 @@ def _check_restorable(
     states: dict[str, dict[str, object]],
     recovery: Recovery,
     data_dir: Path,
+    remedy: str = "restart with fresh=true to start the operators empty (the tables are kept)",
 ) -> None:
-    """A live restart restores every stateful step from its table's checkpoint: the
-    same steps with the same options, or a one-line refusal naming what changed."""
-    fresh = "restart with fresh=true to start the operators empty (the tables are kept)"
+    """A restart restores every stateful step from its table's checkpoint: the same
+    steps with the same options, or a one-line refusal naming what changed."""
+    fresh = remedy
     for output in outputs:
         saved = states.get(output.table, {})
         stateful = {

@@ -202,3 +202,35 @@ def test_a_writer_whose_lock_file_was_deleted_is_fenced_and_nothing_is_duplicate
         if "telepipe.checkpoint_id" in h
     }
     assert epochs <= {"1", "2"} and "2" in epochs
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("pipeline.outputs.windows.window.size_ms=2000", "size_ms"),
+        (
+            "+pipeline.outputs.alarms.again={_target_: telepipe.operators.Dedup}",
+            "steps with no saved state: again",
+        ),
+    ],
+)
+def test_a_replay_restart_with_a_changed_pipeline_is_refused_before_anything_is_written(
+    recorded: dict[str, object], tmp_path: Path, change: str, named: str
+) -> None:
+    """A replay resumes exactly or not at all: other options, or a step renamed or
+    gone, restored nothing (a new name started empty, exit 0, wrong windows) or failed
+    inside its chain (found by review)."""
+    capture = recorded["capture"]
+    assert isinstance(capture, Path)
+    data_dir = tmp_path / "killed"
+    killed = replay("demo", capture, data_dir, "after:readings:3")
+    assert killed.returncode == -9, killed.stderr
+    before = {name: checkpoints(data_dir, name) for name in ("readings", "windows")}
+    done = cli(
+        "replay", "pipeline=demo", f"input={capture}", f"data_dir={data_dir}", *REPLAY, change
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the pipeline changed since its last checkpoint" in lines[0]
+    assert named in lines[0] and "another data_dir" in lines[0], lines[0]
+    assert {name: checkpoints(data_dir, name) for name in before} == before
