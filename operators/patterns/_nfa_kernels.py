@@ -154,6 +154,8 @@ def _due(start, within, unit):
     """When a partial match started at ``start`` expires: ``start + within``, with
     ``start`` first floored to a multiple of ``unit`` (1: exact nanoseconds; 10**6:
     Flink's whole milliseconds, ``floor(t / 1 ms) - floor(start / 1 ms) >= within``)."""
+    if unit == 1:  # the common case: no integer division on the hot path
+        return _deadline(start, within)
     return _deadline(start - start % unit, within)
 
 
