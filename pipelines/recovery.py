@@ -45,12 +45,12 @@ def read_recovery(data_dir: Path, tables: list[str], app_id: str) -> Recovery | 
     barriers: dict[int, dict[str, int]] = {}
     inputs: set[str] = set()
     final = None  # the checkpoint taken after the end-of-input flush, if one is re-cut
-    for table_commits in commits.values():
+    for table, table_commits in commits.items():
         for k, meta in table_commits.items():
             if "telepipe.input" in meta:
                 inputs.add(meta["telepipe.input"])
             if k > oldest:
-                barriers[k] = json.loads(meta["telepipe.positions"])
+                barriers[k] = _positions(meta, data_dir, table, k)
                 if meta.get("telepipe.end_of_input") == "true":
                     final = k
     if len(inputs) > 1:
@@ -83,7 +83,7 @@ def read_recovery(data_dir: Path, tables: list[str], app_id: str) -> Recovery | 
         if state.decoder is not None:
             decoder_state = state.decoder
         chain_states[table] = dict(state.steps)
-        positions = json.loads(commit["telepipe.positions"])
+        positions = _positions(commit, data_dir, table, oldest)
     return Recovery(
         oldest,
         latest,
@@ -102,11 +102,47 @@ def _checkpoint_commits(
     """
     found: dict[int, dict[str, str]] = {}
     for entry in DeltaTable(str(path)).history(limit=2 * (latest - oldest) + 256):
-        k = entry.get("telepipe.checkpoint_id")
-        if entry.get("telepipe.app_id", "telepipe") != app_id:
+        raw = entry.get("telepipe.checkpoint_id")
+        if entry.get("telepipe.app_id", "telepipe") != app_id or raw is None:
             continue
-        if k is not None and oldest <= int(k) <= latest:
+        k = _checkpoint_id(raw)
+        if k is None:
+            raise ConfigError(
+                f"data_dir={path.parent}: table {path.name}: a commit's "
+                f"telepipe.checkpoint_id={str(raw)[:80]!r} is not a checkpoint id "
+                "(a forged or damaged commit); start over in another data_dir"
+            )
+        if oldest <= k <= latest:
             found.setdefault(
-                int(k), {key: str(v) for key, v in entry.items() if key.startswith("telepipe.")}
+                k, {key: str(v) for key, v in entry.items() if key.startswith("telepipe.")}
             )
     return found
+
+
+def _checkpoint_id(raw: object) -> int | None:
+    """A commit's ``telepipe.checkpoint_id`` as telepipe writes it (decimal digits), else None."""
+    text = str(raw)
+    if not text.isascii() or not text.isdigit() or len(text) > 12:
+        return None
+    return int(text)
+
+
+def _positions(meta: dict[str, str], data_dir: Path, table: str, k: int) -> dict[str, int]:
+    """A checkpoint commit's ``telepipe.positions``: a JSON object of stream -> offset;
+    anything else is a one-line ``ConfigError`` naming the table and the checkpoint."""
+    where = f"data_dir={data_dir}: table {table}'s commit of checkpoint {k}"
+    raw = meta.get("telepipe.positions")
+    if raw is None:
+        raise ConfigError(f"{where} has no telepipe.positions (a forged or damaged commit)")
+    try:
+        positions = json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(f"{where}: telepipe.positions is not JSON ({reason})") from None
+    if not isinstance(positions, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in positions.values()
+    ):
+        raise ConfigError(
+            f"{where}: telepipe.positions is not an object of stream -> offset: {raw[:80]!r}"
+        )
+    return positions

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -487,7 +488,7 @@ class _Reader:
             if kind == "float" and isinstance(value, str):
                 try:
                     return float.fromhex(value)
-                except ValueError:
+                except (ValueError, OverflowError):
                     pass
         raise self.fail(f"value {key!r}: {tagged!r} is not a tagged int, float or str", step)
 
@@ -502,8 +503,24 @@ class _Reader:
             or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in shape)
         ):
             raise self.fail(f"array {name!r}: shape {shape!r} is not a list of sizes", step)
+        # the shape is bounded in Python ints against the file's real size before
+        # anything is built from it (np.prod wraps, pa.list_ and np.zeros overflow)
+        entry = self.files.get(a["file"])
+        if entry is None:
+            raise self.fail(f"file {a['file']!r} is not in the manifest's files", step)
+        bits = 1 if dtype == "bool" else np.dtype(dtype).itemsize * 8
+        width = math.prod(shape[1:])
+        if (
+            math.prod(shape) * bits > entry["bytes"] * 8
+            or math.prod(max(n, 1) for n in shape) > MAX_FILE_BYTES
+            or width > 2**31 - 1
+        ):
+            raise self.fail(
+                f"array {name!r}: shape {shape!r} is more than its file {a['file']!r} "
+                f"({entry['bytes']} bytes) can hold",
+                step,
+            )
         table = self.table(a["file"], step)
-        width = int(np.prod(shape[1:], dtype=np.int64))
         if table.num_rows != shape[0]:
             raise self.fail(
                 f"array {name!r}: {shape[0]} rows, its file {a['file']!r} holds {table.num_rows}",
