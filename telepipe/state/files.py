@@ -316,8 +316,10 @@ def _inside(root: Path, relative: str) -> Path:
     return path
 
 
-def _read_regular(path: Path, limit: int, what: str) -> bytes:
-    """The bytes of a regular file (no symlink, FIFO or device) of at most ``limit``."""
+def _read_regular(path: Path, limit: int, what: str, size: int | None = None) -> bytes:
+    """The bytes of a regular file (no symlink, FIFO or device) of at most ``limit``;
+    with ``size`` (the manifest's count), of exactly that, checked with fstat before
+    anything is read and never more than ``size`` + 1 bytes read."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as error:
@@ -330,8 +332,13 @@ def _read_regular(path: Path, limit: int, what: str) -> bytes:
             raise SnapshotError(
                 f"{path}: {info.st_size} bytes, more than {what} may have ({limit})"
             )
+        if size is not None and info.st_size != size:
+            raise SnapshotError(
+                f"{path}: {info.st_size} bytes, the manifest says {size} (damaged or cut short)"
+            )
+        expected = info.st_size if size is None else size
         chunks = []
-        left = info.st_size + 1
+        left = expected + 1
         while left > 0:
             chunk = os.read(fd, min(left, 1 << 24))
             if not chunk:
@@ -339,8 +346,10 @@ def _read_regular(path: Path, limit: int, what: str) -> bytes:
             chunks.append(chunk)
             left -= len(chunk)
         data = b"".join(chunks)
-        if len(data) > info.st_size:
+        if len(data) > expected:
             raise SnapshotError(f"{path}: grew while it was read")
+        if size is not None and len(data) != size:
+            raise SnapshotError(f"{path}: {len(data)} bytes, the manifest says {size} (cut short)")
         return data
     finally:
         os.close(fd)
@@ -552,13 +561,10 @@ class _Reader:
         if entry is None:
             raise self.fail(f"file {file!r} is not in the manifest's files", step)
         path = self.directory / file
-        data = _read_regular(path, MAX_FILE_BYTES, "a state file")
-        if len(data) != entry["bytes"]:
-            raise self.fail(
-                f"file {file!r} has {len(data)} bytes, the manifest says {entry['bytes']} "
-                "(damaged or cut short)",
-                step,
-            )
+        try:  # its size is checked (fstat) before it is read, and no more is read
+            data = _read_regular(path, MAX_FILE_BYTES, "a state file", entry["bytes"])
+        except SnapshotError as error:
+            raise self.fail(f"file {file!r}: {error}", step) from None
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise self.fail(f"file {file!r}: sha256 differs from the manifest's (damaged)", step)
         try:

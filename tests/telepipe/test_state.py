@@ -324,7 +324,7 @@ def edit(tmp_path: Path, change) -> str:
         (lambda m: m["steps"][0].update(code="os.system"), ["step 'win'", "'code'"]),
         (lambda m: m["files"][0].update(bytes=2**62), ["size 4611686018427387904 out of range"]),
         (lambda m: m["files"][0].update(bytes=-1), ["size -1 out of range"]),
-        (lambda m: m["files"][0].update(bytes=10), ["has", "the manifest says 10"]),
+        (lambda m: m["files"][0].update(bytes=10), ["bytes, the manifest says 10"]),
         (lambda m: m["files"][0].update(bytes="10"), ["'bytes' has the wrong type"]),
         (lambda m: m["files"][0].update(sha256="0" * 64), ["sha256 differs"]),
         (lambda m: m["files"][0].update(name="../../x.arrow"), ["refusing file name"]),
@@ -363,6 +363,20 @@ def test_a_damaged_data_file_is_refused_naming_it(tmp_path: Path, damage: str) -
     elif damage == "bigger":
         target.write_bytes(data + b"\0" * 8)
     refused(tmp_path, path, name)
+
+
+def test_a_state_file_bigger_than_its_manifest_says_is_refused_before_it_is_read(
+    tmp_path: Path,
+) -> None:
+    resource = pytest.importorskip("resource")
+    path, manifest_path, manifest = manifest_of(tmp_path)
+    entry = manifest["files"][-1]
+    target = manifest_path.parent / entry["name"]
+    os.truncate(target, 2 << 30)  # sparse: 2 GiB on no disk
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    refused(tmp_path, path, entry["name"], f"the manifest says {entry['bytes']}")
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 256 << 10, f"reading grew the peak RSS by {grown_kib} KiB"
 
 
 def test_a_missing_manifest_is_one_line(tmp_path: Path) -> None:
