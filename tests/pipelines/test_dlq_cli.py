@@ -12,18 +12,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from dead_letter_data import CODEC, T0, colliding_pair, good_letter, telemetry
 from deltalake import write_deltalake
-from helpers import ROOT, SCHEMA_XML
+from helpers import ROOT
 
-from telepipe.dead_letters import DeadLetter, dead_letters_batch
-from telepipe.sbe import SbeCodec
+from telepipe.dead_letters import dead_letters_batch
 from telepipe.sinks.audit_log import AuditLog
 from telepipe.sources.capture import CaptureWriter
 from telepipe.sources.decoder import late_row_letters
 from telepipe.sources.frames import align
 
-T0 = 1_767_225_600_000_000_000
-CODEC = SbeCodec.from_xml(SCHEMA_XML)
 REASONS = {2: "truncated_group", 5: "wrong_schema_id", 8: "trailing_bytes"}
 
 
@@ -33,20 +31,6 @@ ENTRY = ["-m", "telepipe.cli"]
 def telepipe(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, *ENTRY, *args], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-
-
-def telemetry(seq: int, sensor0: int = 0) -> bytes:
-    n = 10
-    return CODEC.encode(
-        {
-            "sensor_id": np.arange(sensor0, sensor0 + n, dtype=np.int32),
-            "ts": np.full(n, T0 + seq * 1_000_000, np.int64),
-            "value": np.linspace(1.0, 50.0, n),
-            "quality": np.zeros(n, np.uint8),
-        },
-        source_id=1,
-        batch_seq=seq,
     )
 
 
@@ -66,17 +50,7 @@ def capture(directory: Path) -> None:
             )
 
 
-GOOD = DeadLetter("sink_row_error", "kudu: timed out", 1001, 99, 4096, T0, telemetry(1, 5000))
-
-
-def colliding_pair() -> list[DeadLetter]:
-    seen: dict[str, DeadLetter] = {}
-    for k in range(1, 100_000):
-        letter = DeadLetter("sink_row_error", "x", 1001, 98, k * 1024, T0 + 1, b"\0" * 8)
-        if letter.id[:4] in seen:
-            return [seen[letter.id[:4]], letter]
-        seen[letter.id[:4]] = letter
-    raise AssertionError("no collision")
+GOOD = good_letter(4096)
 
 
 @pytest.fixture(scope="module")
