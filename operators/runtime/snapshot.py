@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,7 +112,93 @@ def restore(logic: BatchLogic, snapshot: object, step: str) -> None:
         raise SnapshotError(
             f"{where}: the {operator} snapshot was taken with {taken}, the step has {mine}"
         )
-    logic.restore(snapshot.state)
+    fresh = logic.snapshot()
+    for name, value in snapshot.state.items():
+        if name in fresh and _kind(value) != _kind(fresh[name]):
+            raise SnapshotError(
+                f"{where}: the {operator} snapshot's {name!r} is {_kind(value)}, "
+                f"the step keeps {_kind(fresh[name])} there (a damaged or forged snapshot)"
+            )
+    watched = _Watched(snapshot.state)
+    try:
+        logic.restore(watched)
+    except Exception as error:  # a value of the wrong type or range, a value missing
+        reason = str(error).splitlines()[0] if str(error) else ""
+        raise SnapshotError(
+            f"{where}: the {operator} snapshot cannot be restored "
+            f"({type(error).__name__}{': ' + reason[:200] if reason else ''}); "
+            "a damaged or forged snapshot: start from an empty data_dir"
+        ) from None
+    unknown = sorted(  # an empty array not read: a column not kept (buffer_quality)
+        name
+        for name, value in snapshot.state.items()
+        if name not in watched.read and not (isinstance(value, np.ndarray) and value.size == 0)
+    )
+    if unknown:
+        raise SnapshotError(
+            f"{where}: the {operator} snapshot holds value(s) the step does not keep: "
+            + ", ".join(map(repr, unknown[:5]))
+            + " (a damaged or forged snapshot)"
+        )
+
+
+class _Watched(dict[str, StateValue]):
+    """A state that notes which values a restore looks at (all, once it iterates)."""
+
+    def __init__(self, state: State) -> None:
+        super().__init__(state)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> StateValue:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: object = None) -> object:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.read.add(key)
+        return super().__contains__(key)
+
+    def _all(self) -> None:
+        self.read.update(super().keys())
+
+    def __iter__(self) -> Iterator[str]:
+        self._all()
+        return super().__iter__()
+
+    def keys(self) -> KeysView[str]:  # type: ignore[override]
+        self._all()
+        return super().keys()
+
+    def items(self) -> ItemsView[str, StateValue]:  # type: ignore[override]
+        self._all()
+        return super().items()
+
+    def values(self) -> ValuesView[StateValue]:  # type: ignore[override]
+        self._all()
+        return super().values()
+
+    def copy(self) -> dict[str, StateValue]:
+        self._all()
+        return dict(super().items())
+
+
+def _kind(value: object) -> str:
+    """What a state value is, as a restore would need it."""
+    if isinstance(value, pa.RecordBatch):
+        return "rows"
+    if isinstance(value, np.ndarray):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, float | np.floating):
+        return "a float"
+    if isinstance(value, int | np.integer):
+        return "an integer"
+    return f"a {type(value).__name__}"
 
 
 def step_name(operator: str) -> str:

@@ -202,6 +202,32 @@ def test_options_or_format_that_differ_are_one_line_naming_file_step_and_differe
     restore(TumblingWindow(size_ms=100).build(), snap, "w")  # its own options: fine
 
 
+@pytest.mark.parametrize(
+    ("change", "needles"),
+    [
+        (lambda s: s.update(watermark={"str": "abc"}), ["'watermark' is a string"]),
+        (lambda s: s.update(watermark={"float": "inf"}), ["'watermark' is a float"]),
+        (lambda s: s.pop("watermark"), ["cannot be restored (KeyError"]),
+        (lambda s: s.update(surprise={"int": 1}), ["does not keep: 'surprise'"]),
+    ],
+)
+def test_a_state_value_of_the_wrong_type_is_one_line_naming_step_and_file(
+    tmp_path: Path, change, needles
+) -> None:
+    logic = TumblingWindow(size_ms=100).build()
+    path = write_checkpoint(tmp_path, "a", "t", 1, {"w": Snapshot.take(logic)})
+    manifest = json.loads((tmp_path / path).read_text())
+    change(manifest["steps"][0]["scalars"])
+    (tmp_path / path).write_text(json.dumps(manifest))
+    snap = read_checkpoint(tmp_path, path).steps["w"]
+    with pytest.raises(SnapshotError) as caught:
+        restore(TumblingWindow(size_ms=100).build(), snap, "w")
+    text = str(caught.value)
+    assert "\n" not in text and "step 'w'" in text and str(tmp_path / path) in text, text
+    for needle in needles:
+        assert needle in text, text
+
+
 # ------------------------------------------------------------------ refusals on read
 
 
