@@ -74,7 +74,9 @@ def read_recovery(data_dir: Path, tables: list[str], app_id: str) -> Recovery | 
                 f"data_dir={data_dir}: table {table} has no state for checkpoint {oldest}"
             )
         try:  # Arrow and JSON only, inside data_dir: nothing read can run code
-            state = read_checkpoint(data_dir, commit["telepipe.state"])
+            state = read_checkpoint(
+                data_dir, commit["telepipe.state"], checkpoint_id=oldest, owner=(app_id, table)
+            )
         except SnapshotError as error:
             raise ConfigError(
                 f"data_dir={data_dir}: table {table}'s state for checkpoint {oldest} "

@@ -267,19 +267,44 @@ def _key(value: object) -> object:
 
 
 def read_checkpoint(
-    root: str | Path, relative: str, key_groups: Collection[int] | None = None
+    root: str | Path,
+    relative: str,
+    key_groups: Collection[int] | None = None,
+    *,
+    checkpoint_id: int | None = None,
+    owner: tuple[str, str] | None = None,
 ) -> Checkpoint:
     """The checkpoint whose manifest is ``root/relative`` (as commit metadata names it),
-    checked; with ``key_groups``, each step's keyed rows of those groups only. Any
-    refusal is a one-line ``SnapshotError`` naming the file."""
+    checked; with ``key_groups``, each step's keyed rows of those groups only. With
+    ``checkpoint_id`` and ``owner`` (app id, table), the commit's: a manifest of another
+    checkpoint, or in another (app id, table)'s directory, is refused. Any refusal is a
+    one-line ``SnapshotError`` naming the file."""
     manifest_path = _inside(Path(root), relative)
+    parts = relative.split("/")
+    if owner is not None and parts[1] != owner_dir(*owner):
+        raise SnapshotError(
+            f"{manifest_path}: refusing the state of another table or app id "
+            f"(table {owner[1]!r} of app id {owner[0]!r} keeps its state in "
+            f"{STATE_DIR}/{owner_dir(*owner)}/)"
+        )
+    if checkpoint_id is not None and parts[2] != f"{checkpoint_id:012d}":
+        raise SnapshotError(
+            f"{manifest_path}: refusing the state of checkpoint {int(parts[2])} "
+            f"for checkpoint {checkpoint_id}"
+        )
     data = _read_regular(manifest_path, MAX_MANIFEST_BYTES, relative)
     try:
         manifest = json.loads(data, parse_constant=_no_constant)
     except (ValueError, RecursionError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise SnapshotError(f"{manifest_path}: not a telepipe manifest ({reason})") from None
-    return _Reader(manifest_path).checkpoint(manifest, key_groups)
+    checkpoint = _Reader(manifest_path).checkpoint(manifest, key_groups)
+    if checkpoint_id is not None and checkpoint.checkpoint_id != checkpoint_id:
+        raise SnapshotError(
+            f"{manifest_path}: the manifest is checkpoint {checkpoint.checkpoint_id}'s, "
+            f"its directory and commit say {checkpoint_id}"
+        )
+    return checkpoint
 
 
 def _no_constant(name: str) -> object:

@@ -70,3 +70,22 @@ def test_a_forged_commit_is_one_line_naming_the_table(tmp_path: Path, change, ne
     change(meta)
     commit(tmp_path, "t", 1, meta)
     refused(tmp_path, *needles)
+
+
+def test_a_commit_naming_another_checkpoints_or_tables_state_is_refused(tmp_path: Path) -> None:
+    commit(tmp_path, "t", 1, {**good(tmp_path, "t", 2), "telepipe.checkpoint_id": "1"})
+    refused(tmp_path, "table t", "checkpoint 2", "for checkpoint 1")
+    for table, app in (("u", APP), ("t", "other-app")):
+        data_dir = tmp_path / f"{table}-{app}"
+        commit(data_dir, "t", 1, {**good(data_dir, table, 1, app)})
+        refused(data_dir, "table t", "another table or app id")
+    # the manifest's own id differs from its directory's and the commit's
+    data_dir = tmp_path / "renamed"
+    meta = good(data_dir, "t", 1)
+    moved = good(data_dir, "t", 2)["telepipe.state"]
+    manifest = data_dir / moved
+    (data_dir / meta["telepipe.state"]).unlink()
+    (data_dir / meta["telepipe.state"]).parent.rmdir()
+    manifest.parent.rename((data_dir / meta["telepipe.state"]).parent)
+    commit(data_dir, "t", 1, meta)
+    refused(data_dir, "table t", "checkpoint 2's", "say 1")
