@@ -38,7 +38,7 @@ import pyarrow as pa
 from telepipe import __version__
 from telepipe.errors import SnapshotError
 from telepipe.markers import State, StateValue
-from telepipe.operators.runtime.snapshot import JsonValue, Snapshot, layout, select
+from telepipe.operators.runtime.snapshot import KEY, JsonValue, Snapshot, layout, select
 from telepipe.state.key_groups import DEFAULT_KEY_GROUPS, KEY_HASH, keeps
 
 STATE_DIR = "_telepipe_state"
@@ -495,7 +495,7 @@ class _Reader:
         for raw_batch in entry["batches"]:
             b = self.fields(raw_batch, _BATCH, "a batch", step)
             table = self.table(b["file"], step)
-            _check_types(table.schema, self, step)
+            _check_types(table, self, step)
             batch = table.combine_chunks().to_batches()
             state[self.new_name(b["name"], state, step)] = (
                 batch[0] if batch else pa.RecordBatch.from_pylist([], schema=table.schema)
@@ -601,14 +601,24 @@ class _Reader:
         return table
 
 
-def _check_types(schema: pa.Schema, reader: _Reader, step: str) -> None:
-    """Only plain Arrow types in a rows file (no extension type: nothing to resolve)."""
-
-    def plain(t: pa.DataType) -> bool:
-        if isinstance(t, pa.ExtensionType):
-            return False
-        return all(plain(t.field(i).type) for i in range(t.num_fields))
-
-    for f in schema:
-        if not plain(f.type):
-            raise reader.fail(f"column {f.name!r} has type {f.type}, not a plain Arrow type", step)
+def _check_types(table: pa.Table, reader: _Reader, step: str) -> None:
+    """Only flat plain Arrow types in a rows file, as telepipe writes them: no extension
+    type (nothing to resolve), no dictionary, no nested list, struct, map or union; a
+    key column ``sensor_id`` of int32 without nulls."""
+    for f in table.schema:
+        t = f.type
+        if (
+            isinstance(t, pa.BaseExtensionType)
+            or pa.types.is_dictionary(t)
+            or pa.types.is_nested(t)
+            or t.num_fields
+        ):
+            raise reader.fail(f"column {f.name!r} has type {t}, not a flat plain Arrow type", step)
+    if KEY in table.schema.names:
+        key = table.column(KEY)
+        if key.type != pa.int32() or key.null_count:
+            raise reader.fail(
+                f"key column {KEY!r} must be int32 without nulls, got {key.type} "
+                f"with {key.null_count} null(s)",
+                step,
+            )

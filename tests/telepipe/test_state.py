@@ -405,6 +405,32 @@ def test_a_state_file_bigger_than_its_manifest_says_is_refused_before_it_is_read
     assert grown_kib < 256 << 10, f"reading grew the peak RSS by {grown_kib} KiB"
 
 
+@pytest.mark.parametrize(
+    ("column", "needles"),
+    [
+        (("u", pa.array([b"0" * 16] * 3, pa.binary(16)).view(pa.uuid())), ["type extension"]),
+        (("j", pa.array(["{}"] * 3, pa.string()).view(pa.json_())), ["type extension"]),
+        (("d", pa.array(["a", "b", "a"]).dictionary_encode()), ["dictionary"]),
+        (("l", pa.array([[1], [], [2, 3]], pa.list_(pa.int64()))), ["list"]),
+        (("s", pa.array([{"x": 1}] * 3)), ["struct"]),
+        (("sensor_id", pa.array([5, 0, -7], pa.int64())), ["must be int32", "int64"]),
+        (("sensor_id", pa.array([5, None, -7], pa.int32())), ["1 null(s)"]),
+    ],
+)
+def test_a_rows_file_of_types_telepipe_does_not_write_is_refused(
+    tmp_path: Path, column, needles
+) -> None:
+    name, values = column
+    batch = rows_batch([5, 0, -7])
+    if name in batch.schema.names:
+        batch = batch.set_column(batch.schema.get_field_index(name), name, values)
+    else:
+        batch = batch.append_column(name, values)
+    snap = Snapshot("TumblingWindow", 1, {}, {"pending": batch})
+    path = write_checkpoint(tmp_path, "a", "t", 1, {"w": snap})
+    refused(tmp_path, path, str(tmp_path / path), "step 'w'", *needles)
+
+
 def test_a_missing_manifest_is_one_line(tmp_path: Path) -> None:
     path, manifest_path, _ = manifest_of(tmp_path)
     manifest_path.unlink()
