@@ -181,6 +181,27 @@ class DetectorLogic:
 
     # -- for subclasses
 
+    def _row_events(
+        self,
+        kernel: Callable[..., tuple[int, int]],
+        readings: tuple[np.ndarray, ...],
+        args: tuple[object, ...],
+        dtypes: Sequence[type],
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Run a detector kernel that flags rows: ``kernel(readings, pos, args, state,
+        out, n_out)`` with ``out`` = (row index, one column per ``dtypes``). Returns the
+        flagged rows in (ts, sensor) order (stable: ties keep event order) and the other
+        columns in that order."""
+        sid, ts = readings[0], readings[1]
+        n, state = len(ts), self.state
+        out = tuple(out_buffer(n, d) for d in (np.int64, *dtypes))
+        n_out = state.run(
+            lambda pos, n_out: kernel(readings, pos, args, state.arrays, out, n_out), sid
+        )
+        rows = out[0][:n_out]
+        by = np.lexsort((sid[rows], ts[rows]))
+        return rows[by], [column[:n_out][by] for column in out[1:]]
+
     def _advance(self, sid, ts, val, q, watermark: int) -> list[pa.RecordBatch]:
         """Process released rows (in (ts, arrival) order), then the new watermark."""
         raise NotImplementedError

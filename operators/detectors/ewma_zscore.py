@@ -14,7 +14,6 @@ from telepipe.operators.detectors.base import (
     check_int,
     check_number,
     event_batch,
-    out_buffer,
 )
 from telepipe.operators.runtime.stage import StageOperator
 from telepipe.schema import TS_NS
@@ -77,27 +76,17 @@ class EwmaZScoreLogic(DetectorLogic):
         n = len(ts)
         if n == 0:
             return []
-        out_row = out_buffer(n, np.int64)
-        out_mean, out_std, out_z = (out_buffer(n, np.float64) for _ in range(3))
-        out = (out_row, out_mean, out_std, out_z)
-        state = self.state
-        n_out = state.run(
-            lambda pos, n_out: _ewma_kernel(
-                (sid, ts, val), pos, self._args, state.arrays, out, n_out
-            ),
-            sid,
+        rows, (mean, std, z) = self._row_events(
+            _ewma_kernel, (sid, ts, val), self._args, (np.float64, np.float64, np.float64)
         )
-        rows = out_row[:n_out]
-        by = np.lexsort((sid[rows], ts[rows]))
-        rows = rows[by]
         return event_batch(
             EWMA_EVENTS,
             [
                 sid[rows],
                 ts[rows],
                 val[rows],
-                out_mean[:n_out][by],
-                out_std[:n_out][by],
-                out_z[:n_out][by],
+                mean,
+                std,
+                z,
             ],
         )

@@ -14,7 +14,6 @@ from telepipe.operators.detectors.base import (
     check_int,
     check_number,
     event_batch,
-    out_buffer,
 )
 from telepipe.operators.runtime._key_kernels import INT64_MAX
 from telepipe.operators.runtime.stage import StageOperator
@@ -78,22 +77,10 @@ class FlatlineLogic(DetectorLogic):
         n = len(ts)
         if n == 0:
             return []
-        out = out_row, out_start, out_count = (
-            out_buffer(n, np.int64),
-            out_buffer(n, np.int64),
-            out_buffer(n, np.int64),
+        rows, (start, count) = self._row_events(
+            _flatline_kernel, (sid, ts, val), self._args, (np.int64, np.int64)
         )
-        state = self.state
-        n_out = state.run(
-            lambda pos, n_out: _flatline_kernel(
-                (sid, ts, val), pos, self._args, state.arrays, out, n_out
-            ),
-            sid,
-        )
-        rows = out_row[:n_out]
-        by = np.lexsort((sid[rows], ts[rows]))
-        rows = rows[by]
         return event_batch(
             FLATLINE_EVENTS,
-            [sid[rows], out_start[:n_out][by], ts[rows], val[rows], out_count[:n_out][by]],
+            [sid[rows], start, ts[rows], val[rows], count],
         )

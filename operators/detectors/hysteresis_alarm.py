@@ -15,7 +15,6 @@ from telepipe.operators.detectors.base import (
     check_int,
     check_number,
     event_batch,
-    out_buffer,
 )
 from telepipe.operators.runtime.stage import StageOperator
 from telepipe.schema import TS_NS
@@ -91,17 +90,7 @@ class HysteresisAlarmLogic(DetectorLogic):
         n = len(ts)
         if n == 0:
             return []
-        out_row, out_state = out_buffer(n, np.int64), out_buffer(n, np.int8)
-        state, out = self.state, (out_row, out_state)
-        n_out = state.run(
-            lambda pos, n_out: _hysteresis_kernel(
-                (sid, ts, val), pos, self._args, state.arrays, out, n_out
-            ),
-            sid,
+        rows, (states,) = self._row_events(
+            _hysteresis_kernel, (sid, ts, val), self._args, (np.int8,)
         )
-        rows = out_row[:n_out]
-        by = np.lexsort((sid[rows], ts[rows]))  # stable: ties keep event order
-        rows = rows[by]
-        return event_batch(
-            HYSTERESIS_EVENTS, [sid[rows], ts[rows], out_state[:n_out][by], val[rows]]
-        )
+        return event_batch(HYSTERESIS_EVENTS, [sid[rows], ts[rows], states, val[rows]])

@@ -14,7 +14,6 @@ from telepipe.operators.detectors.base import (
     check_choice,
     check_number,
     event_batch,
-    out_buffer,
 )
 from telepipe.operators.runtime.stage import StageOperator
 from telepipe.schema import TS_NS
@@ -73,22 +72,10 @@ class RateOfChangeLogic(DetectorLogic):
         n = len(ts)
         if n == 0:
             return []
-        out = out_row, out_rate, out_prev = (
-            out_buffer(n, np.int64),
-            out_buffer(n, np.float64),
-            out_buffer(n, np.int64),
+        rows, (rate, prev) = self._row_events(
+            _rate_kernel, (sid, ts, val), self._args, (np.float64, np.int64)
         )
-        state = self.state
-        n_out = state.run(
-            lambda pos, n_out: _rate_kernel(
-                (sid, ts, val), pos, self._args, state.arrays, out, n_out
-            ),
-            sid,
-        )
-        rows = out_row[:n_out]
-        by = np.lexsort((sid[rows], ts[rows]))
-        rows = rows[by]
         return event_batch(
             RATE_EVENTS,
-            [sid[rows], ts[rows], out_prev[:n_out][by], out_rate[:n_out][by], val[rows]],
+            [sid[rows], ts[rows], prev, rate, val[rows]],
         )
