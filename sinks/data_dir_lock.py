@@ -9,10 +9,13 @@ re-entrant within a process (a ``dlq replay`` runs the pipeline under its own ho
 
 The lock alone is not enough: deleting the lock file lets a second process lock a
 new file beside the first. So each hold also takes a writer epoch: the counter in
-``<data_dir>/.telepipe.epoch``, incremented under its own ``flock``. The Delta sink
-records its epoch in every commit and refuses to commit once a newer epoch exists
-(``epoch_of``, ``current_epoch``): the newest writer wins, an older one stops in one
-line (fencing, as a ZooKeeper/Kafka epoch does).
+``<data_dir>/.telepipe.epoch``, incremented under its own ``flock``, written with a
+random token of this hold. The Delta sink records its epoch in every commit and
+refuses to commit once the file names another holder (``holder_of``,
+``current_holder``): the newest writer wins, an older one stops in one line (fencing,
+as a ZooKeeper/Kafka epoch does). Comparing the token, not the number, keeps this
+sound when the epoch file is deleted too (the counter then restarts at 1, below the
+running writer's): a writer that finds the file gone or naming another holder stops.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +33,8 @@ LOCK_NAME = ".telepipe.lock"
 EPOCH_NAME = ".telepipe.epoch"
 
 _held: dict[str, int] = {}  # resolved data dir -> holds in this process
-_epochs: dict[str, int] = {}  # resolved data dir -> the epoch this process holds it with
+# resolved data dir -> (epoch, token) this process holds it with
+_epochs: dict[str, tuple[int, str]] = {}
 
 
 class Busy(Exception):
@@ -72,41 +77,54 @@ def hold(data_dir: str | os.PathLike[str], what: str = "this command") -> Iterat
         except OSError as error:
             raise ConfigError(f"data_dir={root}: cannot open its lock ({error.strerror})") from None
         try:
-            epoch = _next_epoch(root)
+            holder = _next_epoch(root)
         except (OSError, ValueError) as error:
             raise ConfigError(
                 f"data_dir={root}: cannot take a writer epoch in {EPOCH_NAME} ({error})"
             ) from None
-        _held[key], _epochs[key] = 1, epoch
+        _held[key], _epochs[key] = 1, holder
         try:
             yield
         finally:
             del _held[key], _epochs[key]
 
 
-def epoch_of(data_dir: str | os.PathLike[str]) -> int | None:
-    """The writer epoch this process holds ``data_dir`` with (None: not held here)."""
+def holder_of(data_dir: str | os.PathLike[str]) -> tuple[int, str] | None:
+    """The writer epoch and token this process holds ``data_dir`` with (None: not held here)."""
     return _epochs.get(str(Path(data_dir).resolve()))
 
 
-def current_epoch(data_dir: str | os.PathLike[str]) -> int:
-    """The newest writer epoch taken in ``data_dir`` (0: none yet)."""
+def epoch_of(data_dir: str | os.PathLike[str]) -> int | None:
+    """The writer epoch this process holds ``data_dir`` with (None: not held here)."""
+    holder = holder_of(data_dir)
+    return None if holder is None else holder[0]
+
+
+def current_holder(data_dir: str | os.PathLike[str]) -> tuple[int, str] | None:
+    """The newest writer epoch taken in ``data_dir`` and its token (None: no epoch file)."""
     try:
         with open(Path(data_dir) / EPOCH_NAME, "rb") as f:
             fcntl.flock(f, fcntl.LOCK_SH)
-            return int(f.read().strip() or 0)
+            return _parse(f.read())
     except FileNotFoundError:
-        return 0
+        return None
 
 
-def _next_epoch(root: Path) -> int:
+def _parse(raw: bytes) -> tuple[int, str]:
+    """``epoch token`` (a file of 0.2.0.dev0 holds the epoch alone: token ``""``)."""
+    epoch, _, token = raw.decode("ascii").strip().partition(" ")
+    return int(epoch or 0), token.strip()
+
+
+def _next_epoch(root: Path) -> tuple[int, str]:
     with open(root / EPOCH_NAME, "a+b") as f:
         fcntl.flock(f, fcntl.LOCK_EX)  # brief: held by whoever increments it
         f.seek(0)
-        epoch = int(f.read().strip() or 0) + 1
+        epoch = _parse(f.read())[0] + 1
+        token = secrets.token_hex(8)
         f.seek(0)
         f.truncate()
-        f.write(f"{epoch}\n".encode())
+        f.write(f"{epoch} {token}\n".encode())
         f.flush()
         os.fsync(f.fileno())
-        return epoch
+        return epoch, token

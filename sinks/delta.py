@@ -153,7 +153,8 @@ class DeltaSink(QueuedSink):
         self.metadata = metadata or {}
         self._kill = fault_kill()
         # The writer epoch of this run's hold on data_dir (None: not held, no fencing).
-        self.epoch = data_dir_lock.epoch_of(self.root)
+        self.holder = data_dir_lock.holder_of(self.root)
+        self.epoch = None if self.holder is None else self.holder[0]
         self.tables = {}
         for name, schema in tables.items():
             path = self.root / name
@@ -241,19 +242,26 @@ class DeltaSink(QueuedSink):
         self._fence(state, barrier.checkpoint_id, committed=True)
 
     def _fence(self, state: TableState, checkpoint_id: int, committed: bool = False) -> None:
-        """Stop in one line once a newer writer epoch took data_dir (its lock file was
-        deleted and another run locked a new one): checked before each commit, and after
-        it (a commit under way when the newer run started is its last)."""
-        if self.epoch is None:
+        """Stop in one line once data_dir's epoch file names another writer (its lock
+        file was deleted and another run locked a new one) or is gone: checked before
+        each commit, and after it (a commit under way when the newer run started is
+        its last)."""
+        if self.holder is None:
             return
-        newest = data_dir_lock.current_epoch(self.root)
-        if newest > self.epoch:
-            what = "committed" if committed else "did not commit"
-            raise SinkError(
-                f"data_dir={self.root}: fenced: a newer writer (epoch {newest}) took it "
-                f"from this run (epoch {self.epoch}); this run {what} checkpoint "
-                f"{checkpoint_id} of table {state.path.name} and stops"
-            )
+        current = data_dir_lock.current_holder(self.root)
+        if current == self.holder:
+            return
+        what = "committed" if committed else "did not commit"
+        taken = (
+            f"its writer epoch file {data_dir_lock.EPOCH_NAME} was removed"
+            if current is None
+            else f"another writer (epoch {current[0]}) took it"
+        )
+        raise SinkError(
+            f"data_dir={self.root}: fenced: {taken} while this run (epoch {self.epoch}) "
+            f"held it; this run {what} checkpoint {checkpoint_id} of table "
+            f"{state.path.name} and stops"
+        )
 
     def _fault(self, when: str, state: TableState, checkpoint_id: int, ended: bool) -> None:
         """Fault injection for tests (``TELEPIPE_FAULT_KILL``): SIGKILL this process right

@@ -194,7 +194,7 @@ def test_a_writer_whose_lock_file_was_deleted_is_fenced_and_nothing_is_duplicate
     assert first.process.returncode == 1, err
     errors = [ln for ln in err.splitlines() if "error" in ln.lower()]
     assert len(errors) == 1 and "fenced" in errors[0], err
-    assert (data_dir / ".telepipe.epoch").read_text().strip() == "2"
+    assert (data_dir / ".telepipe.epoch").read_text().split()[0] == "2"
     assert_same(tables(reference), data_dir)
     epochs = {
         h.get("telepipe.epoch")
