@@ -63,6 +63,12 @@ class PulledSource(Protocol):
         """What of a recorded input could not be read, by kind (none: empty)."""
         ...
 
+    @property
+    def recovering(self) -> bool:
+        """Still re-cutting the checkpoints a crashed replay committed to some tables
+        only: a savepoint now would take one of their ids at other positions."""
+        ...
+
     def poll(self) -> list[Item]:
         """The flow items of one poll (possibly none); never blocks for long."""
         ...

@@ -178,6 +178,13 @@ class Runner:
         operator's open state, and a restart (replay or live) goes on from it.
         """
         flush = self.stop_reason in FINISHED or self.plan.drain
+        if not flush and parts.source.recovering:
+            # A replay stopped before it re-cut the checkpoints its crashed run committed
+            # to some tables only: no savepoint (its id would name one of those at other
+            # positions). What is not committed is discarded; a restart recovers again.
+            self.stats.stopped_with = "checkpoint"
+            parts.abort()
+            return
         self.stats.stopped_with = "drain" if flush else "savepoint"
         if flush:
             self._push(Watermark(MAX_WATERMARK), parts)

@@ -383,6 +383,10 @@ class DecodingSource:
     def damage(self) -> dict[str, int]:
         return {}
 
+    @property
+    def recovering(self) -> bool:
+        return not self.decoder.auto_checkpoints
+
     def stop(self) -> None:
         """Stop waiting for more input: nothing to do unless the source waits."""
 

@@ -45,7 +45,9 @@ class RunStats:
     resumed_from: int = 0  # the checkpoint the operators were restored from (0: none)
     exit_reason: str = ""
     # How the run ended: "savepoint" (a stop by signal: open state committed, nothing
-    # flushed; a restart goes on from it) or "drain" (every operator flushed).
+    # flushed; a restart goes on from it), "drain" (every operator flushed), or
+    # "checkpoint" (a replay stopped while recovering: nothing more committed; a
+    # restart resumes from the last checkpoint, losing nothing of a recorded input).
     stopped_with: str = ""
     final_checkpoint: int = 0
     # A live restart: wall time from the restored checkpoint's commit to the first new
@@ -150,6 +152,14 @@ def print_summary(stats: RunStats, console: Console | None = None) -> None:
             f"telepipe: stopped with a savepoint (checkpoint {stats.final_checkpoint}, "
             f"nothing flushed; {stats.lost:,} readings lost); a restart on this "
             "data_dir goes on from it",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if stats.stopped_with == "checkpoint":
+        console.print(
+            "telepipe: stopped while recovering, before every checkpoint of the crashed "
+            "run was taken again: no savepoint, nothing more committed; a restart "
+            "recovers again and loses nothing",
             highlight=False,
             soft_wrap=True,
         )
