@@ -47,6 +47,7 @@ class Runner:
         self.console = console or Console(stderr=False)
         self.stats = RunStats()
         self.stop_reason = ""
+        self._drain_requested = False  # SIGUSR1: telepipe stop --drain
         self._started = time.monotonic()
 
     def request_stop(self, reason: str) -> None:
@@ -142,11 +143,13 @@ class Runner:
 
     def _install_signals(self, source: PulledSource) -> None:
         def handler(signum: int, _frame: object) -> None:
+            if signum == signals.DRAIN and not self.stop_reason:
+                self._drain_requested = True
             self.request_stop(signal.Signals(signum).name)
             source.stop()  # a followed capture stops waiting for more
 
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
+        for signum in signals.STOPS:
+            signal.signal(signum, handler)
         early = signals.pending()  # a signal while the run started up
         if early is not None:
             handler(signal.Signals[early], None)
@@ -177,7 +180,7 @@ class Runner:
         window, no end-of-stream detector row; the final barrier carries every
         operator's open state, and a restart (replay or live) goes on from it.
         """
-        flush = self.stop_reason in FINISHED or self.plan.drain
+        flush = self.stop_reason in FINISHED or self.plan.drain or self._drain_requested
         if not flush and parts.source.recovering:
             # A replay stopped before it re-cut the checkpoints its crashed run committed
             # to some tables only: no savepoint (its id would name one of those at other

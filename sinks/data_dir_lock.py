@@ -26,6 +26,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from telepipe.errors import ConfigError
 
@@ -41,7 +42,7 @@ class Busy(Exception):
     """Another process holds the lock."""
 
 
-def flocked(path: Path, stack: contextlib.ExitStack) -> None:
+def flocked(path: Path, stack: contextlib.ExitStack) -> BinaryIO:
     """Take an exclusive ``flock`` on ``path`` (created if missing) until ``stack``
     closes; ``Busy`` if another process holds it, ``OSError`` if it cannot be opened."""
     lock = stack.enter_context(open(path, "ab"))  # noqa: SIM115 (closed by the stack)
@@ -49,6 +50,22 @@ def flocked(path: Path, stack: contextlib.ExitStack) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         raise Busy(str(path)) from None
+    return lock
+
+
+def holder_pid(data_dir: str | os.PathLike[str]) -> int | None:
+    """The process holding ``data_dir`` (None: nobody holds it). Its lock file names
+    the holder; the lock itself says whether anyone still holds it."""
+    try:
+        with open(Path(data_dir) / LOCK_NAME, "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                raw = f.read(32).strip()
+                return int(raw) if raw.isdigit() else 0
+            return None
+    except FileNotFoundError:
+        return None
 
 
 @contextlib.contextmanager
@@ -68,7 +85,10 @@ def hold(data_dir: str | os.PathLike[str], what: str = "this command") -> Iterat
         return
     with contextlib.ExitStack() as stack:
         try:
-            flocked(root / LOCK_NAME, stack)
+            lock = flocked(root / LOCK_NAME, stack)
+            os.ftruncate(lock.fileno(), 0)  # the holder's pid, for telepipe stop
+            lock.write(f"{os.getpid()}\n".encode())
+            lock.flush()
         except Busy:
             raise ConfigError(
                 f"data_dir={root}: another telepipe process is writing it; {what} waits for "

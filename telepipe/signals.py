@@ -1,4 +1,7 @@
-"""SIGINT/SIGTERM from the first line of ``main`` to the run's own handler.
+"""SIGINT/SIGTERM/SIGUSR1 from the first line of ``main`` to the run's own handler.
+
+SIGINT and SIGTERM stop a run with a savepoint; SIGUSR1 (``DRAIN``, what
+``telepipe stop --drain`` sends) stops it drained, as Flink's ``stop --drain``.
 
 ``main`` calls ``install_early`` before any heavy import: a signal then ends a
 command cleanly (exit 0, one line) instead of by the default action (-15) or a
@@ -23,6 +26,8 @@ import signal
 from collections.abc import Iterator
 
 _pending: list[str] = []
+DRAIN = signal.SIGUSR1
+STOPS = (signal.SIGINT, signal.SIGTERM, DRAIN)  # each ends a command cleanly
 
 
 class StoppedEarly(BaseException):
@@ -44,7 +49,7 @@ def _keep(signum: int, _frame: object) -> None:
 
 
 def install_early() -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOPS:
         signal.signal(signum, _raise)
     if os.environ.get("TELEPIPE_PARENT_PID") and hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -67,12 +72,12 @@ def children_spared() -> Iterator[None]:
 
 
 def ignore_from_now() -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOPS:
         signal.signal(signum, signal.SIG_IGN)
 
 
 def defer() -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOPS:
         signal.signal(signum, _keep)
 
 

@@ -9,6 +9,7 @@
     telepipe validate pipeline=demo
     telepipe bench pipeline=press_line bench.readings=4000000
     telepipe dlq list --data-dir data/demo   (inspect, replay, purge, verify, resume)
+    telepipe stop --data-dir data/demo [--drain]
 
 Arguments after most commands are Hydra overrides (``key=value``,
 ``group=option``). Errors a user can cause print one line and exit 2; a run
@@ -190,9 +191,10 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--dir", default=None, help="Aeron directory (default: a new one in /dev/shm)"
             )
-    from telepipe.cli import dlq
+    from telepipe.cli import dlq, stop
 
     dlq.add_parser(sub)
+    stop.add_parser(sub)
     return parser
 
 
@@ -263,6 +265,10 @@ def _main(argv: list[str] | None) -> int:
         from telepipe.cli import dlq
 
         handler = dlq.main
+    elif args.command == "stop":
+        from telepipe.cli import stop
+
+        handler = stop.main
     else:
         handler = COMMANDS[args.command][0]
     try:
