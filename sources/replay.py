@@ -257,11 +257,22 @@ class ReplaySource(DecodingSource):
 
     def _selected(self) -> Iterator[Message]:
         o = self.options
-        for message in self.assembler.assemble(self.input.frames()):
+        for message in self.assembler.assemble(self.input.frames(), ends=True):
             if o.stream_id is not None and message.stream_id != o.stream_id:
                 continue
-            done = self._skip_through.get((message.stream_id, message.session_id))
-            if done is not None and message.position <= done:
+            if message.end_of_stream:  # a session's end, in its place (the decoder: once)
+                if o.stop is None or _value(message, o.stop[0]) <= o.stop[1]:
+                    yield message
+                continue
+            key = (message.stream_id, message.session_id)
+            done = self._skip_through.get(key)
+            if done is not None:
+                # Resuming: this session's messages up to and including the one the
+                # checkpoint ended at, found again by its position. Not every position
+                # <= it: a frame that came early (a pcap's reordering) is delivered
+                # ahead of those before it, so a session's positions need not grow.
+                if message.position == done:
+                    del self._skip_through[key]
                 continue
             # from=P: messages that start at or after stream position P (a message's
             # position is where it ends); from=T: received at or after T. to: the mirror.
@@ -293,6 +304,11 @@ class ReplaySource(DecodingSource):
             if self.options.speed is not None and not self._due(message):
                 self._pending = message
                 break
+            if message.end_of_stream:
+                self._messages.end(
+                    message.stream_id, message.session_id, message.position, message.stamp_ns
+                )
+                continue
             self._messages.add(
                 message.payload,
                 message.stream_id,
@@ -348,8 +364,10 @@ class ReplaySource(DecodingSource):
             self._queue.put(None)
 
     def _barrier_due(self) -> bool:
+        """The next re-cut barrier is due: every session it recorded is at the message
+        it recorded, by position (reached again, not passed: positions need not grow)."""
         _, positions = self._inject[0]
-        return all(self._consumed.get(key, -1) >= p for key, p in positions.items())
+        return all(self._consumed.get(key, -1) == p for key, p in positions.items())
 
     def _due(self, message: Message) -> bool:
         """Whether ``message`` is due at ``speed`` x real time (naps briefly if not)."""

@@ -8,87 +8,24 @@ restart often resumes where one session has nothing left.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import polars as pl
 import pytest
 from deltalake import DeltaTable
 from helpers import ROOT, Watched
-
-START = 1_767_225_600_000_000_000
-PER_RUN = 20_000
-# Small polls and a checkpoint every 3 of them: ~7 checkpoints, none by the clock.
-REPLAY = [
-    "replay.batch_messages=2",
-    "source.checkpoint_every_readings=6000",
-    "source.checkpoint_every_ms=100000000",
-]
-PIPELINES = ("demo", "press_line")
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "telepipe.cli", *args], cwd=ROOT, capture_output=True,
-        text=True, timeout=300, env=env,
-    )  # fmt: skip
-
-
-def two_session_capture(base: Path) -> Path:
-    capture = base / "capture"
-    for run in (1, 2):
-        done = cli(
-            "run", f"limit.readings={PER_RUN}", f"data_dir={base / f'live{run}'}",
-            f"capture_dir={capture}", f"simulator.options.start_ns={START + run * 300_000_000}",
-            "simulator.options.rate=100000", "simulator.options.late_fraction=0.002",
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-    return capture
-
-
-def replay(
-    pipeline: str, capture: Path, data_dir: Path, kill: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "TELEPIPE_FAULT_KILL"}
-    if kill is not None:
-        env["TELEPIPE_FAULT_KILL"] = kill
-    return cli(
-        "replay", f"pipeline={pipeline}", f"input={capture}", f"data_dir={data_dir}", *REPLAY,
-        env=env,
-    )  # fmt: skip
-
-
-def tables(data_dir: Path) -> dict[str, pl.DataFrame]:
-    """Every Delta table under ``data_dir``, its rows in one order (all plain columns)."""
-    out = {}
-    for path in sorted(
-        p for p in data_dir.iterdir() if p.is_dir() and DeltaTable.is_deltatable(str(p))
-    ):
-        frame = pl.read_delta(str(path))
-        keys = [c for c, t in frame.schema.items() if not t.is_nested()]
-        out[path.name] = frame.sort(keys)
-    return out
-
-
-def checkpoints(data_dir: Path, table: str) -> list[int]:
-    history = DeltaTable(str(data_dir / table)).history()
-    return sorted(
-        int(h["telepipe.checkpoint_id"]) for h in history if "telepipe.checkpoint_id" in h
-    )
-
-
-def assert_same(reference: dict[str, pl.DataFrame], data_dir: Path) -> None:
-    got = tables(data_dir)
-    assert sorted(got) == sorted(reference)
-    differ = {
-        name: (frame.height, got[name].height)
-        for name, frame in reference.items()
-        if not frame.equals(got[name])
-    }
-    assert not differ, f"tables differ (reference rows, rows): {differ}"
+from replay_faults_common import (
+    EVERY,
+    PIPELINES,
+    REPLAY,
+    assert_same,
+    checkpoints,
+    cli,
+    replay,
+    tables,
+    two_session_capture,
+)
 
 
 @pytest.fixture(scope="module")
@@ -132,22 +69,6 @@ def test_a_kill_at_a_commit_boundary_then_a_restart_equals_an_uninterrupted_repl
     recorded: dict[str, object], tmp_path: Path, pipeline: str, kill: str
 ) -> None:
     kill_and_recover(recorded, pipeline, kill, tmp_path)
-
-
-TABLES = {
-    "demo": ["readings", "windows", "alarms", "late_readings", "dead_letters"],
-    "press_line": [
-        "readings", "stats_10s", "alarm_states", "stuck", "silent", "anomalies",
-        "late_readings", "dead_letters",
-    ],
-}  # fmt: skip
-EVERY = [
-    (pipeline, f"{when}:{table}:{k}")
-    for pipeline, names in TABLES.items()
-    for table in names
-    for k in [*range(1, 9), "end"]
-    for when in ("before", "after")
-]
 
 
 @pytest.mark.slow

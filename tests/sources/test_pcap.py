@@ -21,6 +21,7 @@ import dpkt
 import numpy as np
 import pytest
 from helpers import SCHEMA_XML, free_udp_port
+from pcap_builder import UDP_AT, aeron_type, read_packets, write_pcap
 
 from telepipe.aeron import AeronConnection
 from telepipe.errors import SourceError
@@ -30,7 +31,6 @@ from telepipe.sources.pcap import PcapReader
 
 TERM = 512 * 1024
 STREAM = 4242
-UDP_AT = 14 + 20 + 8  # Ethernet + IPv4 + UDP on loopback
 
 # -- capturing real traffic -------------------------------------------------------------
 
@@ -110,34 +110,6 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]
 
 
 # -- rewriting captures (test side: struct and dpkt only) -------------------------------
-
-
-def read_packets(path: Path) -> tuple[int, list[tuple[int, bytes]]]:
-    """(linktype, [(ts_ns, bytes)]) of a nanosecond little-endian pcap."""
-    data = path.read_bytes()
-    assert data[:4] == b"\x4d\x3c\xb2\xa1"
-    linktype = struct.unpack_from("<I", data, 20)[0]
-    out, off = [], 24
-    while off < len(data):
-        sec, nsec, caplen, _ = struct.unpack_from("<IIII", data, off)
-        out.append((sec * 10**9 + nsec, data[off + 16 : off + 16 + caplen]))
-        off += 16 + caplen
-    return linktype, out
-
-
-def write_pcap(path: Path, packets: list[tuple[int, bytes]], linktype: int = 1) -> list[int]:
-    """Nanosecond pcap; returns the byte offset of each record."""
-    out = bytearray(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, linktype))
-    offsets = []
-    for ts, buf in packets:
-        offsets.append(len(out))
-        out += struct.pack("<IIII", ts // 10**9, ts % 10**9, len(buf), len(buf)) + buf
-    path.write_bytes(bytes(out))
-    return offsets
-
-
-def aeron_type(buf: bytes) -> int:
-    return struct.unpack_from("<h", buf, UDP_AT + 6)[0] if len(buf) >= UDP_AT + 8 else -1
 
 
 def replay(reader: PcapReader) -> tuple[list[bytes], FrameAssembler]:
