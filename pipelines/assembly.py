@@ -9,6 +9,7 @@ nothing here knows a table by name but the two every pipeline has.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -167,8 +168,14 @@ class Plan:
 
 
 def plan(cfg: DictConfig, overrides: list[str], input_path: str | None = None) -> Plan:
-    """The run's plan; a one-line ConfigError for anything wrong in the config, or for
-    a data dir that holds another input's checkpoints."""
+    """The run's plan: ``configure``, then ``recovered`` (call that one holding the
+    data dir, so no other writer moves its checkpoints meanwhile)."""
+    return recovered(configure(cfg, overrides, input_path))
+
+
+def configure(cfg: DictConfig, overrides: list[str], input_path: str | None = None) -> Plan:
+    """The plan from the config alone, nothing read or made on disk: a one-line
+    ConfigError for anything wrong in it, before a data dir or its lock exists."""
     source_options = build(cfg.source, "source")
     source = Opens(source_kind(source_options), source_options)
     sink_options = build(cfg.sink, "sink")
@@ -182,20 +189,53 @@ def plan(cfg: DictConfig, overrides: list[str], input_path: str | None = None) -
     replay = None if live else ReplayOptions.from_config(cfg.replay)
     tables = {o.table: o.schema(codec.arrow_schema) for o in outputs}
     tables |= {"late_readings": codec.arrow_schema, "dead_letters": DEAD_LETTERS}
-    data_dir = Path(str(cfg.data_dir)).resolve()
-    recover = sink.kind.recover
-    recovery = recover(sink.options, data_dir, list(tables)) if recover is not None else None
-    origin = "live" if input_path is None else str(Path(input_path).resolve())
-    if recovery is not None and recovery.input not in (None, origin):
-        raise ConfigError(
-            f"data_dir={data_dir} holds checkpoints of input {recovery.input}; "
-            "use another data_dir for this input"
-        )
     drain, fresh = bool(option(cfg, "drain")), bool(option(cfg, "fresh"))
     if fresh and not live:
         raise ConfigError(
             "fresh=true is for a live `telepipe run`: a replay resumes its checkpoints "
             "exactly (use another data_dir to replay from the start)"
+        )
+    publish = {
+        table: Opens(sink_kind(options, f"pipeline.publish.{table}"), options)
+        for table, options in publishers_from_config(
+            cfg.pipeline, [o.table for o in outputs]
+        ).items()
+    }
+    capture_dir = option(cfg, "capture_dir")
+    return Plan(
+        cfg=cfg,
+        overrides=tuple(overrides),
+        input_path=input_path,
+        data_dir=Path(str(cfg.data_dir)).resolve(),
+        codec=codec,
+        source=source,
+        sink=sink,
+        publish=publish,
+        outputs=outputs,
+        tables=tables,
+        recovery=None,
+        aeron=build(cfg.aeron, "aeron"),
+        replay=replay,
+        simulate=simulate,
+        capture_dir=str(capture_dir) if capture_dir else None,
+        limit=option(cfg, "limit.readings"),
+        idle_limit_s=float(option(cfg, "limit.idle_s") or 5.0),
+        drain=drain,
+        fresh=fresh,
+    )
+
+
+def recovered(plan: Plan) -> Plan:
+    """``plan`` with what its data dir's tables hold: where to resume, what to restore;
+    a one-line ConfigError for a data dir of another input or another pipeline."""
+    live, outputs, data_dir = plan.live, plan.outputs, plan.data_dir
+    tables, sink = plan.tables, plan.sink
+    recover = sink.kind.recover
+    recovery = recover(sink.options, data_dir, list(tables)) if recover is not None else None
+    if recovery is not None and recovery.input not in (None, plan.origin):
+        raise ConfigError(
+            f"data_dir={data_dir} holds checkpoints of input {recovery.input}; "
+            "use another data_dir for this input"
         )
     live_states, live_decoder = None, None
     if live and recovery is not None and recover is not None and recovery.oldest < recovery.latest:
@@ -204,7 +244,7 @@ def plan(cfg: DictConfig, overrides: list[str], input_path: str | None = None) -
     if state is None and recovery is not None and recovery.resume is not None:
         state = recovery.resume.decoder_state
     drained = isinstance(state, dict) and bool(state.get(DRAINED))
-    if live and recovery is not None and not fresh and not drained:
+    if live and recovery is not None and not plan.fresh and not drained:
         _check_restorable(outputs, live_states or recovery.chain_states, recovery, data_dir)
     elif not live and recovery is not None and recovery.oldest > 0:
         # A replay resumes exactly or not at all: a changed step would have restored
@@ -213,32 +253,9 @@ def plan(cfg: DictConfig, overrides: list[str], input_path: str | None = None) -
             outputs, recovery.chain_states, recovery, data_dir,
             remedy="replay into another data_dir to start over with this pipeline",
         )  # fmt: skip
-    publish = {
-        table: Opens(sink_kind(options, f"pipeline.publish.{table}"), options)
-        for table, options in publishers_from_config(
-            cfg.pipeline, [o.table for o in outputs]
-        ).items()
-    }
-    return Plan(
-        cfg=cfg,
-        overrides=tuple(overrides),
-        input_path=input_path,
-        data_dir=data_dir,
-        codec=codec,
-        source=source,
-        sink=sink,
-        publish=publish,
-        outputs=outputs,
-        tables=tables,
+    return dataclasses.replace(
+        plan,
         recovery=recovery,
-        aeron=build(cfg.aeron, "aeron"),
-        replay=replay,
-        simulate=simulate,
-        capture_dir=option(cfg, "capture_dir") or None,
-        limit=option(cfg, "limit.readings"),
-        idle_limit_s=float(option(cfg, "limit.idle_s") or 5.0),
-        drain=drain,
-        fresh=fresh,
         last_commit_ns=_last_commit_ns(data_dir, list(tables)) if recovery is not None else None,
         live_states=live_states,
         live_decoder=live_decoder,

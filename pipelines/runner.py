@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,7 +26,15 @@ from telepipe.aeron import idle_strategy
 from telepipe.config import option
 from telepipe.errors import SourceError
 from telepipe.markers import MAX_WATERMARK, CheckpointBarrier, Item, Watermark
-from telepipe.pipelines.assembly import DRAINED, SAVEPOINT, Assembly, Plan, opened, plan
+from telepipe.pipelines.assembly import (
+    DRAINED,
+    SAVEPOINT,
+    Assembly,
+    Plan,
+    configure,
+    opened,
+    recovered,
+)
 from telepipe.pipelines.display import Display
 from telepipe.pipelines.protocols import PulledSource
 from telepipe.sinks import data_dir_lock
@@ -258,8 +265,8 @@ class Runner:
 def run(cfg: DictConfig, overrides: list[str], input_path: str | None = None) -> int:
     """Run a pipeline (``input_path``: over a recorded input), holding its data dir."""
     console = Console(stderr=False)
-    data_dir = Path(str(cfg.data_dir)).resolve()
-    with data_dir_lock.hold(data_dir, "a second run or replay"):
-        stats = Runner(plan(cfg, overrides, input_path), console).run()
+    configured = configure(cfg, overrides, input_path)  # nothing made on disk before it
+    with data_dir_lock.hold(configured.data_dir, "a second run or replay"):
+        stats = Runner(recovered(configured), console).run()
     print_summary(stats, console)
     return 0

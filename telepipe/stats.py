@@ -11,6 +11,8 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from telepipe.errors import TelepipeError
+
 RSS_SAMPLES_MAX = 512
 
 
@@ -82,8 +84,16 @@ class RunStats:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     def save(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(self.to_json() + "\n")
+        """Write the stats as JSON; a one-line ``TelepipeError`` naming ``stats_file`` if
+        the file cannot be written (its directory checked at start; the disk may not)."""
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(self.to_json() + "\n")
+        except OSError as error:
+            raise TelepipeError(
+                f"stats_file={path}: cannot be written ({error.strerror or error}); "
+                "the run itself ended and committed"
+            ) from None
 
 
 def live_table(stats: RunStats, started: float) -> Table:

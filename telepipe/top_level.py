@@ -9,6 +9,7 @@ after a whole run).
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +32,37 @@ def check_top_level(cfg: DictConfig) -> None:
         raise ConfigError(f"metrics.port must be a TCP port 1-65535 (or null), got {port!r}")
     for key in ("stats_file", "bench.out"):
         path = _get(cfg, key)
-        if path is not None and Path(str(path)).is_dir():
-            raise ConfigError(f"{key}={path} is a directory, not a file to write")
+        if path is not None:
+            _writable_file(str(path), key)
     if OmegaConf.select(cfg, "data_dir", default="unset") is None:
         raise ConfigError("data_dir must be a directory path, got null")
     data_dir = _get(cfg, "data_dir")
+    for key in ("data_dir", "capture_dir"):  # '' is the current directory: never meant
+        value = _get(cfg, key)
+        if value is not None and not str(value).strip():
+            raise ConfigError(f"{key} must be a directory path, got {value!r}")
     if data_dir is not None and Path(str(data_dir)).exists() and not Path(str(data_dir)).is_dir():
         raise ConfigError(f"data_dir={data_dir} exists and is not a directory")
     for key in ("replay.follow", "drain", "fresh"):
         flag = _get(cfg, key)
         if flag is not None and not isinstance(flag, bool):
             raise ConfigError(f"{key} must be true or false, got {flag!r}")
+
+
+def _writable_file(raw: str, key: str) -> None:
+    """A file the run writes at its end: refused now if it cannot be (too late then)."""
+    path = Path(raw)
+    if not raw.strip():
+        raise ConfigError(f"{key} must be a file path, got {raw!r}")
+    if path.is_dir():
+        raise ConfigError(f"{key}={raw} is a directory, not a file to write")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={raw}: cannot be written ({parent} is not a writable directory)")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{key}={raw}: cannot be written (permission denied)")
 
 
 def _get(cfg: DictConfig, key: str) -> Any:

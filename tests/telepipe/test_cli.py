@@ -51,6 +51,10 @@ BAD = [
     (["run", "source.stream_id=99999999999"], "source.stream_id must be an int32"),
     (["run", "ui=sometimes"], "ui must be one of auto, always, never"),
     (["run", "stats_file=/tmp"], "stats_file=/tmp is a directory"),
+    (["run", "stats_file=/etc/hostname/s.json"], "stats_file=/etc/hostname/s.json: cannot"),
+    (["run", "stats_file="], "stats_file must be a file path, got ''"),
+    (["run", "data_dir="], "data_dir must be a directory path, got ''"),
+    (["run", "capture_dir= "], "capture_dir must be a directory path, got ''"),
     (["run", "data_dir=/etc/hostname"], "data_dir=/etc/hostname exists and is not a directory"),
     (["run", "data_dir=null"], "data_dir must be a directory path, got null"),
     (["bench", "bench.out=/tmp"], "bench.out=/tmp is a directory"),
@@ -78,9 +82,14 @@ BAD = [
 
 
 @pytest.mark.parametrize(("args", "expected"), BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_input_is_one_line_and_exit_2(telepipe_cli, args, expected) -> None:
-    done = telepipe_cli(*args, "aeron.driver_timeout_s=0.5", timeout=60)
+def test_bad_input_is_one_line_and_exit_2(telepipe_cli, args, expected, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    given = any(a.startswith("data_dir=") for a in args) or args[0] not in ("run", "replay")
+    extra = [] if given else [f"data_dir={data_dir}"]
+    done = telepipe_cli(*args, *extra, "aeron.driver_timeout_s=0.5", timeout=60)
     assert done.returncode == 2, done.stderr
+    # Refused from the config alone: no data dir, no lock made (Aeron is tried later).
+    assert not data_dir.exists() or "aeron.dir=" in args[1], sorted(data_dir.iterdir())
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert "Traceback" not in done.stderr

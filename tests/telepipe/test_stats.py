@@ -5,6 +5,9 @@ from __future__ import annotations
 import itertools
 import json
 
+import pytest
+
+from telepipe.errors import TelepipeError
 from telepipe.stats import RSS_SAMPLES_MAX, RunStats, live_table, print_summary
 
 
@@ -54,3 +57,8 @@ def test_the_summary_counts_whatever_outputs_the_pipeline_declares() -> None:
     assert "readings/s), 0 late" in raw_only
     table = live_table(RunStats(output_rows_by_table={"spikes": 3, "stuck": 0}), 0.0)
     assert table.row_count == 12
+
+
+def test_a_stats_file_that_cannot_be_written_is_one_line() -> None:
+    with pytest.raises(TelepipeError, match=r"^stats_file=/etc/hostname/s.json: cannot be written"):
+        RunStats().save("/etc/hostname/s.json")
