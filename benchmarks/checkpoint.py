@@ -11,8 +11,12 @@ detector state per key) and each key count, the operator is fed one reading per 
   manifest, fsync, rename) into a temporary data_dir: ms and bytes on disk;
 - restore = ``read_checkpoint`` (sizes, sha256, Arrow) + ``snapshot.restore`` into a
   fresh logic: ms and keys/s, and the read alone; also restore of half the key groups
-  (a worker of two). The operators' restore is dominated by ``KeyIndex.slots`` taking
-  the ids in the snapshot's (first-seen) order.
+  (a worker of two). The restore sizes the operator's ``KeyIndex`` once
+  (``KeyIndex.reserve``) and adds the snapshot's ids in one pass.
+
+One round before the ``--repeat`` timed ones is not counted: it loads the numba kernels
+of the restore path (from numba's cache, or compiled on a first run), a once-per-process
+cost, not the restore's.
 
 Prints one line per (operator, keys) and, last, JSON with the medians.
 """
@@ -75,13 +79,13 @@ def measure(name: str, keys: int, repeat: int) -> dict[str, float]:
     logic = loaded(name, keys)
     taken, written, read, restored, half = [], [], [], [], []
     size = 0
-    for k in range(repeat):
+    for k in range(-1, repeat):  # round -1: warm-up, not counted
         with tempfile.TemporaryDirectory(prefix="telepipe-ckpt-") as tmp:
             root = Path(tmp)
             t0 = time.perf_counter()
             snapshot = Snapshot.take(logic)
             t1 = time.perf_counter()
-            path = write_checkpoint(root, "bench", "t", k + 1, {"decoder": {}, "step": snapshot})
+            path = write_checkpoint(root, "bench", "t", k + 2, {"decoder": {}, "step": snapshot})
             t2 = time.perf_counter()
             size = disk_bytes(root, path)
             fresh = OPERATORS[name].build()
@@ -95,6 +99,8 @@ def measure(name: str, keys: int, repeat: int) -> dict[str, float]:
                 worker, read_checkpoint(root, path, key_group_range(0, 2)).steps["step"], "step"
             )
             t6 = time.perf_counter()
+        if k < 0:
+            continue
         taken.append(t1 - t0)
         written.append(t2 - t1)
         read.append(t4 - t3)

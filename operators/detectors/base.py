@@ -105,10 +105,13 @@ class KeyedState:
 
     def restore(self, state: State) -> None:
         self._clear(self.ints.shape[1], self.floats.shape[1])
-        slots = self.add(as_array(state["sensor_id"], np.int32))
+        sid = as_array(state["sensor_id"], np.int32)
+        self.keys.reserve(sid)  # one key per row: sized once, not grown per key
+        slots = self.add(sid)
         self.present[slots] = 1
-        self.ints[slots] = as_array(state["ints"], np.int64).reshape(self.ints[slots].shape)
-        self.floats[slots] = as_array(state["floats"], np.float64).reshape(self.floats[slots].shape)
+        n_ints, n_floats = self.ints.shape[1], self.floats.shape[1]
+        self.ints[slots] = as_array(state["ints"], np.int64).reshape(len(slots), n_ints)
+        self.floats[slots] = as_array(state["floats"], np.float64).reshape(len(slots), n_floats)
 
 
 # ------------------------------------------------------------------ logic

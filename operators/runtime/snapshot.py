@@ -356,19 +356,22 @@ def select(state: State, keep: Callable[[np.ndarray], np.ndarray], step: str = "
         else:
             ids = np.asarray(key)
         mask = np.asarray(keep(ids), bool)
+        # The kept rows as indices, taken from every column: a take is 2-3x faster
+        # than the same boolean mask applied again to each (key groups are spread).
+        rows = np.flatnonzero(mask)
         if isinstance(key, pa.RecordBatch):
             out[table.key] = key.filter(pa.array(mask))
         else:
-            out[table.key] = ids[mask]
+            out[table.key] = ids[rows]
         for name in table.columns:
             column = np.asarray(state[name])
-            out[name] = column[mask] if len(column) == table.rows else column
+            out[name] = column[rows] if len(column) == table.rows else column
         for offsets_name, names in table.children:
             offsets = np.asarray(state[offsets_name])
             lengths = np.diff(offsets)
-            owned = np.repeat(mask, lengths)
-            new = np.zeros(int(mask.sum()) + 1, offsets.dtype)
-            np.cumsum(lengths[mask], out=new[1:])
+            owned = np.flatnonzero(np.repeat(mask, lengths))
+            new = np.zeros(len(rows) + 1, offsets.dtype)
+            np.cumsum(lengths[rows], out=new[1:])
             out[offsets_name] = new
             for name in names:
                 out[name] = np.asarray(state[name])[owned]

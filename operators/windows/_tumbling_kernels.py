@@ -193,3 +193,19 @@ def _window_emit_kernel(table, keys, fire_below, n_fire, size_ns):
         o_min[j] = floats[h, 1]
         o_max[j] = floats[h, 2]
     return o_sid, o_start, o_end, o_cnt, o_mean, o_min, o_max
+
+
+@_jit
+def _newest_kernel(slots, win, n_slots):
+    """Per entry of a restore: is it the newest window of its slot (the greatest
+    ``win``; of equal ones the last)? ``slots`` covers every slot ``0..n_slots-1``."""
+    best = np.full(n_slots, -1, np.int64)
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        b = best[s]
+        if b < 0 or win[i] >= win[b]:
+            best[s] = i
+    newest = np.zeros(slots.shape[0], np.bool_)
+    for s in range(n_slots):
+        newest[best[s]] = True
+    return newest

@@ -22,6 +22,7 @@ from telepipe.operators.runtime.readings import readings_arrays
 from telepipe.operators.runtime.snapshot import as_array, as_int
 from telepipe.operators.runtime.stage import StageOperator
 from telepipe.operators.windows._tumbling_kernels import (
+    _newest_kernel,
     _window_count_fired_kernel,
     _window_emit_kernel,
     _window_table_kernel,
@@ -216,21 +217,21 @@ class TumblingWindowLogic:
         )
         cnt, sid, win = entries[:3]
         # Each sensor's newest window goes back to the dense arrays, as it was:
-        # the sums then go on in the same order as without the restart.
-        order = np.lexsort((win, sid))
-        newest = np.zeros(len(sid), bool)
-        if len(sid):
-            s = sid[order]
-            newest[order[np.r_[s[1:] != s[:-1], True]]] = True
-        newest &= cnt != 0
+        # the sums then go on in the same order as without the restart. Slots in
+        # order of first appearance in the snapshot; the newest by one pass over
+        # them (no sort: a lexsort of (sensor, window) was 90 ms of 1M entries).
         self._keys = KeyIndex()
-        slots = self._keys.slots(sid[newest])
+        self._keys.reserve(sid)  # about one entry per sensor: sized once
+        all_slots = self._keys.slots(sid)
+        newest = _newest_kernel(all_slots, win, self._keys.n)
+        newest &= cnt != 0
+        slots = all_slots[newest]
         self._cur = _empty_current(self._keys.n)
         for dst, src in zip(self._cur, (win, *entries[:1], *entries[3:]), strict=True):
             dst[slots] = src[newest]
         rest = ~newest
         self._table, self._n_used = slot_table(
-            self._keys.slots(sid[rest]),
+            all_slots[rest],
             win[rest],
             cnt[rest].reshape(-1, 1),
             np.stack([entries[3][rest], entries[4][rest], entries[5][rest]], axis=1),

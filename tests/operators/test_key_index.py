@@ -53,3 +53,44 @@ def test_many_sparse_ids() -> None:
     assert index.n == len(first)
     np.testing.assert_array_equal(index.keys[slots], np.concatenate([ids, ids[::-1]]))
     assert index.dense.nbytes <= 4 << 20  # sparse ids do not blow up the dense part
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(IDS, max_size=300), min_size=1, max_size=6),
+    st.lists(st.booleans(), min_size=6, max_size=6),
+)
+def test_reserve_changes_no_slot(batches: list[list[int]], reserve: list[bool]) -> None:
+    """``reserve`` (a restore's sizing at once, duplicates and known ids too) before any
+    batch: the same slots as without it, and every id found after."""
+    index = KeyIndex()
+    got = []
+    for batch, first in zip(batches, reserve, strict=False):
+        ids = np.array(batch, np.int32)
+        if first:
+            index.reserve(ids)
+        got.append(index.slots(ids).tolist())
+    assert got == reference_slots(batches)
+    for slot, s in enumerate(index.keys.tolist()):
+        assert _slot_kernel(np.int32(s), *index.lookup) == slot
+
+
+def test_reserved_index_adds_in_one_pass_and_keeps_growing() -> None:
+    """1M-scale restore shape (a few hundred thousand ids over a wide range, some
+    outside the dense bound): sized once, then more keys arrive and grow it as usual."""
+    rng = np.random.default_rng(9)
+    ids = rng.permutation(np.arange(300_000, dtype=np.int32) * 7 + 1)
+    wide = rng.choice(np.arange(2**30, 2**30 + 10**6, dtype=np.int32), 20_000, replace=False)
+    restored = np.concatenate([ids, -wide, wide])
+    index = KeyIndex()
+    index.reserve(restored)
+    sizes = (len(index.dense), len(index.h_key), len(index._keys))
+    np.testing.assert_array_equal(index.slots(restored), np.arange(len(restored)))
+    assert (len(index.dense), len(index.h_key), len(index._keys)) == sizes  # no regrowth
+    assert index.dense.nbytes <= 4 * 16 * (len(restored) + 1)
+    more = np.arange(3_000_000, 3_400_000, dtype=np.int32)
+    np.testing.assert_array_equal(
+        index.slots(np.concatenate([more, restored[::-1]])),
+        np.r_[np.arange(len(more)) + len(restored), np.arange(len(restored))[::-1]],
+    )
+    assert index.keys.tolist() == [*restored.tolist(), *more.tolist()]

@@ -122,7 +122,9 @@ class AlarmRuns:
     def _restore_runs(self, snapshot: State) -> None:
         """Start afresh and load the runs of a snapshot."""
         self.__init__(self.threshold, self.consecutive)  # type: ignore[misc]
-        slots = self._keys.slots(as_array(snapshot["sensor_id"], np.int32))
+        sid = as_array(snapshot["sensor_id"], np.int32)
+        self._keys.reserve(sid)  # one key per row: sized once, not grown per key
+        slots = self._keys.slots(sid)
         self._fit_state()
         self._state[0][slots] = as_array(snapshot["run_len"], np.int64)
         self._state[1][slots] = as_array(snapshot["run_start"], np.int64)
