@@ -226,7 +226,13 @@ def entry() -> int:
     """The ``telepipe`` command (and ``python -m telepipe``): ``main``, then signals are
     ignored while Python shuts down (it restores the default actions, and a signal in
     the ~1 s of tearing down a run's threads ended a finished run with -15)."""
-    code = main()
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `telepipe dlq list | head -1`: the reader left, as it may
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout again at exit
+        code = 128 + signal.SIGPIPE  # 141: what a shell shows for a SIGPIPE'd command
     signals.ignore_from_now()
     return code
 

@@ -231,3 +231,18 @@ def test_a_nested_target_outside_telepipe_is_refused(telepipe_cli) -> None:
     assert done.returncode == 2, done.stderr
     assert "'os.system' is not a telepipe component" in done.stderr
     assert not Path("/tmp/telepipe-pwned").exists()
+
+
+def test_a_reader_that_leaves_early_is_no_traceback() -> None:
+    """``telepipe dlq list | head -1``: stdout's reader is gone before telepipe writes."""
+    import subprocess
+    import sys
+
+    done = subprocess.Popen(
+        [sys.executable, "-m", "telepipe", "validate"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert done.stdout is not None and done.stderr is not None
+    done.stdout.close()
+    err = done.stderr.read().decode()
+    assert done.wait(timeout=120) == 141 and err == ""
