@@ -4,7 +4,10 @@
     python -m telepipe.pipelines.capture aeron.dir=/dev/shm/drv channel=aeron:ipc out=DIR
 
 Every fragment is written as it arrived (``assemble=False``) with its Aeron
-header fields and the wall-clock receive time (``telepipe.sources.capture``).
+header fields and the wall-clock receive time (``telepipe.sources.capture``); a
+publisher session that ends (its image's end-of-stream, or the image went away) is
+written as an end-of-stream heartbeat record after its last fragment, so a replay
+sees the end where this recorder did.
 Restarting on the same ``out`` appends, after cutting a torn last record.
 SIGINT/SIGTERM flush, close and exit 0.
 """
@@ -25,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from telepipe.aeron import AeronConnection, error_line, idle_strategy, is_channel
 from telepipe.config import build, option
 from telepipe.errors import ConfigError, SourceError, TelepipeError
+from telepipe.sources.aeron import ImageEnds
 from telepipe.sources.capture import CaptureWriter
 
 FLUSH_INTERVAL_S = 0.05
@@ -97,8 +101,10 @@ class Recorder:
         subscription: pyaeron.Subscription,
         fragment_limit: int,
         idle: pyaeron.IdleStrategy,
+        ends: ImageEnds | None = None,
     ) -> None:
         self.writer = writer
+        self.ends = ends  # the subscription's image handlers feed it
         self.subscription = subscription
         self.fragment_limit = fragment_limit
         self.idle = idle
@@ -122,6 +128,16 @@ class Recorder:
             reserved_value=header.reserved_value,
         )
 
+    def _record_ends(self) -> None:
+        """An end-of-stream record for each session that ended, after its last fragment."""
+        if self.ends is None:
+            return
+        stream = self.subscription.stream_id
+        for session, position in self.ends.poll(self.subscription):
+            self.writer.append_end(
+                received_ns=time.time_ns(), position=position, session_id=session, stream_id=stream
+            )
+
     def stop(self) -> None:
         self.stopped = True
 
@@ -138,6 +154,7 @@ class Recorder:
                 if limit <= 0:
                     break
             work = poll(handler, limit, assemble=False)
+            self._record_ends()
             now = time.monotonic()
             if writer.dirty and (work == 0 or now - last_flush >= FLUSH_INTERVAL_S):
                 writer.flush()
@@ -152,60 +169,78 @@ def capture(cfg: DictConfig) -> int:
     options = options_from(cfg)
     aeron_options = build(cfg.aeron, "aeron")
     started = time.monotonic()
-    with (
-        AeronConnection(aeron_options) as connection,
-        CaptureWriter(
+    with AeronConnection(aeron_options) as connection:
+        # Subscribed before the writer opens: a new capture directory gets its first
+        # segment only once nothing a publisher sends from then on can be missed (a
+        # supervisor or a test may wait for it before starting publishers).
+        ends = ImageEnds()
+        try:
+            subscription = connection.client.add_subscription(
+                options.channel,
+                options.stream,
+                available_image=ends.available,
+                unavailable_image=ends.unavailable,
+            )
+        except pyaeron.AeronError as error:
+            raise SourceError(
+                f"cannot subscribe to {options.channel} stream {options.stream}: {error_line(error)}"
+            ) from error
+        with CaptureWriter(
             options.out,
             options.segment_bytes,
             options.fsync,
             options.index_every_bytes,
             channel=options.channel,
             stream_id=options.stream,
-        ) as writer,
-    ):
-        for note in writer.recovery.notes:
-            print(f"telepipe capture: {options.out}: {note}", file=sys.stderr)
-        try:
-            subscription = connection.client.add_subscription(options.channel, options.stream)
-        except pyaeron.AeronError as error:
-            raise SourceError(
-                f"cannot subscribe to {options.channel} stream {options.stream}: {error_line(error)}"
-            ) from error
-        recorder = Recorder(
-            writer, subscription, options.fragment_limit, idle_strategy(aeron_options)
-        )
+        ) as writer:
+            return _record(options, writer, subscription, ends, aeron_options, started)
 
-        def stop(_signum: int, _frame: object) -> None:
-            recorder.stop()
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        print(
-            f"telepipe capture: recording {options.channel} stream {options.stream} "
-            f"into {options.out}",
-            file=sys.stderr,
-            flush=True,
-        )
-        try:
-            recorder.run(options.max_frames, options.max_seconds)
-        except pyaeron.AeronError as error:  # e.g. the driver went away
-            raise SourceError(
-                f"recording {options.channel} stream {options.stream}: {error_line(error)}"
-            ) from None
-        finally:
-            subscription.close()
-            writer.flush()
-            stats = {
-                "frames": writer.counters.records,
-                "bytes": writer.counters.payload_bytes,
-                "record_bytes": writer.counters.record_bytes,
-                "segments": writer.segments(),
-                "segments_created": writer.counters.segments_created,
-                "elapsed_s": round(time.monotonic() - started, 3),
-                "recovered": asdict(writer.recovery),
-            }
-            if options.stats_file:
-                Path(options.stats_file).write_text(json.dumps(stats))
+def _record(
+    options: CaptureOptions,
+    writer: CaptureWriter,
+    subscription: pyaeron.Subscription,
+    ends: ImageEnds,
+    aeron_options: Any,
+    started: float,
+) -> int:
+    """Record until stopped; the stats as JSON on stdout (and in ``stats_file``)."""
+    for note in writer.recovery.notes:
+        print(f"telepipe capture: {options.out}: {note}", file=sys.stderr)
+    recorder = Recorder(
+        writer, subscription, options.fragment_limit, idle_strategy(aeron_options), ends
+    )
+
+    def stop(_signum: int, _frame: object) -> None:
+        recorder.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(
+        f"telepipe capture: recording {options.channel} stream {options.stream} into {options.out}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        recorder.run(options.max_frames, options.max_seconds)
+    except pyaeron.AeronError as error:  # e.g. the driver went away
+        raise SourceError(
+            f"recording {options.channel} stream {options.stream}: {error_line(error)}"
+        ) from None
+    finally:
+        subscription.close()
+        writer.flush()
+        stats = {
+            "frames": writer.counters.records,
+            "bytes": writer.counters.payload_bytes,
+            "record_bytes": writer.counters.record_bytes,
+            "segments": writer.segments(),
+            "segments_created": writer.counters.segments_created,
+            "elapsed_s": round(time.monotonic() - started, 3),
+            "recovered": asdict(writer.recovery),
+        }
+        if options.stats_file:
+            Path(options.stats_file).write_text(json.dumps(stats))
     print(json.dumps(stats))
     return 0
 

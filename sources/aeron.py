@@ -3,6 +3,11 @@
 The runner calls ``poll()`` only when downstream has taken the previous items,
 so a slow consumer stops the polling, Aeron's flow control fills the publisher's
 window and its ``offer`` returns BACK_PRESSURED: nothing is lost, memory is flat.
+
+A publisher session that ends (its publication closed: the image reaches its
+end-of-stream once everything it sent was polled; or the image went away, e.g. the
+publisher died and its liveness timed out) is passed to the decoder as an end mark
+after its last message, so it stops holding the watermark back at once.
 """
 
 from __future__ import annotations
@@ -57,6 +62,42 @@ class AeronSourceOptions:
         )
 
 
+class ImageEnds:
+    """The publisher sessions of a subscription that ended, each told once and after
+    everything it delivered: an image at its end-of-stream (its publication closed;
+    true only once the subscriber polled up to the end), or an image that went away
+    (unavailable: e.g. the publisher died and its liveness timed out; it delivers
+    nothing more). Aeron's client conductor thread calls the handlers: a list's append
+    and a set's discard are atomic under the GIL."""
+
+    def __init__(self) -> None:
+        self._ended: set[int] = set()
+        self._gone: list[tuple[int, int]] = []
+
+    def available(self, _subscription: pyaeron.Subscription, image: pyaeron.Image) -> None:
+        self._ended.discard(image.session_id)  # (a publisher that reuses its session id)
+
+    def unavailable(self, _subscription: pyaeron.Subscription, image: pyaeron.Image) -> None:
+        self._gone.append((image.session_id, image.position))
+
+    def poll(self, subscription: pyaeron.Subscription) -> list[tuple[int, int]]:
+        """(session id, position) of each session that ended since the last call; call it
+        right after ``subscription.poll`` so the mark follows what that poll delivered."""
+        found = []
+        for i in range(subscription.image_count):
+            image = subscription.image_at_index(i)
+            if image is not None and image.is_end_of_stream:
+                found.append((image.session_id, image.position))
+        while self._gone:
+            found.append(self._gone.pop(0))
+        ended = []
+        for session, position in found:
+            if session not in self._ended:
+                self._ended.add(session)
+                ended.append((session, position))
+        return ended
+
+
 class AeronSource(DecodingSource):
     """Subscribes to one channel/stream and turns SBE messages into record batches.
 
@@ -77,9 +118,13 @@ class AeronSource(DecodingSource):
         # pyaeron keeps a fragment assembler per handler object: pass the same
         # bound method every poll, or a message split across polls is lost.
         self._handler = self._on_message
+        self._ends = ImageEnds()
         try:
             self.subscription = connection.client.add_subscription(
-                options.channel, options.stream_id
+                options.channel,
+                options.stream_id,
+                available_image=self._ends.available,
+                unavailable_image=self._ends.unavailable,
             )
         except pyaeron.AeronError as error:
             raise SourceError(
@@ -98,6 +143,8 @@ class AeronSource(DecodingSource):
     def poll(self) -> list[Item]:
         """Poll once; return the items it produced (possibly none). Never blocks."""
         self.subscription.poll(self._handler, self.options.fragment_limit)
+        for session, position in self._ends.poll(self.subscription):
+            self._messages.end(self.options.stream_id, session, position, time.time_ns())
         return self.decoder.decode(self._messages)
 
     def progress(self) -> tuple[int, int | None]:

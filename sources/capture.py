@@ -31,6 +31,14 @@ Record (little-endian, 64-byte header, then the fragment's payload)::
         i32 session_id, i32 stream_id, i32 term_id, i64 reserved_value
     64  payload
 
+A session's end is recorded as Aeron sends it, an end-of-stream heartbeat: a record
+with frame_length 0, flags BEGIN|END|EOS (0xE0), type DATA, no payload, at the
+position where the session ended (term_id and term_offset 0: the recorder does not
+know them), written after the session's last fragment. It is the only heartbeat a
+capture holds (recorders since 0.2.0 write it; older captures have none and read as
+before). Readers before it take such a record for a repeated fragment (counted as
+a gap), nothing else.
+
 Index entry, 32 bytes, appended after the records it points to are flushed: at
 each segment's first record, at the first record of each new session, and
 whenever ``index_every_bytes`` of records passed since the previous entry::
@@ -80,7 +88,7 @@ from telepipe.sources.capture_format import (
     scan,
     segment_name,
 )
-from telepipe.sources.frames import TYPE_DATA, UNFRAGMENTED, DataFrame
+from telepipe.sources.frames import EOS_FLAG, TYPE_DATA, UNFRAGMENTED, DataFrame
 
 
 @dataclass
@@ -270,6 +278,21 @@ class CaptureWriter:
             c.record_bytes + length,
         )
 
+    def append_end(
+        self, *, received_ns: int, position: int, session_id: int, stream_id: int
+    ) -> None:
+        """Record that a session ended at ``position`` (after its last fragment): an
+        Aeron end-of-stream heartbeat (frame_length 0, flags BEGIN|END|EOS, no payload)."""
+        self.append(
+            b"",
+            received_ns=received_ns,
+            position=position,
+            frame_length=0,
+            flags=UNFRAGMENTED | EOS_FLAG,
+            session_id=session_id,
+            stream_id=stream_id,
+        )
+
     def flush(self) -> None:
         """Make everything appended visible to readers (and durable if ``fsync``)."""
         self.dirty = False
@@ -401,6 +424,7 @@ class CaptureReader:
         is set or nothing new came for ``idle_timeout_s``. A frame that starts the next
         term after a short previous one is preceded by a synthesized PAD frame
         (``padding`` > 0): Aeron subscribers never see PADs, so the recorder could not.
+        A session's end-of-stream record is a frame without payload, flags with EOS.
         """
         offset = self.seek_offset(start_position, start_time_ns, session_id)
         first = self.segments()[0].base
@@ -419,6 +443,11 @@ class CaptureReader:
                 if start_time_ns is not None and head[2] < start_time_ns:
                     continue
                 matching = True
+            if head[6] == 0:  # a heartbeat: a session's end-of-stream (EOS flag), no data
+                yield DataFrame(
+                    head[12], head[11], head[13], head[10], head[8], head[3], head[2], b"", head[14]
+                )
+                continue
             key, aligned = (head[12], head[11]), (len(payload) + 63) & ~31
             prev = last.get(key)
             last[key] = (head[3], head[13], head[10] + aligned)

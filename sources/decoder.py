@@ -63,7 +63,8 @@ class SourceCounters:
 
 
 class MessageBuffer:
-    """Messages of one poll, laid back to back in one buffer for bulk decoding."""
+    """Messages of one poll, laid back to back in one buffer for bulk decoding, and the
+    sessions that ended among them (``end``), in the order they came."""
 
     def __init__(self) -> None:
         self.data = bytearray()
@@ -72,6 +73,7 @@ class MessageBuffer:
         self.sessions: list[int] = []
         self.positions: list[int] = []
         self.received: list[int] = []
+        self.ended: list[bool] = []  # an end-of-stream mark, not a message
 
     def add(
         self,
@@ -89,6 +91,17 @@ class MessageBuffer:
         self.sessions.append(session_id)
         self.positions.append(position)
         self.received.append(received_ns)
+        self.ended.append(False)
+
+    def end(self, stream_id: int, session_id: int, position: int, received_ns: int = 0) -> None:
+        """The session ended here (its image's end-of-stream, or the image went away):
+        everything it sent came before. It stops holding the watermark back."""
+        self.offsets.append(len(self.data))
+        self.streams.append(stream_id)
+        self.sessions.append(session_id)
+        self.positions.append(position)
+        self.received.append(received_ns)
+        self.ended.append(True)
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -100,6 +113,7 @@ class MessageBuffer:
         self.sessions.clear()
         self.positions.clear()
         self.received.clear()
+        self.ended.clear()
 
 
 def position_key(key: tuple[int, int]) -> str:
@@ -115,16 +129,24 @@ def parse_position_key(name: str) -> tuple[int, int]:
 class TelemetryDecoder:
     """Decodes polls of messages into flow items; keeps positions and side outputs.
 
-    Watermark: the minimum over (stream, session) of the highest ``ts`` seen,
-    minus the out-of-orderness bound, as over partitions in Flink. A session that
-    ended or went quiet (its newest message received ``idle_timeout_ms`` before the
-    newest message of any session) stops holding it back, as Flink's
-    ``withIdleness``, and holds it again once it sends (rows behind the watermark
-    then are late at the operators). Received times are the messages' recorded
-    stamps (``Message.stamp_ns``), never this process's clock: a live run and every
-    replay of its capture decide alike. A row below
-    its session's running maximum (of the rows before it) minus the bound is
-    late and set aside, decided per row so any poll grouping gives the same cut.
+    Watermark: the minimum over the *active* (stream, session)s of the highest ``ts``
+    seen, minus the out-of-orderness bound, as over partitions in Flink, never going
+    back. A session is active from its first message until it ends (an end-of-stream
+    mark: ``MessageBuffer.end``) or goes quiet (its newest message received
+    ``idle_timeout_ms`` before the newest message of any session), as Flink's
+    ``withIdleness``; its next message makes it active again. Received times are the
+    messages' recorded stamps (``Message.stamp_ns``), never this process's clock, and
+    an end is a mark in the recorded order: a live run and every replay of its capture
+    decide alike.
+
+    A message of a session that was not active (new, ended or idle) is an *entry*: the
+    watermark due before it is emitted before its rows, so the rows of a session that
+    comes back behind the watermark are late at the operators whatever the polls (only
+    an entry can lower the minimum, so between entries the watermark at the end of a
+    poll is the highest one due; the watermark due before an end is emitted too, as
+    the last active session ending leaves none to compute). A row below its session's
+    running maximum (of the rows before it) minus the bound is late here and set
+    aside, decided per row so any poll grouping gives the same cut.
     """
 
     def __init__(self, codec: SbeCodec, options: DecoderOptions) -> None:
@@ -137,6 +159,7 @@ class TelemetryDecoder:
         self._idle_ns = options.idle_timeout_ms * 1_000_000
         self._last_received: dict[tuple[int, int], int] = {}  # per session: newest stamp
         self._received = 0  # the newest stamp of any session: the clock idleness reads
+        self._ended: set[tuple[int, int]] = set()  # sessions whose end-of-stream came
         self._watermark = -(2**63)
         self._checkpoint_id = 0
         self._since_checkpoint = 0
@@ -158,34 +181,67 @@ class TelemetryDecoder:
         buffer = bytes(messages.data)
         offsets = np.asarray(messages.offsets, dtype=np.int64)
         lengths = np.diff(offsets, append=len(buffer))
-        keys = np.asarray(messages.streams, dtype=np.int64) << 32 | (
-            np.asarray(messages.sessions, dtype=np.int64) & 0xFFFFFFFF
-        )
-        self.counters.messages += len(offsets)
-        self.counters.bytes += len(buffer)
         items: list[Item] = []
+        start = 0
+        m = messages
+        walk = zip(m.streams, m.sessions, m.received, m.ended, strict=True)
+        for i, (stream, session, stamp, ended) in enumerate(walk):
+            key = (stream, session)
+            if ended:  # everything before it is decoded, and the watermark it allowed
+                self._decode_range(messages, buffer, offsets, lengths, start, i, items)
+                self._advance(items)  # (the last active session ending leaves none)
+                start = i + 1
+                if key in self._last_received:
+                    self._ended.add(key)
+                continue
+            if not self._active(key):  # an entry: the watermark due before it goes first
+                self._decode_range(messages, buffer, offsets, lengths, start, i, items)
+                self._advance(items)
+                start = i
+                self._ended.discard(key)
+            self._last_received[key] = max(stamp, self._last_received.get(key, 0))
+            self._received = max(self._received, stamp)
+        self._decode_range(messages, buffer, offsets, lengths, start, len(offsets), items)
+        self._advance(items)
+        return items
+
+    def _decode_range(
+        self,
+        messages: MessageBuffer,
+        buffer: bytes,
+        offsets: np.ndarray,
+        lengths: np.ndarray,
+        start: int,
+        stop: int,
+        items: list[Item],
+    ) -> None:
+        """Decode messages ``[start, stop)`` (no end mark among them), in bulk per session."""
+        if start >= stop:
+            return
+        streams = np.asarray(messages.streams[start:stop], dtype=np.int64)
+        sessions = np.asarray(messages.sessions[start:stop], dtype=np.int64)
+        keys = streams << 32 | (sessions & 0xFFFFFFFF)
+        self.counters.messages += stop - start
+        self.counters.bytes += int(lengths[start:stop].sum())
         # Per session in order of first appearance, so each publisher's event time is known.
         _, first = np.unique(keys, return_index=True)
         for packed in keys[np.sort(first)].tolist():
-            mine = np.flatnonzero(keys == packed)
+            mine = np.flatnonzero(keys == packed) + start
             last = int(mine[-1])
             key = (messages.streams[last], messages.sessions[last])
             self.positions[key] = messages.positions[last]
-            stamp = max(messages.received[i] for i in mine.tolist())
-            self._last_received[key] = max(stamp, self._last_received.get(key, 0))
-            self._received = max(self._received, stamp)
             result = self.codec.decode_many(buffer, offsets[mine], lengths[mine])
             letters = len(self._dead)
             for index, reason, detail in result.rejected:
                 at = int(mine[index])
-                start, length = int(offsets[at]), int(lengths[at])
+                begin, length = int(offsets[at]), int(lengths[at])
                 self._reject(
                     reason,
                     detail,
                     key,
                     messages.positions[at],
                     messages.received[at],
-                    buffer[start : start + length],
+                    buffer[begin : begin + length],
                 )
             batch = result.batch
             if batch.num_rows:
@@ -199,25 +255,28 @@ class TelemetryDecoder:
                     items.append(batch)
             # Rejected and late letters of a session in position order, whatever the polls.
             self._dead[letters:] = sorted(self._dead[letters:], key=lambda d: d.position)
-        if items and self._max_ts:
-            candidate = min(self._holding()) - self._bound_ns
+
+    def _advance(self, items: list[Item]) -> None:
+        """Emit the watermark the active sessions allow, if it moved on."""
+        holding = self._holding()
+        if holding:
+            candidate = min(holding) - self._bound_ns
             if candidate > self._watermark:
                 self._watermark = candidate
                 items.append(Watermark(candidate))
-        return items
+
+    def _active(self, key: tuple[int, int]) -> bool:
+        """Whether ``key`` holds the watermark back now: seen, not ended, not idle by the
+        recorded receive times (none is idle when stamps are unknown, 0)."""
+        last = self._last_received.get(key)
+        if last is None or key in self._ended:
+            return False
+        return not (self._idle_ns and self._received and last < self._received - self._idle_ns)
 
     def _holding(self) -> list[int]:
-        """The newest ``ts`` of every session that holds the watermark back: all but
-        those idle by recorded receive times (none when stamps are unknown, 0)."""
-        if not self._idle_ns or not self._received:
-            return list(self._max_ts.values())
-        since = self._received - self._idle_ns
-        active = [
-            ts
-            for key, ts in self._max_ts.items()
-            if self._last_received.get(key, self._received) >= since
-        ]
-        return active or list(self._max_ts.values())
+        """The newest ``ts`` of every active session: those that hold the watermark back
+        (none: it stays where it is)."""
+        return [ts for key, ts in self._max_ts.items() if self._active(key)]
 
     def _split_late(
         self,
@@ -331,6 +390,7 @@ class TelemetryDecoder:
             "checkpoint_id": self._checkpoint_id,
             "last_received": {position_key(k): t for k, t in sorted(self._last_received.items())},
             "received": self._received,
+            "ended": [position_key(k) for k in sorted(self._ended)],
         }
 
     def restore(self, snapshot: dict[str, object]) -> None:
@@ -339,6 +399,9 @@ class TelemetryDecoder:
         self._watermark = int(snapshot["watermark"])  # type: ignore[call-overload]
         self._last_received = _by_key(snapshot.get("last_received", {}))
         self._received = int(snapshot.get("received", 0))  # type: ignore[call-overload]
+        ended = snapshot.get("ended", [])
+        assert isinstance(ended, list)
+        self._ended = set(_by_key(dict.fromkeys(ended, 0)))
         self._checkpoint_id = int(snapshot["checkpoint_id"])  # type: ignore[call-overload]
 
     def take_dead_letters(self) -> list[DeadLetter]:
