@@ -111,6 +111,9 @@ class Message:
     received_ns: int
     payload: bytes
     reserved_value: int = 0  # the last fragment's (a telepipe publisher's send time)
+    # Not a message: the session's end-of-stream (an EOS heartbeat frame, flags 0x20),
+    # after everything it sent.
+    end_of_stream: bool = False
 
     @property
     def stamp_ns(self) -> int:
@@ -202,6 +205,8 @@ class FrameAssembler:
         c = self.counters
         c.frames += 1
         key = (frame.stream_id, frame.session_id)
+        if frame.flags & EOS_FLAG and not frame.payload and not frame.padding:
+            return self._end(key, frame)
         start = frame.start_position
         expected = self._expected.get(key)
         if key in self._taken and expected is not None:
@@ -346,6 +351,15 @@ class FrameAssembler:
         self._partial.clear()
         self._taking.clear()
 
+    def _end(self, key: tuple[int, int], frame: DataFrame) -> Message:
+        """An end-of-stream heartbeat (no payload, EOS flag): the session's end mark. It
+        moves no position; a message still missing its END fragment was cut."""
+        if self._partial.pop(key, None) is not None:
+            self.counters.dropped_fragments += 1
+        return Message(
+            key[0], key[1], frame.position, frame.received_ns, b"", frame.reserved_value, True
+        )
+
     def _message(self, key: tuple[int, int], frame: DataFrame, payload: bytes) -> Message:
         self.counters.messages += 1
         self.counters.bytes += len(payload)
@@ -353,10 +367,11 @@ class FrameAssembler:
             key[0], key[1], frame.position, frame.received_ns, payload, frame.reserved_value
         )
 
-    def assemble(self, frames: Iterable[DataFrame]) -> Iterator[Message]:
-        """The messages of ``frames``; ``finish()`` once they are exhausted."""
+    def assemble(self, frames: Iterable[DataFrame], ends: bool = False) -> Iterator[Message]:
+        """The messages of ``frames``; ``finish()`` once they are exhausted. ``ends``: the
+        sessions' end-of-stream marks too, in their place (``Message.end_of_stream``)."""
         for frame in frames:
             message = self.feed(frame)
-            if message is not None:
+            if message is not None and (ends or not message.end_of_stream):
                 yield message
         self.finish()
