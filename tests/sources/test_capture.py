@@ -467,3 +467,25 @@ def test_recorder_bad_config_is_one_line_exit_2(
     assert proc.returncode == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"telepipe: error: {key}")
     assert not (tmp_path / "cap").exists()
+
+
+def test_a_sessions_end_is_recorded_and_read_back_in_its_place(tmp_path: Path) -> None:
+    """``append_end`` writes an Aeron end-of-stream heartbeat record after the session's
+    last frame; the reader gives it back in its place, the assembler turns it into the
+    session's end mark (only when asked: other readers see messages alone), with no gap."""
+    with CaptureWriter(tmp_path / "c") as writer:
+        for i, session in enumerate((7, 8, 7)):
+            writer.append(b"x" * 40, received_ns=i, position=(i // 2 + 1) * 96, session_id=session)
+        writer.append_end(received_ns=5, position=192, session_id=7, stream_id=0)
+        writer.append(b"y" * 40, received_ns=6, position=192, session_id=8)
+    frames = list(CaptureReader(tmp_path / "c").frames())
+    end = frames[3]
+    assert (end.session_id, end.position, end.payload, end.padding) == (7, 192, b"", 0)
+    assert end.flags & 0x20
+    assembler = FrameAssembler()
+    messages = list(assembler.assemble(frames, ends=True))
+    assert [(m.session_id, m.end_of_stream) for m in messages] == [
+        (7, False), (8, False), (7, False), (7, True), (8, False),
+    ]  # fmt: skip
+    assert assembler.counters.gaps == [] and assembler.counters.messages == 4
+    assert not any(m.end_of_stream for m in FrameAssembler().assemble(frames))
