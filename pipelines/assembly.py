@@ -360,6 +360,7 @@ class Assembly:
     outputs: Outputs
     side: SideOutputs
     children: Children = field(default_factory=Children)
+    connection: AeronConnection | None = None  # the run's Aeron client (None: no Aeron)
 
     def join(self) -> None:
         """Wait for every sink to write what it was given."""
@@ -391,7 +392,7 @@ def opened(plan: Plan, stats: RunStats) -> Iterator[Assembly]:
         sink = plan.sink.kind.open(plan.sink.options, sink_ctx)
         sink.start()
         side = SideOutputs(sink, plan.codec, plan.source_options.stream_id)
-        parts = Assembly(source, sink, {}, Subject(), Outputs(side), side)
+        parts = Assembly(source, sink, {}, Subject(), Outputs(side), side, connection=connection)
         try:
             for table, publisher in plan.publish.items():
                 ctx = SinkContext(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,27 @@ def _child_env() -> dict[str, str]:
     return {**os.environ, PARENT_ENV: str(os.getpid())}
 
 
+_SCRATCH = "telepipe-sim-"
+
+
+def _remove_stale_scratch(root: Path) -> None:
+    """Simulators' scratch dirs (their counters) left by runs that were killed: those
+    whose run (the pid in the name) is gone, a minute or more old."""
+    for path in root.glob(_SCRATCH + "*"):
+        pid = path.name[len(_SCRATCH) :].split("-", 1)[0]
+        try:
+            if time.time() - path.stat().st_mtime < 60:
+                continue
+            if pid.isdigit():
+                os.kill(int(pid), 0)
+                continue  # its run is alive
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
 class SimulatorProcess:
     def __init__(
         self, process: subprocess.Popen[bytes], stats_path: Path, stderr_path: Path
@@ -38,7 +60,8 @@ class SimulatorProcess:
     @classmethod
     def start(cls, cfg: DictConfig, aeron_dir: str, overrides: list[str]) -> SimulatorProcess:
         """Start ``telepipe simulate`` with the run's overrides, on the run's driver."""
-        workdir = Path(tempfile.mkdtemp(prefix="telepipe-sim-"))
+        _remove_stale_scratch(Path(tempfile.gettempdir()))
+        workdir = Path(tempfile.mkdtemp(prefix=f"{_SCRATCH}{os.getpid()}-"))
         stats_path, stderr_path = workdir / "stats.json", workdir / "stderr.txt"
         passed = [o for o in overrides if not o.startswith(_OWN_KEYS)]
         command = [
@@ -68,6 +91,18 @@ class SimulatorProcess:
     @property
     def returncode(self) -> int | None:
         return self.process.returncode
+
+    def failure(self) -> str:
+        """One line: how it ended, and the last thing it said (if anything)."""
+        code = self.returncode
+        how = f"exited with code {code}"
+        if code is not None and code < 0:
+            try:
+                how = f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+        said = self.error_line()
+        return f"the simulator {how}: {said}" if said else f"the simulator {how}, saying nothing"
 
     def error_line(self) -> str:
         try:

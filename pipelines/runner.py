@@ -115,13 +115,14 @@ class Runner:
                     self.request_stop("end of input")
                 if simulator is not None and simulator.exited():
                     if simulator.returncode != 0:
-                        raise SourceError(
-                            f"the simulator exited with code {simulator.returncode}: "
-                            f"{simulator.error_line()}"
-                        )
+                        if parts.connection is not None:
+                            parts.connection.check()  # its driver gone: say that
+                        raise SourceError(simulator.failure())
                     if now - last_data > self.plan.idle_limit_s:
                         self.request_stop("simulator finished")
                 if now >= next_ui:
+                    if parts.connection is not None:
+                        parts.connection.check()  # the driver still answers
                     next_ui = now + UI_EVERY_S
                     self._refresh(parts)
                     display.update(source.progress())

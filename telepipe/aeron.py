@@ -74,13 +74,16 @@ def start_driver(directory: str | None = None) -> pyaeron.MediaDriver:
     """Start an embedded media driver (one shared thread) that cleans up its directory.
 
     A ``directory`` given must be new or an Aeron directory no driver runs in: the
-    driver deletes it at start and at shutdown, so anything else is refused.
+    driver deletes it at start and at shutdown, so anything else is refused. Without
+    one the driver's directory goes inside a fresh 0700 directory: the driver makes
+    its files 0644 under the usual umask, and its term buffers (every message) and
+    ``cnc.dat`` were readable by any local user.
     """
     if directory is not None:
         _check_driver_dir(Path(directory))
     else:
         _remove_stale_dirs(Path(_shm_root()))
-    directory = directory or tempfile.mkdtemp(prefix=_PREFIX, dir=_shm_root())
+        directory = os.path.join(tempfile.mkdtemp(prefix=_PREFIX, dir=_shm_root()), _NESTED)
     return pyaeron.MediaDriver(
         dir=directory,
         dir_delete_on_start=True,
@@ -89,7 +92,16 @@ def start_driver(directory: str | None = None) -> pyaeron.MediaDriver:
     )
 
 
+def remove_private_parent(directory: str) -> None:
+    """After a driver of ``start_driver()`` closed (it deletes its own directory):
+    the private directory around it."""
+    path = Path(directory)
+    if path.name == _NESTED and path.parent.name.startswith(_PREFIX):
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
 _PREFIX = "telepipe-aeron-"
+_NESTED = "driver"
 
 
 def _remove_stale_dirs(root: Path) -> None:
@@ -99,7 +111,8 @@ def _remove_stale_dirs(root: Path) -> None:
         try:
             if time.time() - path.stat().st_mtime < 60:
                 continue
-            if (path / "cnc.dat").exists() and pyaeron.is_driver_active(str(path), 1000):
+            driver = path / _NESTED if (path / _NESTED).is_dir() else path
+            if (driver / "cnc.dat").exists() and pyaeron.is_driver_active(str(driver), 1000):
                 continue
             shutil.rmtree(path, ignore_errors=True)
         except OSError:
@@ -125,11 +138,18 @@ def idle_strategy(options: AeronOptions) -> pyaeron.IdleStrategy:
 
 
 class AeronConnection:
-    """An Aeron client, and the embedded driver it owns when no ``dir`` is given."""
+    """An Aeron client, and the embedded driver it owns when no ``dir`` is given.
+
+    The client's errors come to ``_on_error``, not Aeron's default handler, which
+    prints them and calls ``exit()``: a driver killed under a run ended it with one
+    Aeron line, no stats, its children left running. A lost driver closes the client;
+    ``check`` then raises one line saying so, and the run ends as on any failure.
+    """
 
     def __init__(self, options: AeronOptions | None = None) -> None:
         self.options = options or AeronOptions()
         self.driver: pyaeron.MediaDriver | None = None
+        self.errors: list[str] = []  # what the client reported, newest last
         if self.options.dir is None:
             self.driver = start_driver()
             directory = self.driver.dir
@@ -139,13 +159,33 @@ class AeronConnection:
             if not pyaeron.is_driver_active(directory, timeout_ms):
                 raise ConfigError(f"aeron.dir={directory}: no Aeron media driver is running there")
         try:
-            self.client = pyaeron.Aeron(dir=directory)
+            context = pyaeron.Context(
+                dir=directory,
+                error_handler=self._on_error,
+                driver_timeout_ms=int(self.options.driver_timeout_s * 1000),
+            )
+            self.client = pyaeron.Aeron(context=context)
         except pyaeron.AeronError as error:
             self._close_driver()
             raise SourceError(
                 f"cannot connect to the Aeron driver in {directory}: {error_line(error)}"
             ) from error
         self.dir: str = directory
+
+    def _on_error(self, code: int, message: str) -> None:
+        """The client conductor's thread: keep it (a few); never raise into C."""
+        del self.errors[:-7]
+        self.errors.append(f"{message} ({code})" if message else f"error {code}")
+
+    def check(self) -> None:
+        """Raise ``SourceError`` (one line) once the client closed under us: its driver
+        stopped answering (killed, or stalled beyond ``aeron.driver_timeout_s``)."""
+        if self.client.is_closed:
+            said = self.errors[-1] if self.errors else "no error reported"
+            raise SourceError(
+                f"the Aeron media driver in {self.dir} stopped answering ({said}); "
+                "what was committed stays, restart the run once a driver runs"
+            )
 
     def close(self) -> None:
         if not self.client.is_closed:
@@ -154,8 +194,10 @@ class AeronConnection:
 
     def _close_driver(self) -> None:
         if self.driver is not None:
+            directory = self.driver.dir
             self.driver.close()
             self.driver = None
+            remove_private_parent(directory)
 
     def __enter__(self) -> AeronConnection:
         return self

@@ -100,7 +100,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _driver(args: argparse.Namespace) -> int:
     from telepipe.pipelines.driver import driver
 
-    return driver(args.dir)
+    return driver(args.dir, shared=args.shared)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -190,6 +190,11 @@ def _parser() -> argparse.ArgumentParser:
         else:
             p.add_argument(
                 "--dir", default=None, help="Aeron directory (default: a new one in /dev/shm)"
+            )
+            p.add_argument(
+                "--shared",
+                action="store_true",
+                help="let other local users connect (default: files readable by you only)",
             )
     from telepipe.cli import dlq, stop
 
