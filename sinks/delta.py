@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,9 @@ class TableState:
     files_vacuumed: int = 0
 
 
+ROOM_MARGIN = 4 << 20  # bytes a commit needs beyond its rows: log entry, state, slack
+
+
 class DeltaSink(QueuedSink):
     """Writes several Delta tables under ``data_dir`` from one writer thread."""
 
@@ -204,6 +208,7 @@ class DeltaSink(QueuedSink):
             return  # this table committed checkpoint k before a restart
         if not batches and state.schema is None:
             return
+        self._check_room(state, batches, barrier.checkpoint_id)
         state_file = self._save_state(state, barrier)
         decoder = barrier.state.get("decoder")
         ended = isinstance(decoder, dict) and bool(decoder.get(END_OF_INPUT))
@@ -240,6 +245,24 @@ class DeltaSink(QueuedSink):
         )
         self._fault("after", state, barrier.checkpoint_id, ended)
         self._fence(state, barrier.checkpoint_id, committed=True)
+
+    def _check_room(
+        self, state: TableState, batches: list[pa.RecordBatch], checkpoint_id: int
+    ) -> None:
+        """Refuse a commit the disk cannot hold, in one line: delta-rs run out of space
+        mid-write printed a Rust panic from its runtime's thread before its error.
+        The rows' Arrow size bounds their Parquet; the margin covers log and state."""
+        need = sum(b.nbytes for b in batches) + ROOM_MARGIN
+        try:
+            free = shutil.disk_usage(self.root).free
+        except OSError:
+            return  # not knowable here: the write says what is wrong
+        if free < need:
+            raise SinkError(
+                f"data_dir={self.root}: no space left for table {state.path.name}'s commit "
+                f"of checkpoint {checkpoint_id} ({free:,} bytes free, about {need:,} "
+                "needed); what was committed stays: free space, then run again"
+            )
 
     def _fence(self, state: TableState, checkpoint_id: int, committed: bool = False) -> None:
         """Stop in one line once data_dir's epoch file names another writer (its lock

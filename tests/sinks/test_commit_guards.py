@@ -1,4 +1,5 @@
-"""Fencing: a Delta sink commits only while data_dir's epoch file names its own hold.
+"""What a Delta sink refuses to commit: a commit the disk cannot hold, and (fencing)
+any commit once data_dir's epoch file no longer names its own hold.
 
 The second writer is a real process taking the lock (``data_dir_lock.hold``) after the
 first writer's lock file, and its epoch file too, were deleted: the counter restarts at
@@ -93,3 +94,25 @@ def test_an_epoch_file_of_the_previous_release_is_read(tmp_path: Path) -> None:
         holder = data_dir_lock.holder_of(data_dir)
         assert holder is not None and holder[0] == 8
         assert data_dir_lock.current_holder(data_dir) == holder
+
+
+def test_a_commit_the_disk_cannot_hold_is_one_line_and_commits_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """delta-rs out of space mid-write printed a Rust panic first; refuse it before."""
+    import shutil
+
+    from telepipe.sinks import delta
+
+    data_dir = tmp_path / "data"
+    sink = DeltaSink(DeltaSinkOptions(), data_dir, {"t": SCHEMA})
+    commit(sink, 1)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(
+        delta.shutil, "disk_usage", lambda _: usage._replace(free=delta.ROOM_MARGIN)
+    )
+    with pytest.raises(SinkError) as raised:
+        commit(sink, 2)
+    message = str(raised.value)
+    assert "\n" not in message and "no space left for table t's commit of checkpoint 2" in message
+    assert DeltaTable(str(data_dir / "t")).to_pyarrow_table().num_rows == 3
