@@ -9,6 +9,12 @@ what fails again comes back with the same id. Then it logs ``replay``. Letters a
 failed or stopped run did not read are put back. ``resume`` finishes a replay
 that died after its start entry: its letters are in its capture.
 
+A replay brings every letter back or leaves it in the store: a config whose queues
+may drop (``policy: drop_oldest | drop_newest`` anywhere: the sink's queue, a thread
+boundary, a publish queue) is refused before anything changes, so every letter the
+run reads either lands or fails again; one it did not read goes back; a SIGKILL
+leaves them in the capture for ``resume``.
+
 The store (``telepipe.sinks.dead_letter_store``) reads and changes the table and
 its audit log; this module owns the capture and the run.
 """
@@ -25,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from telepipe.config import build, load
 from telepipe.errors import ConfigError, SinkError, TelepipeError
@@ -55,6 +61,13 @@ def replay(
     """Run these dead letters back through ``pipeline``; returns the final audit entry."""
     run = run or _run
     given = store.prepare(ids, confirm, "replay")
+    # Refused before anything is locked, keyed or written (the run's own config is
+    # loaded again under the lock, with its audit seq).
+    refuse_dropping(
+        load(
+            _run_overrides(store, pipeline, Path("capture"), "dlq", Path("stats"), extra_overrides)
+        )
+    )
     with data_dir_lock.hold(store.data_dir, "dlq replay"), store.audit.locked():
         seq = store.next_seq()
         full = store.resolve(given)
@@ -64,24 +77,25 @@ def replay(
         capture, stats_file = work / "capture", work / "stats.json"
         overrides = _run_overrides(store, pipeline, capture, app_id, stats_file, extra_overrides)
         cfg = load(overrides)  # a bad pipeline or override fails before any change
+        refuse_dropping(cfg)
         rows = laid_out(stored, _first_ts(build(cfg.schema, "schema")))
         check_overlaps(rows)
         shutil.rmtree(work, ignore_errors=True)  # left by a crash before replay_start
         write_capture(capture, rows)
         start = {"pipeline": pipeline, "app_id": app_id, "capture": str(capture)}
-        store.audit.append("replay_start", full, start, actor)
+        store.record("replay_start", full, start, actor)
         removed = store.delete(full, "replay", seq)
         try:
             run(cfg, overrides, str(capture))
         except BaseException as error:
-            _failed(store, error, stored, full, start, actor)
+            _failed(store, error, stored, full, start, actor, seq)
             raise  # _failed raises a one-line error for anything else
         stats = _stats(stats_file)
         put_back = 0
         if stats.get("exit_reason") != "end of input":  # stopped early (signal, limit)
             consumed = store.consumed_positions(str(capture.resolve()))
             unread = {r["id"] for r in _unread(rows, consumed)}
-            put_back = store.put_back([r for r in stored if r["id"] in unread])
+            put_back = store.put_back([r for r in stored if r["id"] in unread], seq)
         present = set(store.ids())
         back = [i for i in full if i in present]
         detail = {
@@ -97,7 +111,7 @@ def replay(
             "rejected": stats.get("rejected", 0),
             "committed_by_table": stats.get("committed_by_table", {}),
         }
-        entry = store.audit.append("replay", full, detail, actor)
+        entry = store.record("replay", full, detail, actor)
         shutil.rmtree(work, ignore_errors=True)
         with contextlib.suppress(OSError):
             (store.data_dir / REPLAY_DIR).rmdir()  # only if no other replay left one
@@ -119,6 +133,7 @@ def resume(store: DeadLetterStore, actor: str, run: Run | None = None) -> dict[s
         stats_file = capture.parent / "stats.json"
         overrides = _run_overrides(store, start["pipeline"], capture, start["app_id"], stats_file)
         cfg = load(overrides)
+        refuse_dropping(cfg)
         removed = 0 if store.deleted_at(seq) else store.delete(full, "replay", seq)
         run(cfg, overrides, str(capture))
         stats = _stats(stats_file)
@@ -129,9 +144,34 @@ def resume(store: DeadLetterStore, actor: str, run: Run | None = None) -> dict[s
             "readings_committed": stats.get("committed", 0),
             "committed_by_table": stats.get("committed_by_table", {}),
         }  # fmt: skip
-        entry = store.audit.append("replay", full, detail, actor)
+        entry = store.record("replay", full, detail, actor)
         shutil.rmtree(capture.parent, ignore_errors=True)
         return entry
+
+
+DROPPING = ("drop_oldest", "drop_newest")
+
+
+def refuse_dropping(cfg: DictConfig) -> None:
+    """A replay's run must not drop what it reads: any queue ``policy`` that drops is
+    refused in one line naming its key (letters the run dropped would be neither in
+    the tables nor back in the store)."""
+
+    def walk(node: object, key: str) -> None:
+        if isinstance(node, dict):
+            for name, value in node.items():
+                child = f"{key}.{name}" if key else str(name)
+                if name == "policy" and value in DROPPING:
+                    raise ConfigError(
+                        f"{child}={value}: a dlq replay refuses queue policies that drop "
+                        "(its letters would be lost); use block or fail"
+                    )
+                walk(value, child)
+        elif isinstance(node, list):
+            for k, item in enumerate(node):
+                walk(item, f"{key}[{k}]")
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
 
 
 def _run(cfg: DictConfig, overrides: list[str], input_path: str | None) -> int:
@@ -180,19 +220,20 @@ def _failed(
     full: list[str],
     start: dict[str, Any],
     actor: str,
+    seq: int,
 ) -> None:
     """After a failed run: put the letters back and log it; the caller re-raises."""
     message = (str(error).strip().splitlines() or [type(error).__name__])[0]
     detail = {**start, "error": message, "put_back": 0}
     try:
-        detail["put_back"] = store.put_back(rows)
+        detail["put_back"] = store.put_back(rows, seq)
     except Exception as again:  # keep the capture: it is the only copy left
-        store.audit.append("replay", full, detail, actor)
+        store.record("replay", full, detail, actor)
         raise SinkError(
             f"dlq replay failed ({message}) and putting the letters back failed ({again}); "
             f"they are in the capture {start['capture']}"
         ) from error
-    store.audit.append("replay", full, detail, actor)
+    store.record("replay", full, detail, actor)
     shutil.rmtree(Path(start["capture"]).parent, ignore_errors=True)
     if isinstance(error, Exception) and not isinstance(error, TelepipeError):
         raise SinkError(f"dlq replay failed: {message}") from error

@@ -7,9 +7,12 @@ and may be abbreviated, as in git, to a unique prefix of at least ``MIN_PREFIX``
 hex digits.
 
 Every change is appended to ``<data_dir>/dead_letters/_audit.jsonl``
-(``sinks.audit_log``; Delta ignores and never vacuums ``_`` files), and the
-table's commit of the change names the entry's seq, so a log cut short is seen.
-Changes are refused while the chain is broken and take the log's lock.
+(``sinks.audit_log``; Delta ignores and never vacuums ``_`` files), authenticated
+with the audit key kept outside the data dir, and sealing the table as the change
+left it (``sinks.dead_letter_seal``); the table's commit of the change names the
+entry's seq, so a log cut short is seen. ``verify`` checks the log, then the table's
+rows and Delta log against the newest seal. Changes are refused while either does not
+verify, and take the log's lock.
 
 Running letters back through a pipeline (``dlq replay``, ``dlq resume``) is
 ``telepipe.pipelines.dlq``'s: it uses this store and the runner.
@@ -33,8 +36,8 @@ from deltalake.exceptions import DeltaError
 from telepipe.dead_letters import DeadLetter
 from telepipe.errors import ConfigError, SinkError
 from telepipe.schema import DEAD_LETTERS
-from telepipe.sinks import data_dir_lock
-from telepipe.sinks.audit_log import AuditError, AuditLog
+from telepipe.sinks import data_dir_lock, dead_letter_seal
+from telepipe.sinks.audit_log import AuditError, AuditKey, AuditLog, audit_key
 
 TABLE = "dead_letters"
 AUDIT_NAME = "_audit.jsonl"
@@ -51,7 +54,7 @@ class DeadLetterStore:
         if not self.data_dir.is_dir():
             raise ConfigError(f"--data-dir {self.data_dir}: no such directory")
         self.path = self.data_dir / TABLE
-        self.audit = AuditLog(self.path / AUDIT_NAME)
+        self.audit = AuditLog(self.path / AUDIT_NAME, key=lambda: audit_key(self.data_dir))
         if not DeltaTable.is_deltatable(str(self.path)) and any(self.path.glob("*.parquet")):
             raise SinkError(f"{self.path} holds data files but no Delta log (_delta_log)")
 
@@ -64,6 +67,12 @@ class DeadLetterStore:
         if not DeltaTable.is_deltatable(str(self.path)):
             empty = pa.schema([DEAD_LETTERS.field(n) for n in names]).empty_table()
             return cast(pl.DataFrame, pl.from_arrow(empty))
+        damaged = self._damaged_file()
+        if damaged is not None:  # polars would panic (a Rust panic printed to stderr)
+            raise SinkError(
+                f"cannot read dead letters in {self.path}: {damaged}; `telepipe dlq verify` "
+                "checks the rest"
+            )
         try:
             frame = pl.scan_delta(str(self.path)).select(names)
             return (frame.filter(where) if where is not None else frame).collect()
@@ -71,6 +80,28 @@ class DeadLetterStore:
             text = str(error).strip()
             first = text.splitlines()[0] if text else type(error).__name__
             raise SinkError(f"cannot read dead letters in {self.path}: {first}") from None
+        except pl.exceptions.PanicException as error:  # a damaged data file (BaseException)
+            first = (str(error).strip().splitlines() or ["panic"])[0]
+            raise SinkError(
+                f"cannot read dead letters in {self.path}: polars panicked ({first}); "
+                "`telepipe dlq verify` names the damaged file"
+            ) from None
+
+    def _damaged_file(self) -> str | None:
+        """A live data file missing or not the size its commit recorded (cheap: stat)."""
+        try:
+            live = dead_letter_seal.live_files(DeltaTable(str(self.path)))
+        except (DeltaError, OSError) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            return f"cannot read its Delta log ({first})"
+        for rel, size in sorted(live.items()):
+            try:
+                actual = (self.path / rel).stat().st_size
+            except OSError:
+                return f"data file {rel} is missing"
+            if actual != size:
+                return f"data file {rel} is {actual} bytes, its commit says {size}"
+        return None
 
     def ids(self) -> list[str]:
         """Every distinct id in the store, sorted."""
@@ -135,12 +166,18 @@ class DeadLetterStore:
             raise SinkError(f"cannot delete dead letters in {self.path}: {error}") from None
         return int(metrics.get("num_deleted_rows", 0))
 
-    def put_back(self, rows: Sequence[dict[str, Any]]) -> int:
+    def put_back(self, rows: Sequence[dict[str, Any]], seq: int) -> int:
+        """Letters of the replay audited as entry ``seq`` that are not in the table again."""
         present = set(self.ids())
         missing = [r for r in rows if r["id"] not in present]
         if missing:
             table = pa.Table.from_pylist(missing, schema=DEAD_LETTERS)
-            properties = CommitProperties(custom_metadata={"telepipe.dlq.action": "put_back"})
+            properties = CommitProperties(
+                custom_metadata={
+                    "telepipe.dlq.action": "put_back",
+                    "telepipe.dlq.audit_seq": str(seq),
+                }
+            )
             write_deltalake(str(self.path), table, mode="append", commit_properties=properties)
         return len(missing)
 
@@ -159,19 +196,47 @@ class DeadLetterStore:
             full = self.resolve(given)
             reasons = Counter(r["reason"] for r in self.rows(full))
             deleted = self.delete(full, "purge", seq)
-            return self.audit.append(
-                "purge", full, {"rows": deleted, "reasons": dict(sorted(reasons.items()))}, actor
-            )
+            detail = {"rows": deleted, "reasons": dict(sorted(reasons.items()))}
+            return self.record("purge", full, detail, actor)
+
+    @property
+    def key(self) -> AuditKey:
+        """The audit key (created on first use: ``key.created``)."""
+        key = self.audit.key
+        assert key is not None
+        return key
+
+    def record(
+        self, action: str, ids: Sequence[str], detail: dict[str, Any], actor: str
+    ) -> dict[str, Any]:
+        """Append an audit entry sealing the table as it is now."""
+        try:
+            table = dead_letter_seal.seal(self.path, self.key)
+        except (dead_letter_seal.Damaged, DeltaError, OSError) as error:
+            table = {"unsealed": str(error)}  # the entry still records the change
+        return self.audit.append(action, ids, {**detail, "table": table}, actor)
 
     def next_seq(self) -> int:
-        """The next entry's number; refused after a replay that never ended."""
+        """The next entry's number; refused after a replay that never ended, and while
+        the log or the table does not verify (a change would seal what it found)."""
         entries = self.audit.entries()
         if entries and entries[-1]["action"] == "replay_start":
             raise ConfigError(
                 f"the dlq replay started at audit entry {len(entries)} did not end: finish it "
                 f"first with `telepipe dlq resume --data-dir {self.data_dir}`"
             )
+        problem = self.check_table(entries)
+        if problem is not None:
+            raise AuditError(f"{problem}; changes are refused until this is resolved")
         return len(entries) + 1
+
+    def check_table(self, entries: Sequence[dict[str, Any]]) -> str | None:
+        """The table's rows and Delta log against the audit entries' newest seal."""
+        try:
+            return dead_letter_seal.check(self.path, self.key, entries)
+        except (DeltaError, OSError) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            return f"cannot check {self.path}: {first}"
 
     def deleted_at(self, seq: int) -> bool:
         """The replay audited as entry ``seq`` already took its letters out of the table."""
@@ -193,8 +258,9 @@ class DeadLetterStore:
         return {}
 
     def verify(self) -> tuple[bool, str | None]:
-        """The audit chain is intact, and no entry the table's history points at is
-        missing (a hash chain alone cannot show that its last entries were cut off)."""
+        """The audit log verifies (hash chain and MACs), no entry the table's history
+        points at is missing (a chain alone cannot show that its last entries were cut
+        off), and the table's rows and Delta log are what the entries account for."""
         ok, problem = self.audit.verify()
         if not ok:
             return ok, problem
@@ -212,6 +278,9 @@ class DeadLetterStore:
                 f"entry and none is running: it died (finish it: `telepipe dlq resume "
                 f"--data-dir {self.data_dir}`), or its end entry was removed"
             )
+        problem = self.check_table(entries)
+        if problem is not None:
+            return False, problem
         return True, None
 
     def _replaying(self) -> bool:

@@ -3,8 +3,11 @@
 Producers (Rx observers, one per table, and side outputs) put work into one
 ``BoundedQueue``; one writer thread takes it in order and calls the sink's
 hooks. The queue's policy decides what a full queue does: ``block`` stalls the
-flow back to the source's poll loop. An error on the writer thread is raised to
-the next producer as a one-line ``SinkError``.
+flow back to the source's poll loop. The rows of ``NEVER_DROPPED`` tables (dead
+letters and late readings: what a pipeline could not accept, kept so it can be
+replayed) are never dropped: under a dropping policy they wait for room, as under
+``block``. An error on the writer thread is raised to the next producer as a
+one-line ``SinkError``.
 """
 
 from __future__ import annotations
@@ -17,12 +20,35 @@ from typing import Self
 import pyarrow as pa
 from reactivex import Observer
 
-from telepipe.boundary import BoundaryCounters, BoundaryOptions, BoundedQueue
+from telepipe.boundary import BoundaryCounters, BoundaryOptions, BoundedQueue, OverflowPolicy
 from telepipe.dead_letters import DeadLetter
 from telepipe.errors import ConfigError, SinkError
 from telepipe.markers import CheckpointBarrier, Item
 
 _END = object()
+
+#: Tables whose rows a queue policy never drops (``telepipe.pipelines.graph.RESERVED_TABLES``;
+#: sinks do not import pipelines).
+NEVER_DROPPED = frozenset({"late_readings", "dead_letters"})
+_DROPPING = (OverflowPolicy.DROP_OLDEST, OverflowPolicy.DROP_NEWEST)
+
+
+class SinkQueue[T](BoundedQueue[T]):
+    """A sink's queue: ``put_kept`` waits for room whatever the policy."""
+
+    def put_kept(self, item: T, rows: int) -> None:
+        """Put ``item`` (rows of a ``NEVER_DROPPED`` table), waiting for room under a
+        dropping policy. Once in, nothing evicts it: ``drop_oldest`` evicts only from
+        the arriving item's table."""
+        if self.policy not in _DROPPING:
+            self.put(item, rows)
+            return
+        with self._lock:  # re-entrant: put() takes it again, and finds room
+            started = time.perf_counter()
+            while self._data >= self.capacity and not self._closed:
+                self._lock.wait(0.1)
+            self.counters.blocked_s += time.perf_counter() - started
+            self.put(item, rows)
 
 
 class QueuedSink(ABC):
@@ -30,7 +56,7 @@ class QueuedSink(ABC):
 
     def __init__(self, tables: list[str], queue: BoundaryOptions, delay_ms: float = 0.0) -> None:
         self.table_names = list(tables)
-        self.queue: BoundedQueue[tuple[str, object]] = BoundedQueue(
+        self.queue: SinkQueue[tuple[str, object]] = SinkQueue(
             queue, f"{self.kind} queue", on_drop=self._count_drop, key=lambda entry: entry[0]
         )
         self.error: BaseException | None = None
@@ -87,7 +113,10 @@ class QueuedSink(ABC):
 
     def write(self, table: str, batch: pa.RecordBatch) -> None:
         self._raise_if_failed()
-        self.queue.put((table, batch), batch.num_rows)
+        if table in NEVER_DROPPED:
+            self.queue.put_kept((table, batch), batch.num_rows)
+        else:
+            self.queue.put((table, batch), batch.num_rows)
 
     def barrier(self, table: str, barrier: CheckpointBarrier) -> None:
         self._raise_if_failed()

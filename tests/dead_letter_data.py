@@ -1,5 +1,6 @@
 """Dead letters made by a real pipeline run, for the store's and the replay's tests: a
-telepipe capture of good and malformed SBE messages, replayed into a data dir."""
+telepipe capture of good and malformed SBE messages, replayed into a data dir. The
+fixtures those tests share are in tests/dead_letter_fixtures.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from deltalake import write_deltalake
+from deltalake import CommitProperties, write_deltalake
 from helpers import ROOT, SCHEMA_XML
 
 from telepipe.dead_letters import DeadLetter, dead_letters_batch
@@ -73,9 +74,18 @@ def write_capture(directory: Path, payloads: list[bytes]) -> list[int]:
     return ends
 
 
+#: What a run's commit carries (sinks/delta.py): what the audit check takes for a run's.
+RUN_COMMIT = CommitProperties(custom_metadata={"telepipe.app_id": "telepipe"})
+
+
 def add_letters(data_dir: Path, letters: list[DeadLetter]) -> None:
     """Dead letters written as the pipeline's sink writes them (kudu/sink row errors)."""
-    write_deltalake(str(data_dir / "dead_letters"), dead_letters_batch(letters), mode="append")
+    write_deltalake(
+        str(data_dir / "dead_letters"),
+        dead_letters_batch(letters),
+        mode="append",
+        commit_properties=RUN_COMMIT,
+    )
 
 
 def good_letter(position: int = 4096) -> DeadLetter:

@@ -8,8 +8,11 @@
     telepipe dlq resume [--data-dir DIR]
 
 IDs may be unique prefixes (at least 4 hex digits). ``replay`` and ``purge``
-change the store and need ``--confirm``; each appends a hash-chained entry to
-the audit log, which ``verify`` checks (exit 1 naming the first broken entry).
+change the store and need ``--confirm``; each appends an entry to the audit log,
+hash-chained and authenticated with the audit key (outside the data dir: created
+with mode 0600 on first use, and this says where), which seals the table as the
+change left it. ``verify`` checks the log, then the table's rows and Delta log
+against it (exit 1 naming the first thing wrong).
 
 The store is ``telepipe.sinks.dead_letter_store``; running letters back through a
 pipeline is ``telepipe.pipelines.dlq``. This module parses and prints.
@@ -18,11 +21,12 @@ pipeline is ``telepipe.pipelines.dlq``. This module parses and prints.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +74,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = action("purge", "delete dead letters for good")
     p.add_argument("ids", nargs="+", metavar="ID", help="ids or unique prefixes")
     p.add_argument("--confirm", action="store_true", help="required: purge changes the store")
-    action("verify", "check the audit log's hash chain")
+    action("verify", "check the audit log (hash chain, MACs) and the table's rows and Delta log")
     action("resume", "finish a dlq replay that was killed (its letters are in its capture)")
     return parser
 
@@ -86,6 +90,21 @@ def _store(args: argparse.Namespace) -> DeadLetterStore:
     from telepipe.sinks.dead_letter_store import DeadLetterStore
 
     return DeadLetterStore(args.data_dir)
+
+
+@contextlib.contextmanager
+def _keyed(store: DeadLetterStore) -> Iterator[DeadLetterStore]:
+    """Says where the audit key is if the action created it (however the action ends)."""
+    try:
+        yield store
+    finally:
+        key = store.audit.loaded_key
+        if key is not None and key.created:
+            print(
+                f"telepipe dlq: created the audit key {key.path} (mode 0600): keep it "
+                "outside the data dir, and give a copy to whoever verifies this one",
+                file=sys.stderr,
+            )
 
 
 def _time(ns: int) -> str:
@@ -178,7 +197,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _purge(args: argparse.Namespace) -> int:
     signals.defer()  # a change to the store is never cut in the middle: it finishes
-    entry = _store(args).purge(args.ids, confirm=args.confirm, actor=actor())
+    with _keyed(_store(args)) as store:
+        entry = store.purge(args.ids, confirm=args.confirm, actor=actor())
     print(
         f"telepipe dlq: purged {len(entry['ids'])} dead letters ({entry['detail']['rows']} rows); "
         f"audit entry {entry['seq']}"
@@ -190,7 +210,8 @@ def _resume(args: argparse.Namespace) -> int:
     signals.defer()  # kept until the replay's run takes it (it then stops early)
     from telepipe.pipelines import dlq
 
-    entry = dlq.resume(_store(args), actor=actor())
+    with _keyed(_store(args)) as store:
+        entry = dlq.resume(store, actor=actor())
     d = entry["detail"]
     print(
         f"telepipe dlq: finished the replay of {len(entry['ids'])} dead letters through "
@@ -211,14 +232,15 @@ def _replay(args: argparse.Namespace) -> int:
             )
     from telepipe.pipelines import dlq
 
-    entry = dlq.replay(
-        _store(args),
-        args.ids,
-        confirm=args.confirm,
-        pipeline=args.pipeline,
-        actor=actor(),
-        extra_overrides=args.extra_overrides,
-    )
+    with _keyed(_store(args)) as store:
+        entry = dlq.replay(
+            store,
+            args.ids,
+            confirm=args.confirm,
+            pipeline=args.pipeline,
+            actor=actor(),
+            extra_overrides=args.extra_overrides,
+        )
     d = entry["detail"]
     back = f" ({', '.join(d['came_back_ids'])})" if d["came_back"] else ""
     print(
@@ -230,13 +252,25 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    store = _store(args)
-    ok, problem = store.verify()
+    with _keyed(_store(args)) as store:
+        ok, problem = store.verify()
     if not ok:
         print(f"telepipe dlq verify: {problem}", file=sys.stderr)
         return EXIT_FAILURE
+    entries = store.audit.entries()
+    unkeyed = store.audit.unauthenticated(entries)
+    if unkeyed:
+        print(
+            f"telepipe dlq verify: entries 1-{unkeyed} were written before audit keys: "
+            f"unauthenticated; entry {unkeyed + 1} vouches only that they have not changed "
+            "since",
+            file=sys.stderr,
+        )
     count, head = store.audit.head()
-    print(f"telepipe dlq: audit log ok: {count} entries, head {head} ({store.audit.path})")
+    print(
+        f"telepipe dlq: audit log and table ok: {count} entries, head {head}, "
+        f"{store.list().height} dead letters ({store.audit.path}, key {store.key.path})"
+    )
     return 0
 
 

@@ -12,15 +12,18 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from dead_letter_data import CODEC, T0, colliding_pair, good_letter, telemetry
+from dead_letter_data import CODEC, RUN_COMMIT, T0, colliding_pair, good_letter, telemetry
 from deltalake import write_deltalake
 from helpers import ROOT
 
 from telepipe.dead_letters import dead_letters_batch
-from telepipe.sinks.audit_log import AuditLog
+from telepipe.sinks.audit_log import AuditLog, audit_key
 from telepipe.sources.capture import CaptureWriter
 from telepipe.sources.decoder import late_row_letters
 from telepipe.sources.frames import align
+
+# The audit key in a tmp dir (autouse), for the CLI processes too.
+pytest_plugins = ["dead_letter_fixtures"]
 
 REASONS = {2: "truncated_group", 5: "wrong_schema_id", 8: "trailing_bytes"}
 
@@ -71,7 +74,9 @@ def data(pristine: Path, tmp_path: Path) -> Path:
     """A copy of the pipeline's data dir plus a good letter and two with a common prefix."""
     shutil.copytree(pristine / "data", tmp_path / "data")
     batch = dead_letters_batch([GOOD, *colliding_pair()])
-    write_deltalake(str(tmp_path / "data" / "dead_letters"), batch, mode="append")
+    write_deltalake(
+        str(tmp_path / "data" / "dead_letters"), batch, mode="append", commit_properties=RUN_COMMIT
+    )
     return tmp_path / "data"
 
 
@@ -133,7 +138,7 @@ def test_purge_needs_confirm_then_removes_the_rows_and_audits(data: Path) -> Non
     (entry,) = AuditLog(data / "dead_letters" / "_audit.jsonl").entries()
     assert entry["action"] == "purge" and entry["ids"] == [target]
     verified = telepipe("dlq", "verify", "--data-dir", str(data))
-    assert verified.returncode == 0 and "audit log ok: 1 entries" in verified.stdout
+    assert verified.returncode == 0 and "audit log and table ok: 1 entries" in verified.stdout
 
 
 def test_replay_brings_failures_back_and_delivers_what_decodes(data: Path) -> None:
@@ -161,7 +166,7 @@ def test_replay_brings_failures_back_and_delivers_what_decodes(data: Path) -> No
     ("how", "entry"), [("edit", 2), ("delete", 2), ("swap", 2), ("truncate", 3)]
 )
 def test_verify_names_the_broken_entry(tmp_path: Path, how: str, entry: int) -> None:
-    log = AuditLog(tmp_path / "dead_letters" / "_audit.jsonl")
+    log = AuditLog(tmp_path / "dead_letters" / "_audit.jsonl", key=audit_key())
     for k in range(3):
         log.append("purge", [f"{k:020x}"], {"rows": 1}, actor="alice")
     assert telepipe("dlq", "verify", "--data-dir", str(tmp_path)).returncode == 0
@@ -237,7 +242,12 @@ def test_late_rows_are_dead_letters_and_a_replay_delivers_them(tmp_path: Path) -
     rows = CODEC.decode_one(CODEC.encode(step_rows, source_id=0, batch_seq=0)).batch
     at_step = late_row_letters(CODEC, rows, "windows.tumble", 1001)
     assert len({d.id for d in at_step}) == 10 and {d.position for d in at_step} == {0}
-    write_deltalake(str(data / "dead_letters"), dead_letters_batch(at_step), mode="append")
+    write_deltalake(
+        str(data / "dead_letters"),
+        dead_letters_batch(at_step),
+        mode="append",
+        commit_properties=RUN_COMMIT,
+    )
     listed = telepipe("dlq", "list", "--data-dir", str(data), "--reason", "late_reading")
     assert "11 of 11 dead letters" in listed.stdout, listed.stdout
 

@@ -4,9 +4,6 @@ lands, what fails comes back with the same id, every step is audited."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import polars as pl
 import pytest
 from dead_letter_data import (
@@ -15,7 +12,6 @@ from dead_letter_data import (
     add_letters,
     good_letter,
     readings,
-    replayed_into,
     telemetry,
 )
 
@@ -24,16 +20,9 @@ from telepipe.errors import ConfigError
 from telepipe.pipelines import dlq
 from telepipe.sinks.dead_letter_store import DeadLetterStore
 
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]]:
-    return replayed_into(tmp_path_factory.mktemp("dlq"))
-
-
-@pytest.fixture
-def store(pristine: tuple[Path, list[int]], tmp_path: Path) -> DeadLetterStore:
-    shutil.copytree(pristine[0], tmp_path / "data")
-    return DeadLetterStore(tmp_path / "data")
+# The fixtures pristine (a pipeline run's data dir), store (a copy per test) and the
+# audit key in a tmp dir (autouse).
+pytest_plugins = ["dead_letter_fixtures"]
 
 
 def test_replay_returns_failures_with_the_same_ids_and_delivers_what_decodes(

@@ -6,7 +6,6 @@ tests/pipelines/test_dlq_replay.py.)"""
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -18,23 +17,15 @@ from dead_letter_data import (
     colliding_pair,
     messages,
     readings,
-    replayed_into,
 )
 
 from telepipe.errors import ConfigError, SinkError
-from telepipe.sinks.audit_log import AuditError, AuditLog
+from telepipe.sinks.audit_log import AuditError, AuditLog, audit_key
 from telepipe.sinks.dead_letter_store import DeadLetterStore
 
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]]:
-    return replayed_into(tmp_path_factory.mktemp("dlq"))
-
-
-@pytest.fixture
-def store(pristine: tuple[Path, list[int]], tmp_path: Path) -> DeadLetterStore:
-    shutil.copytree(pristine[0], tmp_path / "data")
-    return DeadLetterStore(tmp_path / "data")
+# The fixtures pristine (a pipeline run's data dir), store (a copy per test) and the
+# audit key in a tmp dir (autouse).
+pytest_plugins = ["dead_letter_fixtures"]
 
 
 def test_list_and_get_show_every_rejected_message(
@@ -91,7 +82,7 @@ def test_purge_needs_confirm_then_removes_exactly_those_rows(store: DeadLetterSt
 
 
 def chain(path: Path, n: int = 4) -> AuditLog:
-    log = AuditLog(path)
+    log = AuditLog(path, key=audit_key())
     for k in range(n):
         log.append("purge", [f"{k:020x}"], {"rows": k}, actor="alice")
     return log
