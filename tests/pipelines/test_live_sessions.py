@@ -53,7 +53,9 @@ def wait_until(done: Callable[[], bool], run: Watched, what: str, timeout: float
     deadline = time.monotonic() + timeout
     while not done():
         assert run.process.poll() is None, "".join(run.lines["stderr"])[-2000:]
-        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        assert time.monotonic() < deadline, (
+            f"no {what} within {timeout} s: " + "".join(run.lines["stderr"])[-2000:]
+        )
         time.sleep(0.05)
     return time.monotonic()
 
