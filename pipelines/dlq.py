@@ -194,7 +194,10 @@ def _run_overrides(
     extra: Sequence[str] = (),
 ) -> list[str]:
     """The config of a replay's run: the letters' capture into the store's data dir,
-    under the replay's own app id."""
+    under the replay's own app id. Its watermark stays back until the end of the
+    letters (no bound a letter could be behind, no idleness): letters of several
+    sessions, each behind the others' event time, are never late again; the end of
+    the input flushes every operator."""
     return [
         f"pipeline={_quote(pipeline)}",
         f"data_dir={_quote(str(store.data_dir.resolve()))}",
@@ -202,8 +205,13 @@ def _run_overrides(
         f"sink.app_id={app_id}",
         "ui=never",
         f"stats_file={_quote(str(stats_file))}",
+        f"source.out_of_orderness_ms={LETTERS_BOUND_MS}",
+        "source.idle_timeout_ms=0",
         *extra,
     ]
+
+
+LETTERS_BOUND_MS = 10**12  # ~31 years: more than any letter is behind another
 
 
 def _quote(value: str) -> str:
