@@ -4,6 +4,7 @@
 - ``detectors``: ``ThresholdAlarm``, ``HysteresisAlarm``, ``RateOfChange``, ``Flatline``,
   ``HeartbeatTimeout``, ``EwmaZScore``, ``Dedup``, ``Resample``
 - ``patterns``: ``Pattern``, ``CepPattern``
+- ``actors``: ``ActorStage`` (with ``Counter``, ``EquipmentStateMachine``)
 - ``runtime``: how a stage runs (``stage``, ``ThreadBoundary``, ``KeyIndex``, event-time
   buffers)
 
@@ -11,6 +12,7 @@ Each family keeps its numba kernels beside it in private ``_*_kernels`` modules.
 A pipeline YAML names an operator as ``telepipe.operators.<Name>``.
 """
 
+from telepipe.operators.actors import ActorStage, Counter, EquipmentStateMachine
 from telepipe.operators.detectors import (
     Dedup,
     EwmaZScore,
@@ -27,8 +29,11 @@ from telepipe.operators.runtime.thread_boundary import ThreadBoundary
 from telepipe.operators.windows import SessionWindow, SlidingWindow, TumblingWindow
 
 __all__ = [
+    "ActorStage",
     "CepPattern",
+    "Counter",
     "Dedup",
+    "EquipmentStateMachine",
     "EwmaZScore",
     "Flatline",
     "HeartbeatTimeout",
