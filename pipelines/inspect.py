@@ -39,6 +39,8 @@ class InspectReport:
     messages: int = 0
     bytes: int = 0
     dropped_fragments: int = 0
+    out_of_place: int = 0
+    reordered: int = 0
     gaps: list[str] = field(default_factory=list)
     malformed: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -71,6 +73,8 @@ def build_report(path: str) -> InspectReport:
         messages=c.messages,
         bytes=c.bytes,
         dropped_fragments=c.dropped_fragments,
+        out_of_place=c.out_of_place,
+        reordered=c.reordered,
         gaps=[str(g) for g in c.gaps[:100]],
         malformed=dict(reader.malformed),
         notes=list(reader.notes),
@@ -98,7 +102,8 @@ def inspect(path: str, as_json: bool = False) -> int:
     console.print(
         f"{report.path}: {report.kind}, {report.frames:,} frames, {report.messages:,} messages, "
         f"{report.bytes:,} payload bytes, {len(report.gaps)} gaps, "
-        f"{sum(report.malformed.values())} malformed, {report.dropped_fragments} dropped fragments",
+        f"{sum(report.malformed.values())} malformed, {report.dropped_fragments} dropped fragments, "
+        f"{report.out_of_place} out-of-place frames, {report.reordered} reordered",
         highlight=False,
         soft_wrap=True,
     )

@@ -47,14 +47,16 @@ every frame before it was yielded.
 from __future__ import annotations
 
 import mmap
+import re
 import struct
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from telepipe.errors import SourceError
 from telepipe.sources.frames import (
+    FRAME_ALIGNMENT,
     HEADER_LENGTH,
     TYPE_DATA,
     TYPE_PAD,
@@ -76,15 +78,25 @@ _DESCRIPTOR = struct.Struct("<7q6i")  # the fixed block of RecordingDescriptor, 
 _FRAME = struct.Struct("<iBBhiiiiq")
 
 
-def received_at(info: RecordingInfo, position: int) -> int:
+def received_at(info: RecordingInfo, position: int, reserved: int = 0) -> int:
     """A frame's receive time, derived: frames in ``.rec`` files carry none, so the time
     is the recording's start timestamp (catalog, ms) plus its share of the recording's
     span, by position (stop timestamp and position known), or plus 1 ns per byte (a
     recording in progress). Deterministic: every replay of the archive gives the same,
     and it grows with position. A publisher's stamp in the reserved value wins over
-    it (``Message.stamp_ns``).
+    it (``Message.stamp_ns``), and is the frame's time here too when it lies within the
+    recording's span (a publisher's epoch-ns send time).
     """
     start_ns = max(info.start_timestamp, 0) * 1_000_000
+    if (
+        start_ns
+        and start_ns <= reserved
+        and (
+            info.stop_timestamp < info.start_timestamp
+            or reserved <= info.stop_timestamp * 1_000_000
+        )
+    ):
+        return reserved
     done = position - info.start_position
     span = info.stop_position - info.start_position
     if (
@@ -147,6 +159,7 @@ class ArchiveReader:
         self.recording_id = recording_id
         self.notes: list[str] = []
         self.malformed: Counter[str] = Counter()
+        self._noted: set[str] = set()
         catalog = self.directory / CATALOG_FILE
         if not catalog.is_file():
             raise SourceError(f"{self.directory}: not an Aeron Archive (no {CATALOG_FILE})")
@@ -182,8 +195,13 @@ class ArchiveReader:
                     f"{catalog}: bad catalog header (version {semantic}, entry length {length})"
                 )
             fmt, offset, alignment = "legacy", stride, stride
-        if major not in (2, 3):
-            self.notes.append(f"{catalog}: catalog version {semantic}, expected 2.x or 3.x")
+        if version == 0 and fmt == "legacy":
+            semantic = "0.0.0"  # Aeron before 1.22 wrote 0: segments named by index
+        elif major not in (1, 2, 3):
+            self.notes.append(
+                f"{catalog}: catalog version {semantic}, expected 0 (Aeron before 1.22), "
+                "1.x, 2.x or 3.x"
+            )
         recordings = []
         while offset + DESCRIPTOR_HEADER_LENGTH <= len(data):
             entry_length, state = struct.unpack_from("<ii", data, offset)
@@ -255,6 +273,15 @@ class ArchiveReader:
 
     # -- public -----------------------------------------------------------------
 
+    def times_known(self) -> bool:
+        """Whether the recordings read have times: frames carry none, the catalog's start
+        timestamps give them (``received_at``)."""
+        chosen = [
+            r for r in self._recordings
+            if (r.recording_id == self.recording_id if self.recording_id is not None else r.valid)
+        ]  # fmt: skip
+        return all(r.start_timestamp > 0 for r in chosen)
+
     def recordings(self) -> list[RecordingInfo]:
         """Every catalog entry in catalog order, valid or not."""
         return list(self._recordings)
@@ -309,87 +336,201 @@ class ArchiveReader:
 
     # -- segments ---------------------------------------------------------------
 
+    def _segment(self, info: RecordingInfo, position: int) -> Path:
+        """The segment file holding ``position``: named by its base position, or by its
+        index for a catalog of version 0 (Aeron before 1.22)."""
+        path = self.directory / info.segment_name(position)
+        if not path.is_file() and self.catalog_version == "0.0.0":
+            term_base = info.start_position - (info.start_position & (info.term_buffer_length - 1))
+            index = (info.segment_base(position) - term_base) // info.segment_file_length
+            older = self.directory / f"{info.recording_id}-{index}.rec"
+            if older.is_file():
+                return older
+        return path
+
     def _frames(self, info: RecordingInfo) -> Iterator[DataFrame]:
-        rid, term_length = info.recording_id, info.term_buffer_length
+        """The frames of one recording. A frame that cannot be genuine (its header does
+        not match its position, its length is past the MTU, the recording's stop or its
+        term, a PAD frame not at a term's end, a length the next frame does not follow)
+        is skipped and counted, and reading goes on at the next genuine frame header
+        (the first 32-byte aligned one that matches its position, found by a scan): it
+        costs only the messages it carried (the assembler sees the gap). A missing or
+        short segment costs what it held; the next one is read."""
+        rid = info.recording_id
         position, stop = info.start_position, info.stop_position
         where = f"{self.directory}: recording {rid}"
         while stop == NULL_POSITION or position < stop:
             base = info.segment_base(position)
-            path = self.directory / info.segment_name(position)
+            path = self._segment(info, position)
             if not path.is_file():
-                if stop != NULL_POSITION:
-                    self._note(
-                        "missing_segment",
-                        f"{where}: segment {path.name} missing; stopped at position "
-                        f"{position} of {stop}",
-                    )
-                else:
+                if stop == NULL_POSITION:
                     self.notes.append(f"{where}: in progress; read up to position {position}")
-                return
+                    return
+                self._note(
+                    "missing_segment",
+                    f"{where}: segment {path.name} missing; positions {position} to "
+                    f"{min(stop, base + info.segment_file_length)} of {stop} lost",
+                )
+                position = base + info.segment_file_length
+                continue
             try:
                 with path.open("rb") as f:
                     size = min(f.seek(0, 2), info.segment_file_length)
                     mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
             except OSError as error:
                 self._note("unreadable_segment", f"{where}: {path.name}: {error.strerror}")
-                return
-            reason = None
+                position = base + info.segment_file_length
+                continue
             try:
-                limit = size if stop == NULL_POSITION else min(size, stop - base)
-                offset = position - base
-                while offset < limit:
-                    if offset + HEADER_LENGTH > size:
-                        reason = "truncated_segment"
-                        break
-                    flen, _, flags, ftype, term_offset, _, _, term_id, reserved = (
-                        _FRAME.unpack_from(mm, offset)
-                    )
-                    if flen <= 0:
-                        reason = "zero_tail"
-                        break
-                    aligned = align(flen)
-                    start = position_of(term_id, term_offset, info.initial_term_id, term_length)
-                    if (
-                        ftype not in (TYPE_DATA, TYPE_PAD)
-                        or flen < HEADER_LENGTH
-                        or start != base + offset
-                        or term_offset + aligned > term_length
-                    ):
-                        reason = "bad_frame"
-                        break
-                    if offset + flen > size:
-                        reason = "truncated_segment"
-                        break
-                    end = base + offset + aligned
-                    if ftype == TYPE_DATA:
-                        yield DataFrame(
-                            info.stream_id, info.session_id, term_id, term_offset, flags,
-                            end, received_at(info, end),
-                            bytes(mm[offset + HEADER_LENGTH : offset + flen]), reserved,
-                        )  # fmt: skip
-                    else:  # PAD: the position moves on to the next term
-                        yield DataFrame(
-                            info.stream_id, info.session_id, term_id, term_offset, flags,
-                            end, received_at(info, end), b"", reserved, padding=aligned,
-                        )  # fmt: skip
-                    offset += aligned
+                walk = _SegmentWalk(info, mm, base, size)
+                end_of_data = yield from walk.frames(position - base)
             finally:
                 if isinstance(mm, mmap.mmap):
                     mm.close()
-            position = base + offset
-            if stop != NULL_POSITION and position >= stop:
-                return
-            if reason is None and offset < info.segment_file_length:
-                reason = "truncated_segment"  # the file is shorter than a segment
-            if reason is None:
-                continue  # on to the next segment
-            if stop == NULL_POSITION and reason == "zero_tail":
-                self.notes.append(f"{where}: in progress; read up to position {position}")
-            else:
-                of = f" of {stop}" if stop != NULL_POSITION else ""
-                self._note(
+            for reason, first_at, count in walk.damage:
+                self.malformed[reason] += count
+                self._first_note(
                     reason,
                     f"{where}: {path.name}: {reason.replace('_', ' ')} at position "
-                    f"{position}{of}; stopped there",
+                    f"{base + first_at}{f' of {stop}' if stop != NULL_POSITION else ''}"
+                    f" ({count}x in this segment); read on past it",
                 )
-            return
+            if end_of_data is not None:  # a recording in progress: its writer is there
+                self.notes.append(f"{where}: in progress; read up to position {base + end_of_data}")
+                return
+            segment_end = base + info.segment_file_length
+            if base + size < (segment_end if stop == NULL_POSITION else min(stop, segment_end)):
+                if stop == NULL_POSITION:
+                    self.notes.append(f"{where}: in progress; read up to position {base + size}")
+                    return
+                self._note(
+                    "truncated_segment",
+                    f"{where}: {path.name}: truncated segment at position {base + size} "
+                    f"of {stop}; positions up to {min(stop, segment_end)} lost",
+                )
+            position = segment_end
+
+    def _first_note(self, reason: str, line: str) -> None:
+        if reason not in self._noted:
+            self._noted.add(reason)
+            self.notes.append(line)
+
+
+class _SegmentWalk:
+    """The frames of one segment file, checked one by one; damage by kind."""
+
+    def __init__(self, info: RecordingInfo, mm: mmap.mmap | bytes, base: int, size: int) -> None:
+        self.info = info
+        self.mm = mm
+        self.base = base
+        self.size = size
+        stop = info.stop_position
+        self.limit = size if stop == NULL_POSITION else max(0, min(size, stop - base))
+        self.mtu = info.mtu_length if info.mtu_length >= 2 * HEADER_LENGTH else 1 << 16
+        self.damage: list[tuple[str, int, int]] = []  # (reason, first offset, count)
+
+    def _damaged(self, reason: str, offset: int) -> None:
+        for i, (r, first, n) in enumerate(self.damage):
+            if r == reason:
+                self.damage[i] = (r, first, n + 1)
+                return
+        self.damage.append((reason, offset, 1))
+
+    def _header(self, offset: int) -> tuple | None:
+        if offset + HEADER_LENGTH > self.size:
+            return None
+        return _FRAME.unpack_from(self.mm, offset)
+
+    def check(self, offset: int, follow: bool = True) -> str | None:
+        """Why the frame at ``offset`` cannot be genuine, or None."""
+        info, term_length = self.info, self.info.term_buffer_length
+        h = self._header(offset)
+        if h is None:
+            return "truncated_segment"
+        flen, _, _, ftype, term_offset, _, _, term_id, _ = h
+        if flen <= 0:
+            return "zero_tail"
+        aligned = align(flen)
+        start = position_of(term_id, term_offset, info.initial_term_id, term_length)
+        if (
+            ftype not in (TYPE_DATA, TYPE_PAD)
+            or flen < HEADER_LENGTH
+            or start != self.base + offset
+            or term_offset + aligned > term_length
+        ):
+            return "bad_frame"
+        if ftype == TYPE_PAD and term_offset + aligned != term_length:
+            return "pad_mid_term"  # padding only fills a term's end
+        if ftype == TYPE_DATA and flen > self.mtu:
+            return "frame_too_long"  # longer than the recording's MTU
+        if offset + aligned > self.limit and self.limit < self.size:
+            return "frame_too_long"  # past the recording's stop position
+        if offset + flen > self.size:
+            return "truncated_segment"
+        after = offset + aligned
+        if follow and after < self.limit:
+            # Where the next frame is not where this one says it ends, either that one is
+            # damaged or this length is: a genuine frame header inside this one says so.
+            why = self.check(after, follow=False)
+            if why is not None and not (why == "zero_tail" and self.open):
+                for inner in range(offset + HEADER_LENGTH, after, FRAME_ALIGNMENT):
+                    if self.check(inner, follow=False) is None:
+                        return "bad_frame_length"
+        return None
+
+    @property
+    def open(self) -> bool:
+        return self.info.stop_position == NULL_POSITION
+
+    def resync(self, offset: int) -> int:
+        """The next offset after ``offset`` holding a genuine frame (``limit``: none)."""
+        nonzero = _NONZERO.search(self.mm, offset + HEADER_LENGTH, self.limit)
+        if nonzero is None:
+            return self.limit
+        at = max(offset + HEADER_LENGTH, nonzero.start() - nonzero.start() % FRAME_ALIGNMENT)
+        while at < self.limit:
+            if self.check(at) is None:
+                return at
+            at += FRAME_ALIGNMENT
+        return self.limit
+
+    def frames(self, offset: int) -> Generator[DataFrame, None, int | None]:
+        """Frames from ``offset``; returns where a recording in progress ends (its zero
+        tail), else None."""
+        info = self.info
+        while offset < self.limit:
+            why = self.check(offset)
+            if why == "zero_tail" and self.open:
+                return offset
+            if why == "truncated_segment":  # the file ends here: the reader says so
+                return None
+            if why is not None:
+                if why == "zero_tail":
+                    if _NONZERO.search(self.mm, offset, self.limit) is None:
+                        self._damaged("zero_tail", offset)  # never written (or flushed)
+                        return None
+                    why = "zeroed_frame"  # zeros where a frame was, frames after it
+                self._damaged(why, offset)
+                offset = self.resync(offset)
+                continue
+            flen, _, flags, ftype, term_offset, _, _, term_id, reserved = _FRAME.unpack_from(
+                self.mm, offset
+            )
+            aligned = align(flen)
+            end = self.base + offset + aligned
+            if ftype == TYPE_DATA:
+                yield DataFrame(
+                    info.stream_id, info.session_id, term_id, term_offset, flags,
+                    end, received_at(info, end, reserved),
+                    bytes(self.mm[offset + HEADER_LENGTH : offset + flen]), reserved,
+                )  # fmt: skip
+            else:  # PAD: the position moves on to the next term
+                yield DataFrame(
+                    info.stream_id, info.session_id, term_id, term_offset, flags,
+                    end, received_at(info, end), b"", reserved, padding=aligned,
+                )  # fmt: skip
+            offset += aligned
+        return None
+
+
+_NONZERO = re.compile(rb"[^\x00]")

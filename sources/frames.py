@@ -12,6 +12,7 @@ instead of failing: a message cut by a gap is dropped and counted.
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -154,6 +155,7 @@ class AssemblerCounters:
     gaps: list[Gap] = field(default_factory=list)
     out_of_place: int = 0  # frames ahead of their stream that the stream then went around
     repeated: int = 0  # frames taken ahead of their stream that then came again in order
+    reordered: int = 0  # frames that came before their predecessors, put back in their place
 
 
 class FrameAssembler:
@@ -175,6 +177,16 @@ class FrameAssembler:
     stream goes on past it. Likewise a stream's first frame:
     a frame that starts before it, within its first ``REWIND_FRAMES`` frames,
     starts the stream again (the frames behind it until then are lost, counted).
+
+    The stream may also go on from a point between where it was and where the jump
+    took it: the frame that jumped was overwritten in place (a corrupt term offset or
+    id) or came early after a loss. The jump is undone as well, and only the bytes
+    between where the stream was and where it goes on are a gap: a damaged frame costs
+    only the message it carried. Frames taken after a jump that were not delivered
+    (fragments of a message whose earlier fragments were still to come: fragments out
+    of order) are kept and fed again once the stream reaches them (``reordered``).
+    ``feed`` may so complete more than one message: it returns the first, ``assemble``
+    yields them all.
     """
 
     REWIND_FRAMES = 64
@@ -196,15 +208,50 @@ class FrameAssembler:
         # Per stream, while a jump or its opening stands: the frames of the message
         # in progress.
         self._taking: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+        # Per stream, the frames taken since its last jump, each with whether it was
+        # counted as an orphan fragment (dropped); once the jump is undone, those not
+        # delivered wait in _stash (start -> frame, counted) until the stream is there.
+        self._ahead: dict[tuple[int, int], list[tuple[DataFrame, bool]]] = {}
+        self._stash: dict[tuple[int, int], dict[int, tuple[DataFrame, bool]]] = {}
+        self._ready: deque[Message] = deque()
 
     def positions(self) -> dict[tuple[int, int], int]:
         """(stream, session) -> position just past the last frame taken."""
         return dict(self._expected)
 
     def feed(self, frame: DataFrame) -> Message | None:
-        c = self.counters
-        c.frames += 1
+        """Take one frame; the first message it completes (``ready()``: the others)."""
+        self.counters.frames += 1
         key = (frame.stream_id, frame.session_id)
+        first = self._feed(key, frame)
+        stash = self._stash.get(key)
+        while stash:
+            expected = self._expected.get(key)
+            for stale in [s for s in stash if expected is None or s < expected]:
+                del stash[stale]  # (out of place, counted so, or an orphan, counted)
+            if expected is None or expected not in stash:
+                break
+            again, counted = stash.pop(expected)
+            self.counters.reordered += 1
+            if counted:
+                self.counters.dropped_fragments -= 1
+            message = self._feed(key, again)
+            if message is not None:
+                self._ready.append(message)
+        if stash is not None and not stash:
+            del self._stash[key]
+        if first is None and self._ready:
+            return self._ready.popleft()
+        return first
+
+    def ready(self) -> list[Message]:
+        """Messages completed by the last ``feed`` beyond the one it returned."""
+        out = list(self._ready)
+        self._ready.clear()
+        return out
+
+    def _feed(self, key: tuple[int, int], frame: DataFrame) -> Message | None:
+        c = self.counters
         if frame.flags & EOS_FLAG and not frame.payload and not frame.padding:
             return self._end(key, frame)
         start = frame.start_position
@@ -226,9 +273,21 @@ class FrameAssembler:
             else:
                 del self._opening[key]
         jump = self._jump.pop(key, None)
-        if jump is not None and start == jump[0] and start != expected:
-            self._undo(key, jump)
-        elif expected is not None and start != expected:
+        ahead = self._ahead.pop(key, None)
+        if (
+            jump is not None
+            and expected is not None
+            and jump[0] <= start < expected
+            and not self._seen(key, frame, start, ahead)
+        ):
+            # The stream goes on from before where the jump took it: undo the jump; a
+            # frame after where it was (not at it) leaves a gap of only what is between.
+            self._undo(key, jump, ahead)
+            expected = jump[0]
+            jump = None
+        if jump is not None and ahead is not None and start >= jump[0]:
+            self._ahead[key] = ahead
+        if expected is not None and start != expected:
             gap = Gap(frame.stream_id, frame.session_id, expected, start)
             c.gaps.append(gap)
             if start < expected:
@@ -239,13 +298,32 @@ class FrameAssembler:
             if dropped is not None:
                 c.dropped_fragments += 1
             self._jump[key] = (expected, gap, dropped, 0)
+            self._ahead[key] = []
         else:
             self._count(key, jump)
+        if key not in self._jump:
+            self._ahead.pop(key, None)
         self._expected[key] = frame.position
+        orphan = not frame.padding and not frame.flags & BEGIN_FLAG and key not in self._partial
         message = self._take(key, frame)
+        if key in self._ahead:
+            self._ahead[key].append((frame, orphan))
         if (key in self._jump or key in self._opening) and not frame.padding:
             self._record(key, frame, start, message is not None)
         return message
+
+    def _seen(
+        self,
+        key: tuple[int, int],
+        frame: DataFrame,
+        start: int,
+        ahead: list[tuple[DataFrame, bool]] | None,
+    ) -> bool:
+        """``frame`` is one taken since the jump, come again (a retransmit): not a sign
+        that the stream goes on from before the jump."""
+        return any(f.start_position == start for f, _ in ahead or ()) or (
+            start in self._taken.get(key, {})
+        )
 
     def _skip_taken(
         self, key: tuple[int, int], frame: DataFrame, start: int, expected: int
@@ -332,24 +410,39 @@ class FrameAssembler:
         self._taking.pop(key, None)  # (what it delivered stays _taken)
 
     def _undo(
-        self, key: tuple[int, int], jump: tuple[int, Gap, tuple[bytearray, int] | None, int]
+        self,
+        key: tuple[int, int],
+        jump: tuple[int, Gap, tuple[bytearray, int] | None, int],
+        ahead: list[tuple[DataFrame, bool]] | None,
     ) -> None:
-        """The stream went on from before its last jump: undo the jump."""
+        """The stream went on from before its last jump: undo the jump. The frames taken
+        since that were not delivered wait until the stream reaches them."""
         c = self.counters
         before, gap, dropped, _ = jump
         c.out_of_place += 1
         c.gaps.remove(gap)
-        self._partial.pop(key, None)  # begun by a frame after the jump: out of place too
+        self._partial.pop(key, None)  # begun by a frame after the jump: kept in _stash
+        self._taking.pop(key, None)
         if dropped is not None:
             self._partial[key] = dropped
             c.dropped_fragments -= 1
         self._expected[key] = before
+        taken = self._taken.get(key, {})
+        stash = self._stash.setdefault(key, {})
+        for f, counted in ahead or ():
+            at = f.start_position
+            if not f.padding and at > before and at not in taken and at not in stash:
+                stash[at] = (f, counted)
+        if not stash:
+            del self._stash[key]
 
     def finish(self) -> None:
         """The input ended: a message still missing its END fragment is dropped (counted)."""
         self.counters.dropped_fragments += len(self._partial)
         self._partial.clear()
         self._taking.clear()
+        self._stash.clear()
+        self._ahead.clear()
 
     def _end(self, key: tuple[int, int], frame: DataFrame) -> Message:
         """An end-of-stream heartbeat (no payload, EOS flag): the session's end mark. It
@@ -374,4 +467,8 @@ class FrameAssembler:
             message = self.feed(frame)
             if message is not None and (ends or not message.end_of_stream):
                 yield message
+            while self._ready:
+                message = self._ready.popleft()
+                if ends or not message.end_of_stream:
+                    yield message
         self.finish()

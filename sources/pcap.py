@@ -419,29 +419,71 @@ class PcapReader:
             mm.close()
 
     def _pcap(self, mm: mmap.mmap) -> Iterator[_Record]:
+        """Records in file order. A record header that cannot be genuine (a length past
+        the snaplen or the file, or whose next record does not follow while a genuine
+        header lies inside it) costs only its own bytes: the walk goes on at the next
+        offset where two record headers in a row are plausible (``bad_record``)."""
         order, unit = _PCAP_MAGICS[bytes(mm[:4])]
         if len(mm) < 24:
             raise _Damage("truncated_header", "file ends inside the pcap file header")
         header_cls = dpkt.pcap.LEFileHdr if order == "<" else dpkt.pcap.FileHdr
         header = header_cls(bytes(mm[:24]))
-        linktype, snaplen = header.linktype & 0xFFFF, header.snaplen
+        linktype = header.linktype & 0xFFFF
+        snaplen = header.snaplen if 0 < header.snaplen <= MAX_RECORD else MAX_RECORD
         record = struct.Struct(order + "IIII")
-        off, size = 24, len(mm)
+        size = len(mm)
+        frac_limit = 1_000_000_000 // unit
+
+        def plausible(at: int) -> int:
+            """The end of a plausible record at ``at`` (-1: none; the file's end: ok)."""
+            if at == size:
+                return size
+            if at + 16 > size:
+                return -1
+            _, frac, caplen, origlen = record.unpack_from(mm, at)
+            if frac >= frac_limit or caplen > snaplen or caplen > origlen or origlen > 1 << 18:
+                return -1
+            end = at + 16 + caplen
+            return end if end <= size else -1
+
+        def chained(at: int) -> bool:
+            end = plausible(at)
+            return end >= 0 and (end == size or plausible(end) >= 0)
+
+        off = 24
         while off < size:
-            if off + 16 > size:
-                raise _Damage("truncated_record", f"file cut inside a record header at byte {off}")
+            end = plausible(off)
+            # The next record does not follow: that one is damaged, unless a genuine
+            # header chain starts inside this record (then this length is).
+            if (
+                0 <= end < size
+                and plausible(end) < 0
+                and any(chained(at) for at in range(off + 17, end))
+            ):
+                end = -1
+            if end < 0:
+                if off + 16 > size:
+                    self._note("truncated_record", f"file cut inside a record header at byte {off}")
+                    return
+                resume = next((at for at in range(off + 1, size) if chained(at)), size)
+                if resume == size and plausible(off) < 0 and off + 16 <= size:
+                    caplen = record.unpack_from(mm, off)[2]
+                    if caplen <= snaplen and off + 16 + caplen > size:
+                        self._note("truncated_record", f"file cut inside a packet at byte {off}")
+                        return
+                self._note(
+                    "bad_record", f"damaged record header at byte {off}; skipped to {resume}"
+                )
+                off = resume
+                continue
             sec, frac, caplen, origlen = record.unpack_from(mm, off)
-            if caplen > max(snaplen, MAX_RECORD):
-                raise _Damage("bad_record_length", f"record of {caplen} bytes at byte {off}")
-            if off + 16 + caplen > size:
-                raise _Damage("truncated_record", f"file cut inside a packet at byte {off}")
             yield _Record(
                 sec * 1_000_000_000 + frac * unit,
                 linktype,
                 mm[off + 16 : off + 16 + caplen],
                 origlen,
             )
-            off += 16 + caplen
+            off = end
 
     def _pcapng(self, mm: mmap.mmap) -> Iterator[_Record]:
         off, size, order = 0, len(mm), "<"

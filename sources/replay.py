@@ -217,6 +217,7 @@ class ReplaySource(DecodingSource):
         self.path = Path(path)
         self.options = options
         self.input = open_input(path, options.follow)
+        _check_times(self.path, self.input, options)
         self.assembler = FrameAssembler()
         self.decoder = TelemetryDecoder(codec, decoder_options)
         self.exhausted = False
@@ -399,7 +400,11 @@ class ReplaySource(DecodingSource):
         c = self.assembler.counters
         found = {f"malformed_{k}": int(v) for k, v in sorted(self.input.malformed.items()) if v}
         found |= self.input.unreadable()
-        counts = (("dropped_fragments", c.dropped_fragments), ("gaps", len(c.gaps)))
+        counts = (
+            ("dropped_fragments", c.dropped_fragments),
+            ("gaps", len(c.gaps)),
+            ("out_of_place_frames", c.out_of_place),
+        )
         return found | {k: v for k, v in counts if v}
 
     def stop(self) -> None:
@@ -410,6 +415,27 @@ class ReplaySource(DecodingSource):
 
 
 _NOTHING_YET = object()  # a followed capture has no new message now
+
+
+def _check_times(path: Path, recorded: RecordedInput, options: ReplayOptions) -> None:
+    """Time bounds and pacing need receive times: an Aeron Archive's frames carry none
+    and its catalog may not say when a recording started. Refused in one line rather
+    than replaying nothing (``from``) or everything (``to``) at any speed."""
+    from telepipe.sources.archive import ArchiveReader
+
+    if not isinstance(recorded, ArchiveReader) or recorded.times_known():
+        return
+    for key, bound in (("replay.from", options.start), ("replay.to", options.stop)):
+        if bound is not None and bound[0] == "time":
+            raise ConfigError(
+                f"{key}: {path} is an Aeron Archive whose catalog gives no start time "
+                "for its recordings, so its messages have no time: bound it by position"
+            )
+    if options.speed is not None:
+        raise ConfigError(
+            f"replay.speed: {path} is an Aeron Archive whose catalog gives no start time "
+            "for its recordings: it replays only at speed=max"
+        )
 
 
 def _value(message: Message, kind: str) -> int:

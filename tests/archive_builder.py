@@ -172,3 +172,19 @@ def archive_of(
         recordings.append(recording)
     write_catalog(directory, recordings)
     return recordings
+
+
+def write_catalog_v0(directory: Path, recordings: list[Recording]) -> None:
+    """What Aeron 1.15.1 (before 1.22) writes: the legacy layout with catalog version 0
+    (CatalogHeaderEncoder.version(0), entryLength 1024: Catalog.class of aeron-all
+    1.15.1), and segments named ``<recordingId>-<segment index>.rec``."""
+    write_legacy_catalog(directory, recordings)
+    with (directory / "archive.catalog").open("r+b") as f:
+        f.write(struct.pack("<ii", 0, 1024))
+    for r in recordings:
+        term_base = r.start - r.start % r.log.term_length
+        for path in sorted(directory.glob(f"{r.recording_id}-*.rec")):
+            base = int(path.stem.split("-")[1])
+            path.rename(
+                directory / f"{r.recording_id}-{(base - term_base) // r.segment_length}.rec"
+            )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import struct
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,12 +22,16 @@ from archive_builder import (
     MTU,
     SEGMENT,
     TERM,
+    Log,
     Recording,
     build_log,
     write_catalog,
+    write_catalog_v0,
     write_legacy_catalog,
     write_segments,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from telepipe.errors import SourceError
 from telepipe.sources.archive import ArchiveReader
@@ -138,51 +143,63 @@ def test_legacy_catalog(tmp_path: Path) -> None:
     assert messages == recs[0].expected() and padded_only(gaps)
 
 
-def test_truncated_segment_keeps_frames_before_the_cut(
+def untouched(r: Recording, lo: int, hi: int) -> list[bytes]:
+    """The messages of ``r`` none of whose frames' bytes lie in positions [lo, hi)."""
+    step = r.log.mtu - 32
+    out = []
+    for pos, payload in r.log.messages:
+        size = sum(-(-(32 + len(payload[i : i + step])) // 32) * 32
+                   for i in range(0, max(len(payload), 1), step))  # fmt: skip
+        if r.start <= pos and pos + size <= r.stop and (pos + size <= lo or pos >= hi):
+            out.append(payload)
+    return out
+
+
+def test_truncated_segment_costs_only_what_it_lost(
     archive: tuple[Path, list[Recording]],
 ) -> None:
     directory, recs = archive
     r = recs[0]
-    second = directory / f"0-{r.start - r.start % TERM + SEGMENT}.rec"
+    base = r.start - r.start % TERM + SEGMENT
     cut = 50_001  # inside a frame
-    os.truncate(second, cut)
+    os.truncate(directory / f"0-{base}.rec", cut)
     reader = ArchiveReader(directory)
     messages, _ = replay(reader, 0)
-    cut_position = r.start - r.start % TERM + SEGMENT + cut
-    whole = [p for pos, p in r.log.messages if r.start <= pos and pos + len(p) + 64 < cut_position]
-    assert messages[: len(whole) - 2] == whole[: len(whole) - 2]
-    assert messages == r.expected()[: len(messages)] and len(messages) < len(r.expected())
+    assert messages == untouched(r, base + cut - cut % 32, base + SEGMENT)
+    assert len(messages) < len(r.expected())
     assert reader.malformed["truncated_segment"] == 1
     assert any("truncated segment" in n for n in reader.notes)
 
 
-def test_missing_segment_is_a_note(archive: tuple[Path, list[Recording]]) -> None:
+def test_missing_segment_costs_only_what_it_held(archive: tuple[Path, list[Recording]]) -> None:
     directory, recs = archive
     r = recs[0]
-    (directory / f"0-{r.start - r.start % TERM + SEGMENT}.rec").unlink()
+    base = r.start - r.start % TERM + SEGMENT
+    (directory / f"0-{base}.rec").unlink()
     reader = ArchiveReader(directory)
     messages, _ = replay(reader, 0)
-    assert messages and messages == r.expected()[: len(messages)]
+    assert messages == untouched(r, base, base + SEGMENT) and messages != r.expected()
     assert reader.malformed["missing_segment"] == 1
     assert any("missing" in n for n in reader.notes)
 
 
-def test_zeroed_data_before_stop_position_is_a_note(
+def test_zeroed_data_before_stop_position_costs_only_what_it_held(
     archive: tuple[Path, list[Recording]],
 ) -> None:
     directory, recs = archive
     r = recs[0]
-    first = directory / f"0-{r.start - r.start % TERM}.rec"
-    with first.open("r+b") as f:
+    base = r.start - r.start % TERM
+    with (directory / f"0-{base}.rec").open("r+b") as f:
         f.seek(100_000)
         f.write(bytes(SEGMENT - 100_000))  # never flushed before a crash
     reader = ArchiveReader(directory)
     messages, _ = replay(reader, 0)
-    assert messages == r.expected()[: len(messages)] and 0 < len(messages) < len(r.expected())
+    assert messages == untouched(r, base + 100_000, base + SEGMENT)
+    assert 0 < len(messages) < len(r.expected())
     assert reader.malformed["zero_tail"] == 1
 
 
-def test_corrupt_frame_header_stops_with_a_note(
+def test_corrupt_frame_header_costs_only_its_message(
     archive: tuple[Path, list[Recording]],
 ) -> None:
     directory, recs = archive
@@ -193,9 +210,10 @@ def test_corrupt_frame_header_stops_with_a_note(
         f.seek(pos - (r.start - r.start % TERM) + 8)
         f.write(struct.pack("<i", 4096 + 32))  # term offset no longer matches the position
     reader = ArchiveReader(directory)
-    messages, _ = replay(reader, 0)
-    assert messages == r.expected()[: 100 - 37]
-    assert reader.malformed["bad_frame"] == 1
+    messages, gaps = replay(reader, 0)
+    expected = r.expected()
+    assert messages == expected[: 100 - 37] + expected[100 - 37 + 1 :]
+    assert reader.malformed["bad_frame"] == 1 and len(gaps) == 1
 
 
 def _bad_entry() -> bytes:
@@ -239,3 +257,153 @@ def test_describe(archive: tuple[Path, list[Recording]]) -> None:
     assert [r["state"] for r in rows] == ["VALID", "DELETED", "VALID"]
     assert rows[0]["bytes"] == recs[0].stop - recs[0].start
     assert rows[0]["segments"][0] == f"0-{recs[0].start - recs[0].start % TERM}.rec"
+
+
+# -- issue 17: damage costs only the messages it carried ----------------------------------
+
+
+def _frame_at(r: Recording, index: int) -> int:
+    """The byte offset in segment 0 of message ``index``'s first frame (start 0)."""
+    return r.log.messages[index][0]
+
+
+@pytest.fixture
+def plain(tmp_path: Path) -> tuple[Path, Recording]:
+    log = build_log(7, 101, initial_term_id=3, session_id=55, stream_id=1001)
+    r = Recording(log, 0, 0, len(log.buf))
+    write_segments(tmp_path, r)
+    write_catalog(tmp_path, [r])
+    return tmp_path, r
+
+
+def _poke(directory: Path, r: Recording, at: int, fmt: str, value: int) -> None:
+    with (directory / f"0-{at - at % r.segment_length}.rec").open("r+b") as f:
+        f.seek(at % r.segment_length)
+        f.write(struct.pack(fmt, value))
+
+
+def test_a_frame_length_past_the_mtu_or_stop_costs_only_its_message(
+    plain: tuple[Path, Recording],
+) -> None:
+    """Issue 17 case 3: frame length 0x7fff. Before: one invented 32 KB message and the
+    messages it covered silently gone; now that message only, counted."""
+    directory, r = plain
+    k = next(i for i in range(40, 101) if len(r.log.messages[i][1]) < 1000)
+    _poke(directory, r, _frame_at(r, k), "<i", 0x7FFF)
+    reader = ArchiveReader(directory)
+    messages, gaps = replay(reader)
+    expected = r.expected()
+    assert messages == expected[:k] + expected[k + 1 :]
+    assert reader.malformed == {"frame_too_long": 1} and len(gaps) == 1
+
+
+def test_padding_in_the_middle_of_a_term_costs_only_its_message(
+    plain: tuple[Path, Recording],
+) -> None:
+    """Issue 17 case 4: a DATA frame's type turned into PAD mid-term. Before: the message
+    silently gone; now counted (pad_mid_term) and a gap."""
+    directory, r = plain
+    k = next(i for i in range(40, 101) if len(r.log.messages[i][1]) < 1000)
+    _poke(directory, r, _frame_at(r, k) + 6, "<h", 0)
+    reader = ArchiveReader(directory)
+    messages, gaps = replay(reader)
+    expected = r.expected()
+    assert messages == expected[:k] + expected[k + 1 :]
+    assert reader.malformed == {"pad_mid_term": 1} and len(gaps) == 1
+
+
+def test_an_aeron_1_15_catalog_is_read_without_a_version_note(tmp_path: Path) -> None:
+    """Issue 17 case 6: Aeron 1.15.1 writes catalog version 0 and names segments by
+    index; before: 'catalog version 0.0.0, expected 2.x or 3.x'."""
+    log = build_log(8, 300, initial_term_id=0, session_id=5, stream_id=10)
+    r = Recording(log, 0, 0, len(log.buf))
+    assert len(log.buf) > 2 * SEGMENT  # several segments: index names 0, 1, 2
+    write_segments(tmp_path, r)
+    write_catalog_v0(tmp_path, [r])
+    assert (tmp_path / "0-2.rec").is_file()
+    reader = ArchiveReader(tmp_path)
+    assert (reader.catalog_format, reader.catalog_version) == ("legacy", "0.0.0")
+    messages, gaps = replay(reader)
+    assert messages == r.expected() and not gaps
+    assert not reader.notes and not reader.malformed
+
+
+_GOOD = build_log(9, 120, initial_term_id=11, session_id=66, stream_id=1001)
+
+
+def _extents(log: Log) -> list[tuple[int, int, bytes]]:
+    step = log.mtu - 32
+    out = []
+    for pos, payload in log.messages:
+        size = sum(-(-(32 + len(payload[i : i + step])) // 32) * 32
+                   for i in range(0, max(len(payload), 1), step))  # fmt: skip
+        out.append((pos, pos + size, payload))
+    return out
+
+
+def _frame_starts(buf: bytes) -> list[int]:
+    at, out = 0, []
+    while at < len(buf):
+        out.append(at)
+        at += -(-struct.unpack_from("<i", buf, at)[0] // 32) * 32
+    return out
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.sampled_from(["flip", "cut", "overwrite", "duplicate", "reorder", "zero"]), st.data())
+def test_any_single_damage_loses_no_message_it_did_not_touch(
+    tmp_path: Path, kind: str, data: st.DataObject
+) -> None:
+    """Issue 17: random single damage of a good recording; every message none of whose
+    bytes were damaged is delivered, once, in order, and the damage is counted."""
+    log = _GOOD
+    buf = bytearray(log.buf)
+    starts = _frame_starts(bytes(buf))
+    touched: tuple[int, int]
+    if kind == "flip":
+        at = data.draw(st.integers(0, len(buf) - 1))
+        buf[at] ^= 1 << data.draw(st.integers(0, 7))
+        touched = (at, at + 1)
+    elif kind == "cut":
+        at = data.draw(st.integers(0, len(buf) - 1))
+        touched = (at, len(buf))
+    elif kind == "zero":
+        at = data.draw(st.integers(0, len(buf) - 1))
+        n = data.draw(st.integers(1, 4096))
+        buf[at : at + n] = bytes(len(buf[at : at + n]))
+        touched = (at, at + n)
+    else:
+        i = data.draw(st.integers(0, len(starts) - 2))
+        a, b = starts[i], starts[i + 1]
+        c = starts[i + 2] if i + 2 < len(starts) else len(buf)
+        if kind == "overwrite":  # another frame's bytes over this one's place
+            j = data.draw(st.integers(0, len(starts) - 1))
+            src = buf[starts[j] : starts[j] + (b - a)]
+            buf[a : a + len(src)] = src
+            touched = (a, b)
+        elif kind == "duplicate":  # this frame again over the next one
+            buf[b : b + min(b - a, c - b)] = buf[a : a + min(b - a, c - b)]
+            touched = (b, c)
+        else:  # reorder: two frames swapped
+            buf[a:c] = buf[b:c] + buf[a:b]
+            touched = (a, c)
+    directory = Path(tempfile.mkdtemp(dir=tmp_path))
+    r = Recording(log, 0, 0, len(log.buf), segment_length=1 << 20)
+    with (directory / "0-0.rec").open("wb") as f:
+        f.truncate(1 << 20)
+        f.write(buf[: touched[0]] if kind == "cut" else buf)
+    if kind == "cut":
+        os.truncate(directory / "0-0.rec", touched[0])
+    write_catalog(directory, [r])
+    reader = ArchiveReader(directory)
+    assembler = FrameAssembler()
+    got = [m.payload for m in assembler.assemble(reader.frames())]
+    lo, hi = touched
+    untouched = [p for s, e, p in _extents(log) if e <= lo or s >= hi]
+    assert [p for p in got if p in set(untouched)] == untouched
+    k = assembler.counters
+    damage = sum(reader.malformed.values()) + len(k.gaps) + k.dropped_fragments + k.out_of_place
+    if len(got) < len(log.messages):  # a message lost: said so (a payload byte changed is
+        assert damage > 0  # not seen: archive frames carry no checksum)
