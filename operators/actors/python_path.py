@@ -11,7 +11,8 @@ A call is a transaction: its events are folded by ``apply`` into a copy of the
 state, and the state, the events, the timers set and the messages sent are kept only
 if every step succeeded. An exception is the entity's failure (``supervision``):
 ``on_failure`` is called and the call is tried again from the state it had, then,
-``max_attempts`` failures in, its rows go to the ``actor_failure`` side output.
+``max_attempts`` failures in, its rows are handled one by one (each supervised the
+same) and those that still fail go to the ``actor_failure`` side output.
 
 Mailboxes are bounded (``mailbox_size`` per entity), with the queue policies:
 ``block`` (the full mailbox is delivered first: lossless, counted as blocked),
@@ -52,16 +53,17 @@ class Context:
         self.ts = ts
         self.watermark = watermark
         self.timers: list[tuple[int, int]] = []
-        self.sent: list[tuple[int, Any]] = []
+        self.sent: list[tuple[int, Any, int]] = []
         self.stopping = False
 
     def set_timer(self, ts: int, tag: int = 0) -> None:
         """Call ``on_timer(entity, ts, tag, ctx)`` once the watermark passes ``ts``."""
         self.timers.append((int(ts), int(tag)))
 
-    def send(self, to: int, message: Any) -> None:
-        """Send ``message`` to entity ``to``'s ``on_message`` (after this release's rows)."""
-        self.sent.append((int(to), message))
+    def send(self, to: int, message: Any, ts: int | None = None) -> None:
+        """Send ``message`` to entity ``to``'s ``on_message`` (after this release's rows),
+        at event time ``ts`` (default ``ctx.ts``: the first row's of this call)."""
+        self.sent.append((int(to), message, self.ts if ts is None else int(ts)))
 
     def stop(self) -> None:
         """Stop this entity normally (a ``permanent`` one is restarted, state kept)."""
@@ -165,7 +167,16 @@ class PythonRunner:
                 reason = (str(error).splitlines() or [""])[0][:200]
                 what = f"{type(error).__name__}{': ' + reason if reason else ''}"
                 if logic.fail(entity, rows[0], pos, what):
-                    if pos >= 0:  # input rows (a timer or a message has none to give)
+                    if pos >= 0 and len(rows) > 1 and store.status[entity] != STOPPED:
+                        for i in range(len(rows)):  # find the row(s) that keep failing
+                            self._call(
+                                entity,
+                                rows[i : i + 1],
+                                pos + i,
+                                failed,
+                                self._handler(rows[i : i + 1]),
+                            )
+                    elif pos >= 0:  # input rows (a timer or a message has none to give)
                         failed.append(logic.failure_rows(rows, what))
                     return
                 continue
@@ -212,8 +223,8 @@ class PythonRunner:
             if key not in self._timer_set:
                 self._timer_set.add(key)
                 heapq.heappush(self._timers, key)
-        for to, message in ctx.sent:
-            self._post(to, ctx.entity, ctx.ts, message)
+        for to, message, ts in ctx.sent:
+            self._post(to, ctx.entity, ts, message)
         if ctx.stopping:
             self.actor.on_stop(ctx.entity, ctx)
             if self.logic.options.restart == "permanent":
@@ -243,6 +254,7 @@ class PythonRunner:
             else:  # block: the receiver takes what it has first
                 self.count["mailbox_blocked"] += 1
                 self._deliver_box(to, [])
+                box = self._mail.setdefault(to, deque())
         self._send_seq += 1
         box.append((ts, sender, self._send_seq, message))
         self.count["mailbox_max_depth"] = max(self.count["mailbox_max_depth"], len(box))
