@@ -434,10 +434,12 @@ class ActorLogic:
         if not len(events):
             return []
         ids = self.store.keys.keys[events["entity"]]
-        order = np.lexsort((events["seq"], ids, events["ts"]))
-        return [
-            self._event_batch(events[order], ids[order], None if states is None else states[order])
-        ]
+        ts = events["ts"]
+        if len(ts) > 1 and not (ts[1:] > ts[:-1]).all():  # rows came in ts order: sorted
+            order = np.lexsort((events["seq"], ids, ts))
+            events, ids = events[order], ids[order]
+            states = None if states is None else states[order]
+        return [self._event_batch(events, ids, states)]
 
     def _event_batch(
         self, events: np.ndarray, ids: np.ndarray, states: np.ndarray | None
