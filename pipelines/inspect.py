@@ -43,6 +43,9 @@ class InspectReport:
     reordered: int = 0
     gaps: list[str] = field(default_factory=list)
     malformed: dict[str, int] = field(default_factory=dict)
+    # What else could not be read, named as a replay's input_damage names it (a capture's
+    # torn tail bytes, a pcap's packets of unsupported link types).
+    unreadable: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     streams: list[StreamReport] = field(default_factory=list)
     details: dict[str, object] = field(default_factory=dict)
@@ -77,6 +80,7 @@ def build_report(path: str) -> InspectReport:
         reordered=c.reordered,
         gaps=[str(g) for g in c.gaps[:100]],
         malformed=dict(reader.malformed),
+        unreadable=dict(reader.unreadable()),
         notes=list(reader.notes),
         streams=sorted(streams.values(), key=lambda s: (s.stream_id, s.session_id)),
         details=_jsonable(reader.describe()),
@@ -126,6 +130,8 @@ def inspect(path: str, as_json: bool = False) -> int:
         console.print(f"gap: {gap}", highlight=False, soft_wrap=True)
     for reason, count in sorted(report.malformed.items()):
         console.print(f"malformed: {reason}: {count}", highlight=False)
+    for kind, count in sorted(report.unreadable.items()):
+        console.print(f"unreadable: {kind}: {count}", highlight=False)
     for note in report.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
     return 0

@@ -82,6 +82,7 @@ from telepipe.sources.capture_format import (
     _at_record,
     _header,
     _segment_header,
+    index_matches,
     list_segments,
     read_index,
     read_segment,
@@ -186,8 +187,8 @@ class CaptureWriter:
         if last is None:
             raise SourceError(f"{segments[-1][1]}: not a telepipe capture segment (bad header)")
         headers: dict[int, Segment | None] = {}
-        kept = entries[entries["offset"] < last.base]
-        if len(kept) and not _at_record(d, int(kept["offset"][-1]), headers):
+        kept = entries[: int((entries["offset"] < last.base).sum())]
+        if not index_matches(d, kept, headers):
             kept = kept[:0]  # the index does not match the segments: rebuild it all
         self._sessions = set(kept["session_id"].tolist())
         start = int(kept["offset"][-1]) if len(kept) else segments[0][0]
@@ -362,21 +363,34 @@ class CaptureReader:
         segments = list_segments(d)
         if not segments:
             raise SourceError(f"{d}: not a telepipe capture (no *{SUFFIX} segments)")
-        if read_segment(segments[0][1], segments[0][0]) is None:
-            raise SourceError(f"{d}: not a telepipe capture ({segments[0][1].name}: bad header)")
         self.notes: list[str] = []
         self.malformed: dict[str, int] = {}
         self.torn_tail = 0
         self._headers: dict[int, Segment | None] = {}
+        # A damaged segment header costs no record (read from the first whole record);
+        # refused only when no segment holds a header or a record.
+        if read_segment(segments[0][1], segments[0][0]) is None and not any(
+            _header(self._headers, b, p) for b, p in segments
+        ):
+            raise SourceError(f"{d}: not a telepipe capture ({segments[0][1].name}: bad header)")
 
     def segments(self) -> list[Segment]:
         found = (_header(self._headers, b, p) for b, p in list_segments(self.directory))
         return [s for s in found if s is not None]
 
-    def _index(self, segments: list[Segment]) -> np.ndarray:
+    def _index(self, segments: list[Segment], notes: list[str] | None = None) -> np.ndarray:
+        """The index entries, if every one matches its record; none (scan instead) if not:
+        a damaged index must never hide a good record."""
         entries = read_index(self.directory)
         end = segments[-1].base + segments[-1].record_bytes() if segments else 0
-        return entries[entries["offset"] < end]
+        entries = entries[: int((entries["offset"] < end).sum())]  # (a torn capture)
+        if index_matches(self.directory, entries, self._headers):
+            return entries
+        (self.notes if notes is None else notes).append(
+            f"{self.directory / INDEX_NAME}: does not match the records (damaged?): "
+            "not used, the records are scanned"
+        )
+        return entries[:0]
 
     def seek_offset(
         self,
@@ -385,9 +399,11 @@ class CaptureReader:
         session_id: int | None = None,
     ) -> int:
         """The logical offset where a read with these arguments starts scanning (index lookup)."""
-        segments = self.segments()
-        offset = segments[0].base if segments else 0
-        entries = self._index(segments)
+        listing = list_segments(self.directory)
+        offset = listing[0][0] if listing else 0  # (its header may be damaged)
+        if start_position is None and start_time_ns is None:
+            return offset
+        entries = self._index(self.segments())
         if not len(entries):
             return offset
         times = entries["received_ns"]
@@ -427,7 +443,7 @@ class CaptureReader:
         A session's end-of-stream record is a frame without payload, flags with EOS.
         """
         offset = self.seek_offset(start_position, start_time_ns, session_id)
-        first = self.segments()[0].base
+        first = list_segments(self.directory)[0][0]
         if offset > first and not _at_record(self.directory, offset, self._headers):
             self.notes.append(f"index entry {offset} is not a record start: reading from 0")
             offset = first
@@ -472,31 +488,31 @@ class CaptureReader:
         """Nothing waits: ``frames(follow=True, stop=...)`` takes its own stop flag."""
 
     def describe(self) -> dict[str, Any]:
-        """A cheap summary: the index plus a scan of the records past its last entry."""
+        """A summary from one scan of the records (the index has no checksum: its
+        counts are not trusted)."""
         segments = self.segments()
-        entries = self._index(segments)
-        base = segments[0].base if segments else 0
         damage = Damage()
-        start = int(entries["offset"][-1]) if len(entries) else base
-        records = int(entries["count"].sum(dtype=np.int64))
-        sessions = set(entries["session_id"].tolist())
-        streams = {s.stream_id for s in segments}
-        last_ns = int(entries["received_ns"][-1]) if len(entries) else None
-        for _, head, _ in scan(self.directory, start, damage, self._headers):
+        entries = self._index(segments, damage.notes)
+        listing = list_segments(self.directory)
+        records, first_ns, last_ns = 0, None, None
+        sessions: set[int] = set()
+        streams = {s.stream_id for s in segments if not s.damaged}
+        for _, head, _ in scan(self.directory, listing[0][0], damage, self._headers):
             records, last_ns = records + 1, head[2]
+            first_ns = head[2] if first_ns is None else first_ns
             sessions.add(head[11])
             streams.add(head[12])
-        first = next(scan(self.directory, base, Damage(), self._headers), None)
         return {
             "directory": str(self.directory),
             "segments": [s.summary() for s in segments],
             "bytes": sum(s.record_bytes() for s in segments),
             "records": records,
-            "first_received_ns": first[1][2] if first else None,
+            "first_received_ns": first_ns,
             "last_received_ns": last_ns,
             "streams": sorted(streams),
             "sessions": sorted(sessions),
             "index_entries": len(entries),
             "torn_tail": damage.torn_tail,
+            "malformed": damage.malformed,
             "notes": damage.notes,
         }

@@ -57,6 +57,9 @@ class Segment:
     created_ns: int
     stream_id: int
     channel: str
+    # The header did not check out (its CRC): read from the first whole record found in
+    # the file; ``header_length`` is where that record starts.
+    damaged: bool = False
 
     def record_bytes(self) -> int:
         return max(0, self.path.stat().st_size - self.header_length)
@@ -89,6 +92,20 @@ def read_segment(path: Path, base: int) -> Segment | None:
         return None
     channel = data[_SEG_FIXED.size : size - 4].decode(errors="replace")
     return Segment(path, base, size, created, stream_id, channel)
+
+
+def salvage_segment(path: Path, base: int) -> Segment | None:
+    """A segment whose header is damaged, read from its first whole record (None: the
+    file holds none). Its stream id is that record's; its channel is unknown."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    first = resync(data, -1, len(data))
+    if first is None:
+        return None
+    stream_id = _RECORD.unpack_from(data, first)[12]
+    return Segment(path, base, first, 0, stream_id, "", damaged=True)
 
 
 def list_segments(directory: Path) -> list[tuple[int, Path]]:
@@ -126,16 +143,12 @@ def resync(buf: Any, pos: int, end: int) -> int | None:
 
 
 def read_index(directory: Path) -> np.ndarray:
-    """The valid prefix of the index (non-negative, strictly increasing offsets)."""
+    """Every whole entry of the index, as written (``index_matches`` says if it holds)."""
     try:
         raw = (directory / INDEX_NAME).read_bytes()
     except OSError:
         return np.zeros(0, INDEX_DTYPE)
-    entries = np.frombuffer(raw[: len(raw) - len(raw) % 32], INDEX_DTYPE)
-    bad = np.flatnonzero(np.diff(entries["offset"]) <= 0)
-    if len(entries) and entries["offset"][0] < 0:
-        return entries[:0]
-    return entries[: bad[0] + 1] if len(bad) else entries
+    return np.frombuffer(raw[: len(raw) - len(raw) % 32], INDEX_DTYPE)
 
 
 @dataclass
@@ -152,24 +165,63 @@ def _damaged(sink: Any, reason: str, note: str) -> None:
     sink.notes.append(note)
 
 
-def _at_record(directory: Path, offset: int, headers: dict[int, Segment | None]) -> bool:
-    """Whether a valid record starts at logical ``offset``."""
-    listing = list_segments(directory)
+def _record_at(
+    listing: list[tuple[int, Path]], offset: int, headers: dict[int, Segment | None]
+) -> tuple[Any, ...] | None:
+    """The header fields of the valid record at logical ``offset`` (None: no such record)."""
     i = int(np.searchsorted([b for b, _ in listing], offset, "right")) - 1
     seg = _header(headers, *listing[i]) if i >= 0 else None
     if seg is None:
+        return None
+    try:
+        with open(seg.path, "rb") as f:
+            f.seek(seg.header_length + offset - seg.base)
+            head = f.read(8)
+            if len(head) < 8 or _PREFIX.unpack(head)[0] > MAX_RECORD:
+                return None
+            data = head + f.read(_PREFIX.unpack(head)[0] - 8)
+    except (OSError, ValueError):
+        return None
+    return _RECORD.unpack_from(data) if check_record(data, 0, len(data)) > 0 else None
+
+
+def _at_record(directory: Path, offset: int, headers: dict[int, Segment | None]) -> bool:
+    """Whether a valid record starts at logical ``offset``."""
+    return _record_at(list_segments(directory), offset, headers) is not None
+
+
+def index_matches(directory: Path, entries: np.ndarray, headers: dict[int, Segment | None]) -> bool:
+    """Whether the index entries are in strictly increasing offset order and each points
+    at a valid record with the entry's position, time and session. The index has no
+    checksum of its own: a seek that trusted a damaged entry (or an index missing
+    entries from its middle: a session's first record) could start past good records."""
+    if not len(entries):
+        return True
+    offsets = entries["offset"]
+    if offsets[0] < 0 or (np.diff(offsets) <= 0).any():
         return False
-    with open(seg.path, "rb") as f:
-        f.seek(seg.header_length + offset - seg.base)
-        head = f.read(8)
-        data = head + f.read(_PREFIX.unpack(head)[0] - 8) if len(head) == 8 else head
-    return check_record(data, 0, len(data)) > 0
+    listing = list_segments(directory)
+    for offset, position, received_ns, session, _ in entries.tolist():
+        fields = _record_at(listing, offset, headers)
+        if fields is None or (fields[3], fields[2], fields[11]) != (position, received_ns, session):
+            return False
+    return True
 
 
 def _header(headers: dict[int, Segment | None], base: int, path: Path) -> Segment | None:
     if base not in headers:  # headers never change once a segment exists (tmp + rename)
-        headers[base] = read_segment(path, base)
+        headers[base] = read_segment(path, base) or salvage_segment(path, base)
     return headers[base]
+
+
+def _missing(sink: Any, seg: Segment, following: tuple[int, Path]) -> None:
+    """Records missing between a segment and the next (cut short, or a segment gone):
+    the next segment's name says where its records start."""
+    with contextlib.suppress(OSError):
+        end = seg.base + seg.path.stat().st_size - seg.header_length
+        if not seg.damaged and end < following[0]:
+            _damaged(sink, "missing", f"{following[1].name}: the {following[0] - end} bytes "
+                     f"of records before it are missing")  # fmt: skip
 
 
 def scan(
@@ -187,13 +239,21 @@ def scan(
     i = max(0, int(np.searchsorted([b for b, _ in listing], offset, "right")) - 1)
     last_new, delay, draining = time.monotonic(), 0.001, False
     unpack_prefix, unpack, crc32 = _PREFIX.unpack_from, _RECORD.unpack_from, zlib.crc32
+    if (
+        listing and listing[0][0] > 0 and offset <= listing[0][0]
+    ):  # captures start at logical offset 0
+        _damaged(sink, "missing", f"{listing[0][1].name}: the {listing[0][0]} bytes of records "
+                 "before it are missing")  # fmt: skip
     while i < len(listing):
         base, path = listing[i]
         seg = _header(headers, base, path)
         if seg is None:
-            _damaged(sink, "header", f"{path.name}: bad segment header, skipped")
+            _damaged(sink, "header", f"{path.name}: bad segment header and no record, skipped")
             i += 1
             continue
+        if seg.damaged:
+            _damaged(sink, "header", f"{path.name}: bad segment header, read from byte "
+                     f"{seg.header_length} (its first whole record)")  # fmt: skip
         at = seg.header_length + max(0, offset - base)  # file offset of buf[0]
         shift = base - seg.header_length  # logical offset = shift + file offset
         buf, pos, rechecked = b"", 0, False
@@ -234,6 +294,8 @@ def scan(
                         continue
                     if pos < end:
                         _damaged(sink, _REASONS[n], f"{where}: {_REASONS[n]} damage at segment end")
+                    else:
+                        _missing(sink, seg, listing[i + 1])
                     i += 1
                     break
                 timed_out = idle_timeout_s is not None and (
