@@ -3,6 +3,14 @@
 ``pipeline.outputs`` maps a table name to an ordered mapping of named operator
 leaves; an empty mapping is the source's readings as they arrive. Each leaf is
 built on its own (``telepipe.config.build``) and applied with ``.pipe``.
+
+``pipeline.inputs`` maps an output to earlier outputs whose rows its chain reads
+besides the readings (``machine_states: [alarm_states]``: an actor stage driven by
+readings and by an alarm step's rows, in one flow). The earlier chain runs once
+(shared); its rows reach the later chain before the reading, watermark or barrier
+that released them, so the later chain's checkpoint k holds exactly what the earlier
+one emitted before k (deterministic on replay). Only its rows pass: its markers and
+side outputs are its own table's.
 """
 
 from __future__ import annotations
@@ -11,13 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
-from omegaconf import DictConfig, OmegaConf
-from reactivex import Observable
+import reactivex
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from reactivex import Observable, abc
+from reactivex import operators as ops
+from reactivex.disposable import CompositeDisposable
 
 from telepipe.config import build
 from telepipe.errors import ConfigError
 from telepipe.markers import Item
-from telepipe.operators.runtime.stage import stage
+from telepipe.operators.actors.journal import STORE_TABLES, store_schemas
+from telepipe.operators.actors.stage import ActorStage
+from telepipe.operators.runtime.stage import StageOperator, stage
 
 Operator = Callable[[Observable[Item]], Observable[Item]]
 
@@ -30,6 +43,7 @@ class Output:
     table: str
     operators: tuple[Operator, ...]
     steps: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()  # earlier outputs whose rows the chain reads too
 
     def schema(self, source_schema: pa.Schema) -> pa.Schema | None:
         """The table's schema: the last operator's output, or the source's for raw readings."""
@@ -45,7 +59,7 @@ def outputs_from_config(pipeline: DictConfig) -> list[Output]:
     for key, chain in pipeline.outputs.items():
         table = str(key)
         path = f"pipeline.outputs.{table}"
-        if not table.isidentifier() or table in RESERVED_TABLES:
+        if not table.isidentifier() or table in (*RESERVED_TABLES, *STORE_TABLES):
             raise ConfigError(f"{path}: not a usable table name")
         if chain is None:  # ``readings: null`` as ``readings: {}``: the rows as they come
             chain = OmegaConf.create({})
@@ -66,7 +80,52 @@ def outputs_from_config(pipeline: DictConfig) -> list[Output]:
         outputs.append(Output(table, operators, steps))
     if not outputs:
         raise ConfigError("pipeline.outputs: a pipeline needs at least one output")
-    return outputs
+    return _with_inputs(outputs, pipeline.get("inputs"))
+
+
+def _with_inputs(outputs: list[Output], inputs: object) -> list[Output]:
+    """``pipeline.inputs``: output -> the earlier outputs its chain reads too."""
+    if not inputs:
+        return outputs
+    if not isinstance(inputs, DictConfig):
+        raise ConfigError(
+            f"pipeline.inputs: expected a mapping of output -> earlier outputs, got {inputs!r}"
+        )
+    order = [o.table for o in outputs]
+    out = {o.table: o for o in outputs}
+    for key, names in inputs.items():
+        table = str(key)
+        path = f"pipeline.inputs.{table}"
+        if table not in out:
+            raise ConfigError(f"{path}: no such output (outputs: {', '.join(order)})")
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(names, ListConfig | list) or not names:
+            raise ConfigError(f"{path}: expected a list of earlier outputs, got {names!r}")
+        for name in map(str, names):
+            if name not in out or order.index(name) >= order.index(table):
+                raise ConfigError(
+                    f"{path}: {name!r} is not an output before {table} (outputs, in order: "
+                    f"{', '.join(order)})"
+                )
+            if not out[name].operators:
+                raise ConfigError(f"{path}: {name!r} is the readings themselves: drop it")
+        out[table] = Output(
+            table, out[table].operators, out[table].steps, tuple(dict.fromkeys(map(str, names)))
+        )
+    return [out[t] for t in order]
+
+
+def store_tables(outputs: list[Output] | tuple[Output, ...]) -> dict[str, pa.Schema]:
+    """The event store's tables (``actor_events``, ``actor_snapshots``) and their schemas
+    when a chain has an actor stage with ``journal: true`` (else none)."""
+    stages = [
+        (f"pipeline.outputs.{o.table}.{step}", op.__dict__["_spec"])
+        for o in outputs
+        for step, op in zip(o.steps, o.operators, strict=True)
+        if isinstance(op, ActorStage) and op.journal
+    ]
+    return store_schemas(stages)
 
 
 def connect(
@@ -84,12 +143,55 @@ def connect(
     flow: Observable[Item] = subject
     restore = restore or {}
     for step, op in zip(output.steps, output.operators, strict=True):
+        if isinstance(op, StageOperator):  # its own stage (an actor's has side outputs)
+            flow = flow.pipe(op.named(step, restore=restore.get(step)))
+            continue
         build = getattr(op, "build", None)
         if build is not None:
             flow = flow.pipe(stage(build, name=step, restore=restore.get(step)))
         else:
             flow = flow.pipe(op)
     return flow
+
+
+def chains(
+    subject: Observable[Item],
+    outputs: list[Output] | tuple[Output, ...],
+    restored: dict[str, dict[str, object]] | None = None,
+) -> dict[str, Observable[Item]]:
+    """Every output's chain (``connect``), in order; a chain another output reads
+    (``pipeline.inputs``) is shared, so it runs once. Subscribe them in this order."""
+    restored = restored or {}
+    read = {name for o in outputs for name in o.inputs}
+    out: dict[str, Observable[Item]] = {}
+    for output in outputs:
+        flow = subject
+        if output.inputs:
+            flow = _merged(subject, [out[name] for name in output.inputs])
+        chain = connect(flow, output, restored.get(output.table))
+        out[output.table] = chain.pipe(ops.share()) if output.table in read else chain
+    return out
+
+
+def _merged(subject: Observable[Item], taps: list[Observable[Item]]) -> Observable[Item]:
+    """The source's items and the rows of ``taps`` (earlier, shared chains): subscribed
+    to the taps first, so their rows for an item come before the item itself."""
+
+    def subscribe(
+        observer: abc.ObserverBase[Item], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        def rows(item: Item) -> None:
+            if isinstance(item, pa.RecordBatch):
+                observer.on_next(item)
+
+        def ignore(_error: Exception) -> None:
+            """The earlier chain's own output reports it (and ends the run)."""
+
+        subscriptions = [tap.subscribe(rows, ignore, scheduler=scheduler) for tap in taps]
+        subscriptions.append(subject.subscribe(observer, scheduler=scheduler))
+        return CompositeDisposable(subscriptions)
+
+    return reactivex.create(subscribe)
 
 
 def publishers_from_config(pipeline: DictConfig, tables: list[str]) -> dict[str, object]:

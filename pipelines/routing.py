@@ -4,22 +4,34 @@ the rows set aside to the two tables every pipeline has.
 - ``late_readings``: rows behind a watermark, the source's own (its out-of-orderness
   bound) and those an operator set aside (its allowed lateness);
 - ``dead_letters``: what could not be accepted: messages that do not decode, late
-  rows again (one letter each, ``where`` naming the step), rows the store refused.
+  rows again (one letter each, ``where`` naming the step), rows the store refused,
+  input rows that kept failing an actor (``actor_failure``).
 
 Both commit at every barrier with the rows that preceded it. An operator's late
 rows reach the end of its output's chain in-band, as ``SideOutput("late", step,
 rows)`` items (a chain built from YAML or in Python with ``.pipe``, the same), and
-are routed here with ``where`` = ``table.step``.
+are routed here with ``where`` = ``table.step``; an actor stage's failing rows as
+``SideOutput("actor_failure", ...)``.
+
+A pipeline with a journaled actor stage has the event store's tables too
+(``actor_events``, ``actor_snapshots``: ``telepipe.operators.actors.journal``): the
+stage sends their rows in-band before each barrier, and their barrier goes to the
+sink once every output's chain delivered it (so after every stage's rows), in the
+same checkpoint as every other table.
 """
 
 from __future__ import annotations
 
+import threading
+
 import pyarrow as pa
 from reactivex import Observer
 
-from telepipe.dead_letters import dead_letters_batch
+from telepipe.dead_letters import actor_failure_letters, dead_letters_batch
 from telepipe.errors import SinkError, TelepipeError
 from telepipe.markers import CheckpointBarrier, Item, SideOutput
+from telepipe.operators.actors.journal import STORE_TABLES, conform
+from telepipe.operators.actors.stage import ACTOR_FAILURE
 from telepipe.operators.runtime.stage import LATE, step_of
 from telepipe.pipelines.graph import RESERVED_TABLES
 from telepipe.pipelines.protocols import PulledSource, Sink
@@ -32,11 +44,23 @@ LATE_TABLE, DEAD_LETTER_TABLE = RESERVED_TABLES
 class SideOutputs:
     """The ``late_readings`` and ``dead_letters`` tables of one run's sink."""
 
-    def __init__(self, sink: Sink, codec: SbeCodec, stream_id: int) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        codec: SbeCodec,
+        stream_id: int,
+        store: dict[str, pa.Schema] | None = None,
+    ) -> None:
+        """``store``: the event store's tables and their schemas (none: no journaled
+        actor stage)."""
         self.sink = sink
         self.codec = codec
         self.stream_id = stream_id
+        self.store = dict(store or {})
         self.late_at_steps = 0  # rows operators set aside (the source counts its own)
+        self.actor_failures = 0  # input rows that kept failing an actor
+        self._barriers: dict[int, tuple[CheckpointBarrier, int]] = {}  # k -> (it, chains)
+        self._lock = threading.Lock()  # chains behind a thread boundary deliver there
 
     def late(self, where: str, rows: pa.RecordBatch) -> None:
         """Rows the step ``where`` (``table.step``) found too late for it."""
@@ -47,11 +71,36 @@ class SideOutputs:
 
     def route(self, table: str, item: SideOutput) -> None:
         """A side output that reached the end of ``table``'s chain."""
-        if item.tag != LATE:
+        where = f"{table}.{item.step}"
+        if item.tag == LATE:
+            self.late(where, item.batch)
+        elif item.tag == ACTOR_FAILURE:
+            letters = actor_failure_letters(self.codec, item.batch, where, self.stream_id)
+            self.actor_failures += len(letters)
+            self.sink.write(DEAD_LETTER_TABLE, dead_letters_batch(letters))
+        elif item.tag in self.store:
+            self.sink.write(item.tag, conform(item.batch, self.store[item.tag], where))
+        else:
             raise SinkError(
-                f"step {table}.{item.step} set rows aside as {item.tag!r}: no table takes those"
-            )
-        self.late(f"{table}.{item.step}", item.batch)
+                f"step {where} set rows aside as {item.tag!r}: no table takes those"
+                + (" (an actor stage's journal needs journal: true)" if item.tag in STORE_TABLES
+                   else "")
+            )  # fmt: skip
+
+    def chain_barrier(self, barrier: CheckpointBarrier, chains: int) -> None:
+        """Barrier ``k`` reached the end of one of the ``chains`` outputs' chains: at the
+        last, the event store's tables commit ``k`` (every stage's rows are in)."""
+        if not self.store:
+            return
+        with self._lock:
+            k = barrier.checkpoint_id
+            source, seen = self._barriers.get(k, (barrier, 0))
+            if seen + 1 < chains:
+                self._barriers[k] = (source, seen + 1)
+                return
+            self._barriers.pop(k, None)
+        for table in self.store:
+            self.sink.barrier(table, source)
 
     def take(self, source: PulledSource) -> None:
         """The source's late rows and dead letters, and the rows the store refused."""
@@ -64,9 +113,12 @@ class SideOutputs:
     def barrier(self, barrier: CheckpointBarrier) -> None:
         for table in RESERVED_TABLES:
             self.sink.barrier(table, barrier)
+        if self.store:  # the event store commits it once the chains delivered it
+            with self._lock:
+                self._barriers.setdefault(barrier.checkpoint_id, (barrier, 0))
 
     def close(self) -> None:
-        for table in RESERVED_TABLES:
+        for table in (*RESERVED_TABLES, *self.store):
             self.sink.close(table)
 
 
@@ -94,6 +146,8 @@ class Outputs:
                 self.rows[table] += item.num_rows
             for observer in observers:
                 observer.on_next(item)
+            if isinstance(item, CheckpointBarrier):
+                self.side.chain_barrier(item, len(self.rows))
 
         def on_error(error: Exception) -> None:
             # The run ends here, in the caller's push (or the chain's subscribe, for a

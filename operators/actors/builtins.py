@@ -125,8 +125,8 @@ class EquipmentStateMachine(VectorActor):
     A reading with quality ``maintenance_quality`` puts it in maintenance; else it is
     in fault while any of its alarms is on or a reading is ``>= fault_level``, running
     at ``>= run_level``, idle below. An alarm row (``state`` 1 entered, 0 left)
-    counts the machine's active alarms. Emits ``started`` (its first row),
-    ``changed`` (``from_state``, ``to_state``, ``duration_ns`` spent in the state it
+    counts the machine's active alarms. Emits ``started`` (its first row;
+    ``duration_ns`` 0), ``changed`` (``from_state``, ``to_state``, ``duration_ns`` spent in the state it
     left); ``idle_ns``..``maintenance_ns`` add up the states it left, the current
     one runs from ``since``. A NaN reading is skipped, or with ``nan_is_error`` an
     error (``nan_reading``) for the supervisor.
@@ -144,7 +144,10 @@ class EquipmentStateMachine(VectorActor):
     }  # fmt: skip
     initial = {"since": _UNSET}
     events = {
-        "started": {"from_state": np.int8, "to_state": np.int8, "alarms": np.int32},
+        "started": {
+            "from_state": np.int8, "to_state": np.int8, "alarms": np.int32,
+            "duration_ns": np.int64,
+        },
         "changed": {
             "from_state": np.int8, "to_state": np.int8, "duration_ns": np.int64,
             "alarms": np.int32,

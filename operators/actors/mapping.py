@@ -1,7 +1,9 @@
 """Entity ids of input rows: the sensor id itself, or an id mapped from sensors.
 
 A mapping is ``{sensor_id: entity id}`` (YAML: a dict), or the path of a CSV or
-Parquet file with columns ``sensor_id`` and the entity key (``equipment_id``). Rows
+Parquet file with columns ``sensor_id`` and the entity key (``equipment_id``); a
+relative path not found from the current directory is looked up in telepipe's conf
+dir (``pipeline/equipment_machines.csv``, shipped). Rows
 of a sensor the mapping does not name are dropped and counted (``unmapped_rows``).
 """
 
@@ -28,7 +30,7 @@ def load_mapping(value: Any, key: str, owner: str = "ActorStage") -> tuple[np.nd
         except (TypeError, ValueError):
             raise ConfigError(f"{owner}.mapping must map sensor ids to {key} integers") from None
     elif isinstance(value, str | Path):
-        sensors, entities = _read(Path(value), key, owner)
+        sensors, entities = _read(mapping_path(value), key, owner)
     else:
         raise ConfigError(
             f"{owner}.mapping must be a dict or a CSV/Parquet path, got {type(value).__name__}"
@@ -41,6 +43,18 @@ def load_mapping(value: Any, key: str, owner: str = "ActorStage") -> tuple[np.nd
     if not len(sensors):
         raise ConfigError(f"{owner}.mapping is empty")
     return sensors.astype(np.int32), entities.astype(np.int32)
+
+
+def mapping_path(value: str | Path) -> Path:
+    """A mapping file's path: as given, or a relative one not found from the current
+    directory looked up in telepipe's conf dir (``pipeline/equipment_machines.csv``)."""
+    path = Path(value)
+    if path.is_absolute() or path.exists():
+        return path
+    from telepipe.config import conf_dir
+
+    shipped = conf_dir() / path
+    return shipped if shipped.exists() else path
 
 
 def _read(path: Path, key: str, owner: str) -> tuple[np.ndarray, np.ndarray]:

@@ -15,8 +15,6 @@ quality) or alarm rows of an earlier step (with a ``state`` column, as
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -24,19 +22,25 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 from reactivex import Observable
-from reactivex import operators as ops
 
-from telepipe.errors import ConfigError, SchemaError
-from telepipe.markers import MAX_WATERMARK, Item, SideOutput, State, as_watermark_ns
+from telepipe.errors import ConfigError
+from telepipe.markers import MAX_WATERMARK, Item, State, as_watermark_ns
 from telepipe.operators.actors._actor_kernels import (
     DONE,
     NEED_ACTIVE,
     _in_order_kernel,
     _run_kernel,
 )
+from telepipe.operators.actors.inputs import actor_of, input_rows
+from telepipe.operators.actors.journal import (
+    ACTOR_EVENTS,
+    ACTOR_SNAPSHOTS,
+    event_rows,
+    snapshot_rows,
+)
 from telepipe.operators.actors.mapping import UNMAPPED, SensorMap, load_mapping
 from telepipe.operators.actors.python_path import PythonRunner
-from telepipe.operators.actors.spec import ALARM, ROW, ActorType, PythonActor, VectorActor, spec_of
+from telepipe.operators.actors.spec import ROW, ActorType, PythonActor, VectorActor, spec_of
 from telepipe.operators.actors.store import EntityStore
 from telepipe.operators.actors.supervision import (
     PERIOD_UNITS,
@@ -47,12 +51,11 @@ from telepipe.operators.actors.supervision import (
 from telepipe.operators.detectors.base import check_choice, check_int
 from telepipe.operators.runtime._key_kernels import INT64_MIN
 from telepipe.operators.runtime.snapshot import as_array, as_int, options_json
-from telepipe.operators.runtime.stage import StageOperator, stage
+from telepipe.operators.runtime.stage import StageOperator, side_stage
 from telepipe.schema import TS_NS, arrow_column
 from telepipe.state.key_groups import DEFAULT_KEY_GROUPS, key_group
 
 ACTOR_FAILURE = "actor_failure"  # the tag of failing input rows' side output
-_SIDE_KEY = b"telepipe.side_output"
 #: Rows that kept failing an entity: the input row, its entity and the error.
 ACTOR_FAILURES = pa.schema(
     [
@@ -63,8 +66,7 @@ ACTOR_FAILURES = pa.schema(
         pa.field("kind", pa.int8(), nullable=False),
         pa.field("entity", pa.int32(), nullable=False),
         pa.field("error", pa.string(), nullable=False),
-    ],
-    metadata={_SIDE_KEY: ACTOR_FAILURE.encode()},
+    ]
 )
 _OWNER = "ActorStage"
 
@@ -78,8 +80,10 @@ class ActorStage(StageOperator):
     of an id ``mapping`` gives each sensor (a dict, or a CSV/Parquet path).
     ``idle_ms``: passivate an entity after this much event time without a row (0:
     never); ``max_active``: passivate the least recently used beyond it. ``with_state``:
-    each output row carries the state after its event. ``journal``: keep every event
-    (internal ones too) for ``take_journal()``. Supervision: ``strategy``,
+    each output row carries the state after its event. ``journal``: every event
+    (internal ones too) to the ``actor_events`` table and, every ``snapshot_every``
+    events of an entity, its state to ``actor_snapshots``, at checkpoints
+    (``journal``). Supervision: ``strategy``,
     ``restart``, ``max_restarts`` within ``period`` (``period_unit`` ms of event time
     or rows), ``max_attempts`` (``supervision``). Mailboxes of the Python-class path:
     ``mailbox_size``, ``mailbox_policy`` (block, drop_oldest, drop_newest, fail).
@@ -93,6 +97,7 @@ class ActorStage(StageOperator):
     max_active: int = 1_000_000
     with_state: bool = False
     journal: bool = False
+    snapshot_every: int = 1000
     strategy: str = "one_for_one"
     restart: str = "permanent"
     max_restarts: int = 10
@@ -103,7 +108,7 @@ class ActorStage(StageOperator):
     mailbox_policy: str = "block"
 
     def __post_init__(self) -> None:
-        actor = _actor_of(self.actor, self.params)
+        actor = actor_of(self.actor, self.params)
         object.__setattr__(self, "actor", f"{type(actor).__module__}.{type(actor).__qualname__}")
         object.__setattr__(self, "params", options_json(actor))  # type: ignore[arg-type]
         object.__setattr__(self, "_actor", actor)
@@ -119,6 +124,7 @@ class ActorStage(StageOperator):
             object.__setattr__(self, "_map", SensorMap(sensors, entities))
         check_int(_OWNER, "idle_ms", self.idle_ms, 0, 2**62 // 1_000_000)
         check_int(_OWNER, "max_active", self.max_active, 1)
+        check_int(_OWNER, "snapshot_every", self.snapshot_every, 1)
         for name in ("with_state", "journal"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{_OWNER}.{name} must be true or false")
@@ -135,7 +141,8 @@ class ActorStage(StageOperator):
         )  # fmt: skip
         object.__setattr__(self, "_spec", spec_of(actor))
 
-    # StageOperator's face, with the failing rows as the side output ``actor_failure``.
+    # StageOperator's face, with side outputs: ``actor_failure`` (failing rows) and, with
+    # ``journal``, ``actor_events`` / ``actor_snapshots`` rows at each barrier.
     @property
     def output_schema(self) -> pa.Schema:
         return self.__dict__["_spec"].output_schema(self.key, self.with_state)
@@ -146,80 +153,16 @@ class ActorStage(StageOperator):
     def named(
         self, name: str, restore: object = None
     ) -> Callable[[Observable[Item]], Observable[Item]]:
-        def op(source: Observable[Item]) -> Observable[Item]:
-            return stage(self.build, name=name, restore=restore)(source).pipe(
-                ops.map(lambda item: _side(item, name))
-            )
-
-        return op
+        return side_stage(self.build, name=name, restore=restore)
 
     def __call__(self, source: Observable[Item]) -> Observable[Item]:
         return self.named(self.step_name)(source)
 
 
-def _side(item: Item, step: str) -> Item:
-    """A batch of failing rows out of the logic as the side output ``actor_failure``."""
-    metadata = item.schema.metadata if isinstance(item, pa.RecordBatch) else None
-    if metadata is not None and metadata.get(_SIDE_KEY) == ACTOR_FAILURE.encode():
-        assert isinstance(item, pa.RecordBatch)
-        return SideOutput(ACTOR_FAILURE, step, item)
-    return item
-
-
-def _actor_of(actor: object, params: object) -> ActorType:
-    if isinstance(actor, ActorType):
-        if params not in (None, {}) and params != options_json(actor):  # type: ignore[arg-type]
-            raise ConfigError(f"{_OWNER}.params: give an actor instance or a name with params")
-        if not dataclasses.is_dataclass(actor):
-            raise ConfigError(f"{_OWNER}.actor: {type(actor).__name__} must be a dataclass")
-        return actor
-    if not isinstance(actor, str):
-        raise ConfigError(f"{_OWNER}.actor must name an actor type, got {actor!r}")
-    from telepipe.targets import resolve
-
-    name = resolve(actor, f"{_OWNER}.actor").split(".")
-    module = importlib.import_module(".".join(name[:-1]))
-    cls = getattr(module, name[-1])
-    if not (isinstance(cls, type) and issubclass(cls, ActorType)):
-        raise ConfigError(f"{_OWNER}.actor: {actor!r} is not an actor type")
-    if params is not None and not isinstance(params, dict):
-        raise ConfigError(f"{_OWNER}.params must be a mapping, got {params!r}")
-    try:
-        return cls(**(params or {}))
-    except TypeError as error:
-        raise ConfigError(f"{_OWNER}.params: {error}") from None
-
-
-def input_rows(batch: pa.RecordBatch) -> tuple[np.ndarray, ...]:
-    """``(sensor_id int32, ts int64, value float64, kind int8, flag int8)`` of a readings
-    or alarms batch."""
-    names = batch.schema.names
-    for column in ("sensor_id", "ts", "value"):
-        if column not in names:
-            raise SchemaError(f"{_OWNER}: input rows need a {column!r} column, got {names}")
-    try:
-        sid = batch.column("sensor_id").to_numpy().astype(np.int32, copy=False)
-        ts = batch.column("ts").cast(pa.int64()).to_numpy()
-        value = batch.column("value").to_numpy().astype(np.float64, copy=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as error:
-        raise SchemaError(f"{_OWNER}: input columns: {error}") from None
-    n = len(ts)
-    if "state" in names:
-        kind = np.full(n, ALARM, np.int8)
-        flag = batch.column("state").to_numpy().astype(np.int8)
-    elif "start_ts" in names:
-        kind, flag = np.full(n, ALARM, np.int8), np.ones(n, np.int8)
-    else:
-        kind = np.zeros(n, np.int8)
-        q = batch.column("quality").to_numpy() if "quality" in names else np.zeros(n, np.uint8)
-        flag = q.astype(np.int8)
-    return sid, ts, value, kind, flag
-
-
 class ActorLogic:
     """The ``BatchLogic`` of ``ActorStage``."""
 
-    snapshot_version: ClassVar[int] = 1
+    snapshot_version: ClassVar[int] = 2  # 2: store_seq (the event store's snapshots)
 
     def __init__(self, options: ActorStage) -> None:
         self._options = options
@@ -239,6 +182,8 @@ class ActorLogic:
         self._n_pend = 0
         self._late: list[pa.RecordBatch] = []
         self._journal: list[np.ndarray] = []
+        self._side: list[tuple[str, pa.RecordBatch]] = []
+        self._store_seq = np.zeros(0, np.int64)  # per entity: seq of its last stored snapshot
         self._zero = np.zeros(1, self.spec.event_dtype)
         self._keep = self.spec.emitted.copy()
         if options.journal:
@@ -318,9 +263,8 @@ class ActorLogic:
             if self._python is not None and len(gone):
                 self._python.stopped(gone)
         self.supervisor.forget_attempts()
-        out = self._failures(failed)
-        out.extend(self._events(events, states))
-        return out
+        self._side.extend((ACTOR_FAILURE, b) for b in self._failures(failed))
+        return self._events(events, states)
 
     def _release(self, watermark: int) -> np.ndarray:
         """The held rows below ``watermark``, each entity's in (ts, kind, arrival) order."""
@@ -463,19 +407,49 @@ class ActorLogic:
                 columns.append(pa.array(np.ascontiguousarray(states[name])))
         return pa.RecordBatch.from_arrays(columns, schema=schema)
 
-    def take_journal(self) -> pa.RecordBatch | None:
-        """Every event applied since the last call (``journal: true``), as journal rows:
-        key group, entity, seq, ts, event type and payload columns (``journal_schema``)."""
+    def take_side(self) -> list[tuple[str, pa.RecordBatch]]:
+        """Side outputs since the last call: ``actor_failure`` rows, and at a barrier the
+        ``actor_events`` and ``actor_snapshots`` rows (``SideLogic``)."""
+        side, self._side = self._side, []
+        return side
+
+    def on_barrier(self, checkpoint_id: int) -> None:
+        """With ``journal``: the events applied since the last barrier, and snapshot rows
+        of the entities ``snapshot_every`` events past their last one, to ``take_side``."""
+        if not self.options.journal:
+            return
+        events = self.take_journal()
+        self._side.append((ACTOR_EVENTS, event_rows(self.spec, *events, checkpoint_id)))
+        snapshots = self._due_snapshots(checkpoint_id)
+        self._side.append((ACTOR_SNAPSHOTS, snapshots))
+
+    def take_journal(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every event applied since the last call (``journal: true``): ``(entity ids,
+        event records)`` in the order applied."""
         if not self._journal:
-            return None
-        events = np.concatenate(self._journal)
+            return np.zeros(0, np.int32), self._zero[:0]
+        events = np.concatenate(self._journal) if len(self._journal) > 1 else self._journal[0]
         self._journal = []
-        ids = self.store.keys.keys[events["entity"]]
-        batch = self._event_batch(events, ids, None)
-        group = pa.array(key_group(ids, DEFAULT_KEY_GROUPS), pa.int32())
-        return pa.RecordBatch.from_arrays(
-            [group, *batch.columns], names=["key_group", *batch.schema.names]
-        )
+        return self.store.keys.keys[events["entity"]], events
+
+    def _due_snapshots(self, checkpoint_id: int) -> pa.RecordBatch:
+        store = self.store
+        n = store.keys.n
+        self._store_seq = _grown(self._store_seq, n)
+        due = np.flatnonzero(
+            store.seq[:n] - self._store_seq[:n] >= self.options.snapshot_every
+        ).astype(np.int32)
+        if len(due):
+            entities, records = store.held()
+            at = np.flatnonzero(np.isin(entities, due))
+            entities, records = entities[at], records[at]
+        else:
+            entities, records = due, np.zeros(0, store.dtype)
+        self._store_seq[entities] = store.seq[entities]
+        return snapshot_rows(
+            self.spec, store.keys.keys[entities], store.seq[entities], store.status[entities],
+            records, checkpoint_id,
+        )  # fmt: skip
 
     # -- state
 
@@ -495,8 +469,12 @@ class ActorLogic:
     def snapshot(self) -> State:
         held = self._pend[: self._n_pend]
         timers = self._python.timer_rows() if self._python is not None else _no_timers()
+        entities = self.store.snapshot()
+        numbers = self.store.entities(as_array(entities["sensor_id"], np.int32))
+        self._store_seq = _grown(self._store_seq, self.store.keys.n)
         return {
-            **self.store.snapshot(),
+            **entities,
+            "store_seq": self._store_seq[numbers].copy(),
             "buffer_sensor_id": self.store.keys.keys[held["entity"]].copy(),
             "buffer_source": held["sensor_id"].copy(),
             "buffer_ts": held["ts"].copy(),
@@ -513,6 +491,9 @@ class ActorLogic:
 
     def restore(self, state: State) -> None:
         self.store.restore(state)
+        numbers = self.store.entities(as_array(state["sensor_id"], np.int32))
+        self._store_seq = _grown(np.zeros(0, np.int64), self.store.keys.n)
+        self._store_seq[numbers] = as_array(state["store_seq"], np.int64)
         ids = as_array(state["buffer_sensor_id"], np.int32)
         n = len(ids)
         self._pend = np.empty(max(n, 1024), ROW)
@@ -542,3 +523,11 @@ def _no_timers() -> State:
         "timer_ts": np.zeros(0, np.int64),
         "timer_tag": np.zeros(0, np.int64),
     }
+
+
+def _grown(store_seq: np.ndarray, n: int) -> np.ndarray:
+    if len(store_seq) >= n:
+        return store_seq
+    out = np.zeros(max(n, 2 * len(store_seq), 64), np.int64)
+    out[: len(store_seq)] = store_seq
+    return out

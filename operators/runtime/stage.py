@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import pyarrow as pa
 import reactivex
@@ -20,6 +21,39 @@ from telepipe.markers import (
 from telepipe.operators.runtime import snapshot as snapshots
 
 LATE = "late"  # the tag of late rows' side output
+
+
+class SideLogic(BatchLogic, Protocol):
+    """A ``BatchLogic`` with side outputs of its own besides late rows (``side_stage``).
+
+    ``on_barrier(checkpoint_id)`` is called at each checkpoint barrier, before its
+    snapshot is taken; ``take_side()`` after every call, as ``(tag, rows)`` in order:
+    they go downstream as ``SideOutput(tag, step, rows)`` after the late rows and
+    before the call's outputs (so before the barrier that asked for them).
+    """
+
+    def on_barrier(self, checkpoint_id: int) -> None: ...
+
+    def take_side(self) -> list[tuple[str, pa.RecordBatch]]: ...
+
+
+def side_stage(
+    build: Callable[[], SideLogic],
+    name: str | None = None,
+    restore: object = None,
+) -> Callable[[Observable[Item]], Observable[Item]]:
+    """``stage`` for a logic with side outputs of its own (``SideLogic``)."""
+
+    def side(logic: SideLogic, checkpoint_id: int | None) -> list[tuple[str, pa.RecordBatch]]:
+        if checkpoint_id is not None:  # before the barrier's snapshot is taken
+            logic.on_barrier(checkpoint_id)
+            return []
+        return logic.take_side()
+
+    return _make(build, name, restore, None, side)
+
+
+type Side[L] = Callable[[L, int | None], list[tuple[str, pa.RecordBatch]]]
 
 
 def stage(
@@ -43,7 +77,16 @@ def stage(
     ``SideOutput("late", step, rows)``. Side outputs of stages before are forwarded
     unchanged. Errors raised by the logic go to ``on_error`` and end the flow.
     """
+    return _make(build, name, restore, late, None)
 
+
+def _make[L: BatchLogic](
+    build: Callable[[], L],
+    name: str | None,
+    restore: object,
+    late: Callable[[pa.RecordBatch], None] | None,
+    side: Side[L] | None,
+) -> Callable[[Observable[Item]], Observable[Item]]:
     if name is not None and (not isinstance(name, str) or not name):
         raise ConfigError(f"a stage's name must be a non-empty string, got {name!r}")
 
@@ -57,13 +100,18 @@ def stage(
                 snapshots.restore(logic, restore, step)
             failed = False
 
-            def run(call: Callable[[], list[pa.RecordBatch]]) -> bool:
+            def run(
+                call: Callable[[], list[pa.RecordBatch]], checkpoint_id: int | None = None
+            ) -> bool:
                 nonlocal failed
                 if failed:
                     return False
                 try:
+                    if side is not None and checkpoint_id is not None:
+                        side(logic, checkpoint_id)
                     outputs = call()
                     aside = logic.take_late()
+                    own = side(logic, None) if side is not None else []
                 except Exception as error:
                     failed = True
                     if not step_of(error):  # the first stage it went through raised it
@@ -75,6 +123,8 @@ def stage(
                         late(batch)
                     else:
                         observer.on_next(SideOutput(LATE, step, batch))
+                for tag, batch in own:
+                    observer.on_next(SideOutput(tag, step, batch))
                 for out in outputs:
                     observer.on_next(out)
                 return True
@@ -87,7 +137,8 @@ def stage(
                         observer.on_next(item)
                 elif isinstance(item, CheckpointBarrier):
                     barrier: list[CheckpointBarrier] = []
-                    if run(lambda: _with_snapshot(barrier, item, step, logic)):
+                    call = lambda: _with_snapshot(barrier, item, step, logic)  # noqa: E731
+                    if run(call, item.checkpoint_id):
                         observer.on_next(barrier[0])
                 elif isinstance(item, SideOutput):
                     if not failed:

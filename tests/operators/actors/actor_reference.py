@@ -124,7 +124,7 @@ def machine_reference(
                 target = 0
         if s["since"] is None:
             s["seq"] += 1
-            events.append((e, ts, s["seq"], "started", s["state"], target, None))
+            events.append((e, ts, s["seq"], "started", s["state"], target, 0))
             s.update(state=target, since=ts, alarms=alarms)
         elif target != s["state"]:
             s["seq"] += 1

@@ -1,0 +1,202 @@
+"""Entities' state back from the event store: snapshot rows plus the later events.
+
+``recover(data_dir, stage, step)`` reads ``actor_snapshots`` and ``actor_events``
+(``journal``) of one step for all its key groups or some (one scan of each table,
+filtered by step, checkpoint and key group: no query per entity), takes each
+entity's newest snapshot and folds its later events with the actor type's own
+``apply`` (an apply-only numba kernel, ``_fold_kernels``; key groups split over
+``threads``). ``apply`` is the only thing that changes state, live as here, so the
+state it gives is the state the stage held at that checkpoint (tested).
+
+Events come from the journal in the order they were applied; the fold checks each
+entity's run ``seq = snapshot + 1, + 2, ...`` in one pass and sorts only if the
+table's files came back in another order (after a compaction). A gap is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+from deltalake import DeltaTable
+
+from telepipe.errors import ConfigError, SnapshotError
+from telepipe.markers import State
+from telepipe.operators.actors._fold_kernels import IN_ORDER, _fold_kernel, _order_kernel
+from telepipe.operators.actors.journal import ACTOR_EVENTS, ACTOR_SNAPSHOTS
+from telepipe.operators.actors.spec import EVENT_HEAD, Event, PythonActor, Spec, VectorActor
+from telepipe.operators.actors.stage import ActorStage
+from telepipe.operators.runtime.key_index import KeyIndex
+
+
+def last_checkpoint(data_dir: str | Path, app_id: str = "telepipe") -> int:
+    """The newest checkpoint both store tables hold (0: none)."""
+    held = []
+    for table in (ACTOR_EVENTS, ACTOR_SNAPSHOTS):
+        try:
+            held.append(DeltaTable(str(Path(data_dir) / table)).transaction_version(app_id) or 0)
+        except Exception:  # no such table: nothing held
+            held.append(0)
+    return min(held)
+
+
+def recover(
+    data_dir: str | Path,
+    stage: ActorStage,
+    step: str,
+    checkpoint: int | None = None,
+    key_groups: Iterable[int] | None = None,
+    threads: int = 2,
+) -> State:
+    """The state of ``stage``'s entities at ``checkpoint`` (default: the newest both
+    tables hold) from the store under ``data_dir``, for ``key_groups`` (default: all).
+    ``step`` is how the rows name the stage: ``table.step``. Keyed rows sorted by
+    entity id: ``sensor_id`` (the entity id), ``seq``, ``status``, ``state_<column>``,
+    as ``ActorLogic.snapshot`` has them."""
+    spec: Spec = stage.__dict__["_spec"]
+    actor = stage.__dict__["_actor"]
+    k = last_checkpoint(data_dir) if checkpoint is None else checkpoint
+    groups = None if key_groups is None else sorted(set(key_groups))
+    state_cols = [f"state_{n}" for n in spec.state_dtype.names or ()]
+    snaps = _read(
+        Path(data_dir) / ACTOR_SNAPSHOTS, step, k, groups,
+        ["entity", "seq", "status", *state_cols],
+    )  # fmt: skip
+    payload = list((spec.event_dtype.names or ())[len(EVENT_HEAD) :])
+    events = _read(
+        Path(data_dir) / ACTOR_EVENTS, step, k, groups,
+        ["key_group", "entity", "seq", "ts_ns", "event", *payload],
+    )  # fmt: skip
+    keys = KeyIndex()
+    snap_ids = snaps.column("entity").to_numpy()
+    event_ids = events.column("entity").to_numpy()
+    keys.reserve(np.concatenate([snap_ids, event_ids]))
+    snap_slots, slot = keys.slots(snap_ids), keys.slots(event_ids)
+    n = keys.n
+    # Each entity's newest snapshot.
+    base = np.zeros(n, np.int64)
+    status = np.zeros(n, np.int8)
+    state = np.repeat(spec.initial, n)
+    if snaps.num_rows:
+        seq = snaps.column("seq").to_numpy()
+        order = np.lexsort((seq, snap_slots))
+        s = snap_slots[order]
+        newest = order[np.r_[s[1:] != s[:-1], True]]
+        at = snap_slots[newest]
+        base[at] = seq[newest]
+        status[at] = snaps.column("status").to_numpy()[newest]
+        for name in spec.state_dtype.names or ():
+            state[name][at] = snaps.column(f"state_{name}").to_numpy()[newest]
+    seq_out = base.copy()
+    if events.num_rows:
+        ev = _event_records(spec, events, slot)
+        group = events.column("key_group").to_numpy()
+        if _order_kernel(slot, ev["seq"], base, base.copy()) != IN_ORDER:
+            order = np.lexsort((ev["seq"], slot))
+            ev, slot, group = ev[order], slot[order], group[order]
+            _check_runs(keys, slot, ev["seq"], base)
+        if isinstance(actor, VectorActor):
+            apply = type(actor).apply
+            parts = max(1, min(threads, 64))
+            if parts == 1:
+                _fold_kernel(apply, ev, slot, base, group, 0, 1, state, seq_out)
+            else:
+                with ThreadPoolExecutor(parts) as pool:
+                    done = [
+                        pool.submit(
+                            _fold_kernel, apply, ev, slot, base, group, p, parts, state, seq_out
+                        )
+                        for p in range(parts)
+                    ]
+                    for future in done:
+                        future.result()
+        else:
+            assert isinstance(actor, PythonActor)
+            _fold_python(actor, spec, ev, slot, base, state, seq_out)
+    ids = keys.keys
+    order = np.argsort(ids, kind="stable")
+    out: State = {
+        "sensor_id": ids[order].copy(),
+        "seq": seq_out[order],
+        "status": status[order],
+    }
+    for name in spec.state_dtype.names or ():
+        out[f"state_{name}"] = np.ascontiguousarray(state[name][order])
+    return out
+
+
+def _read(
+    path: Path, step: str, checkpoint: int, groups: list[int] | None, columns: list[str]
+) -> pa.Table:
+    if not DeltaTable.is_deltatable(str(path)):
+        raise ConfigError(f"{path}: no such table (a stage with journal: true writes it)")
+    options = pads.ParquetReadOptions(dictionary_columns={"step", "event"})
+    dataset = DeltaTable(str(path)).to_pyarrow_dataset(parquet_read_options=options)
+    where = (pc.field("step") == step) & (pc.field("checkpoint_id") <= checkpoint)
+    if groups is not None:
+        where &= pc.field("key_group").isin(groups)
+    return dataset.to_table(columns=columns, filter=where)
+
+
+def _event_records(spec: Spec, events: pa.Table, slot: np.ndarray) -> np.ndarray:
+    """The journal's rows as event records of the actor type (nulls as 0)."""
+    ev = np.zeros(events.num_rows, spec.event_dtype)
+    ev["entity"] = slot
+    ev["seq"] = events.column("seq").to_numpy()
+    ev["ts"] = events.column("ts_ns").to_numpy()
+    names = events.column("event").combine_chunks()
+    if not isinstance(names, pa.DictionaryArray):
+        names = names.dictionary_encode()
+    codes = np.array([spec.code(str(v)) for v in names.dictionary.to_pylist()], np.int8)
+    ev["type"] = codes[names.indices.to_numpy(zero_copy_only=False)]
+    for name in (spec.event_dtype.names or ())[len(EVENT_HEAD) :]:
+        ev[name] = events.column(name).fill_null(0).to_numpy()
+    return ev
+
+
+def _check_runs(keys: KeyIndex, slot: np.ndarray, seq: np.ndarray, base: np.ndarray) -> None:
+    """Sorted by (slot, seq): each entity's events after its snapshot run base + 1, ..."""
+    after = seq > base[slot]
+    s, q = slot[after], seq[after]
+    first = np.r_[True, s[1:] != s[:-1]]
+    expected = np.where(first, base[s] + 1, np.r_[0, q[:-1]] + 1)
+    bad = np.flatnonzero(q != expected)
+    if len(bad):
+        i = bad[0]
+        raise SnapshotError(
+            f"actor_events: entity {int(keys.keys[s[i]])} has event {int(q[i])} where "
+            f"{int(expected[i])} was due (a journal with a gap or a duplicate)"
+        )
+
+
+def _fold_python(
+    actor: PythonActor,
+    spec: Spec,
+    ev: np.ndarray,
+    slot: np.ndarray,
+    base: np.ndarray,
+    state: np.ndarray,
+    seq: np.ndarray,
+) -> None:
+    """The Python-class path's fold: its ``apply`` per event (the slow path)."""
+    names = spec.state_dtype.names or ()
+    current: dict[int, dict[str, Any]] = {}
+    for i in np.flatnonzero(ev["seq"] > base[slot]):
+        s = int(slot[i])
+        st = current.get(s)
+        if st is None:
+            st = current[s] = {n: state[n][s].item() for n in names}
+        e = ev[i]
+        code = int(e["type"])
+        data = {c: e[c].item() for c in spec.payload[code - 1]}
+        current[s] = actor.apply(st, Event(spec.event_names[code - 1], int(e["ts"]), data))
+        seq[s] = int(e["seq"])
+    for s, st in current.items():
+        for n in names:
+            state[n][s] = st[n]
