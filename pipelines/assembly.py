@@ -28,9 +28,10 @@ from telepipe.operators.runtime import snapshot as snapshots
 from telepipe.pipelines.child import CaptureProcess, Children, SimulatorProcess
 from telepipe.pipelines.graph import (
     Output,
-    connect,
+    chains,
     outputs_from_config,
     publishers_from_config,
+    store_tables,
 )
 from telepipe.pipelines.protocols import PulledSource, Sink, SourceOptions
 from telepipe.pipelines.recovery import Recovery
@@ -189,6 +190,7 @@ def configure(cfg: DictConfig, overrides: list[str], input_path: str | None = No
     replay = None if live else ReplayOptions.from_config(cfg.replay)
     tables = {o.table: o.schema(codec.arrow_schema) for o in outputs}
     tables |= {"late_readings": codec.arrow_schema, "dead_letters": DEAD_LETTERS}
+    tables |= store_tables(outputs)  # actor_events, actor_snapshots: journaled actors
     drain, fresh = bool(option(cfg, "drain")), bool(option(cfg, "fresh"))
     if fresh and not live:
         raise ConfigError(
@@ -391,7 +393,8 @@ def opened(plan: Plan, stats: RunStats) -> Iterator[Assembly]:
         sink_ctx = SinkContext(plan.tables, plan.data_dir, plan.origin, connection)
         sink = plan.sink.kind.open(plan.sink.options, sink_ctx)
         sink.start()
-        side = SideOutputs(sink, plan.codec, plan.source_options.stream_id)
+        store = store_tables(plan.outputs)  # the actors' event store, if any
+        side = SideOutputs(sink, plan.codec, plan.source_options.stream_id, store)
         parts = Assembly(source, sink, {}, Subject(), Outputs(side), side, connection=connection)
         try:
             for table, publisher in plan.publish.items():
@@ -413,13 +416,12 @@ def opened(plan: Plan, stats: RunStats) -> Iterator[Assembly]:
 
 def _connect_outputs(plan: Plan, parts: Assembly) -> None:
     """Every output's chain on the flow, its end counted and fed to its sinks."""
-    restored = plan.restored
+    built = chains(parts.flow, plan.outputs, plan.restored)  # pipeline.inputs: shared
     for output in plan.outputs:
         observers = [parts.sink.observer(output.table)]
         if output.table in parts.publishers:
             observers.append(parts.publishers[output.table].observer(output.table))
-        chain = connect(parts.flow, output, restored.get(output.table))
-        chain.subscribe(parts.outputs.feed(output.table, observers))
+        built[output.table].subscribe(parts.outputs.feed(output.table, observers))
 
 
 def _restore_watermark(plan: Plan, source: PulledSource) -> None:

@@ -27,9 +27,10 @@ from telepipe.markers import CheckpointBarrier, Item
 
 _END = object()
 
-#: Tables whose rows a queue policy never drops (``telepipe.pipelines.graph.RESERVED_TABLES``;
+#: Tables whose rows a queue policy never drops (``telepipe.pipelines.graph.RESERVED_TABLES``
+#: and the actors' event store, ``telepipe.operators.actors.journal.STORE_TABLES``;
 #: sinks do not import pipelines).
-NEVER_DROPPED = frozenset({"late_readings", "dead_letters"})
+NEVER_DROPPED = frozenset({"late_readings", "dead_letters", "actor_events", "actor_snapshots"})
 _DROPPING = (OverflowPolicy.DROP_OLDEST, OverflowPolicy.DROP_NEWEST)
 
 
