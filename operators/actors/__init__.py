@@ -5,9 +5,12 @@
   (``handle``/``apply`` and hooks, the flexible path), declared as in ``spec``
 - built-ins: ``Counter``, ``EquipmentStateMachine`` (``builtins``)
 - ``supervision``: strategies, restart types, intensity; ``ActorError``
+- ``journal`` (the ``actor_events`` / ``actor_snapshots`` tables) and ``recover``
+  (entities' state folded back from them)
 """
 
 from telepipe.operators.actors.builtins import Counter, EquipmentStateMachine
+from telepipe.operators.actors.recovery import recover
 from telepipe.operators.actors.spec import Event, PythonActor, VectorActor
 from telepipe.operators.actors.stage import ACTOR_FAILURE, ActorLogic, ActorStage
 from telepipe.operators.actors.supervision import ActorError
@@ -22,4 +25,5 @@ __all__ = [
     "Event",
     "PythonActor",
     "VectorActor",
+    "recover",
 ]

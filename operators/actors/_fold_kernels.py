@@ -27,7 +27,7 @@ def _order_kernel(slot, seq, base, last):
     return IN_ORDER
 
 
-@njit(cache=True, nogil=True)
+@njit(nogil=True)  # not cached: numba's cache index of kernels taking a dispatcher breaks
 def _fold_kernel(apply, events, slot, base, group, part, parts, state, seq):
     """``apply`` each event after its entity's snapshot, in order, to ``state[slot]``;
     only events of key groups ``group % parts == part`` (one thread's share)."""
