@@ -11,13 +11,25 @@
   entity, minus the same rows for active ones, per entity;
 - ``memory_mb_100k``: bytes held by the stage's arrays (store, key index, buffers)
   with 100k entities of the state machine resident;
-- ``python_rows_per_s``: the Python-class path (a counter) over 10k entities.
+- ``python_rows_per_s``: the Python-class path (a counter) over 10k entities;
+- ``recovery_entities_per_s`` / ``recovery_events_per_s``: 100k entities x 20 events
+  of the state machine journaled to ``actor_events`` (Delta, written as the sink
+  writes it: one commit per checkpoint, 4 checkpoints) folded back by
+  ``recovery.recover`` from the table (read, filter, fold on 2 threads), timed whole;
+  ``..._snap``: the same with each entity's snapshot at its 10th event in
+  ``actor_snapshots`` (so 10 events of each are folded);
+- ``--peers``: Pykka and Thespian (their own venvs, ``benchmarks/peers/actors``) on
+  the same work, in the same run: ``<peer>_spawn_us``, ``<peer>_messages_per_s``,
+  ``<peer>_recovery_entities_per_s``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +38,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, machine, rate, timed
+from deltalake import write_deltalake
 
 from telepipe.operators.actors import (
     ActorStage,
@@ -34,7 +47,12 @@ from telepipe.operators.actors import (
     Event,
     PythonActor,
 )
+from telepipe.operators.actors.journal import ACTOR_EVENTS, ACTOR_SNAPSHOTS, conform, store_schemas
+from telepipe.operators.actors.recovery import recover
 from telepipe.schema import READINGS
+from telepipe.sinks.delta_types import to_delta_table
+
+PEERS = Path(__file__).resolve().parent.parent / ".venv-peers"
 
 BATCH = 65_536
 
@@ -117,17 +135,90 @@ def python_rate(keys: int, rows: int) -> float:
     return stage_rate(ActorStage(PyCounter()), keys, rows)
 
 
+def journaled(base: Path, entities: int, per: int, snapshot_every: int) -> ActorStage:
+    """``entities`` x ``per`` events of the state machine (every row changes its state)
+    journaled under ``base`` as the pipeline's sink writes them; returns the stage."""
+    op = ActorStage(EquipmentStateMachine(), journal=True, snapshot_every=snapshot_every)
+    schemas = store_schemas([("t.m", op.__dict__["_spec"])])
+    logic = op.build()
+    n = entities * per
+    sid = np.tile(np.arange(entities, dtype=np.int32), per)
+    ts = np.arange(n, dtype=np.int64) * 1000 + 10**15
+    value = np.where((np.arange(n) // entities) % 2 == 0, 50.0, 1.0)  # running, idle, ...
+    checkpoints = 4
+    for k, part in enumerate(np.array_split(np.arange(n), checkpoints), start=1):
+        for i in range(part[0], part[-1] + 1, BATCH):
+            j = min(part[-1] + 1, i + BATCH)
+            columns = [pa.array(sid[i:j]), pa.array(ts[i:j], pa.timestamp("ns")),
+                       pa.array(value[i:j]), pa.array(np.zeros(j - i, np.uint8))]  # fmt: skip
+            logic.on_batch(pa.RecordBatch.from_arrays(columns, schema=READINGS))
+        logic.on_watermark(int(ts[part[-1]]) + 1)
+        logic.on_barrier(k)
+        for tag, batch in logic.take_side():
+            if tag in schemas:
+                rows = to_delta_table(conform(batch, schemas[tag], "t.m"))
+                write_deltalake(str(base / tag), rows, mode="append")
+    for table in (ACTOR_EVENTS, ACTOR_SNAPSHOTS):
+        assert (base / table).exists(), table
+    return op
+
+
+def recovery_rates(entities: int, per: int, snapshot_every: int) -> tuple[float, float]:
+    """(entities/s, events folded/s) of ``recover`` from the Delta tables, timed whole."""
+    with tempfile.TemporaryDirectory(prefix="actors-recovery-") as tmp:
+        op = journaled(Path(tmp), entities, per, snapshot_every)
+        recover(tmp, op, "t.m", checkpoint=4)  # warm: compiled, files cached
+        seconds, state = timed(lambda: recover(tmp, op, "t.m", checkpoint=4))
+        assert isinstance(state, dict)
+        assert len(state["sensor_id"]) == entities and int(state["seq"].min()) == per
+        folded = entities * (per - (snapshot_every if snapshot_every < per else 0))
+        return rate(entities, seconds), rate(folded, seconds)
+
+
+def peer_figures(rows: int, entities: int) -> dict[str, float]:
+    """Pykka and Thespian on the same work, each in its own venv (absent: skipped)."""
+    out: dict[str, float] = {}
+    script = Path(__file__).resolve().parent / "peers" / "actors" / "peer_bench.py"
+    for peer in ("pykka", "thespian"):
+        python = PEERS / peer / "bin" / "python"
+        if not python.exists():
+            print(f"{peer}: no {python} (bash benchmarks/peers/actors/setup.sh)", file=sys.stderr)
+            continue
+        done = subprocess.run(
+            [str(python), str(script), peer, str(rows), str(entities)],
+            capture_output=True, text=True, timeout=1800, check=True,
+        )  # fmt: skip
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
+        for key in ("spawn_us", "messages_per_s", "recovery_entities_per_s"):
+            out[f"{peer}_{key}"] = float(figures[key])
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=4_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--only-recovery", action="store_true")
+    parser.add_argument("--peers", action="store_true", help="Pykka and Thespian too")
     args = parser.parse_args()
     stage_rate(ActorStage(Counter()), 1000, BATCH)  # compile
     stage_rate(ActorStage(EquipmentStateMachine()), 1000, BATCH)
     results = []
     for r in range(args.repeat):
         m: dict[str, float] = {}
+        m["recovery_entities_per_s"], m["recovery_events_per_s"] = recovery_rates(
+            100_000, 20, 10**9
+        )
+        m["recovery_entities_per_s_snap"], m["recovery_events_per_s_snap"] = recovery_rates(
+            100_000, 20, 10
+        )
+        if args.peers:
+            m.update(peer_figures(100_000, 2_000))
+        if args.only_recovery:
+            results.append(m)
+            print(f"pass {r + 1}: " + ", ".join(f"{k}={v:,.3f}" for k, v in m.items()), flush=True)
+            continue
         for keys in (10_000, 100_000):
             m[f"stage_rows_per_s_counter_{keys}"] = stage_rate(
                 ActorStage(Counter()), keys, args.rows
