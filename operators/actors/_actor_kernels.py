@@ -67,7 +67,7 @@ def _activate(e, st, initial):
     return a
 
 
-@njit(cache=True)
+@njit  # not cached: a cache index of kernels taking dispatchers breaks ("underlying object has vanished")
 def _run_kernel(step, apply, p, rows, start, st, initial, zero, out, n_out, keep, out_state):
     """Rows ``start..`` through ``step`` and ``apply`` (see ``spec``); each kept event
     (``keep[code]``) is written to ``out`` (and the state after it to ``out_state`` if
