@@ -214,6 +214,8 @@ class FrameAssembler:
         self._ahead: dict[tuple[int, int], list[tuple[DataFrame, bool]]] = {}
         self._stash: dict[tuple[int, int], dict[int, tuple[DataFrame, bool]]] = {}
         self._ready: deque[Message] = deque()
+        self._ended: dict[tuple[int, int], int] = {}  # the position each end was told at
+        self._pending_end: dict[tuple[int, int], DataFrame] = {}  # ends the stream is short of
 
     def positions(self) -> dict[tuple[int, int], int]:
         """(stream, session) -> position just past the last frame taken."""
@@ -240,6 +242,13 @@ class FrameAssembler:
                 self._ready.append(message)
         if stash is not None and not stash:
             del self._stash[key]
+        pending = self._pending_end.get(key)
+        if pending is not None and pending is not frame:
+            expected = self._expected.get(key)
+            if expected is not None and expected >= pending.position:
+                end = self._end(key, pending)
+                if end is not None:
+                    self._ready.append(end)
         if first is None and self._ready:
             return self._ready.popleft()
         return first
@@ -254,6 +263,7 @@ class FrameAssembler:
         c = self.counters
         if frame.flags & EOS_FLAG and not frame.payload and not frame.padding:
             return self._end(key, frame)
+        self._ended.pop(key, None)  # (data after an end: a later end is told again)
         start = frame.start_position
         expected = self._expected.get(key)
         if key in self._taken and expected is not None:
@@ -437,16 +447,37 @@ class FrameAssembler:
             del self._stash[key]
 
     def finish(self) -> None:
-        """The input ended: a message still missing its END fragment is dropped (counted)."""
+        """The input ended: a message still missing its END fragment is dropped (counted).
+        A session's end the stream never reached is told now (``ready()``), after a gap
+        for the bytes before it that never came."""
+        for key, frame in list(self._pending_end.items()):
+            expected = self._expected.get(key, frame.position)
+            if frame.position > expected:
+                self.counters.gaps.append(Gap(key[0], key[1], expected, frame.position))
+                self._expected[key] = frame.position
+            end = self._end(key, frame)
+            if end is not None:
+                self._ready.append(end)
         self.counters.dropped_fragments += len(self._partial)
         self._partial.clear()
         self._taking.clear()
         self._stash.clear()
         self._ahead.clear()
 
-    def _end(self, key: tuple[int, int], frame: DataFrame) -> Message:
+    def _end(self, key: tuple[int, int], frame: DataFrame) -> Message | None:
         """An end-of-stream heartbeat (no payload, EOS flag): the session's end mark. It
-        moves no position; a message still missing its END fragment was cut."""
+        moves no position; a message still missing its END fragment was cut. As a live
+        image's end-of-stream, it is told once, and only once the stream has reached it
+        (Aeron repeats the heartbeat while the publication lingers: a frame before it
+        may still be re-sent after one of them)."""
+        expected = self._expected.get(key)
+        if self._ended.get(key) == frame.position:
+            return None  # told already, nothing of the session since
+        if expected is not None and frame.position > expected:
+            self._pending_end[key] = frame  # told once the stream is there (or at the end)
+            return None
+        self._pending_end.pop(key, None)
+        self._ended[key] = frame.position
         if self._partial.pop(key, None) is not None:
             self.counters.dropped_fragments += 1
         return Message(
@@ -472,3 +503,7 @@ class FrameAssembler:
                 if ends or not message.end_of_stream:
                     yield message
         self.finish()
+        while self._ready:
+            message = self._ready.popleft()
+            if ends:
+                yield message

@@ -16,7 +16,10 @@ pcapng interface.
 Each UDP datagram may hold several 32-byte aligned Aeron frames
 (aeron_udp_protocol.h); they are walked by ``frame_length``. DATA frames become
 ``DataFrame``s in capture order. A heartbeat (DATA, ``frame_length`` 0) and a PAD
-frame (only its header is sent; it fills the rest of the term) end the datagram;
+frame (only its header is sent; it fills the rest of the term) end the datagram; a
+heartbeat with the EOS flag (a closed publication's end-of-stream, repeated until its
+linger ends) is yielded as a frame without payload: ``FrameAssembler`` makes it the
+session's end mark, once, when the stream has reached it, as a live subscriber sees it;
 SETUP gives a session's ``initial_term_id``/``term_length``; SM, NAK, RTTM, ERR and
 the rest are counted and skipped. A DATA frame of exactly 32 bytes is an empty
 message, not a heartbeat: it is yielded (dropping it would look like a gap).
@@ -50,6 +53,7 @@ import dpkt
 
 from telepipe.errors import SourceError
 from telepipe.sources.frames import (
+    EOS_FLAG,
     HEADER_LENGTH,
     SETUP_HEADER,
     TYPE_DATA,
@@ -167,6 +171,9 @@ class PcapReader:
                 term_id, term_offset, flen = h[7], h[4], h[0]
                 initial, term_length = self._terms[key]
                 position = position_of(term_id, term_offset + align(flen), initial, term_length)
+                if flen == 0:  # an end-of-stream heartbeat: no payload, moves nothing
+                    yield DataFrame(h[6], h[5], term_id, term_offset, h[2], position, ts, b"", h[8])
+                    continue
                 if h[3] == TYPE_PAD:
                     yield DataFrame(
                         h[6], h[5], term_id, term_offset, h[2], position, ts, b"", h[8],
@@ -197,9 +204,11 @@ class PcapReader:
             first = ts if first is None else first
             last = ts
             for key, h, _ in self._walk(payload, ts):
+                if h[0] == 0:  # an end-of-stream heartbeat: no data (counted as one)
+                    continue
                 s = sessions.setdefault(key, [0, 0])
                 s[0] += 1
-                s[1] += h[0] - HEADER_LENGTH
+                s[1] += h[0] - HEADER_LENGTH if h[3] != TYPE_PAD else 0  # (a PAD's: none)
         return {
             "kind": "pcap",
             "path": str(self.path),
@@ -211,6 +220,7 @@ class PcapReader:
             "udp_datagrams": self.counts["udp"],
             "data_frames": self.counts["data"],
             "heartbeats": self.counts["heartbeat"],
+            "end_of_stream_heartbeats": self.counts["end_of_stream"],
             "pad_frames": self.counts["pad"],
             "control_frames": {
                 k: v for k, v in self.counts.items() if k in _CONTROL_TYPES.values()
@@ -258,6 +268,13 @@ class PcapReader:
             h = _FRAME.unpack_from(payload, off)
             if flen == 0 and ftype == TYPE_DATA:
                 self.counts["heartbeat"] += 1
+                # A closed publication's end-of-stream heartbeat (EOS flag), at the
+                # position where its session ended: its end mark, as live. Others: nothing.
+                if h[2] & EOS_FLAG and h[4] >= 0 and not h[4] & 31:
+                    key = (h[6], h[5])
+                    if self._plausible(key, h, ts):
+                        self.counts["end_of_stream"] += 1
+                        yield key, h, off
                 return
             if flen < HEADER_LENGTH or h[4] < 0 or h[4] & 31:
                 self._note(
@@ -441,10 +458,27 @@ class PcapReader:
             if at + 16 > size:
                 return -1
             _, frac, caplen, origlen = record.unpack_from(mm, at)
-            if frac >= frac_limit or caplen > snaplen or caplen > origlen or origlen > 1 << 18:
+            if (
+                frac >= frac_limit
+                or not 0 < caplen <= snaplen  # (no capture holds an empty packet)
+                or caplen > origlen
+                or origlen > 1 << 18
+            ):
                 return -1
             end = at + 16 + caplen
             return end if end <= size else -1
+
+        def cut_short(at: int) -> bool:
+            """A record at ``at`` that the end of the file cuts (a capture cut or still
+            being written): its header is cut, or plausible but for its length."""
+            if at + 16 > size:
+                return True
+            _, frac, caplen, origlen = record.unpack_from(mm, at)
+            return (
+                frac < frac_limit
+                and 0 < caplen <= min(snaplen, origlen)
+                and at + 16 + caplen > size
+            )
 
         def chained(at: int) -> bool:
             end = plausible(at)
@@ -458,6 +492,7 @@ class PcapReader:
             if (
                 0 <= end < size
                 and plausible(end) < 0
+                and not cut_short(end)
                 and any(chained(at) for at in range(off + 17, end))
             ):
                 end = -1

@@ -9,107 +9,23 @@ datagrams, cut or corrupted bytes) with struct/dpkt on the test side.
 
 from __future__ import annotations
 
-import re
-import shutil
-import signal
 import struct
-import subprocess
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
 import dpkt
-import numpy as np
 import pytest
-from helpers import SCHEMA_XML, free_udp_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pcap_builder import UDP_AT, aeron_type, read_packets, write_pcap
+from pcap_live import STREAM, TERM
 
-from telepipe.aeron import AeronConnection
 from telepipe.errors import SourceError
-from telepipe.sbe import SbeCodec
 from telepipe.sources.frames import FrameAssembler
 from telepipe.sources.pcap import PcapReader
 
-TERM = 512 * 1024
-STREAM = 4242
-
-# -- capturing real traffic -------------------------------------------------------------
-
-
-def start_tcpdump(path: Path, port: int) -> subprocess.Popen[str]:
-    if shutil.which("tcpdump") is None:
-        pytest.skip("tcpdump is not installed (CI installs it: apt-get install tcpdump)")
-    cmd = ["tcpdump", "-i", "lo", "-U", "--immediate-mode", "-B", "32768"]
-    cmd += ["--time-stamp-precision=nano", "-w", str(path), f"udp port {port}"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    line = proc.stderr.readline()  # "listening on lo, ..." once it captures
-    if "listening on" not in line:
-        proc.kill()
-        pytest.skip(f"tcpdump cannot capture on lo here: {line.strip()}")
-    return proc
-
-
-def telemetry(codec: SbeCodec, n: int, seq: int) -> bytes:
-    rng = np.random.default_rng(seq)
-    columns = {
-        "sensor_id": np.arange(n, dtype=np.int32),
-        "ts": 1_767_225_600_000_000_000 + np.arange(n, dtype=np.int64) * 1000 + seq,
-        "value": rng.normal(size=n),
-        "quality": np.zeros(n, np.uint8),
-    }
-    return codec.encode(columns, source_id=7, batch_seq=seq)
-
-
-@pytest.fixture(scope="module")
-def capture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]]:
-    path = tmp_path_factory.mktemp("pcap") / "aeron.pcap"
-    port = free_udp_port()
-    channel = f"aeron:udp?endpoint=127.0.0.1:{port}|term-length={TERM // 1024}k"
-    codec = SbeCodec.from_xml(SCHEMA_XML)
-    # 2000 readings = 42 KB (31 fragments); small ones share datagrams when batched.
-    sent = [telemetry(codec, 2000 if i % 4 == 0 else 1 + i % 30, i) for i in range(160)]
-    tcpdump = start_tcpdump(path, port)
-    received: list[bytes] = []
-    try:
-        with AeronConnection() as connection:
-            sub = connection.client.add_subscription(channel, STREAM)
-            pub = connection.client.add_exclusive_publication(channel, STREAM)
-
-            def handler(buffer: object, header: object) -> None:
-                received.append(bytes(buffer))  # type: ignore[call-overload]
-
-            deadline = time.monotonic() + 20
-            while not pub.is_connected:
-                assert time.monotonic() < deadline, "publication never connected"
-                sub.poll(handler, 10)
-                time.sleep(0.001)
-            for i, payload in enumerate(sent):
-                while pub.offer(payload) is not True:
-                    assert time.monotonic() < deadline + 30, "offer kept failing"
-                    sub.poll(handler, 64)
-                    time.sleep(0.0002)
-                # Paced in bursts of a few messages (several frames per datagram) so
-                # tcpdump keeps up: a kernel drop would make the capture incomplete.
-                if i % 5 == 4 or len(payload) > 1376:
-                    while len(received) <= i:
-                        assert time.monotonic() < deadline + 60, "subscriber fell behind"
-                        if not sub.poll(handler, 64):
-                            time.sleep(0.0002)
-                    time.sleep(0.002)
-            while len(received) < len(sent):
-                assert time.monotonic() < deadline + 60, f"got {len(received)}/{len(sent)}"
-                if not sub.poll(handler, 64):
-                    time.sleep(0.0005)
-            time.sleep(0.3)  # the last status messages
-    finally:
-        tcpdump.send_signal(signal.SIGINT)
-        _, err = tcpdump.communicate(timeout=20)
-    assert received == sent, "the live subscriber itself did not get every message"
-    assert re.search(r"^0 packets dropped by kernel", err, re.M), err
-    return path, sent
+# -- capturing real traffic: the ``capture`` fixture (tests/sources/conftest.py) -----------
 
 
 # -- rewriting captures (test side: struct and dpkt only) -------------------------------
@@ -118,6 +34,33 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]
 def replay(reader: PcapReader) -> tuple[list[bytes], FrameAssembler]:
     assembler = FrameAssembler()
     return [m.payload for m in assembler.assemble(reader.frames())], assembler
+
+
+def test_a_closed_publications_end_of_stream_is_its_end_mark_in_its_place(
+    capture: tuple[Path, list[bytes]],
+) -> None:
+    """The publisher closed (Aeron repeats an end-of-stream heartbeat, frame length 0 and
+    flags with EOS, while it lingers): the pcap yields them as frames without payload
+    and the assembler makes them the session's end mark, once, right after its last
+    message, at its position, as a live image's end of stream. Before: dropped, so a
+    pcap replay held an ended session's watermark until its idle timeout."""
+    path, sent = capture
+    reader = PcapReader(path)
+    frames = list(reader.frames())
+    ends = [f for f in frames if f.flags & 0x20 and not f.payload and not f.padding]
+    assert ends and {(f.stream_id, f.session_id) for f in ends} == {(STREAM, ends[0].session_id)}
+    assembler = FrameAssembler()
+    messages = list(assembler.assemble(frames, ends=True))
+    assert [m.payload for m in messages[:-1]] == sent
+    end = messages[-1]
+    assert end.end_of_stream and end.position == messages[-2].position
+    assert assembler.counters.gaps == [] and assembler.counters.dropped_fragments == 0
+    assert replay(PcapReader(path))[0] == sent  # (other readers see messages alone)
+    d = PcapReader(path).describe()
+    assert d["end_of_stream_heartbeats"] == len(ends)
+    sessions = d["sessions"]
+    assert isinstance(sessions, list) and len(sessions) == 1
+    assert sessions[0]["payload_bytes"] == sum(len(f.payload) for f in frames)
 
 
 def only_term_ends(assembler: FrameAssembler) -> bool:
@@ -143,7 +86,7 @@ def test_capture_replays_every_message_in_order(capture: tuple[Path, list[bytes]
 
 def test_describe_summarises_the_capture(capture: tuple[Path, list[bytes]]) -> None:
     path, sent = capture
-    d = PcapReader(path).describe()
+    d: Any = PcapReader(path).describe()
     assert d["format"] == "pcap" and d["packets"] == d["udp_datagrams"] > len(sent)
     assert d["first_ns"] < d["last_ns"] and d["pad_frames"] >= 2
     (session,) = d["sessions"]
@@ -465,6 +408,7 @@ def test_any_single_damage_costs_no_more_than_losing_the_damaged_records(
     kept = replay(PcapReader(reference))[0]
     got, _ = replay(PcapReader(damaged))
     delivered = [p for p in got if p in set(kept)]
-    if kind == "reorder":  # a message that came early is delivered when it comes (once)
+    if kind in ("reorder", "overwrite"):  # a message that came early (a packet swapped,
+        # or copied over an earlier one) is delivered when it comes, once
         delivered, kept = sorted(delivered), sorted(kept)
     assert delivered == kept
