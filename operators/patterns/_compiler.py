@@ -1,15 +1,12 @@
-"""Pattern compilation: condition strings -> expression trees, steps -> NFA tables.
-
-Conditions are parsed by a small recursive-descent parser (never ``eval``) into
-tuples: ``("num", x)``, ``("col", name)``, ``("const", bool)``, ``("cmp", op, a, b)``,
-``("and", a, b)``, ``("or", a, b)``, ``("not", a)``. ``condition_bits`` evaluates
-every distinct condition of a pattern on a block of rows with numpy and packs the
-results as one ``uint64`` bit mask per row, the input of the NFA kernel.
+"""Pattern compilation: steps -> NFA tables (conditions: ``_conditions``).
 
 The NFA (see ``docs/operators/patterns.md`` for the semantics) has one state per
 (positive step ``j``, events taken so far ``c``), one "not next" check state per
 ``not_next`` guard and one trailing state for a trailing negation. ``Nfa.table``
 holds one row of ``T_*`` columns per state; ``FINAL`` (-1) is the accepting state.
+Each condition is a bit of the rows' condition mask (``condition_bits``) and, when it
+refers to earlier events of the match, a program (``Conditions``) the kernel runs
+once that bit is set.
 """
 
 from __future__ import annotations
@@ -20,202 +17,20 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from telepipe.errors import ConfigError
-
-COLUMNS = ("value", "quality", "sensor_id")
-_CMP = {"<", "<=", ">", ">=", "==", "!="}
-_TOKEN = re.compile(
-    r"\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_]\w*)"
-    r"|(?P<op><=|>=|==|!=|<|>|\(|\)|-))"
+from telepipe.operators.patterns._conditions import (
+    COLUMNS,
+    AggSlots,
+    condition_bits,
+    evaluate,
+    parse_condition,
+    program,
+    resolve,
+    split,
+    to_text,
 )
 
-# ------------------------------------------------------------- conditions
-
-
-def _tokens(text: str) -> list[str]:
-    out, pos = [], 0
-    text = text.rstrip()
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None or m.end() == pos:
-            raise ValueError(f"unexpected {text[pos:].strip()[:12]!r}")
-        out.append(m.group(m.lastgroup))  # type: ignore[arg-type]
-        pos = m.end()
-    return out
-
-
-class _Parser:
-    def __init__(self, text: str) -> None:
-        self.toks = _tokens(text)
-        self.i = 0
-
-    def peek(self) -> str | None:
-        return self.toks[self.i] if self.i < len(self.toks) else None
-
-    def take(self) -> str:
-        tok = self.peek()
-        if tok is None:
-            raise ValueError("unexpected end of condition")
-        self.i += 1
-        return tok
-
-    def parse(self) -> tuple:
-        node, kind = self.or_()
-        if self.peek() is not None:
-            raise ValueError(f"unexpected {self.peek()!r}")
-        if kind != "bool":
-            raise ValueError("a condition must compare, e.g. 'value > 80'")
-        return node
-
-    def or_(self) -> tuple[tuple, str]:
-        node, kind = self.and_()
-        while self.peek() == "or":
-            self.take()
-            rhs, rkind = self.and_()
-            node = ("or", _bool(node, kind), _bool(rhs, rkind))
-            kind = "bool"
-        return node, kind
-
-    def and_(self) -> tuple[tuple, str]:
-        node, kind = self.not_()
-        while self.peek() == "and":
-            self.take()
-            rhs, rkind = self.not_()
-            node = ("and", _bool(node, kind), _bool(rhs, rkind))
-            kind = "bool"
-        return node, kind
-
-    def not_(self) -> tuple[tuple, str]:
-        if self.peek() == "not":
-            self.take()
-            node, kind = self.not_()
-            return ("not", _bool(node, kind)), "bool"
-        return self.cmp()
-
-    def cmp(self) -> tuple[tuple, str]:
-        left, kind = self.primary()
-        parts = []
-        while self.peek() in _CMP:
-            op = self.take()
-            right, rkind = self.primary()
-            parts.append(("cmp", op, _num(left, kind), _num(right, rkind)))
-            left, kind = right, rkind
-        if not parts:
-            return left, kind
-        node: tuple = parts[0]
-        for part in parts[1:]:  # chained: 20 <= value < 80
-            node = ("and", node, part)
-        return node, "bool"
-
-    def primary(self) -> tuple[tuple, str]:
-        tok = self.take()
-        if tok == "(":
-            node, kind = self.or_()
-            if self.take() != ")":
-                raise ValueError("expected ')'")
-            return node, kind
-        if tok == "-":
-            node, kind = self.primary()
-            if node[0] != "num":
-                raise ValueError("'-' only negates a number")
-            return ("num", -node[1]), "num"
-        if tok in ("true", "false"):
-            return ("const", tok == "true"), "bool"
-        if tok in ("nan", "inf"):
-            return ("num", float(tok)), "num"
-        if tok in COLUMNS:
-            return ("col", tok), "num"
-        if tok[0].isdigit() or tok[0] == ".":
-            return ("num", float(tok)), "num"
-        if tok[0].isalpha() or tok[0] == "_":
-            raise ValueError(f"unknown column {tok!r} (known: {', '.join(COLUMNS)})")
-        raise ValueError(f"unexpected {tok!r}")
-
-
-def _bool(node: tuple, kind: str) -> tuple:
-    if kind != "bool":
-        raise ValueError("'and'/'or'/'not' need comparisons, not bare numbers or columns")
-    return node
-
-
-def _num(node: tuple, kind: str) -> tuple:
-    if kind != "num":
-        raise ValueError("a comparison needs numbers or columns on both sides")
-    return node
-
-
-_MAX_DEPTH = 256  # of a condition's tree: evaluation recurses once per level
+__all__ = ["COLUMNS", "condition_bits", "evaluate", "parse_condition", "to_text"]
 _MAX_TIMES = 1024  # n and m of times(n, m): each repetition is NFA states
-
-
-def parse_condition(text: str) -> tuple:
-    """The expression tree of a condition string; ``ValueError`` saying what is wrong."""
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("a condition must be a non-empty string")
-    deep = f"it is nested too deeply (at most {_MAX_DEPTH} levels)"
-    try:
-        tree = _Parser(text).parse()
-    except RecursionError:
-        raise ValueError(deep) from None
-    stack = [(tree, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > _MAX_DEPTH:
-            raise ValueError(deep)
-        stack.extend((child, depth + 1) for child in node[1:] if isinstance(child, tuple))
-    return tree
-
-
-def to_text(node: tuple) -> str:
-    """A canonical string of a tree (distinct conditions share one bit)."""
-    tag = node[0]
-    if tag == "num":
-        return repr(node[1])
-    if tag in ("col",):
-        return node[1]
-    if tag == "const":
-        return "true" if node[1] else "false"
-    if tag == "cmp":
-        return f"({to_text(node[2])} {node[1]} {to_text(node[3])})"
-    if tag == "not":
-        return f"(not {to_text(node[1])})"
-    return f"({to_text(node[1])} {tag} {to_text(node[2])})"
-
-
-_NP_CMP = {
-    "<": np.less,
-    "<=": np.less_equal,
-    ">": np.greater,
-    ">=": np.greater_equal,
-    "==": np.equal,
-    "!=": np.not_equal,
-}
-
-
-def evaluate(node: tuple, cols: dict[str, np.ndarray], n: int):
-    """Vectorised value of a tree over ``n`` rows (a bool array, or a scalar/array number)."""
-    tag = node[0]
-    if tag == "num":
-        return node[1]
-    if tag == "col":
-        return cols[node[1]]
-    if tag == "const":
-        return np.full(n, node[1])
-    if tag == "cmp":
-        a, b = evaluate(node[2], cols, n), evaluate(node[3], cols, n)
-        return np.broadcast_to(_NP_CMP[node[1]](a, b), (n,))
-    if tag == "not":
-        return ~evaluate(node[1], cols, n)
-    a, b = evaluate(node[1], cols, n), evaluate(node[2], cols, n)
-    return (a & b) if tag == "and" else (a | b)
-
-
-def condition_bits(trees: list[tuple], cols: dict[str, np.ndarray], n: int) -> np.ndarray:
-    """Bit ``k`` of row ``i`` is condition ``k`` on row ``i`` (uint64 view as int64)."""
-    bits = np.zeros(n, np.uint64)
-    for k, tree in enumerate(trees):
-        bits |= evaluate(tree, cols, n).astype(np.uint64) << np.uint64(k)
-    return bits.view(np.int64)
-
 
 # ------------------------------------------------------------------ steps
 
@@ -370,10 +185,81 @@ def max_events(elements: list[Element], cap: int) -> int:
 
 
 @dataclass
+class Conditions:
+    """What the kernel needs to decide a condition that refers to the match: per
+    condition ``k`` its program's ``(start, length)`` in ``code`` (length 0: its bit
+    decides), the constants, the aggregate slots (``AggSlots.spec``) and their empty
+    values; ``mask``: the bits of conditions with a program."""
+
+    progs: np.ndarray  # int64 [n_conditions, 2]
+    code: np.ndarray  # int64 [n, 2]: (op, arg)
+    consts: np.ndarray  # float64
+    spec: np.ndarray  # int64 [n_aggs, 5]
+    empty: np.ndarray  # float64 [n_aggs]
+    mask: int
+
+    @property
+    def any(self) -> bool:
+        return self.mask != 0
+
+    def kernel_args(self) -> tuple[np.ndarray, np.ndarray]:
+        """What the kernels take (``_cond_kernels``): ``P``, all of it in one float64
+        array (header, progs, code, consts, spec, empty, a stack for the longest
+        program), and the mask (uint64[1])."""
+        depth = max(1, len(self.code))
+        header = [len(self.progs), len(self.code), len(self.consts), len(self.spec), depth]
+        parts = [
+            np.array(header, np.float64),
+            self.progs.ravel().astype(np.float64),
+            self.code.ravel().astype(np.float64),
+            self.consts,
+            self.spec.ravel().astype(np.float64),
+            self.empty,
+            np.zeros(depth),
+        ]
+        return np.concatenate(parts), np.array([self.mask], np.uint64)
+
+
+@dataclass
 class Compiled:
     nfa: Nfa
-    trees: list[tuple]
+    trees: list[tuple]  # per condition, its part of the row alone (its bit)
     names: list[str] = field(default_factory=list)
+    conditions: Conditions | None = None
+    uses: frozenset[str] = frozenset()  # columns the row parts read
+
+
+def _conditions(full: list[tuple]) -> tuple[list[tuple], Conditions]:
+    aggs = AggSlots()
+    consts: list[float] = []
+    code: list[tuple[int, int]] = []
+    progs = np.zeros((len(full), 2), np.int64)
+    rows, mask = [], 0
+    for k, tree in enumerate(full):
+        row, rest = split(tree)
+        rows.append(row)
+        if rest is not None:
+            part = program(rest, aggs, consts)
+            progs[k] = len(code), len(part)
+            code += part
+            mask |= 1 << k
+    cond = Conditions(
+        progs,
+        np.array(code, np.int64).reshape(-1, 2),
+        np.array(consts, np.float64),
+        aggs.spec(),
+        aggs.empty(),
+        mask,
+    )
+    return rows, cond
+
+
+def _columns(node: tuple) -> set[str]:
+    out = {node[1]} if node[0] == "col" else set()
+    for c in node[1:]:
+        if isinstance(c, tuple):
+            out |= _columns(c)
+    return out
 
 
 def compile_steps(steps: tuple, within_ms: int | None) -> Compiled:
@@ -382,14 +268,17 @@ def compile_steps(steps: tuple, within_ms: int | None) -> Compiled:
     trees: list[tuple] = []
     elements: list[Element] = []
     guard: tuple[str, int] | None = None
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
+    positive: set[int] = set()
     for i, st in enumerate(steps):
         owner = f"CepPattern.steps[{i}] ({st.name!r})"
         if not isinstance(st.name, str) or not st.name or st.name in seen:
             raise ConfigError(f"{owner}.name must be a unique non-empty string")
-        seen.add(st.name)
+        seen[st.name] = i
+        if st.contiguity not in NEGATIONS:
+            positive.add(i)
         try:
-            tree = parse_condition(st.condition)
+            tree = resolve(parse_condition(st.condition), i, seen, positive)
         except ValueError as error:
             shown = repr(st.condition)
             shown = shown if len(shown) <= 80 else shown[:60] + f"... ({len(shown)} chars)"
@@ -478,7 +367,9 @@ def compile_steps(steps: tuple, within_ms: int | None) -> Compiled:
         )
     trailing, trailing_cond = guard if guard is not None else ("", -1)
     nfa = compile_nfa(elements, trailing, trailing_cond)
-    return Compiled(nfa, trees, [st.name for st in steps])
+    rows, conditions = _conditions(trees)
+    uses = frozenset(set().union(*(_columns(t) for t in rows)))
+    return Compiled(nfa, rows, [st.name for st in steps], conditions, uses)
 
 
 def idle_rows_do_nothing(tab: np.ndarray) -> bool:

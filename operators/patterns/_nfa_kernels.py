@@ -38,6 +38,35 @@ from telepipe.operators.patterns._compiler import (
     T_TAKE,
     T_TO,
 )
+from telepipe.operators.patterns._cond_kernels import _agg_update, _holds
+from telepipe.operators.patterns._slot_kernels import (
+    C_DROPPED,
+    C_DROPPED_STARTS,
+    C_GROW_KEY,
+    C_HELD_AT_END,
+    C_NDL,
+    N_POS,
+    N_PREV,
+    N_STEP,
+    N_TS,
+    R_PARTIAL,
+    S_DONE,
+    S_FLAG,
+    S_HEAD,
+    S_N,
+    S_START_POS,
+    S_START_TS,
+    S_STATE,
+    _cap,
+    _dead,
+    _drop_poisoned,
+    _drop_start,
+    _due,
+    _emit,
+    _find_start,
+    _put,
+    _timeout,
+)
 from telepipe.operators.runtime._key_kernels import (
     INT64_MAX,
     INT64_MIN,
@@ -45,172 +74,14 @@ from telepipe.operators.runtime._key_kernels import (
     _jit,
     _slot_kernel,
 )
-from telepipe.operators.runtime._time_kernels import _deadline
 
-S_STATE, S_FLAG, S_DONE, S_START_TS, S_START_POS, S_N, S_HEAD = range(7)
-N_POS, N_TS, N_STEP, N_PREV = range(4)
-O_SID, O_START_TS, O_END_TS, O_N, O_HEAD = range(5)
-ST_DONE, ST_KEYS, ST_NODES, ST_OUT, ST_BLOCK = range(5)
-C_DROPPED, C_OVERFLOW = range(2)
-# After-match skip strategies (``skip[0]``; ``skip[1]``: the step of to_first/to_last).
-SK_PAST_LAST, SK_TO_NEXT, SK_TO_FIRST, SK_TO_LAST, SK_NO_SKIP = range(5)
+ST_DONE, ST_KEYS, ST_NODES, ST_OUT, ST_BLOCK, ST_GROW = range(6)
+FLUSH_ALL, FLUSH_FLINK = 1, 2  # _pattern_advance_kernel's end-of-input modes
 # ``_pattern_run_kernel``'s cache of which (state, flag) a row's condition bits leave as
 # they are: entries, and the marks of an entry's cells.
 _FIXED_CACHE = 8
 _UNKNOWN = 2
 _EMPTY = 3
-
-
-@_inline
-def _put(sl, w, state, flag, done, start_ts, start_pos, n, head):
-    sl[w, S_STATE] = state
-    sl[w, S_FLAG] = flag
-    sl[w, S_DONE] = done
-    sl[w, S_START_TS] = start_ts
-    sl[w, S_START_POS] = start_pos
-    sl[w, S_N] = n
-    sl[w, S_HEAD] = head
-    return w + 1
-
-
-@_inline
-def _chain(nd, head, n, into):
-    h = head
-    for j in range(n - 1, -1, -1):
-        into[j] = nd[h, N_POS]
-        h = nd[h, N_PREV]
-
-
-@_inline
-def _better(sl, a, b, nd, tmp_a, tmp_b):
-    """Slot ``a`` wins over ``b``: earlier start, then lexicographically smaller positions."""
-    if sl[a, S_START_POS] != sl[b, S_START_POS]:
-        return sl[a, S_START_POS] < sl[b, S_START_POS]
-    na = sl[a, S_N]
-    nb = sl[b, S_N]
-    _chain(nd, sl[a, S_HEAD], na, tmp_a)
-    _chain(nd, sl[b, S_HEAD], nb, tmp_b)
-    for j in range(min(na, nb)):
-        if tmp_a[j] != tmp_b[j]:
-            return tmp_a[j] < tmp_b[j]
-    return na < nb
-
-
-@_inline
-def _emit(sl, lo, cnt, sid, nd, o_meta, n_out, tmp_a, tmp_b, skip):
-    """Emit held complete matches no earlier partial match can pre-empt (with no skip:
-    every complete match at once); after each, drop what the skip strategy ``skip``
-    discards.
-
-    Returns ``(cnt, n_out)``; the slots ``[lo, lo + cnt)`` are compacted in place.
-    """
-    kind = skip[0]
-    while True:
-        best = -1
-        min_partial = INT64_MAX
-        for q in range(lo, lo + cnt):
-            if sl[q, S_DONE] == 1:
-                if best < 0 or _better(sl, q, best, nd, tmp_a, tmp_b):
-                    best = q
-            elif sl[q, S_START_POS] < min_partial:
-                min_partial = sl[q, S_START_POS]
-        if best < 0 or (kind != SK_NO_SKIP and min_partial < sl[best, S_START_POS]):
-            return cnt, n_out
-        head = sl[best, S_HEAD]
-        o_meta[n_out, O_SID] = sid
-        o_meta[n_out, O_START_TS] = sl[best, S_START_TS]
-        o_meta[n_out, O_END_TS] = nd[head, N_TS]
-        o_meta[n_out, O_N] = sl[best, S_N]
-        o_meta[n_out, O_HEAD] = head
-        n_out += 1
-        first = sl[best, S_START_POS]
-        if kind == SK_PAST_LAST:
-            cut = nd[head, N_POS]
-        elif kind == SK_NO_SKIP:
-            cut = INT64_MIN
-        elif kind == SK_TO_NEXT:
-            cut = first
-        else:
-            # drop the matches started before the first / last event of step skip[1]
-            # (never the match's own start or earlier: as skip to next then)
-            at = INT64_MIN
-            h = head
-            for _ in range(sl[best, S_N]):
-                if nd[h, N_STEP] == skip[1] and (kind == SK_TO_FIRST or at == INT64_MIN):
-                    at = nd[h, N_POS]
-                h = nd[h, N_PREV]
-            cut = first if at == INT64_MIN else max(first, at - 1)
-        w = lo
-        for q in range(lo, lo + cnt):
-            if q != best and sl[q, S_START_POS] > cut:
-                if w != q:
-                    sl[w, :] = sl[q, :]
-                w += 1
-        cnt = w - lo
-
-
-@_inline
-def _due(start, within, unit):
-    """When a partial match started at ``start`` expires: ``start + within``, with
-    ``start`` first floored to a multiple of ``unit`` (1: exact nanoseconds; 10**6:
-    Flink's whole milliseconds, ``floor(t / 1 ms) - floor(start / 1 ms) >= within``)."""
-    if unit == 1:  # the common case: no integer division on the hot path
-        return _deadline(start, within)
-    return _deadline(start - start % unit, within)
-
-
-@_inline
-def _timeout(sl, lo, cnt, t, within, unit, flush, tab):
-    """Partial matches older than ``within`` at time ``t`` end: a pending trailing
-    ``not_followed_by`` completes, any other is dropped. ``flush`` ends them all."""
-    w = lo
-    for q in range(lo, lo + cnt):
-        keep = True
-        if sl[q, S_DONE] == 0:
-            deadline = _due(sl[q, S_START_TS], within, unit)
-            if flush or (within > 0 and t >= deadline):
-                if within > 0 and tab[sl[q, S_STATE], T_KIND] == K_TRAIL_NFB:
-                    sl[q, S_DONE] = 1
-                else:
-                    keep = False
-        if keep:
-            if w != q:
-                sl[w, :] = sl[q, :]
-            w += 1
-    return w - lo
-
-
-@_inline
-def _drop_start(sl, lo, cnt, start_pos, counters):
-    """Drop the slots ``[lo, lo + cnt)`` of partial matches started at ``start_pos``
-    (moving the others up); returns the new end."""
-    w = lo
-    for q in range(lo, lo + cnt):
-        if sl[q, S_DONE] == 0 and sl[q, S_START_POS] == start_pos:
-            counters[C_DROPPED] += 1
-            continue
-        if w != q:
-            sl[w, :] = sl[q, :]
-        w += 1
-    return w
-
-
-@_inline
-def _cap(sl, cnt, cap, sid, nd, o_meta, n_out, counters, tmp_a, tmp_b, held, skip):
-    """Drop the partial matches of the oldest start event until ``cnt <= cap``; ``held``:
-    a complete match is held (without one, the emit pass after each drop has no work)."""
-    while cnt > cap:
-        oldest = INT64_MAX
-        for q in range(cnt):
-            if sl[q, S_DONE] == 0 and sl[q, S_START_POS] < oldest:
-                oldest = sl[q, S_START_POS]
-        if oldest == INT64_MAX:
-            break
-        w = _drop_start(sl, 0, cnt, oldest, counters)
-        cnt = w
-        if held:
-            cnt, n_out = _emit(sl, 0, w, sid, nd, o_meta, n_out, tmp_a, tmp_b, skip)
-    return cnt, n_out
 
 
 @_inline
@@ -233,33 +104,73 @@ def _walk(
     nd,
     nd_val,
     n_nodes,
-    counters,
+    poison,
+    n_poison,
+    progs_on,
+    P,
+    nd_agg,
+    rowf,
+    ri,
 ):
     """Branches of one partial match (or of the start state) on one event, from ``w``.
 
-    Returns ``(w, n_nodes)``; a kill condition discards every branch of the match.
+    Returns ``(w, n_nodes, n_poison)``; a kill condition discards every branch of the
+    match. A take past ``L`` events adds the match's start to ``poison`` (start pos,
+    start ts, head; each start once): the caller drops all of that start's matches.
+    A condition holds when its bit is set and, with ``progs_on`` (some condition refers
+    to the match), ``_holds`` says so (its program over the match's aggregates
+    ``nd_agg[head]``); a taken reading's node then carries the aggregates one event
+    later. (Those calls are not inlined: binding the arrays they take at each state
+    cost the benchmark pattern a third of its speed.)
     """
     w0 = w
     cur = state
     kk = flag
     while cur >= 0:
         kill = tab[cur, T_KILL]
-        if kill >= 0 and (bits >> kill) & 1:
-            return w0, n_nodes
+        if (
+            kill >= 0
+            and (bits >> kill) & 1
+            and (
+                not progs_on
+                or _holds(
+                    kill,
+                    P,
+                    nd_agg,
+                    head,
+                    start_ts,
+                    t,
+                    v,
+                    rowf,
+                    ri,
+                )
+            )
+        ):
+            return w0, n_nodes, n_poison
         kind = tab[cur, T_KIND]
         if kind == K_NOTNEXT:
             cur = tab[cur, T_NEXT]
             kk = 0
             continue
         if kind == K_TRAIL_NN:
-            return _put(sl, w, -1, 0, 1, start_ts, start_pos, n, head), n_nodes
+            return _put(sl, w, -1, 0, 1, start_ts, start_pos, n, head), n_nodes, n_poison
         if kind == K_TRAIL_NFB:
-            return _put(sl, w, cur, 0, 0, start_ts, start_pos, n, head), n_nodes
+            return _put(sl, w, cur, 0, 0, start_ts, start_pos, n, head), n_nodes, n_poison
         proceed = tab[cur, T_PROCEED] == 1 and kk == 0
-        taken = (bits >> tab[cur, T_TAKE]) & 1
+        k = tab[cur, T_TAKE]
+        taken = (bits >> k) & 1 == 1
+        if taken and progs_on:
+            taken = _holds(k, P, nd_agg, head, start_ts, t, v, rowf, ri)
         if taken:
             if n + 1 > L:
-                counters[C_OVERFLOW] += 1
+                known = False
+                for k in range(n_poison):
+                    known |= poison[k, 0] == start_pos
+                if not known:
+                    poison[n_poison, 0] = start_pos
+                    poison[n_poison, 1] = start_ts
+                    poison[n_poison, 2] = head
+                    n_poison += 1
             else:
                 node = n_nodes
                 n_nodes += 1
@@ -268,6 +179,9 @@ def _walk(
                 nd[node, N_STEP] = tab[cur, T_STEP]
                 nd[node, N_PREV] = head
                 nd_val[node] = v
+                if progs_on:
+                    step = tab[cur, T_STEP]
+                    _agg_update(P, nd_agg, node, head, step, t, start_ts, v, rowf, ri)
                 to = tab[cur, T_TO]
                 if to < 0:
                     w = _put(sl, w, -1, 0, 1, start_ts, start_pos, n + 1, node)
@@ -276,30 +190,52 @@ def _walk(
                     if tab[cur, T_FIN] == 1:
                         w = _put(sl, w, -1, 0, 1, start_ts, start_pos, n + 1, node)
         if (
-            (taken == 0 or tab[cur, T_ANY] == 1)
+            (not taken or tab[cur, T_ANY] == 1)
             and tab[cur, T_STRICT] == 0
             and not is_start
-            and (tab[cur, T_NOIGN] < 0 or not (bits >> tab[cur, T_NOIGN]) & 1)
+            and (
+                tab[cur, T_NOIGN] < 0
+                or not (bits >> tab[cur, T_NOIGN]) & 1
+                or (
+                    progs_on
+                    and not _holds(
+                        tab[cur, T_NOIGN],
+                        P,
+                        nd_agg,
+                        head,
+                        start_ts,
+                        t,
+                        v,
+                        rowf,
+                        ri,
+                    )
+                )
+            )
         ):
             w = _put(sl, w, cur, 1 if proceed else kk, 0, start_ts, start_pos, n, head)
         if not proceed:
             break
         cur = tab[cur, T_NEXT]
         kk = 0
-    return w, n_nodes
+    return w, n_nodes, n_poison
 
 
 @_inline
-def _is_fixed(state, flag, bits, tab, probe, nd, nd_val, counters):
+def _is_fixed(state, flag, bits, tab, probe, nd, nd_val, poison, mask, P, nd_agg, rowf):
     """A partial match in ``state`` with ``flag`` stays exactly as it is on a row whose
     conditions are ``bits``: ``_walk`` on a probe slot gives back that one slot, unchanged,
-    taking nothing (so the match's own start, events and length do not matter)."""
-    w, n_nodes = _walk(
+    taking nothing (so the match's own start, events and length do not matter). A row
+    setting the bit of a condition with a program is never taken as leaving a match as
+    it is (the program decides, per match)."""
+    if np.uint64(bits) & mask:
+        return False
+    w, n_nodes, n_poison = _walk(
         probe, 0, state, flag, 0, 0, 1, -1, False, bits, 0, 1, 0.0, tab, 2, nd, nd_val, 0,
-        counters,
+        poison, 0, False, P, nd_agg, rowf, 0,
     )  # fmt: skip
     return (
         w == 1
+        and n_poison == 0
         and n_nodes == 0
         and probe[0, S_STATE] == state
         and probe[0, S_FLAG] == flag
@@ -308,7 +244,7 @@ def _is_fixed(state, flag, bits, tab, probe, nd, nd_val, counters):
 
 
 @_jit
-def _idle_fixed_kernel(tab):
+def _idle_fixed_kernel(tab, cx):
     """``fixed[state, flag]``: a partial match in ``state`` with ``flag`` stays exactly as
     it is on a row meeting no condition (``_is_fixed`` with no bit set). Found by running
     ``_walk`` itself, so it cannot disagree with it."""
@@ -317,13 +253,43 @@ def _idle_fixed_kernel(tab):
     probe = np.zeros((2 * n_states + 2, 7), np.int64)
     nd = np.zeros((n_states + 1, 4), np.int64)
     nd_val = np.zeros(n_states + 1, np.float64)
-    counters = np.zeros(2, np.int64)
+    poison = np.zeros((1, 3), np.int64)
+    nd_agg = np.zeros((n_states + 1, int(cx[0][3])), np.float64)
+    rowf = np.zeros((1, 3))
+    mask = cx[1][0]
     for state in range(n_states):
         for flag in range(2):
             fixed[state, flag] = _is_fixed(
-                state, flag, np.uint64(0), tab, probe, nd, nd_val, counters
+                state, flag, np.uint64(0), tab, probe, nd, nd_val, poison, mask, cx[0], nd_agg, rowf
             )
     return fixed
+
+
+def run_work(n_states: int, n_aggs: int, scratch_rows: int) -> tuple:
+    """``_pattern_run_kernel``'s working arrays: the fixed cache (bits, marks, next
+    entry), the probes of ``_is_fixed`` and the poisoned starts of one row."""
+    return (
+        np.zeros(_FIXED_CACHE, np.uint64),
+        np.full((_FIXED_CACHE, n_states, 2), _EMPTY, np.uint8),  # 1 fixed, 0 not
+        np.zeros(1, np.int64),
+        np.zeros((2 * n_states + 2, 7), np.int64),
+        np.zeros((n_states + 1, 4), np.int64),  # a walk takes once per state at most
+        np.zeros(n_states + 1, np.float64),
+        np.zeros((n_states + 1, n_aggs), np.float64),
+        np.empty((scratch_rows + 1, 3), np.int64),
+    )
+
+
+@_inline
+def _prepend(scratch, w, block, base, keep):
+    """The ``keep`` slots kept in ``block`` ahead of the ``w`` walked ones in ``scratch``,
+    in their order (the kept ones came first: the order decides between complete
+    matches of the same events, ``_emit``); returns the count."""
+    for j in range(w - 1, -1, -1):
+        scratch[j + keep, :] = scratch[j, :]
+    for j in range(keep):
+        scratch[j, :] = block[base + j, :]
+    return w + keep
 
 
 @_inline
@@ -359,22 +325,30 @@ def _pattern_run_kernel(
     within,
     unit,
     skip,
-    cap,
+    kcap,
+    maxcap,
     L,
     chain,
     lookup,
     nslot,
     blk,
     block,
+    used,
     scratch,
     nd,
     nd_val,
+    nd_agg,
     n_nodes,
     o_meta,
     n_out,
     counters,
+    dl,
+    dl_val,
     tmp_a,
     tmp_b,
+    cx,
+    rowf,
+    work,
 ):
     """Run rows ``start..`` (in (ts, arrival) order; row ``i`` has position ``pos0 + i``).
 
@@ -392,25 +366,34 @@ def _pattern_run_kernel(
     call) instead of walking it; the timeout pass runs only once a deadline is due
     (``idle[idx, 2]``, the earliest deadline, valid while ``idle[idx, 3]``: set by
     the kernel, cleared by the caller with ``known``), and the emit pass only when
-    a complete match is held. Each of these passes would change nothing.
+    a complete match is held. Each of these passes would change nothing. The cache
+    and the probes live in ``work`` (``run_work``), kept from call to call: the cache
+    depends on the table only.
 
     Returns ``(row, n_nodes, n_out, status)``: ``status`` ST_DONE, or what to grow
     before resuming at ``row`` (``ST_KEYS``: the sensor has no ``KeyIndex`` slot, or
-    no state at its slot, yet; ``ST_BLOCK``: it needs a block).
+    no state at its slot, yet; ``ST_BLOCK``: it needs a block; ``ST_GROW``: see below,
+    the row is undone and the caller resumes at it; ``ST_OUT``: room for output or dead
+    letters, ``counters[C_NDL]`` of them in ``dl``). A full block grows here while
+    ``block`` has room past ``used[0]`` (its rows handed out); ``ST_GROW`` asks the
+    caller for room (``counters[C_GROW_KEY]``: the key; -1: a larger scratch).
+
+    Limits never change a match: beyond ``maxcap`` slots a key drops the partial
+    matches of its oldest start (``_cap``), beyond ``L`` events a match drops every
+    slot of its start (``_drop_poisoned``); each dropped start is one dead letter.
     """
     dense, h_key, h_slot = lookup
     n_keys = nslot.shape[0]
     n_rows = ts.shape[0]
     n_states = tab.shape[0]
-    fx_bits = np.zeros(_FIXED_CACHE, np.uint64)
-    fx = np.full((_FIXED_CACHE, n_states, 2), _EMPTY, np.uint8)  # 1 fixed, 0 not
-    fx_next = 0
+    fx_bits, fx, fx_next, probe, probe_nd, probe_val, probe_agg, poison = work
     fx_entry = -1
     fx_for = np.uint64(0)
-    probe = np.zeros((2 * n_states + 2, 7), np.int64)
-    probe_nd = np.zeros((n_states + 1, 4), np.int64)  # a walk takes once per state at most
-    probe_val = np.zeros(n_states + 1, np.float64)
-    probe_counters = np.zeros(2, np.int64)
+    per_row = rowf.shape[0] > 1  # (one row: no condition reads the row's other columns)
+    P, mask_arr = cx
+    mask = mask_arr[0]
+    progs_on = mask != 0
+    ri = 0
     for i in range(np.uint64(start), np.uint64(n_rows)):  # unsigned: see _key_kernels
         s = sid[i]
         # The slot lookup written out, as _key_kernels says why.
@@ -425,7 +408,8 @@ def _pattern_run_kernel(
             continue
         if blk[idx] < 0:
             return np.int64(i), n_nodes, n_out, ST_BLOCK
-        base = blk[idx] * cap
+        base = blk[idx]
+        cap = kcap[idx]
         n = nslot[idx]
         if skip_idle and bits[i] == 0:
             if idle[idx, 0] == 0:
@@ -433,14 +417,22 @@ def _pattern_run_kernel(
                 idle[idx, 0] = 1
             if ts[i] < idle[idx, 1]:
                 continue
+        if n + (n + 1) * (2 * n_states + 1) > scratch.shape[0]:
+            counters[C_GROW_KEY] = -1  # the scratch, for a key grown by this kernel
+            return np.int64(i), n_nodes, n_out, ST_GROW
         if n_nodes + (n + 1) * chain > nd.shape[0]:
             return np.int64(i), n_nodes, n_out, ST_NODES
-        if n_out + cap + scratch.shape[0] > o_meta.shape[0]:
+        if (
+            n_out + cap + scratch.shape[0] > o_meta.shape[0]
+            or counters[C_NDL] + scratch.shape[0] + 1 > dl.shape[0]
+        ):
             return np.int64(i), n_nodes, n_out, ST_OUT
         t = ts[i]
         if n > 0 and within > 0 and not (skip_fixed and idle[idx, 3] == 1 and t < idle[idx, 2]):
             n = _timeout(block, base, n, t, within, unit, False, tab)
             n, n_out = _emit(block, base, n, s, nd, o_meta, n_out, tmp_a, tmp_b, skip)
+            nslot[idx] = n  # kept if the row is undone (ST_GROW)
+            idle[idx, 0] = 0
         b = bits[i]
         if skip_fixed and (fx_entry < 0 or fx_for != b):
             fx_entry = -1
@@ -449,13 +441,17 @@ def _pattern_run_kernel(
                     fx_entry = e
                     break
             if fx_entry < 0:
-                fx_entry = fx_next
-                fx_next = (fx_next + 1) % _FIXED_CACHE
+                fx_entry = fx_next[0]
+                fx_next[0] = (fx_entry + 1) % _FIXED_CACHE
                 fx[fx_entry, :, :] = _UNKNOWN
                 fx_bits[fx_entry] = b
             fx_for = b
         pos = pos0 + np.int64(i)
         v = val[i]
+        if per_row:
+            ri = np.int64(i)
+        n_nodes0 = n_nodes
+        n_poison = 0
         # The slots the row leaves as they are, up to the first it changes, stay in
         # ``block`` (``keep`` of them); the rest, walked or not, go to ``scratch`` (``w``)
         # in order. The order of slots matters: of two complete matches with the same
@@ -480,8 +476,11 @@ def _pattern_run_kernel(
                 f = fx[fx_entry, state, flag]
                 if f == _UNKNOWN:
                     f = np.uint8(
-                        _is_fixed(state, flag, b, tab, probe, probe_nd, probe_val, probe_counters)
-                    )
+                        _is_fixed(
+                            state, flag, b, tab, probe, probe_nd, probe_val, poison, mask, P,
+                            probe_agg, rowf,
+                        )
+                    )  # fmt: skip
                     fx[fx_entry, state, flag] = f
                 if f == 1:
                     if walked:
@@ -493,7 +492,7 @@ def _pattern_run_kernel(
                     continue
             walked = True
             w0 = w
-            w, n_nodes = _walk(
+            w, n_nodes, n_poison = _walk(
                 scratch,
                 w,
                 block[q, S_STATE],
@@ -512,12 +511,18 @@ def _pattern_run_kernel(
                 nd,
                 nd_val,
                 n_nodes,
-                counters,
+                poison,
+                n_poison,
+                progs_on,
+                P,
+                nd_agg,
+                rowf,
+                ri,
             )
             for j in range(w0, w):
                 held |= scratch[j, S_DONE] == 1
         w0 = w
-        w, n_nodes = _walk(
+        w, n_nodes, n_poison = _walk(
             scratch,
             w,
             0,
@@ -536,10 +541,42 @@ def _pattern_run_kernel(
             nd,
             nd_val,
             n_nodes,
-            counters,
+            poison,
+            n_poison,
+            progs_on,
+            P,
+            nd_agg,
+            rowf,
+            ri,
         )
         for j in range(w0, w):
             held |= scratch[j, S_DONE] == 1
+        if keep + w > cap and cap < maxcap:
+            # The block is full: a block four times larger (or as large as needed) at
+            # the end of ``block``, if it has room; else undo the row (its walks only
+            # wrote scratch and new nodes) and have the caller make room.
+            size = cap
+            while size < keep + w and size < maxcap:
+                size = min(4 * size, maxcap)
+            if used[0] + size > block.shape[0]:
+                counters[C_GROW_KEY] = idx
+                return np.int64(i), n_nodes0, n_out, ST_GROW
+            new = used[0]
+            for q in range(n):
+                block[new + q, :] = block[base + q, :]
+            used[0] = new + size
+            blk[idx] = new
+            kcap[idx] = size
+            base = new
+            cap = size
+        if n_poison > 0:
+            # A take passed max_match_events: every slot of its start goes (kept ones
+            # too), so all of them join the walked ones in scratch first.
+            w = _prepend(scratch, w, block, base, keep)
+            keep = 0
+            w = _drop_poisoned(scratch, w, poison, n_poison, s, nd, nd_val, counters, dl, dl_val)
+            for j in range(w):
+                held |= scratch[j, S_DONE] == 1
         if keep + w > cap and skip_fixed and not held:
             # Over the cap with no complete match held: the cap's drops (the partial
             # matches of the oldest start, until under it) are all it does, so they
@@ -550,8 +587,22 @@ def _pattern_run_kernel(
                     oldest = min(oldest, block[q, S_START_POS])
                 for j in range(w):
                     oldest = min(oldest, scratch[j, S_START_POS])
-                keep = _drop_start(block, base, keep, oldest, counters) - base
-                w = _drop_start(scratch, 0, w, oldest, counters)
+                q = _find_start(block, base, keep, oldest, True)
+                if q >= 0:
+                    one_ts, one_head = block[q, S_START_TS], block[q, S_HEAD]
+                else:
+                    q = _find_start(scratch, 0, w, oldest, True)
+                    one_ts, one_head = scratch[q, S_START_TS], scratch[q, S_HEAD]
+                keep1 = _drop_start(block, base, keep, oldest, False) - base
+                w1 = _drop_start(scratch, 0, w, oldest, False)
+                gone = keep - keep1 + w - w1
+                keep, w = keep1, w1
+                counters[C_DROPPED] += gone
+                counters[C_DROPPED_STARTS] += 1
+                _dead(
+                    dl, dl_val, counters, R_PARTIAL, s, one_ts, oldest, gone, one_head, nd,
+                    nd_val,
+                )  # fmt: skip
         if keep + w <= cap:  # (always so with skip_fixed off: keep is 0)
             # Walked slots join the kept ones in ``block``: no cap to apply.
             for j in range(w):
@@ -562,14 +613,12 @@ def _pattern_run_kernel(
             if held or not skip_fixed:
                 w, n_out = _emit(block, base, w, s, nd, o_meta, n_out, tmp_a, tmp_b, skip)
         else:
-            for j in range(keep):
-                scratch[w + j, :] = block[base + j, :]
-            w += keep
+            w = _prepend(scratch, w, block, base, keep)
             if held or not skip_fixed:
                 w, n_out = _emit(scratch, 0, w, s, nd, o_meta, n_out, tmp_a, tmp_b, skip)
             w, n_out = _cap(
-                scratch, w, cap, s, nd, o_meta, n_out, counters, tmp_a, tmp_b,
-                held or not skip_fixed, skip,
+                scratch, w, cap, s, nd, nd_val, o_meta, n_out, counters, dl, dl_val, tmp_a,
+                tmp_b, held or not skip_fixed, skip,
             )  # fmt: skip
             due = INT64_MAX
             for j in range(w):
@@ -592,7 +641,7 @@ def _pattern_advance_kernel(
     within,
     unit,
     skip,
-    cap,
+    kcap,
     key_sid,
     n_keys,
     nslot,
@@ -601,10 +650,16 @@ def _pattern_advance_kernel(
     nd,
     o_meta,
     n_out,
+    counters,
     tmp_a,
     tmp_b,
 ):
     """Time reaches ``t`` for every key from ``start``: timeouts, then held matches.
+
+    ``flush``: 0 (a watermark), ``FLUSH_ALL`` (the end of input ends every partial
+    match, then held matches are reported) or ``FLUSH_FLINK`` (as Flink: time moves
+    to the end, so only ``within`` ends partial matches; what is then still held
+    behind one is not reported, counted in ``counters[C_HELD_AT_END]``, and all goes).
 
     Returns ``(next_key, n_out)``; ``next_key < n_keys`` means: grow the output.
     """
@@ -612,10 +667,14 @@ def _pattern_advance_kernel(
         n = nslot[idx]
         if n == 0:
             continue
-        if n_out + cap > o_meta.shape[0]:
+        if n_out + kcap[idx] > o_meta.shape[0]:
             return idx, n_out
-        base = blk[idx] * cap
-        n = _timeout(block, base, n, t, within, unit, flush, tab)
+        base = blk[idx]
+        n = _timeout(block, base, n, t, within, unit, flush == FLUSH_ALL, tab)
         n, n_out = _emit(block, base, n, key_sid[idx], nd, o_meta, n_out, tmp_a, tmp_b, skip)
+        if flush == FLUSH_FLINK:
+            for q in range(base, base + n):
+                counters[C_HELD_AT_END] += block[q, S_DONE]
+            n = 0
         nslot[idx] = n
     return n_keys, n_out

@@ -8,10 +8,13 @@ written in ``docs/operators/patterns.md``.
 
 from __future__ import annotations
 
+import math
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from telepipe.operators.patterns._compiler import INF, parse_condition, parse_quantifier
+from telepipe.operators.patterns._conditions import resolve
 from telepipe.operators.patterns.pattern import CepPattern
 
 FINAL = ("final",)
@@ -25,21 +28,79 @@ _OPS = {
 }
 
 
-def holds(node: tuple, row: dict[str, float]) -> bool | float:
+def holds(node: tuple, row: dict, events: Sequence = ()) -> bool | float:
+    """A resolved condition tree on ``row`` for a partial match whose events are
+    ``events`` ((pos, ts, value, step, quality), first to last): aggregates over them
+    computed from scratch, in exact integers for timestamps."""
     tag = node[0]
     if tag == "num":
         return node[1]
     if tag == "col":
         return row[node[1]]
+    if tag == "ts":
+        return row["ts"]
     if tag == "const":
         return node[1]
+    if tag == "agg":
+        return _aggregate(node, row, events)
+    if tag == "abs":
+        return float(holds(node[1], row, events))
+    if tag == "neg":
+        return -holds(node[1], row, events)
+    if tag == "arith":
+        a, b = holds(node[2], row, events), holds(node[3], row, events)
+        if node[1] == "/":
+            return _divide(a, b)
+        return {"+": operator.add, "-": operator.sub, "*": operator.mul}[node[1]](a, b)
     if tag == "cmp":
-        return _OPS[node[1]](holds(node[2], row), holds(node[3], row))
+        return _OPS[node[1]](holds(node[2], row, events), holds(node[3], row, events))
     if tag == "not":
-        return not holds(node[1], row)
+        return not holds(node[1], row, events)
     if tag == "and":
-        return bool(holds(node[1], row)) and bool(holds(node[2], row))
-    return bool(holds(node[1], row)) or bool(holds(node[2], row))
+        return bool(holds(node[1], row, events)) and bool(holds(node[2], row, events))
+    return bool(holds(node[1], row, events)) or bool(holds(node[2], row, events))
+
+
+def _divide(a: float, b: float) -> float:
+    if b != 0:
+        return a / b
+    if a == 0 or math.isnan(a):
+        return math.nan
+    return math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
+_EV_FIELD = {"ts": 1, "value": 2, "quality": 4}
+
+
+def _aggregate(node: tuple, row: dict, events: Sequence) -> float:
+    _, kind, step, fld, with_row = node
+    evs = [e for e in events if step == -1 or e[3] == step]
+    if fld is None:
+        xs = []
+    elif fld == "ts_ms":
+        xs = [e[1] // 1_000_000 for e in evs]
+    else:
+        xs = [e[_EV_FIELD[fld]] for e in evs]
+    if with_row:
+        evs.append(None)
+        if fld is not None:
+            xs.append(row["ts_ms"] if fld == "ts_ms" else row[fld])
+    if kind == "count":
+        return float(len(evs))
+    if kind == "sum":
+        return float(sum(xs))
+    if kind == "last1":
+        return xs[-2] if len(xs) >= 2 else math.nan
+    if not xs:
+        return math.nan
+    if kind == "first":
+        return xs[0]
+    if kind == "last":
+        return xs[-1]
+    m = xs[0]
+    for x in xs[1:]:  # as the kernel: a NaN is never taken after the first
+        m = x if (x < m if kind == "min" else x > m) else m
+    return m
 
 
 @dataclass
@@ -62,7 +123,7 @@ class Pm:
 
     loc: tuple
     noproceed: bool
-    events: list  # (pos, ts, value, step)
+    events: list  # (pos, ts, value, step, quality)
     start_ts: int
     start_pos: int
     done: bool = False
@@ -78,12 +139,19 @@ class Reference:
     trailing: str = ""
     trailing_cond: tuple | None = None
     dropped: int = 0
-    overflow: int = 0
+    overflow: int = 0  # start readings dropped at max_match_events
+    poison: set = field(default_factory=set)
+    held_at_end: int = 0
 
     def __post_init__(self) -> None:
         guard = None
+        seen: dict[str, int] = {}
+        positive: set[int] = set()
         for i, st in enumerate(self.op.steps):
-            cond = parse_condition(st.condition)
+            seen[st.name] = i
+            if st.contiguity not in ("not_next", "not_followed_by"):
+                positive.add(i)
+            cond = resolve(parse_condition(st.condition), i, seen, positive)
             if st.contiguity in ("not_next", "not_followed_by"):
                 guard = (st.contiguity, cond)
                 continue
@@ -129,16 +197,18 @@ class Reference:
         return loc[2] >= self.els[loc[1]].lo and self.reaches_final(self.entry(loc[1] + 1))
 
     def branches(self, pm: Pm, ev: tuple, row: dict, from_start: bool) -> list[Pm]:
+        """``pm``'s branches on one event; a take past ``L`` events adds its start to
+        ``self.poison`` (the caller drops every match of that start)."""
         out: list[Pm] = []
         loc, noproceed = pm.loc, pm.noproceed
         while loc != FINAL:
             if loc[0] == "notnext":
-                if holds(self.els[loc[1]].guard_cond, row):
+                if holds(self.els[loc[1]].guard_cond, row, pm.events):
                     return []
                 loc, noproceed = ("elem", loc[1], 0), False
                 continue
             if loc[0] == "trail":
-                if holds(self.trailing_cond, row):
+                if holds(self.trailing_cond, row, pm.events):
                     return []
                 if self.trailing == "not_next":
                     out.append(Pm(FINAL, False, pm.events, pm.start_ts, pm.start_pos, True))
@@ -147,18 +217,19 @@ class Reference:
                 return out
             j, c = loc[1], loc[2]
             el = self.els[j]
-            if c == 0 and el.guard == "not_followed_by" and holds(el.guard_cond, row):
+            if c == 0 and el.guard == "not_followed_by" and holds(el.guard_cond, row, pm.events):
                 return []
             can_proceed = c >= el.lo and not noproceed
             # after a greedy step (FlinkCEP): its readings are neither this step's first
             # event nor skipped while waiting for it
-            held = c == 0 and j > 0 and self.els[j - 1].greedy and holds(self.els[j - 1].cond, row)
-            took = bool(holds(el.cond, row)) and not held
+            prev = self.els[j - 1] if j > 0 else None
+            held = c == 0 and prev is not None and prev.greedy and holds(prev.cond, row, pm.events)
+            took = bool(holds(el.cond, row, pm.events)) and not held
             if took:
                 if len(pm.events) + 1 > self.L:
-                    self.overflow += 1
+                    self.poison.add(pm.start_pos)
                 else:
-                    events = [*pm.events, (*ev, el.step)]
+                    events = [*pm.events, (*ev, el.step, row["quality"])]
                     if el.hi != INF and c + 1 == el.hi:
                         nxt = self.entry(j + 1)
                     else:
@@ -237,7 +308,8 @@ class Reference:
         cap = self.op.max_partial_matches
         for pos, i in enumerate(order):
             sid, t, v = sensor_id[i], ts[i], value[i]
-            row = {"value": v, "quality": quality[i], "sensor_id": sid}
+            row = {"value": v, "quality": quality[i], "sensor_id": sid, "ts": t}
+            row["ts_ms"] = t // 1_000_000
             pms = state.get(sid, [])
             if self.within:
                 pms = self.emit(sid, self.timeout(pms, t), out)
@@ -246,6 +318,10 @@ class Reference:
                 new += [p] if p.done else self.branches(p, (pos, t, v), row, False)
             start = Pm(("elem", 0, 0), False, [], t, pos)
             new += self.branches(start, (pos, t, v), row, True)
+            if self.poison:  # a limit never changes a match: the whole start goes
+                self.overflow += len(self.poison)
+                new = [p for p in new if p.start_pos not in self.poison]
+                self.poison = set()
             new = self.emit(sid, new, out)
             while len(new) > cap and any(not p.done for p in new):
                 oldest = min(p.start_pos for p in new if not p.done)
@@ -254,7 +330,12 @@ class Reference:
                 new = self.emit(sid, new, out)
             state[sid] = new
         for sid, pms in state.items():
-            self.emit(sid, self.timeout(pms, None), out)
+            if self.op.end_of_input == "flink" and not self.within:
+                # time moves to the end: nothing expires; held matches behind a
+                # partial match are never reported
+                self.held_at_end += sum(p.done for p in self.emit(sid, pms, out))
+            else:
+                self.emit(sid, self.timeout(pms, None), out)
         return out
 
 
