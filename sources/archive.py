@@ -113,7 +113,7 @@ class RecordingInfo:
     """One catalog entry: the RecordingDescriptor fields and the entry's state."""
 
     recording_id: int
-    state: str  # VALID, INVALID, DELETED (or UNKNOWN(n))
+    state: str  # VALID, INVALID, DELETED
     control_session_id: int
     correlation_id: int
     start_timestamp: int  # epoch ms
@@ -168,6 +168,17 @@ class ArchiveReader:
         except OSError as error:
             raise SourceError(f"{catalog}: cannot read ({error.strerror})") from None
         self.catalog_version, self.catalog_format, self._recordings = self._parse(catalog, data)
+        # Segment files of recordings the catalog does not list (a catalog cut or
+        # damaged): their data cannot be read without it, counted, never silent.
+        listed = {r.recording_id for r in self._recordings}
+        found = {p.name.split("-", 1)[0] for p in self.directory.glob("*-*.rec")}
+        unlisted = sorted(int(n) for n in found if n.isdigit() and int(n) not in listed)
+        if unlisted:
+            self.malformed["uncatalogued_recording"] += len(unlisted)
+            self.notes.append(
+                f"{catalog}: no entry for recording(s) {', '.join(map(str, unlisted[:10]))} "
+                "whose segment files are here (a damaged catalog?): not read"
+            )
         if recording_id is not None and not any(
             r.recording_id == recording_id for r in self._recordings
         ):
@@ -221,6 +232,9 @@ class ArchiveReader:
         return semantic, fmt, recordings
 
     def _descriptor(self, data: bytes, offset: int, end: int, state: int) -> RecordingInfo:
+        if state not in STATES:  # damaged: its recording is read (its data may be whole)
+            self._note("bad_state", f"catalog entry at byte {offset}: state {state} "
+                       "unknown; read as VALID")  # fmt: skip
         at = offset + DESCRIPTOR_HEADER_LENGTH
         if at + _DESCRIPTOR.size > end:
             raise ValueError("descriptor shorter than its fixed fields")
@@ -237,7 +251,7 @@ class ArchiveReader:
             at += 4 + n
         info = RecordingInfo(
             recording_id=f[2],
-            state=STATES.get(state, f"UNKNOWN({state})"),
+            state=STATES.get(state, "VALID"),
             control_session_id=f[0],
             correlation_id=f[1],
             start_timestamp=f[3],
@@ -261,6 +275,10 @@ class ArchiveReader:
             and info.segment_file_length >= info.term_buffer_length
             and info.start_position >= 0
             and info.start_position % 32 == 0
+            and (
+                info.stop_position == NULL_POSITION
+                or (info.stop_position >= info.start_position and info.stop_position % 32 == 0)
+            )
         ):
             raise ValueError(
                 f"recording {info.recording_id}: impossible term/segment lengths or positions"
@@ -348,6 +366,20 @@ class ArchiveReader:
                 return older
         return path
 
+    def _segment_bases(self, info: RecordingInfo) -> list[int]:
+        """Base positions of the segment files of ``info`` present, in order."""
+        term_base = info.start_position - (info.start_position & (info.term_buffer_length - 1))
+        bases = []
+        for path in self.directory.glob(f"{info.recording_id}-*.rec"):
+            suffix = path.stem.split("-", 1)[1]
+            if not suffix.isdigit():
+                continue
+            n = int(suffix)
+            if self.catalog_version == "0.0.0" and n < 1 << 20:  # named by index
+                n = term_base + n * info.segment_file_length
+            bases.append(n)
+        return sorted(bases)
+
     def _frames(self, info: RecordingInfo) -> Iterator[DataFrame]:
         """The frames of one recording. A frame that cannot be genuine (its header does
         not match its position, its length is past the MTU, the recording's stop or its
@@ -366,12 +398,18 @@ class ArchiveReader:
                 if stop == NULL_POSITION:
                     self.notes.append(f"{where}: in progress; read up to position {position}")
                     return
+                # Go on at the next segment file there is (a stop position far past the
+                # files, from a damaged catalog, must not be walked segment by segment).
+                later = [b for b in self._segment_bases(info) if b > base]
+                lost_to = min(stop, later[0]) if later else stop
                 self._note(
                     "missing_segment",
                     f"{where}: segment {path.name} missing; positions {position} to "
-                    f"{min(stop, base + info.segment_file_length)} of {stop} lost",
+                    f"{lost_to} of {stop} lost",
                 )
-                position = base + info.segment_file_length
+                if not later:
+                    return
+                position = later[0]
                 continue
             try:
                 with path.open("rb") as f:
