@@ -34,7 +34,7 @@ from telepipe.pipelines.graph import (
     store_tables,
 )
 from telepipe.pipelines.protocols import PulledSource, Sink, SourceOptions
-from telepipe.pipelines.recovery import Recovery
+from telepipe.pipelines.recovery import Recovery, actor_states
 from telepipe.pipelines.registry import (
     RECORDED,
     SinkContext,
@@ -242,6 +242,7 @@ def recovered(plan: Plan) -> Plan:
     live_states, live_decoder = None, None
     if live and recovery is not None and recover is not None and recovery.oldest < recovery.latest:
         live_states, live_decoder = _each_table_own(recover, sink.options, data_dir, list(tables))
+    recovery, live_states = _actors_from_store(plan, recovery, live_states)
     state = live_decoder
     if state is None and recovery is not None and recovery.resume is not None:
         state = recovery.resume.decoder_state
@@ -262,6 +263,26 @@ def recovered(plan: Plan) -> Plan:
         live_states=live_states,
         live_decoder=live_decoder,
     )
+
+
+def _actors_from_store(
+    plan: Plan, recovery: Recovery | None, live_states: dict[str, dict[str, object]] | None
+) -> tuple[Recovery | None, dict[str, dict[str, object]] | None]:
+    """The restored chains with journaled actors' entities read back from the event
+    store (``pipelines.recovery.actor_states``): a replay at the checkpoint it resumes,
+    a live run at each table's own."""
+    if recovery is None or not store_tables(plan.outputs) or (plan.live and plan.fresh):
+        return recovery, live_states
+    app_id = str(getattr(plan.sink.options, "app_id", "telepipe"))
+    data_dir = plan.data_dir
+    if live_states is not None:  # a live run after a crash between two tables' commits
+        live_states = actor_states(plan.outputs, live_states, data_dir, None, app_id)
+    elif recovery.oldest > 0:  # a replay, a savepoint: every chain at one checkpoint
+        chains = actor_states(
+            plan.outputs, recovery.chain_states, data_dir, recovery.oldest, app_id
+        )
+        recovery = dataclasses.replace(recovery, chain_states=chains)
+    return recovery, live_states
 
 
 def _each_table_own(

@@ -12,15 +12,21 @@ the same rows between the same barriers.
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from deltalake import DeltaTable
+from deltalake import CommitProperties, DeltaTable
 
 from telepipe.errors import ConfigError, SnapshotError
 from telepipe.sinks.delta import last_checkpoint
 from telepipe.sources.replay import Resume
 from telepipe.state import read_checkpoint
+
+if TYPE_CHECKING:
+    from telepipe.pipelines.graph import Output
 
 
 @dataclass(frozen=True)
@@ -148,3 +154,75 @@ def _positions(meta: dict[str, str], data_dir: Path, table: str, k: int) -> dict
             f"{where}: telepipe.positions is not an object of stream -> offset: {raw[:80]!r}"
         )
     return positions
+
+
+def actor_states(
+    outputs: Iterable[Output],
+    states: dict[str, dict[str, object]],
+    data_dir: Path,
+    checkpoint: int | None,
+    app_id: str,
+) -> dict[str, dict[str, object]]:
+    """``states`` (table -> step -> snapshot) with every journaled ``ActorStage``'s
+    entities read back from the event store at ``checkpoint`` (None: its table's own
+    last, a live restart after a crash): the store is their source of truth, the
+    checkpoint keeps only what it does not hold (``actors.with_store``).
+
+    A live restart after a crash between two tables' commits may find the store behind
+    the stage's table (the events of the checkpoints between are lost with the crash:
+    the entities go on from the store's newest, reported on stderr) or ahead of it (the
+    rows of checkpoints the stage's table never committed are orphans the new run
+    would journal again: they are deleted, this run holding the data dir)."""
+    from telepipe.operators.actors import ActorStage, with_store
+    from telepipe.operators.actors.journal import STORE_TABLES
+    from telepipe.operators.runtime.snapshot import Snapshot
+
+    out = dict(states)
+    store_k = None
+    for output in outputs:
+        saved = states.get(output.table)
+        if not saved:
+            continue
+        chain = dict(saved)
+        for step, op in zip(output.steps, output.operators, strict=True):
+            if not isinstance(op, ActorStage) or not op.journal or step not in chain:
+                continue
+            if store_k is None:
+                store_k = min(last_checkpoint(data_dir / t, app_id) or 0 for t in STORE_TABLES)
+            live = checkpoint is None
+            k = checkpoint or last_checkpoint(data_dir / output.table, app_id) or 0
+            where = f"{output.table}.{step}"
+            if live and store_k < k:
+                print(
+                    f"telepipe: {where}: the event store holds checkpoint {store_k}, table "
+                    f"{output.table} {k} (a crash between their commits): the entities' "
+                    f"events of checkpoints {store_k + 1}..{k} are lost, they go on from "
+                    f"checkpoint {store_k}",
+                    file=sys.stderr,
+                )
+                k = store_k
+            elif live and store_k > k:
+                _drop_orphans(data_dir, where, k)
+            try:
+                snapshot = chain[step]
+                assert isinstance(snapshot, Snapshot)
+                chain[step] = with_store(data_dir, op, where, snapshot, checkpoint=k)
+            except (SnapshotError, ConfigError) as error:
+                raise ConfigError(
+                    f"data_dir={data_dir}: step {where} cannot be restored from the event "
+                    f"store at checkpoint {k}: {error}"
+                ) from None
+        out[output.table] = chain
+    return out
+
+
+def _drop_orphans(data_dir: Path, step: str, checkpoint: int) -> None:
+    """Delete the event store's rows of ``step`` after ``checkpoint`` (a live restart from
+    it: they were committed by the run before, its table never was)."""
+    from telepipe.operators.actors.journal import STORE_TABLES
+
+    for table in STORE_TABLES:
+        DeltaTable(str(data_dir / table)).delete(
+            f"step = '{step}' AND checkpoint_id > {int(checkpoint)}",
+            commit_properties=CommitProperties(custom_metadata={"telepipe.action": "orphans"}),
+        )

@@ -6,11 +6,12 @@
 - built-ins: ``Counter``, ``EquipmentStateMachine`` (``builtins``)
 - ``supervision``: strategies, restart types, intensity; ``ActorError``
 - ``journal`` (the ``actor_events`` / ``actor_snapshots`` tables) and ``recover``
-  (entities' state folded back from them)
+  (entities' state folded back from them; ``with_store``: a checkpoint's snapshot with
+  them, as a restart restores it)
 """
 
 from telepipe.operators.actors.builtins import Counter, EquipmentStateMachine
-from telepipe.operators.actors.recovery import recover
+from telepipe.operators.actors.recovery import recover, with_store
 from telepipe.operators.actors.spec import Event, PythonActor, VectorActor
 from telepipe.operators.actors.stage import ACTOR_FAILURE, ActorLogic, ActorStage
 from telepipe.operators.actors.supervision import ActorError
@@ -26,4 +27,5 @@ __all__ = [
     "PythonActor",
     "VectorActor",
     "recover",
+    "with_store",
 ]

@@ -15,6 +15,7 @@ table's files came back in another order (after a compaction). A gap is an error
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,8 +32,9 @@ from telepipe.markers import State
 from telepipe.operators.actors._fold_kernels import IN_ORDER, _fold_kernel, _order_kernel
 from telepipe.operators.actors.journal import ACTOR_EVENTS, ACTOR_SNAPSHOTS
 from telepipe.operators.actors.spec import EVENT_HEAD, Event, PythonActor, Spec, VectorActor
-from telepipe.operators.actors.stage import ActorStage
+from telepipe.operators.actors.stage import BOTH, STORE, ActorStage
 from telepipe.operators.runtime.key_index import KeyIndex
+from telepipe.operators.runtime.snapshot import Snapshot
 
 
 def last_checkpoint(data_dir: str | Path, app_id: str = "telepipe") -> int:
@@ -58,7 +60,8 @@ def recover(
     tables hold) from the store under ``data_dir``, for ``key_groups`` (default: all).
     ``step`` is how the rows name the stage: ``table.step``. Keyed rows sorted by
     entity id: ``sensor_id`` (the entity id), ``seq``, ``status``, ``state_<column>``,
-    as ``ActorLogic.snapshot`` has them."""
+    as ``ActorLogic.snapshot`` has them, and ``store_seq`` (the seq of the snapshot
+    row it started from, 0: none)."""
     spec: Spec = stage.__dict__["_spec"]
     actor = stage.__dict__["_actor"]
     k = last_checkpoint(data_dir) if checkpoint is None else checkpoint
@@ -125,10 +128,56 @@ def recover(
         "sensor_id": ids[order].copy(),
         "seq": seq_out[order],
         "status": status[order],
+        "store_seq": base[order],
     }
     for name in spec.state_dtype.names or ():
         out[f"state_{name}"] = np.ascontiguousarray(state[name][order])
     return out
+
+
+def with_store(
+    data_dir: str | Path,
+    stage: ActorStage,
+    step: str,
+    snapshot: Snapshot,
+    checkpoint: int,
+    key_groups: Iterable[int] | None = None,
+) -> Snapshot:
+    """``snapshot`` (an ``ActorStage``'s, taken at ``checkpoint``) with its entities'
+    state read back from the event store (``recover``), ready to restore. One whose
+    entities are in the checkpoint is returned as it is; with ``check_store`` the
+    store's fold must equal them (every entity with an event), else ``SnapshotError``."""
+    at = snapshot.state.get("entities_at") if isinstance(snapshot.state, dict) else None
+    if at not in (STORE, BOTH):
+        return snapshot
+    got = recover(data_dir, stage, step, checkpoint=checkpoint, key_groups=key_groups)
+    state = dict(snapshot.state)
+    if at == BOTH:
+        _check_same(got, state, step, checkpoint)
+        return snapshot
+    state.update(got)
+    return dataclasses.replace(snapshot, state=state)
+
+
+def _check_same(got: State, saved: State, step: str, checkpoint: int) -> None:
+    ids = np.asarray(saved["sensor_id"])
+    had = np.asarray(saved["seq"]) > 0  # an entity whose rows all failed has no event
+    mine = np.asarray(got["sensor_id"])
+    if mine.tolist() != ids[had].tolist():
+        extra = sorted(set(mine.tolist()) ^ set(ids[had].tolist()))[:3]
+        raise SnapshotError(
+            f"step {step!r}: the event store at checkpoint {checkpoint} holds other "
+            f"entities than its checkpoint (e.g. {extra})"
+        )
+    for column in ("seq", "store_seq", *(c for c in got if c.startswith("state_"))):
+        a, b = np.asarray(got[column]), np.asarray(saved[column])[had]
+        differ = np.flatnonzero(a != b)
+        if len(differ):
+            i = differ[0]
+            raise SnapshotError(
+                f"step {step!r}: the event store folds entity {int(mine[i])}'s {column} to "
+                f"{a[i]!r} at checkpoint {checkpoint}, its checkpoint holds {b[i]!r}"
+            )
 
 
 def _read(

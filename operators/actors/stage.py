@@ -28,6 +28,7 @@ from telepipe.markers import MAX_WATERMARK, Item, State, as_watermark_ns
 from telepipe.operators.actors._actor_kernels import (
     DONE,
     NEED_ACTIVE,
+    STOPPED,
     _in_order_kernel,
     _run_kernel,
 )
@@ -69,6 +70,7 @@ ACTOR_FAILURES = pa.schema(
     ]
 )
 _OWNER = "ActorStage"
+CHECKPOINT, STORE, BOTH = "checkpoint", "store", "both"  # where entities' state is kept
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,11 @@ class ActorStage(StageOperator):
     each output row carries the state after its event. ``journal``: every event
     (internal ones too) to the ``actor_events`` table and, every ``snapshot_every``
     events of an entity, its state to ``actor_snapshots``, at checkpoints
-    (``journal``). Supervision: ``strategy``,
+    (``journal``); the store is then where a restart takes the entities' state from
+    (a checkpoint keeps only held rows, timers and counters), and ``telepipe actors
+    prune`` keeps ``retain_snapshots`` snapshots per entity. ``check_store``: the
+    checkpoints keep every entity's state too and a restart checks the store's fold
+    against it (tests, audits). Supervision: ``strategy``,
     ``restart``, ``max_restarts`` within ``period`` (``period_unit`` ms of event time
     or rows), ``max_attempts`` (``supervision``). Mailboxes of the Python-class path:
     ``mailbox_size``, ``mailbox_policy`` (block, drop_oldest, drop_newest, fail).
@@ -98,6 +104,8 @@ class ActorStage(StageOperator):
     with_state: bool = False
     journal: bool = False
     snapshot_every: int = 1000
+    retain_snapshots: int = 2
+    check_store: bool = False
     strategy: str = "one_for_one"
     restart: str = "permanent"
     max_restarts: int = 10
@@ -125,7 +133,8 @@ class ActorStage(StageOperator):
         check_int(_OWNER, "idle_ms", self.idle_ms, 0, 2**62 // 1_000_000)
         check_int(_OWNER, "max_active", self.max_active, 1)
         check_int(_OWNER, "snapshot_every", self.snapshot_every, 1)
-        for name in ("with_state", "journal"):
+        check_int(_OWNER, "retain_snapshots", self.retain_snapshots, 1)
+        for name in ("with_state", "journal", "check_store"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{_OWNER}.{name} must be true or false")
         check_choice(_OWNER, "strategy", self.strategy, STRATEGIES)
@@ -162,7 +171,8 @@ class ActorStage(StageOperator):
 class ActorLogic:
     """The ``BatchLogic`` of ``ActorStage``."""
 
-    snapshot_version: ClassVar[int] = 2  # 2: store_seq (the event store's snapshots)
+    # 2: store_seq (the event store's snapshots); 3: with journal, entities in the store
+    snapshot_version: ClassVar[int] = 3
 
     def __init__(self, options: ActorStage) -> None:
         self._options = options
@@ -466,15 +476,32 @@ class ActorLogic:
             **mailbox,
         }
 
+    @property
+    def entities_at(self) -> str:
+        """Where a checkpoint keeps the entities' state: ``checkpoint`` (no journal),
+        ``store`` (the event store only) or ``both`` (``check_store``)."""
+        if not self.options.journal:
+            return CHECKPOINT
+        return BOTH if self.options.check_store else STORE
+
     def snapshot(self) -> State:
+        """The stage's state. With ``journal`` the entities' state is in the event store
+        (every event applied is in its rows of this checkpoint), so only what it does
+        not hold is here: held rows, timers, stopped entities, counters."""
         held = self._pend[: self._n_pend]
         timers = self._python.timer_rows() if self._python is not None else _no_timers()
-        entities = self.store.snapshot()
-        numbers = self.store.entities(as_array(entities["sensor_id"], np.int32))
-        self._store_seq = _grown(self._store_seq, self.store.keys.n)
+        entities: State = {}
+        if self.entities_at != STORE:
+            entities = self.store.snapshot()
+            numbers = self.store.entities(as_array(entities["sensor_id"], np.int32))
+            self._store_seq = _grown(self._store_seq, self.store.keys.n)
+            entities["store_seq"] = self._store_seq[numbers].copy()
+        n = self.store.keys.n
+        stopped = np.flatnonzero(self.store.status[:n] == STOPPED)
         return {
             **entities,
-            "store_seq": self._store_seq[numbers].copy(),
+            "entities_at": self.entities_at,
+            "stopped_sensor_id": np.sort(self.store.keys.keys[stopped]).astype(np.int32),
             "buffer_sensor_id": self.store.keys.keys[held["entity"]].copy(),
             "buffer_source": held["sensor_id"].copy(),
             "buffer_ts": held["ts"].copy(),
@@ -490,10 +517,25 @@ class ActorLogic:
         }
 
     def restore(self, state: State) -> None:
+        """Load a snapshot; one whose entities are in the event store (``entities_at:
+        store``) must come with them, as ``recovery.with_store`` adds them."""
+        at = state["entities_at"]
+        if at != self.entities_at:
+            raise ValueError(f"entities_at {at!r}, the step keeps them at {self.entities_at!r}")
+        if "sensor_id" not in state:
+            raise ValueError(
+                "its entities' state is in the event store (actor_events, actor_snapshots) "
+                "and was not read back: restore through telepipe.operators.actors.with_store"
+            )
         self.store.restore(state)
         numbers = self.store.entities(as_array(state["sensor_id"], np.int32))
         self._store_seq = _grown(np.zeros(0, np.int64), self.store.keys.n)
         self._store_seq[numbers] = as_array(state["store_seq"], np.int64)
+        stopped = self.store.entities(as_array(state["stopped_sensor_id"], np.int32))
+        n = self.store.keys.n
+        self.store.status[:n] = 0
+        self.store.status[stopped] = STOPPED
+        self._store_seq = _grown(self._store_seq, n)
         ids = as_array(state["buffer_sensor_id"], np.int32)
         n = len(ids)
         self._pend = np.empty(max(n, 1024), ROW)

@@ -45,10 +45,11 @@ class PyCount(PythonActor):
         return {"count": event.data["count"], "total": event.data["total"]}
 
 
-def _run(op: ActorStage, rows: list, cuts: int, base: Path, shuffle: bool = False) -> dict:
+def run_journaled(op: ActorStage, rows: list, cuts: int, base: Path, shuffle: bool = False) -> dict:
     """Rows through the stage with a watermark and a barrier after each of ``cuts``
     parts; the store's rows to Delta as the sink writes them (one commit per table per
-    barrier). Returns checkpoint id -> the stage's state at that barrier."""
+    barrier). Returns checkpoint id -> the stage's state at that barrier (with
+    ``check_store``, the entities' state too)."""
     schemas = store_schemas([(STEP, op.__dict__["_spec"])])
     items: list = []
     parts = np.array_split(np.arange(len(rows)), cuts)
@@ -102,9 +103,9 @@ def test_the_store_folds_back_to_the_live_state_at_every_checkpoint(
     rows = random_rows(np.random.default_rng(11), 900, 60, alarms=True)
     op = ActorStage(
         EquipmentStateMachine(), key="equipment_id", mapping=MAPPING, journal=True,
-        snapshot_every=snapshot_every, max_active=4,
+        snapshot_every=snapshot_every, max_active=4, check_store=True,
     )  # fmt: skip
-    states = _run(op, rows, 6, tmp_path)
+    states = run_journaled(op, rows, 6, tmp_path)
     for k, live in states.items():
         _same(recover(tmp_path, op, STEP, checkpoint=k), _held(live))
     for threads in (1, 3):
@@ -116,9 +117,9 @@ def test_some_key_groups_and_files_in_another_order(tmp_path: Path) -> None:
     rows = random_rows(np.random.default_rng(12), 900, 60, alarms=True)
     op = ActorStage(
         EquipmentStateMachine(), key="equipment_id", mapping=MAPPING, journal=True,
-        snapshot_every=4,
+        snapshot_every=4, check_store=True,
     )  # fmt: skip
-    states = _run(op, rows, 5, tmp_path, shuffle=True)
+    states = run_journaled(op, rows, 5, tmp_path, shuffle=True)
     groups = sorted(set(key_group(np.array(list(MAPPING.values()), np.int32)).tolist()))[::2]
     got = recover(tmp_path, op, STEP, checkpoint=5, key_groups=groups)
     _same(got, _held(states[5], groups))
@@ -128,9 +129,9 @@ def test_some_key_groups_and_files_in_another_order(tmp_path: Path) -> None:
 def test_the_counter_and_the_python_path_fold_back_too(tmp_path: Path) -> None:
     rows = random_rows(np.random.default_rng(13), 700, 30, alarms=False)
     for i, actor in enumerate([Counter(every=7), PyCount()]):
-        op = ActorStage(actor, journal=True, snapshot_every=5)
+        op = ActorStage(actor, journal=True, snapshot_every=5, check_store=True)
         base = tmp_path / str(i)
-        states = _run(op, rows, 4, base)
+        states = run_journaled(op, rows, 4, base)
         for k, live in states.items():
             _same(recover(base, op, STEP, checkpoint=k), _held(live))
 
@@ -138,7 +139,7 @@ def test_the_counter_and_the_python_path_fold_back_too(tmp_path: Path) -> None:
 def test_a_gap_in_the_journal_is_refused_in_one_line(tmp_path: Path) -> None:
     rows = random_rows(np.random.default_rng(14), 300, 10, alarms=False)
     op = ActorStage(Counter(), journal=True, snapshot_every=10_000)
-    _run(op, rows, 2, tmp_path)
+    run_journaled(op, rows, 2, tmp_path)
     import polars as pl
 
     events = pl.read_delta(str(tmp_path / ACTOR_EVENTS))

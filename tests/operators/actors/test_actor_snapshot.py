@@ -92,7 +92,7 @@ def test_a_barrier_carries_the_snapshot_and_a_restore_checks_it() -> None:
         lambda item: barriers.append(item) if isinstance(item, CheckpointBarrier) else None
     )
     snap = barriers[0].state["machines"]
-    assert snap.operator == "ActorStage" and snap.version == 2
+    assert snap.operator == "ActorStage" and snap.version == 3
     assert snap.options["actor"].endswith("EquipmentStateMachine")
     snapshots.layout(snap.state, "machines")  # keyed rows, cut by key group
     other = ActorStage(EquipmentStateMachine(run_level=20.0), key="equipment_id", mapping=MAPPING)
