@@ -10,6 +10,7 @@ rows, late rows, watermarks and rejections as the live run it recorded.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -232,6 +233,7 @@ class ReplaySource(DecodingSource):
         self._final: int | None = None
         self._skip_through: dict[tuple[int, int], int] = {}
         self._inject: list[tuple[int, dict[tuple[int, int], int]]] = []
+        self._bounded_out = _Excluded()
         if resume is not None:
             self._resume(resume)
 
@@ -282,11 +284,14 @@ class ReplaySource(DecodingSource):
                 if o.start[0] == "position"
                 else message.received_ns < o.start[1]
             ):
+                self._bounded_out.seen(message)
                 continue
             if o.stop is not None and _value(message, o.stop[0]) > o.stop[1]:
+                self._bounded_out.seen(message)
                 if o.stop[0] == "time":
                     return
                 continue
+            self._bounded_out.selected += 1
             yield message
 
     def poll(self) -> list[Item]:
@@ -301,6 +306,7 @@ class ReplaySource(DecodingSource):
             message = taken
             if message is None:
                 self.exhausted = True
+                self._note_nothing_selected()
                 break
             if self.options.speed is not None and not self._due(message):
                 self._pending = message
@@ -328,6 +334,22 @@ class ReplaySource(DecodingSource):
             items.append(self.decoder.checkpoint(checkpoint_id))
             self._auto()
         return items
+
+    def _note_nothing_selected(self) -> None:
+        """A time or position bound that selected no message says so, in one line (the
+        replay still ends normally: its tables are empty, not an error)."""
+        excluded, o = self._bounded_out, self.options
+        if excluded.selected or not excluded.count or self._skip_through:
+            return
+        bounds = [f"replay.{k}={_shown(b)}" for k, b in (("from", o.start), ("to", o.stop)) if b]
+        print(
+            f"telepipe: note: {' and '.join(bounds)} selects no message of {self.path}: "
+            f"the {excluded.count:,} it looked at were received "
+            f"{_shown(('time', excluded.first_ns))} to {_shown(('time', excluded.last_ns))}, "
+            f"positions up to {excluded.last_position}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def checkpoint(self) -> CheckpointBarrier:
         """The runner's last barrier. At the end of the input it comes after the flush:
@@ -436,6 +458,32 @@ def _check_times(path: Path, recorded: RecordedInput, options: ReplayOptions) ->
             f"replay.speed: {path} is an Aeron Archive whose catalog gives no start time "
             "for its recordings: it replays only at speed=max"
         )
+
+
+@dataclass
+class _Excluded:
+    """Messages a replay's time/position bounds left out (for the note when all were)."""
+
+    count: int = 0
+    selected: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+    last_position: int = 0
+
+    def seen(self, message: Message) -> None:
+        self.count += 1
+        if not self.first_ns or message.received_ns < self.first_ns:
+            self.first_ns = message.received_ns
+        self.last_ns = max(self.last_ns, message.received_ns)
+        self.last_position = max(self.last_position, message.position)
+
+
+def _shown(bound: tuple[str, int]) -> str:
+    kind, value = bound
+    if kind == "position":
+        return str(value)
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=value // 1000)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _value(message: Message, kind: str) -> int:

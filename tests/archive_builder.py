@@ -83,11 +83,13 @@ class Recording:
     state: int = 1
     segment_length: int = SEGMENT
     channel: str = "aeron:udp?endpoint=localhost:40123"
+    start_ms: int = 1_767_225_600_000  # the catalog's start/stop timestamps (0: none)
+    stop_ms: int = 1_767_225_660_000
 
     def descriptor(self) -> bytes:
         fixed = struct.pack(
-            "<7q6i", 11, 22, self.recording_id, 1_767_225_600_000,
-            -1 if self.stop == -1 else 1_767_225_660_000, self.start, self.stop,
+            "<7q6i", 11, 22, self.recording_id, self.start_ms,
+            -1 if self.stop == -1 else self.stop_ms, self.start, self.stop,
             self.log.initial_term_id, self.segment_length, self.log.term_length, self.log.mtu,
             self.log.session_id, self.log.stream_id,
         )  # fmt: skip
