@@ -93,6 +93,7 @@ def _with_inputs(outputs: list[Output], inputs: object) -> list[Output]:
         )
     order = [o.table for o in outputs]
     out = {o.table: o for o in outputs}
+    reads: dict[str, list[str]] = {}
     for key, names in inputs.items():
         table = str(key)
         path = f"pipeline.inputs.{table}"
@@ -102,18 +103,52 @@ def _with_inputs(outputs: list[Output], inputs: object) -> list[Output]:
             names = [names]
         if not isinstance(names, ListConfig | list) or not names:
             raise ConfigError(f"{path}: expected a list of earlier outputs, got {names!r}")
-        for name in map(str, names):
-            if name not in out or order.index(name) >= order.index(table):
-                raise ConfigError(
-                    f"{path}: {name!r} is not an output before {table} (outputs, in order: "
-                    f"{', '.join(order)})"
-                )
+        reads[table] = list(dict.fromkeys(map(str, names)))
+        for name in reads[table]:
+            if name not in out:
+                raise ConfigError(f"{path}: {name!r} is no output (outputs: {', '.join(order)})")
+            if name == table:
+                raise ConfigError(f"{path}: an output cannot read its own rows")
             if not out[name].operators:
                 raise ConfigError(f"{path}: {name!r} is the readings themselves: drop it")
-        out[table] = Output(
-            table, out[table].operators, out[table].steps, tuple(dict.fromkeys(map(str, names)))
+    cycle = _cycle(reads)
+    if cycle:
+        raise ConfigError(
+            f"pipeline.inputs.{cycle[0]}: a cycle ({' -> '.join(cycle)}): an output reads "
+            "only outputs before it"
         )
+    for table, names in reads.items():
+        for name in names:
+            if order.index(name) > order.index(table):
+                raise ConfigError(
+                    f"pipeline.inputs.{table}: {name!r} comes after {table} in "
+                    f"pipeline.outputs (in order: {', '.join(order)}): list it before"
+                )
+        out[table] = Output(table, out[table].operators, out[table].steps, tuple(names))
     return [out[t] for t in order]
+
+
+def _cycle(reads: dict[str, list[str]]) -> list[str]:
+    """A cycle of ``reads`` (output -> the outputs it reads) as ``[a, b, ..., a]``, or []."""
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str]:
+        if node in path:
+            return [*path[path.index(node) :], node]
+        if node in done:
+            return []
+        for nxt in reads.get(node, []):
+            found = visit(nxt, [*path, node])
+            if found:
+                return found
+        done.add(node)
+        return []
+
+    for start in reads:
+        found = visit(start, [])
+        if found:
+            return found
+    return []
 
 
 def store_tables(outputs: list[Output] | tuple[Output, ...]) -> dict[str, pa.Schema]:
