@@ -18,6 +18,15 @@
   ``recovery.recover`` from the table (read, filter, fold on 2 threads), timed whole;
   ``..._snap``: the same with each entity's snapshot at its 10th event in
   ``actor_snapshots`` (so 10 events of each are folded);
+- ``stage_rows_per_s_machine_journal_<keys>``: the state machine with ``journal: true``
+  and a checkpoint barrier every 16 batches (1 M rows: its journal rows built), to set
+  beside ``stage_rows_per_s_machine_<keys>``;
+- ``checkpoint_ms_<mode>`` / ``checkpoint_bytes_<mode>``: one checkpoint of the state
+  machine with 100k entities, 64k rows since the last one (``on_barrier``, the
+  snapshot, its files written as the sink writes them): ``store`` (journal: the
+  entities are in the event store, the checkpoint keeps the rest), ``full`` (their
+  state in every checkpoint too, as before the store was the source of truth:
+  ``check_store``), ``none`` (no journal);
 - ``--peers``: Pykka and Thespian (their own venvs, ``benchmarks/peers/actors``) on
   the same work, in the same run: ``<peer>_spawn_us``, ``<peer>_messages_per_s``,
   ``<peer>_recovery_entities_per_s``.
@@ -131,6 +140,42 @@ def memory_mb(keys: int) -> float:
     return sum(a.nbytes for a in held if isinstance(a, np.ndarray)) / 1e6
 
 
+def journal_rate(keys: int, rows: int) -> float:
+    logic = warmed(ActorStage(EquipmentStateMachine(), journal=True), keys)
+    items = batches(rows, keys, 1)
+
+    def run() -> None:
+        for i in range(0, len(items), 16):
+            feed(logic, items[i : i + 16])
+            logic.on_barrier(i + 1)  # type: ignore[attr-defined]
+            logic.take_side()  # type: ignore[attr-defined]
+
+    seconds, _ = timed(run)
+    return rate(rows, seconds)
+
+
+def checkpoint_cost(mode: str, keys: int = 100_000) -> tuple[float, float]:
+    """(ms, bytes) of one checkpoint of the state machine at ``keys`` entities."""
+    from telepipe.operators.runtime.snapshot import Snapshot
+    from telepipe.state import write_checkpoint
+
+    op = ActorStage(EquipmentStateMachine(), journal=mode != "none", check_store=mode == "full")
+    logic = warmed(op, keys)
+    logic.on_barrier(1)  # type: ignore[attr-defined]
+    logic.take_side()  # type: ignore[attr-defined]
+    feed(logic, batches(BATCH, keys, 3))
+    with tempfile.TemporaryDirectory(prefix="actors-checkpoint-") as tmp:
+
+        def checkpoint() -> str:
+            logic.on_barrier(2)  # type: ignore[attr-defined]
+            logic.take_side()  # type: ignore[attr-defined]
+            return write_checkpoint(tmp, "telepipe", "t", 2, {"m": Snapshot.take(logic)})
+
+        seconds, _ = timed(checkpoint)
+        size = sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file())
+    return seconds * 1e3, float(size)
+
+
 def python_rate(keys: int, rows: int) -> float:
     return stage_rate(ActorStage(PyCounter()), keys, rows)
 
@@ -226,6 +271,9 @@ def main() -> int:
             m[f"stage_rows_per_s_machine_{keys}"] = stage_rate(
                 ActorStage(EquipmentStateMachine()), keys, args.rows
             )
+            m[f"stage_rows_per_s_machine_journal_{keys}"] = journal_rate(keys, args.rows)
+        for mode in ("store", "full", "none"):
+            m[f"checkpoint_ms_{mode}"], m[f"checkpoint_bytes_{mode}"] = checkpoint_cost(mode)
         m["activation_us"] = activation_us(1_000_000)
         m["memory_mb_100k"] = memory_mb(100_000)
         m["python_rows_per_s"] = python_rate(10_000, 400_000)
