@@ -21,9 +21,11 @@ running writer's): a writer that finds the file gone or naming another holder st
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -42,10 +44,26 @@ class Busy(Exception):
     """Another process holds the lock."""
 
 
+def open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` of a regular file that telepipe owns in a data dir: never through a
+    symlink (a planted one made the lock's pid clobber its target) nor on a FIFO or a
+    device (opening a FIFO blocked every command on the data dir). OSError otherwise."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def flocked(path: Path, stack: contextlib.ExitStack) -> BinaryIO:
     """Take an exclusive ``flock`` on ``path`` (created if missing) until ``stack``
     closes; ``Busy`` if another process holds it, ``OSError`` if it cannot be opened."""
-    lock = stack.enter_context(open(path, "ab"))  # noqa: SIM115 (closed by the stack)
+    fd = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    lock = stack.enter_context(os.fdopen(fd, "ab"))
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -53,18 +71,24 @@ def flocked(path: Path, stack: contextlib.ExitStack) -> BinaryIO:
     return lock
 
 
+_PID_MAX = 1 << 22  # Linux's highest pid_max
+
+
 def holder_pid(data_dir: str | os.PathLike[str]) -> int | None:
-    """The process holding ``data_dir`` (None: nobody holds it). Its lock file names
-    the holder; the lock itself says whether anyone still holds it."""
+    """The process holding ``data_dir`` (None: nobody holds it; 0: someone does but its
+    lock file does not name a process). Its lock file names the holder; the lock itself
+    says whether anyone still holds it. OSError if the lock file cannot be read."""
     try:
-        with open(Path(data_dir) / LOCK_NAME, "rb") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:
-                raw = f.read(32).strip()
-                return int(raw) if raw.isdigit() else 0
-            return None
+        fd = open_regular(Path(data_dir) / LOCK_NAME, os.O_RDONLY)
     except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            raw = f.read(32).strip()
+            pid = int(raw) if raw.isdigit() else 0
+            return pid if 0 < pid < _PID_MAX else 0
         return None
 
 
@@ -123,11 +147,12 @@ def epoch_of(data_dir: str | os.PathLike[str]) -> int | None:
 def current_holder(data_dir: str | os.PathLike[str]) -> tuple[int, str] | None:
     """The newest writer epoch taken in ``data_dir`` and its token (None: no epoch file)."""
     try:
-        with open(Path(data_dir) / EPOCH_NAME, "rb") as f:
-            fcntl.flock(f, fcntl.LOCK_SH)
-            return _parse(f.read())
+        fd = open_regular(Path(data_dir) / EPOCH_NAME, os.O_RDONLY)
     except FileNotFoundError:
         return None
+    with os.fdopen(fd, "rb") as f:
+        fcntl.flock(f, fcntl.LOCK_SH)
+        return _parse(f.read())
 
 
 def _parse(raw: bytes) -> tuple[int, str]:
@@ -137,7 +162,7 @@ def _parse(raw: bytes) -> tuple[int, str]:
 
 
 def _next_epoch(root: Path) -> tuple[int, str]:
-    with open(root / EPOCH_NAME, "a+b") as f:
+    with os.fdopen(open_regular(root / EPOCH_NAME, os.O_RDWR | os.O_CREAT), "r+b") as f:
         fcntl.flock(f, fcntl.LOCK_EX)  # brief: held by whoever increments it
         f.seek(0)
         epoch = _parse(f.read())[0] + 1

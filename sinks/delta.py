@@ -43,6 +43,8 @@ from telepipe.state import write_checkpoint
 
 # A barrier taken after the end-of-input flush (telepipe.sources.replay.END_OF_INPUT).
 END_OF_INPUT = "end_of_input"
+# Set in the decoder's state of a barrier taken after a stop's flush (a drain).
+DRAINED = "drained"
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,13 @@ class DeltaSink(QueuedSink):
         for name, schema in tables.items():
             path = self.root / name
             planned = _seen.get((str(path.resolve()), options.app_id))
-            held = last_checkpoint(path, options.app_id) or 0
+            # Every commit goes through this snapshot of the table (updated in place
+            # by our own commits): a commit of another writer since, with this app id's
+            # transaction, makes delta-rs refuse ours (ConcurrentTransaction), so a
+            # writer stalled past its fence check, or one that recovered before the
+            # other's last commit, can never commit a checkpoint twice.
+            opened, found = _opened(path, options.app_id)
+            held = found or 0
             moved = planned is not None and (planned[1] or 0) != held
             if (
                 self.epoch is not None
@@ -176,7 +184,7 @@ class DeltaSink(QueuedSink):
                     f"{held} to it while this run (writer epoch {self.epoch}) started from "
                     f"checkpoint {planned[1] or 0 if planned else 0}; run again to resume from it"
                 )
-            self.tables[name] = TableState(path, schema, held)
+            self.tables[name] = TableState(path, schema, held, table=opened)
 
     def start(self) -> Self:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -212,6 +220,7 @@ class DeltaSink(QueuedSink):
         state_file = self._save_state(state, barrier)
         decoder = barrier.state.get("decoder")
         ended = isinstance(decoder, dict) and bool(decoder.get(END_OF_INPUT))
+        drained = isinstance(decoder, dict) and bool(decoder.get(DRAINED))
         self._fault("before", state, barrier.checkpoint_id, ended)
         self._fence(state, barrier.checkpoint_id)
         properties = CommitProperties(
@@ -227,6 +236,8 @@ class DeltaSink(QueuedSink):
                 "telepipe.state": state_file,
                 # The barrier after the end-of-input flush: a restart takes it there again.
                 **({"telepipe.end_of_input": "true"} if ended else {}),
+                # After a flush of a stop (drain): a replay cannot go on from it.
+                **({"telepipe.drained": "true"} if drained and not ended else {}),
             },
         )
         try:
@@ -271,12 +282,18 @@ class DeltaSink(QueuedSink):
         its last)."""
         if self.holder is None:
             return
-        current = data_dir_lock.current_holder(self.root)
-        if current == self.holder:
-            return
+        try:
+            current = data_dir_lock.current_holder(self.root)
+        except (OSError, ValueError) as error:
+            reason = f"cannot be read ({getattr(error, 'strerror', None) or error})"
+            current = None
+        else:
+            if current == self.holder:
+                return
+            reason = "was removed"
         what = "committed" if committed else "did not commit"
         taken = (
-            f"its writer epoch file {data_dir_lock.EPOCH_NAME} was removed"
+            f"its writer epoch file {data_dir_lock.EPOCH_NAME} {reason}"
             if current is None
             else f"another writer (epoch {current[0]}) took it"
         )
@@ -354,7 +371,12 @@ class DeltaSink(QueuedSink):
         # replay (its own app id) into the same data_dir must not overwrite or prune
         # the pipeline's own checkpoint states.
         return write_checkpoint(
-            self.root, self.options.app_id, state.path.name, barrier.checkpoint_id, barrier.state
+            self.root,
+            self.options.app_id,
+            state.path.name,
+            barrier.checkpoint_id,
+            barrier.state,
+            writer=self.holder[1] if self.holder is not None and self.holder[1] else None,
         )
 
     def _create_if_missing(self, state: TableState) -> None:
@@ -414,17 +436,38 @@ def fault_kill() -> tuple[str, str, str] | None:
     return parts[0], parts[1], parts[2]
 
 
+def drained_at(path: str | Path, app_id: str = "telepipe") -> int | None:
+    """The checkpoint of the table's newest commit of ``app_id`` if that commit came
+    after a drain's flush (a stop with --drain, drain=true, a limit), else None."""
+    try:
+        history = DeltaTable(str(path)).history(limit=16)
+    except Exception:
+        return None
+    for entry in history:  # newest first
+        if entry.get("telepipe.app_id", "telepipe") == app_id and "telepipe.checkpoint_id" in entry:
+            if entry.get("telepipe.drained") == "true":
+                return int(str(entry["telepipe.checkpoint_id"]))
+            return None
+    return None
+
+
 def last_checkpoint(path: str | Path, app_id: str = "telepipe") -> int | None:
     """The checkpoint id of the last commit of a table, or None for a new table."""
+    return _opened(path, app_id)[1]
+
+
+def _opened(path: str | Path, app_id: str) -> tuple[DeltaTable | None, int | None]:
+    """The table as it is now (None: no table yet) and its last checkpoint id in it."""
     try:
-        found = DeltaTable(str(path)).transaction_version(app_id)
+        table: DeltaTable | None = DeltaTable(str(path))
     except Exception:
-        found = None
+        table = None
+    found = table.transaction_version(app_id) if table is not None else None
     # What this process saw, under which writer epoch: a sink opened later in the same
     # hold finds out whether a table moved since the run planned its recovery.
     resolved = Path(path).resolve()
     _seen[(str(resolved), app_id)] = (data_dir_lock.epoch_of(resolved.parent), found)
-    return found
+    return table, found
 
 
 _seen: dict[tuple[str, str], tuple[int | None, int | None]] = {}

@@ -47,7 +47,13 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout}")
     if not root.is_dir():
         raise ConfigError(f"data_dir={root}: no such directory")
-    pid = data_dir_lock.holder_pid(root)
+    try:
+        pid = data_dir_lock.holder_pid(root)
+    except OSError as error:
+        raise ConfigError(
+            f"data_dir={root}: cannot read its lock file {data_dir_lock.LOCK_NAME} "
+            f"({error.strerror or error})"
+        ) from None
     if pid is None:
         raise ConfigError(f"data_dir={root}: no telepipe process is writing it")
     if pid <= 0 or pid == os.getpid():
@@ -62,23 +68,41 @@ def main(args: argparse.Namespace) -> int:
             f"data_dir={root}: not allowed to signal its writer (pid {pid})"
         ) from None
     deadline = time.monotonic() + args.timeout
-    while data_dir_lock.holder_pid(root) is not None:
+    while _held_by(root):
         if time.monotonic() > deadline:
             raise TelepipeError(
                 f"data_dir={root}: pid {pid} still runs {args.timeout:g} s after it was "
                 f"asked to stop {how}"
             )
         time.sleep(0.05)  # a poll of the lock until the writer lets it go
-    print(f"telepipe: stopped {how}: pid {pid}, data_dir={root}{_held(root)}")
+    print(f"telepipe: pid {pid} ended, asked to stop {how}; data_dir={root}{_held(root)}")
     return 0
 
 
+def _held_by(root: Path) -> bool:
+    from telepipe.sinks import data_dir_lock
+
+    try:
+        return data_dir_lock.holder_pid(root) is not None
+    except OSError:
+        return False  # the lock file went: nobody can hold it
+
+
 def _held(root: Path) -> str:
-    """``; its tables hold checkpoint K`` (the newest any table holds), if any."""
+    """What its tables hold now: ``; its tables hold checkpoint K`` (or a range when a
+    stop left them apart: the run said why, a restart recovers)."""
     from telepipe.sinks.delta import last_checkpoint
 
-    newest = 0
-    for path in root.iterdir():
-        if path.is_dir() and (path / "_delta_log").is_dir():
-            newest = max(newest, last_checkpoint(path, "telepipe") or 0)
-    return f"; its tables hold checkpoint {newest}" if newest else ""
+    held = {
+        last_checkpoint(path, "telepipe") or 0
+        for path in root.iterdir()
+        if path.is_dir() and (path / "_delta_log").is_dir()
+    }
+    if not held:
+        return ""
+    low, high = min(held), max(held)
+    return (
+        f"; its tables hold checkpoint {high}"
+        if low == high
+        else (f"; its tables hold checkpoints {low} to {high} (a restart recovers)")
+    )

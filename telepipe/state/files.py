@@ -56,7 +56,10 @@ _DTYPES = frozenset(
     {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
      "float32", "float64"}
 )  # fmt: skip
-_CHECKPOINT_DIR = re.compile(r"[0-9]{12}")
+# A checkpoint's directory: its id, then the token of the writer's hold on data_dir
+# (none without one): two writers of one checkpoint id (a fenced one among them)
+# never write into each other's committed directory.
+_CHECKPOINT_DIR = re.compile(r"[0-9]{12}(-[0-9a-f]{1,32})?")
 _OWNER_DIR = re.compile(r"[0-9a-f]{16}")
 _DATA_FILE = re.compile(r"s[0-9]{3,6}-t[0-9]{3,6}\.arrow")
 
@@ -89,6 +92,7 @@ def write_checkpoint(
     state: Mapping[str, object],
     key_groups: int = DEFAULT_KEY_GROUPS,
     keep: int = KEEP,
+    writer: str | None = None,
 ) -> str:
     """Write a barrier's ``state`` (``"decoder"``: the decoder's JSON-able dict; every
     other name: a step's ``Snapshot``) and return the manifest's path relative to
@@ -100,6 +104,10 @@ def write_checkpoint(
     owner = root / STATE_DIR / owner_dir(app_id, table)
     owner.mkdir(parents=True, exist_ok=True)
     name = f"{int(checkpoint_id):012d}"
+    if writer is not None:
+        if not re.fullmatch(r"[0-9a-f]{1,32}", writer):
+            raise SnapshotError(f"a writer token is 1-32 lowercase hex digits, got {writer!r}")
+        name = f"{name}-{writer}"
     tmp = owner / f"{name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -134,8 +142,11 @@ def write_checkpoint(
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(owner)
-    for old in sorted(p for p in owner.iterdir() if _CHECKPOINT_DIR.fullmatch(p.name))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    made = [p for p in owner.iterdir() if _CHECKPOINT_DIR.fullmatch(p.name)]
+    kept = sorted({p.name[:12] for p in made})[-keep:]  # the newest ``keep`` ids, any writer
+    for old in made:
+        if old.name[:12] not in kept:
+            shutil.rmtree(old, ignore_errors=True)
     return f"{STATE_DIR}/{owner.name}/{name}/{MANIFEST}"
 
 
@@ -287,10 +298,10 @@ def read_checkpoint(
             f"(table {owner[1]!r} of app id {owner[0]!r} keeps its state in "
             f"{STATE_DIR}/{owner_dir(*owner)}/)"
         )
-    if checkpoint_id is not None and parts[2] != f"{checkpoint_id:012d}":
+    if checkpoint_id is not None and parts[2].split("-")[0] != f"{checkpoint_id:012d}":
         raise SnapshotError(
-            f"{manifest_path}: refusing the state of checkpoint {int(parts[2])} "
-            f"for checkpoint {checkpoint_id}"
+            f"{manifest_path}: refusing the state of checkpoint "
+            f"{int(parts[2].split('-')[0])} for checkpoint {checkpoint_id}"
         )
     data = _read_regular(manifest_path, MAX_MANIFEST_BYTES, relative)
     try:

@@ -116,3 +116,44 @@ def test_a_commit_the_disk_cannot_hold_is_one_line_and_commits_nothing(
     message = str(raised.value)
     assert "\n" not in message and "no space left for table t's commit of checkpoint 2" in message
     assert DeltaTable(str(data_dir / "t")).to_pyarrow_table().num_rows == 3
+
+
+def test_a_checkpoint_another_writer_committed_since_this_one_opened_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Two writers of one table (a lock removed, one of them stalled past its fence
+    check): the one whose snapshot predates the other's commit of a checkpoint cannot
+    commit that checkpoint again; its rows are not added a second time."""
+    data_dir = tmp_path / "data"
+    first = DeltaSink(DeltaSinkOptions(), data_dir, {"t": SCHEMA})
+    commit(first, 1)
+    second = DeltaSink(DeltaSinkOptions(), data_dir, {"t": SCHEMA})  # recovered at 1
+    commit(first, 2)  # the stalled writer's commit lands first
+    with pytest.raises(SinkError, match="another writer committed to it"):
+        commit(second, 2)
+    table = DeltaTable(str(data_dir / "t"))
+    assert table.to_pyarrow_table().num_rows == 6 and table.transaction_version("telepipe") == 2
+
+
+def test_two_writers_of_one_checkpoint_never_write_into_each_other_s_state(
+    tmp_path: Path,
+) -> None:
+    """A fenced writer still writing its checkpoint k's state files cannot replace the
+    files the newer writer committed for k: each hold's state goes under its token."""
+    from telepipe.state import read_checkpoint
+
+    data_dir = tmp_path / "data"
+    with data_dir_lock.hold(data_dir):
+        sink = DeltaSink(DeltaSinkOptions(), data_dir, {"t": SCHEMA})
+        commit(sink, 1)
+    with data_dir_lock.hold(data_dir):
+        other = DeltaSink(DeltaSinkOptions(), data_dir, {"t": SCHEMA})
+        path = other._save_state(other.tables["t"], CheckpointBarrier(1, {"1001:7": 1}))
+    committed = [
+        h["telepipe.state"]
+        for h in DeltaTable(str(data_dir / "t")).history()
+        if "telepipe.state" in h
+    ]
+    assert committed and committed[0] != path
+    state = read_checkpoint(data_dir, committed[0], checkpoint_id=1, owner=("telepipe", "t"))
+    assert state.checkpoint_id == 1
