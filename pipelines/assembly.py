@@ -47,6 +47,7 @@ from telepipe.pipelines.registry import (
 from telepipe.pipelines.routing import Outputs, SideOutputs
 from telepipe.sbe import SbeCodec
 from telepipe.schema import DEAD_LETTERS
+from telepipe.sinks.delta import DRAINED, drained_at
 from telepipe.sources.replay import ReplayOptions
 from telepipe.stats import RunStats
 
@@ -59,7 +60,6 @@ class Opens[O]:
     options: Any
 
 
-DRAINED = "drained"  # set in the decoder's state of a live run's last, flushed checkpoint
 SAVEPOINT = "savepoint"  # set in the decoder's state of a live run's stop by signal
 
 
@@ -247,6 +247,8 @@ def recovered(plan: Plan) -> Plan:
     if state is None and recovery is not None and recovery.resume is not None:
         state = recovery.resume.decoder_state
     drained = isinstance(state, dict) and bool(state.get(DRAINED))
+    if not live and recovery is not None and sink.kind.recover is not None:
+        _refuse_after_a_drain(data_dir, list(tables), getattr(sink.options, "app_id", "telepipe"))
     if live and recovery is not None and not plan.fresh and not drained:
         _check_restorable(outputs, live_states or recovery.chain_states, recovery, data_dir)
     elif not live and recovery is not None and recovery.oldest > 0:
@@ -263,6 +265,20 @@ def recovered(plan: Plan) -> Plan:
         live_states=live_states,
         live_decoder=live_decoder,
     )
+
+
+def _refuse_after_a_drain(data_dir: Path, tables: list[str], app_id: str) -> None:
+    """A replay cannot go on from a drained stop (its open windows were flushed as
+    final), whether every table committed that stop's checkpoint or a kill cut it."""
+    for table in tables:
+        k = drained_at(data_dir / table, app_id)
+        if k is not None:
+            raise ConfigError(
+                f"data_dir={data_dir}: its last replay stopped drained at checkpoint {k} "
+                "(stop --drain, drain=true or limit.readings): its open windows were "
+                "flushed as final, so the rest of the input cannot be added exactly; "
+                "replay into another data_dir (stop without --drain to go on later)"
+            )
 
 
 def _actors_from_store(

@@ -168,6 +168,7 @@ class Runner:
         self._gap_pending = False
         plan, s = self.plan, self.stats
         s.restored_from_savepoint = plan.from_savepoint
+        s.restored_from_drain = plan.drained
         if plan.last_commit_ns is not None:
             s.gap_wall_s = round((time.time_ns() - plan.last_commit_ns) / 1e9, 3)
         last = plan.restored_event_ns
@@ -189,10 +190,11 @@ class Runner:
         operator's open state, and a restart (replay or live) goes on from it.
         """
         flush = self.stop_reason in FINISHED or self.plan.drain or self._drain_requested
-        if not flush and parts.source.recovering:
-            # A replay stopped before it re-cut the checkpoints its crashed run committed
-            # to some tables only: no savepoint (its id would name one of those at other
-            # positions). What is not committed is discarded; a restart recovers again.
+        if parts.source.recovering and not parts.source.exhausted:
+            # A replay stopped (by a signal, a drain, a limit) before it re-cut the
+            # checkpoints its crashed run committed to some tables only: no final
+            # barrier (its id would name one of those at other positions). What is not
+            # committed is discarded; a restart recovers again.
             self.stats.stopped_with = "checkpoint"
             parts.abort()
             return
@@ -201,9 +203,10 @@ class Runner:
             self._push(Watermark(MAX_WATERMARK), parts)
         barrier = parts.source.checkpoint()
         decoder = barrier.state.get("decoder")
-        if parts.source.live and isinstance(decoder, dict):
-            # Drained: nothing is left open, a live restart starts its operators empty.
-            # A savepoint: a restart from it lost nothing that was read (after a crash,
+        if isinstance(decoder, dict):
+            # Drained: nothing is left open (every window closed as final): a live
+            # restart starts its operators empty, a replay cannot go on from it. A
+            # savepoint: a restart from it lost nothing that was read (after a crash,
             # what was read after the last checkpoint is gone uncounted).
             mark = DRAINED if flush else SAVEPOINT
             barrier = barrier.with_state("decoder", {**decoder, mark: True})

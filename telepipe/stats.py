@@ -59,6 +59,9 @@ class RunStats:
     # The restored checkpoint was a stop's savepoint; false after a crash, where what
     # the crashed run read after its last checkpoint was lost (and is not counted).
     restored_from_savepoint: bool | None = None
+    # The last run was drained (stop --drain): nothing open to restore, nothing lost;
+    # the operators start empty and only the watermark goes on.
+    restored_from_drain: bool = False
     # Readings not committed and gone for good (live input: at most once): published
     # by the run's simulator but never read (Aeron keeps nothing), plus dropped ones.
     lost_in_flight: int = 0
@@ -151,9 +154,15 @@ def print_summary(stats: RunStats, console: Console | None = None) -> None:
             else " (the last run did not stop with a savepoint: what it read after this "
             "checkpoint was lost)"
         )
+        done = f"restored every operator from {what} {stats.resumed_from}{crash}"
+        if stats.restored_from_drain:
+            done = (
+                f"the last run was drained at checkpoint {stats.resumed_from}: the operators "
+                "start empty (nothing was left open), the watermark goes on from it"
+            )
         console.print(
-            f"telepipe: restored every operator from {what} {stats.resumed_from}{crash}; "
-            f"gap to the first new reading: {stats.gap_wall_s:,.3f} s wall{event}",
+            f"telepipe: {done}; gap to the first new reading: {stats.gap_wall_s:,.3f} s wall"
+            f"{event}",
             highlight=False,
             soft_wrap=True,
         )

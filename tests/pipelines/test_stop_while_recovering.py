@@ -83,3 +83,46 @@ def test_a_stop_while_recovering_takes_no_savepoint_and_loses_nothing(tmp_path: 
     assert sorted(got) == sorted(want)
     differ = [name for name, frame in want.items() if not frame.equals(got[name])]
     assert not differ, differ
+
+
+def test_a_drain_while_recovering_takes_no_barrier_and_a_drained_replay_does_not_go_on(
+    tmp_path: Path,
+) -> None:
+    """``stop --drain`` (SIGUSR1) lands while a restart re-cuts a crashed run's
+    checkpoints: nothing more is committed (a flushed barrier's id would have named a
+    checkpoint some tables hold at other positions). A replay drained by a limit
+    cannot be continued: its windows were flushed as final, so a restart refuses in
+    one line rather than making every later reading late."""
+    capture = tmp_path / "capture"
+    done = cli(
+        "run", "limit.readings=20000", f"data_dir={tmp_path / 'live'}", f"capture_dir={capture}",
+        f"simulator.options.start_ns={START}", "simulator.options.rate=100000",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    data_dir = tmp_path / "data"
+    env = {**os.environ, "TELEPIPE_FAULT_KILL": "after:readings:2"}
+    killed = cli("replay", f"input={capture}", f"data_dir={data_dir}", *REPLAY, env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    slow = Watched(
+        [sys.executable, "-m", "telepipe.cli", "replay", f"input={capture}",
+         f"data_dir={data_dir}", "replay.speed=0.005", *REPLAY],
+        cwd=ROOT,
+    )  # fmt: skip
+    try:
+        slow.wait_for("telepipe: running:")
+        slow.process.send_signal(signal.SIGUSR1)
+        out, err = slow.finish()
+    finally:
+        if slow.process.poll() is None:
+            slow.process.kill()
+    assert slow.process.returncode == 0, err
+    assert "stopped while recovering" in out
+    windows = DeltaTable(str(data_dir / "windows")).history()
+    assert max(int(h.get("telepipe.checkpoint_id", 0)) for h in windows) == 1
+
+    drained = tmp_path / "drained"
+    done = cli("replay", f"input={capture}", f"data_dir={drained}", "limit.readings=8000", *REPLAY)
+    assert done.returncode == 0, done.stderr
+    again = cli("replay", f"input={capture}", f"data_dir={drained}", *REPLAY)
+    assert again.returncode == 2
+    assert again.stderr.count("\n") == 1 and "stopped drained at checkpoint" in again.stderr
