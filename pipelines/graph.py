@@ -15,8 +15,9 @@ side outputs are its own table's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import pyarrow as pa
 import reactivex
@@ -149,6 +150,61 @@ def _cycle(reads: dict[str, list[str]]) -> list[str]:
         if found:
             return found
     return []
+
+
+def step_needs(op: object, source_schema: pa.Schema) -> tuple[str, ...] | None:
+    """The columns a step needs its input batches to have, exactly (None: any).
+
+    An operator declares them as ``input_columns``; else a stateful one (``build()``)
+    needs the source's readings, as its late rows go to ``late_readings`` (and the
+    dead letters, encoded as the source's message), and a stateless one takes any."""
+    declared = getattr(op, "input_columns", _UNDECLARED)
+    if declared is not _UNDECLARED:
+        return None if declared is None else tuple(cast("Iterable[str]", declared))
+    if isinstance(op, ActorStage):  # readings and other outputs' rows, by its own spec
+        return None
+    if getattr(op, "build", None) is not None:
+        return tuple(source_schema.names)
+    return None
+
+
+_UNDECLARED = object()
+
+
+def check_schema_flow(
+    output: Output,
+    source_schema: pa.Schema,
+    earlier: dict[str, pa.Schema | None] | None = None,
+) -> None:
+    """Each step of the output's chain gets the columns it needs from what flows into
+    it (the readings, the step before it, the rows of ``pipeline.inputs``): a one-line
+    ConfigError naming the output, the step and the columns otherwise."""
+    earlier = earlier or {}
+    flows: list[tuple[str, tuple[str, ...] | None]] = [("the readings", tuple(source_schema.names))]
+    flows += [
+        (f"output {name!r} (pipeline.inputs)", _names(earlier.get(name))) for name in output.inputs
+    ]
+    for step, op in zip(output.steps, output.operators, strict=True):
+        needs = step_needs(op, source_schema)
+        for what, columns in flows:
+            if needs is None or columns is None or set(columns) == set(needs):
+                continue
+            missing = [c for c in needs if c not in columns]
+            unknown = [c for c in columns if c not in needs]
+            raise ConfigError(
+                f"pipeline.outputs.{output.table}.{step}: {type(op).__name__} needs the "
+                f"columns {list(needs)}, but {what} gives {list(columns)} (missing "
+                f"{missing}, unknown {unknown})"
+            )
+        emits = getattr(op, "output_schema", None)
+        if isinstance(emits, pa.Schema):
+            flows = [(f"step {step!r} ({type(op).__name__})", tuple(emits.names))]
+        elif getattr(op, "build", None) is not None or isinstance(op, StageOperator):
+            flows = [(f"step {step!r}", None)]  # emits what it declares nowhere: unchecked
+
+
+def _names(schema: pa.Schema | None) -> tuple[str, ...] | None:
+    return None if schema is None else tuple(schema.names)
 
 
 def store_tables(outputs: list[Output] | tuple[Output, ...]) -> dict[str, pa.Schema]:

@@ -147,6 +147,19 @@ class KuduSinkOptions:
         return (moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
 
 
+def check_tables(options: KuduSinkOptions, tables: dict[str, pa.Schema | None]) -> None:
+    """Every table has a primary key, and the columns of those whose schema is known
+    now take it: the sink's start-up checks (``telepipe validate`` runs them too)."""
+    for name, schema in tables.items():
+        if name not in options.primary_key:
+            raise ConfigError(f"sink.primary_key has no entry for table {name!r}")
+        if schema is not None:
+            try:
+                kudu_columns(schema, list(options.primary_key[name]))
+            except SchemaError as error:
+                raise ConfigError(f"sink.primary_key.{name}: {error}") from None
+
+
 @dataclass
 class TableState:
     name: str
@@ -187,9 +200,8 @@ class KuduSink(QueuedSink):
         self._sleep = sleep
         self._rng = rng or random.Random()
         self.tables: dict[str, TableState] = {}
+        check_tables(options, {name: None for name in tables})
         for name, schema in tables.items():
-            if name not in options.primary_key:
-                raise ConfigError(f"sink.primary_key has no entry for table {name!r}")
             state = TableState(name, options.table_prefix + name, list(options.primary_key[name]))
             if schema is not None:
                 self._set_schema(state, schema)

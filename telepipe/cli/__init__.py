@@ -28,9 +28,13 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from telepipe import signals
 from telepipe.errors import ConfigError, SourceError, TelepipeError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -42,6 +46,21 @@ def _run(args: argparse.Namespace) -> int:
     from telepipe.pipelines.runner import run
 
     cfg = load(args.overrides)
+    _check_live(cfg)
+    return run(cfg, args.overrides)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    signals.defer()
+    from telepipe.config import load
+    from telepipe.pipelines.runner import run
+
+    cfg = load(args.overrides)
+    return run(cfg, args.overrides, input_path=_replay_input(cfg))
+
+
+def _check_live(cfg: DictConfig) -> None:
+    """What only `telepipe run` refuses (a live stream it could not read)."""
     if cfg.get("input"):
         raise ConfigError("input= is for `telepipe replay`; `telepipe run` reads live Aeron")
     channel = str(cfg.source.get("channel", ""))
@@ -50,16 +69,12 @@ def _run(args: argparse.Namespace) -> int:
             "simulator=none on aeron:ipc with the embedded driver: nothing else can publish "
             "to it; give aeron.dir= of a running driver (telepipe driver), or a UDP source"
         )
-    return run(cfg, args.overrides)
 
 
-def _replay(args: argparse.Namespace) -> int:
-    signals.defer()
-    from telepipe.config import load
-    from telepipe.pipelines.runner import run
+def _replay_input(cfg: DictConfig) -> str:
+    """The recorded input of `telepipe replay`, checked to be one."""
     from telepipe.sources.replay import input_kind
 
-    cfg = load(args.overrides)
     path = cfg.get("input")
     if not path:
         raise ConfigError(
@@ -69,7 +84,7 @@ def _replay(args: argparse.Namespace) -> int:
         input_kind(path)
     except SourceError as error:
         raise ConfigError(f"input={path}: {error}") from None
-    return run(cfg, args.overrides, input_path=str(path))
+    return str(path)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -104,29 +119,22 @@ def _driver(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from telepipe.config import build, load
-    from telepipe.pipelines.graph import outputs_from_config, publishers_from_config
-    from telepipe.pipelines.registry import sink_kind, source_kind
+    """Every check `run` (or `replay`, with input=) makes before it starts, nothing run."""
+    from telepipe.config import load
+    from telepipe.pipelines.assembly import configure
 
     cfg = load(args.overrides)
-    for key in ("aeron", "source", "sink", "schema"):
-        built = build(cfg[key], key)
-        if key == "source":
-            source_kind(built, key)
-        elif key == "sink":
-            sink_kind(built, key)
-    if cfg.simulator.enabled:
-        build(cfg.simulator.options, "simulator.options")
-    outputs = outputs_from_config(cfg.pipeline)
-    tables = [o.table for o in outputs]
-    for table, publisher in publishers_from_config(cfg.pipeline, tables).items():
-        path = f"pipeline.publish.{table}"
-        check = sink_kind(publisher, path).check
-        try:
-            if check is not None:
-                check(publisher)
-        except TelepipeError as error:
-            raise ConfigError(f"{path}: {error}") from None
+    input_path = _replay_input(cfg) if cfg.get("input") else None
+    if input_path is None:
+        _check_live(cfg)
+    plan = configure(cfg, args.overrides, input_path)
+    if plan.needs_aeron and plan.aeron.dir is not None:
+        import pyaeron
+
+        timeout_ms = int(plan.aeron.driver_timeout_s * 1000)
+        if not pyaeron.is_driver_active(plan.aeron.dir, timeout_ms):
+            raise ConfigError(f"aeron.dir={plan.aeron.dir}: no Aeron media driver is running there")
+    tables = [o.table for o in plan.outputs]
     print(f"telepipe: config ok: pipeline {cfg.pipeline.name} -> tables " + ", ".join(tables))
     return 0
 
@@ -263,7 +271,7 @@ def _show_deprecations() -> None:
 def _main(argv: list[str] | None) -> int:
     _die_with_parent()
     args = _parser().parse_args(argv)
-    bad = [o for o in getattr(args, "overrides", []) if "=" not in o]
+    bad = [o for o in getattr(args, "overrides", []) if "=" not in o and o[:1] != "~"]
     if bad:
         print(
             f"telepipe: error: {bad[0]!r} is not an override: use KEY=VALUE "

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+RESAMPLE = "+pipeline.outputs.alarms.resample={_target_:telepipe.operators.Resample}"
+ALARM = "+pipeline.outputs.alarms.alarm={_target_:telepipe.operators.ThresholdAlarm,threshold:80}"
+
 BAD = [
     (["run", "bogus=1"], "unknown config key 'bogus'"),
     (["run", "limit.readings"], "is not an override"),
@@ -61,6 +64,18 @@ BAD = [
     (["validate", "limit.readings=abc"], "limit.readings must be a whole number >= 1"),
     (["validate", "replay.follow=maybe"], "replay.follow must be true or false"),
     (["simulate", "simulator=none"], "telepipe simulate needs a simulator"),
+    # Sink settings for every table, replay settings, the schema through each chain.
+    (["run", "pipeline=press_line", "sink=kudu"], "sink.primary_key has no entry for table"),
+    (["run", "replay.speed=fast"], "replay.speed: 'max' or a factor > 0, got 'fast'"),
+    (["run", "replay.from=yesterday"], "replay.from: expected a position (int) or a time"),
+    (["replay", "input=/nonexistent/capture"], "no such file or directory"),
+    (["replay", "input=/dev/null"], "not a regular file"),
+    (
+        ["run", "~pipeline.outputs.alarms.alarm", RESAMPLE, ALARM],
+        "pipeline.outputs.alarms.alarm: ThresholdAlarm needs the columns ['sensor_id', 'ts', "
+        "'value', 'quality'], but step 'resample' (Resample) gives ['sensor_id', 'ts', 'value', "
+        "'filled'] (missing ['quality'], unknown ['filled'])",
+    ),
     (["run", "simulator=none"], "nothing else can publish to it; give aeron.dir="),
     (
         ["validate", "pipeline=demo_publish", "pipeline.publish.alarms.schema=/nonexistent.xml"],
