@@ -14,7 +14,14 @@ __version__ = "0.2.0.dev0"
 
 # The markers import pyarrow: loaded on first use, so ``telepipe`` (and the CLI's
 # signal handling, installed first thing) starts without it.
-_LAZY = {"CheckpointBarrier": "telepipe.markers", "Watermark": "telepipe.markers"}
+# The notebook API (``telepipe.load``) likewise.
+_LAZY = {
+    "CheckpointBarrier": "telepipe.markers",
+    "Watermark": "telepipe.markers",
+    "Pipeline": "telepipe.api",
+    "Result": "telepipe.api",
+    "load": "telepipe.api",
+}
 
 
 def __getattr__(name: str) -> object:
@@ -30,10 +37,13 @@ __all__ = [
     "CheckpointBarrier",
     "ConfigError",
     "DecodeError",
+    "Pipeline",
+    "Result",
     "SchemaError",
     "SinkError",
     "SourceError",
     "TelepipeError",
     "Watermark",
     "__version__",
+    "load",
 ]
