@@ -1,4 +1,5 @@
-# make demo: set up .venv (Python 3.12) and run the demo pipeline end to end.
+# make demo: set up .venv (Python 3.12) and run the demo pipeline end to end, into an
+# empty data/demo.
 # make test: set up .venv and run the test suite (what CI runs; ruff and mypy included).
 # make lint: ruff (lint and format) and mypy.
 PYTHON ?= $(shell ./.ci/find-python)
@@ -17,7 +18,9 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# Each demo starts from an empty data/demo (a second run would otherwise add to it).
 demo: setup
+	rm -rf data/demo
 	$(BIN)/telepipe run pipeline=demo limit.readings=$(DEMO_READINGS) data_dir=data/demo
 
 test: setup

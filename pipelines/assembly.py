@@ -22,14 +22,13 @@ from reactivex.subject import Subject
 
 from telepipe.aeron import AeronConnection, AeronOptions
 from telepipe.config import build, option
-from telepipe.errors import ConfigError, SnapshotError, TelepipeError
+from telepipe.errors import ConfigError, SnapshotError
 from telepipe.markers import Item
 from telepipe.operators.runtime import snapshot as snapshots
 from telepipe.pipelines.child import CaptureProcess, Children, SimulatorProcess
 from telepipe.pipelines.graph import (
     Output,
     chains,
-    check_schema_flow,
     outputs_from_config,
     publishers_from_config,
     store_tables,
@@ -42,13 +41,14 @@ from telepipe.pipelines.registry import (
     SinkKind,
     SourceContext,
     SourceKind,
+    pipeline_identity,
     sink_kind,
     source_kind,
 )
 from telepipe.pipelines.routing import Outputs, SideOutputs
 from telepipe.sbe import SbeCodec
 from telepipe.schema import DEAD_LETTERS
-from telepipe.sinks.delta import DRAINED, drained_at
+from telepipe.sinks.delta import DRAINED, PIPELINE, PIPELINE_HASH, drained_at, ended_at, written_by
 from telepipe.sources.replay import ReplayOptions
 from telepipe.stats import RunStats
 
@@ -92,6 +92,9 @@ class Plan:
     # from its own last checkpoint (its rows hold up to it), with the newest decoder's.
     live_states: dict[str, dict[str, object]] | None = None
     live_decoder: dict[str, object] | None = None
+    # A replay whose every table holds its input's last checkpoint (taken at its end):
+    # that checkpoint, and nothing is left to read.
+    ended_at: int | None = None
 
     @property
     def restored(self) -> dict[str, dict[str, object]]:
@@ -146,13 +149,14 @@ class Plan:
         return self.input_path is None
 
     @property
+    def identity(self) -> dict[str, str]:
+        """The pipeline's name and config hash, as every commit records them."""
+        return pipeline_identity(self.cfg.pipeline)
+
+    @property
     def origin(self) -> str:
         """What the input is, as every commit records it."""
-        if self.input_path is None:
-            return "live"
-        if "://" in self.input_path:  # not a file (a DataFrame: table://sha256-...)
-            return self.input_path
-        return str(Path(self.input_path).resolve())
+        return "live" if self.input_path is None else str(Path(self.input_path).resolve())
 
     @property
     def source_options(self) -> SourceOptions:
@@ -192,15 +196,10 @@ def configure(cfg: DictConfig, overrides: list[str], input_path: str | None = No
     simulate = live and bool(option(cfg, "simulator.enabled"))
     if simulate:
         build(cfg.simulator.options, "simulator.options")  # fail fast, in this process
-    replay_options = ReplayOptions.from_config(cfg.replay)  # checked for validate too
-    replay = None if live else replay_options
+    replay = None if live else ReplayOptions.from_config(cfg.replay)
     tables = {o.table: o.schema(codec.arrow_schema) for o in outputs}
-    for output in outputs:
-        check_schema_flow(output, codec.arrow_schema, tables)
     tables |= {"late_readings": codec.arrow_schema, "dead_letters": DEAD_LETTERS}
     tables |= store_tables(outputs)  # actor_events, actor_snapshots: journaled actors
-    if sink.kind.check_tables is not None:
-        sink.kind.check_tables(sink_options, tables)
     drain, fresh = bool(option(cfg, "drain")), bool(option(cfg, "fresh"))
     if fresh and not live:
         raise ConfigError(
@@ -213,8 +212,6 @@ def configure(cfg: DictConfig, overrides: list[str], input_path: str | None = No
             cfg.pipeline, [o.table for o in outputs]
         ).items()
     }
-    for table, publisher in publish.items():
-        _check_publisher(table, publisher)
     capture_dir = option(cfg, "capture_dir")
     return Plan(
         cfg=cfg,
@@ -239,16 +236,6 @@ def configure(cfg: DictConfig, overrides: list[str], input_path: str | None = No
     )
 
 
-def _check_publisher(table: str, publisher: Opens[SinkKind[Any]]) -> None:
-    """A publisher's own checks (its SBE schema loads and has the message)."""
-    check = publisher.kind.check
-    try:
-        if check is not None:
-            check(publisher.options)
-    except TelepipeError as error:
-        raise ConfigError(f"pipeline.publish.{table}: {error}") from None
-
-
 def recovered(plan: Plan) -> Plan:
     """``plan`` with what its data dir's tables hold: where to resume, what to restore;
     a one-line ConfigError for a data dir of another input or another pipeline."""
@@ -271,6 +258,8 @@ def recovered(plan: Plan) -> Plan:
     drained = isinstance(state, dict) and bool(state.get(DRAINED))
     if not live and recovery is not None and sink.kind.recover is not None:
         _refuse_after_a_drain(data_dir, list(tables), getattr(sink.options, "app_id", "telepipe"))
+    if recovery is not None and not (live and plan.fresh):
+        _check_same_pipeline(plan)
     if live and recovery is not None and not plan.fresh and not drained:
         _check_restorable(outputs, live_states or recovery.chain_states, recovery, data_dir)
     elif not live and recovery is not None and recovery.oldest > 0:
@@ -286,7 +275,17 @@ def recovered(plan: Plan) -> Plan:
         last_commit_ns=_last_commit_ns(data_dir, list(tables)) if recovery is not None else None,
         live_states=live_states,
         live_decoder=live_decoder,
+        ended_at=_ended_at(plan, recovery),
     )
+
+
+def _ended_at(plan: Plan, recovery: Recovery | None) -> int | None:
+    """The checkpoint a replay's every table took at the end of its input, if all hold it."""
+    if plan.live or recovery is None or recovery.oldest != recovery.latest:
+        return None
+    app_id = str(getattr(plan.sink.options, "app_id", "telepipe"))
+    ends = {ended_at(plan.data_dir / table, app_id) for table in plan.tables}
+    return recovery.latest if ends == {recovery.latest} else None
 
 
 def _refuse_after_a_drain(data_dir: Path, tables: list[str], app_id: str) -> None:
@@ -341,6 +340,29 @@ def _each_table_own(
         if isinstance(state, dict) and own.oldest > newest:
             decoder, newest = state, own.oldest
     return states, decoder
+
+
+def _check_same_pipeline(plan: Plan) -> None:
+    """The first half of a restart's check (``_check_restorable`` is the second): the
+    data dir's last checkpoint was written by this pipeline (its name, as every commit
+    records it), or a one-line refusal naming the one that wrote it."""
+    app_id = str(getattr(plan.sink.options, "app_id", "telepipe"))
+    recorded = written_by(plan.data_dir, list(plan.tables), app_id)
+    mine = plan.identity
+    name = recorded.get(PIPELINE)
+    if name is None or name == mine[PIPELINE]:
+        return
+    remedy = (
+        "restart with fresh=true to write this pipeline there anyway (its operators start "
+        "empty, the tables are kept), or use another data_dir"
+        if plan.live
+        else "replay into another data_dir"
+    )
+    raise ConfigError(
+        f"data_dir={plan.data_dir} was written by pipeline {name} (config "
+        f"{recorded.get(PIPELINE_HASH, '?')}, checkpoint {recorded.get('telepipe.checkpoint_id')}), "
+        f"not {mine[PIPELINE]}: {remedy}"
+    )
 
 
 def _check_restorable(
@@ -445,11 +467,11 @@ def opened(plan: Plan, stats: RunStats) -> Iterator[Assembly]:
         connection = stack.enter_context(AeronConnection(plan.aeron)) if plan.needs_aeron else None
         recovery = plan.recovery
         source_ctx = SourceContext(plan.codec, connection, recovery, plan.input_path, plan.replay)
-        kind = plan.source.kind if plan.live or plan.source.kind.recorded else RECORDED
+        kind = plan.source.kind if plan.live else RECORDED
         source = kind.open(plan.source.options, source_ctx)
         stack.callback(source.close)
         _restore_watermark(plan, source)
-        sink_ctx = SinkContext(plan.tables, plan.data_dir, plan.origin, connection)
+        sink_ctx = SinkContext(plan.tables, plan.data_dir, plan.origin, connection, plan.identity)
         sink = plan.sink.kind.open(plan.sink.options, sink_ctx)
         sink.start()
         store = store_tables(plan.outputs)  # the actors' event store, if any

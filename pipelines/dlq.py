@@ -26,6 +26,7 @@ import json
 import operator
 import re
 import shutil
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from telepipe.config import build, load
 from telepipe.errors import ConfigError, SinkError, TelepipeError
+from telepipe.pipelines.registry import pipeline_identity
 from telepipe.sbe import SbeCodec
 from telepipe.sinks import data_dir_lock
 from telepipe.sinks.dead_letter_store import DeadLetterStore
+from telepipe.sinks.delta import PIPELINE, PIPELINE_HASH, written_by
 from telepipe.sources.capture import CaptureWriter
 from telepipe.sources.frames import HEADER_LENGTH, UNFRAGMENTED, align
 
@@ -53,14 +56,16 @@ def replay(
     store: DeadLetterStore,
     ids: Iterable[str],
     confirm: bool,
-    pipeline: str,
+    pipeline: str | None,
     actor: str,
     extra_overrides: Sequence[str] = (),
     run: Run | None = None,
 ) -> dict[str, Any]:
-    """Run these dead letters back through ``pipeline``; returns the final audit entry."""
+    """Run these dead letters back through ``pipeline`` (None: the one that wrote the
+    data dir, as its commits record it); returns the final audit entry."""
     run = run or _run
     given = store.prepare(ids, confirm, "replay")
+    pipeline = which_pipeline(store.data_dir, pipeline)
     # Refused before anything is locked, keyed or written (the run's own config is
     # loaded again under the lock, with its audit seq).
     refuse_dropping(
@@ -78,6 +83,7 @@ def replay(
         overrides = _run_overrides(store, pipeline, capture, app_id, stats_file, extra_overrides)
         cfg = load(overrides)  # a bad pipeline or override fails before any change
         refuse_dropping(cfg)
+        _note_changed(store.data_dir, cfg)
         rows = laid_out(stored, _first_ts(build(cfg.schema, "schema")))
         check_overlaps(rows)
         shutil.rmtree(work, ignore_errors=True)  # left by a crash before replay_start
@@ -147,6 +153,39 @@ def resume(store: DeadLetterStore, actor: str, run: Run | None = None) -> dict[s
         entry = store.record("replay", full, detail, actor)
         shutil.rmtree(capture.parent, ignore_errors=True)
         return entry
+
+
+def which_pipeline(data_dir: Path, given: str | None) -> str:
+    """The pipeline a replay runs: the one whose checkpoints the data dir holds (its
+    commits name it); ``given`` must be that one. Without a record (a data dir written
+    before commits named their pipeline) ``given`` is needed."""
+    recorded = written_by(data_dir, None, app_id=None).get(PIPELINE)
+    if recorded is None:
+        if given is None:
+            raise ConfigError(
+                f"data_dir={data_dir} records no pipeline (no checkpoint names one): "
+                "give the one that wrote it with --pipeline NAME"
+            )
+        return given
+    if given is not None and given != recorded:
+        raise ConfigError(
+            f"data_dir={data_dir} was written by pipeline {recorded}: --pipeline {given} "
+            f"would write its own tables there; leave --pipeline out (or give {recorded})"
+        )
+    return recorded
+
+
+def _note_changed(data_dir: Path, cfg: DictConfig) -> None:
+    """A note on stderr when the pipeline's config is not the one that wrote data_dir."""
+    recorded = written_by(data_dir, None, app_id=None).get(PIPELINE_HASH)
+    now = pipeline_identity(cfg.pipeline)[PIPELINE_HASH]
+    if recorded is not None and recorded != now:
+        print(
+            f"telepipe dlq: note: pipeline {cfg.pipeline.name}'s config (hash {now}) is not "
+            f"the one that wrote data_dir={data_dir} (hash {recorded}): the letters go "
+            "through the config as it is now",
+            file=sys.stderr,
+        )
 
 
 DROPPING = ("drop_oldest", "drop_newest")

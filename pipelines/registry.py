@@ -7,8 +7,6 @@ that opens it, so the runner never tests a class or its name:
     AeronSourceOptions  -> SourceKind "aeron"   (a live Aeron subscription)
     DeltaSinkOptions    -> SinkKind "delta"     (keeps checkpoints: a restart recovers)
     KuduSinkOptions     -> SinkKind "kudu"      (upserts; no checkpoints to recover)
-    MemorySinkOptions   -> SinkKind "memory"    (Arrow in process; no data dir at all)
-    TableSourceOptions  -> SourceKind "table"   (a DataFrame/Arrow/Parquet/CSV of readings)
     AeronSinkOptions    -> SinkKind "aeron"     (publishes one output as SBE)
 
 A recorded input (``telepipe replay input=...``) is read by ``RECORDED`` whatever
@@ -31,13 +29,16 @@ may name it:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from omegaconf import DictConfig, OmegaConf
 
 from telepipe.aeron import AeronConnection
 from telepipe.errors import ConfigError
@@ -45,12 +46,10 @@ from telepipe.pipelines.protocols import PulledSource, Sink, SourceOptions
 from telepipe.pipelines.recovery import Recovery, read_recovery
 from telepipe.sbe import SbeCodec
 from telepipe.sinks.aeron import AeronSink, AeronSinkOptions
-from telepipe.sinks.delta import DeltaSink, DeltaSinkOptions
-from telepipe.sinks.kudu import KuduSink, KuduSinkOptions, check_tables
-from telepipe.sinks.memory import MemorySink, MemorySinkOptions
+from telepipe.sinks.delta import PIPELINE, PIPELINE_HASH, DeltaSink, DeltaSinkOptions
+from telepipe.sinks.kudu import KuduSink, KuduSinkOptions
 from telepipe.sources.aeron import AeronSource, AeronSourceOptions
 from telepipe.sources.replay import ReplayOptions, ReplaySource
-from telepipe.sources.table import TableSource, TableSourceOptions
 
 SOURCE_GROUP = "telepipe.sources"
 SINK_GROUP = "telepipe.sinks"
@@ -73,9 +72,6 @@ class SourceKind[O]:
     options: type[O]
     open: Callable[[O, SourceContext], PulledSource]
     needs_aeron: bool = False
-    # It reads a recorded input of its own (a table): a run over it opens this kind,
-    # not ``RECORDED``, and resumes it exactly.
-    recorded: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +82,9 @@ class SinkContext:
     data_dir: Path
     origin: str  # "live", or the recorded input's path: every commit records it
     connection: AeronConnection | None  # None unless the kind needs Aeron
+    # What writes: the pipeline's name and config hash (``pipeline_identity``), which
+    # a sink that keeps commit metadata records with every commit.
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,11 +98,6 @@ class SinkKind[O]:
     recover: Callable[[O, Path, list[str]], Recovery | None] | None = None
     # Checks beyond the options' own (files the sink will need), for ``telepipe validate``.
     check: Callable[[O], None] | None = None
-    # It writes under data_dir (a run holds the data dir's lock); False: nothing on disk.
-    data_dir: bool = True
-    # Checks of the tables it will write (table -> schema, None: known from the first
-    # batch), run by ``assembly.configure`` before anything is opened.
-    check_tables: Callable[[O, dict[str, pa.Schema | None]], None] | None = None
 
 
 _SOURCES: dict[type, SourceKind[Any]] = {}
@@ -164,7 +158,20 @@ def _open_recorded(options: SourceOptions, ctx: SourceContext) -> ReplaySource:
 
 
 def _open_delta(options: DeltaSinkOptions, ctx: SinkContext) -> DeltaSink:
-    return DeltaSink(options, ctx.data_dir, ctx.tables, {"telepipe.input": ctx.origin})
+    return DeltaSink(
+        options, ctx.data_dir, ctx.tables, {**ctx.metadata, "telepipe.input": ctx.origin}
+    )
+
+
+def pipeline_identity(pipeline: DictConfig) -> dict[str, str]:
+    """The commit metadata naming a pipeline: its name, and a hash of its composed
+    config (the ``pipeline`` node, resolved): the same YAML and overrides, the same hash."""
+    composed = OmegaConf.to_container(pipeline, resolve=True)
+    text = json.dumps(composed, sort_keys=True, default=str, separators=(",", ":"))
+    return {
+        PIPELINE: str(pipeline.get("name", "")),
+        PIPELINE_HASH: hashlib.sha256(text.encode()).hexdigest()[:16],
+    }
 
 
 def _recover_delta(options: DeltaSinkOptions, data_dir: Path, tables: list[str]) -> Recovery | None:
@@ -181,15 +188,6 @@ def _open_publisher(options: AeronSinkOptions, ctx: SinkContext) -> AeronSink:
     return AeronSink(options, table, ctx.connection)
 
 
-def _open_table(options: TableSourceOptions, ctx: SourceContext) -> TableSource:
-    resume = ctx.recovery.resume if ctx.recovery is not None else None
-    return TableSource(options, ctx.codec, resume)
-
-
-def _open_memory(options: MemorySinkOptions, ctx: SinkContext) -> MemorySink:
-    return MemorySink(options, ctx.tables)
-
-
 def _check_publisher(options: AeronSinkOptions) -> None:
     options.codec()  # its SBE schema loads and has the message
 
@@ -200,9 +198,7 @@ RECORDED: SourceKind[Any] = SourceKind("recorded input", object, _open_recorded)
 
 register_source(SourceKind("aeron", AeronSourceOptions, _open_aeron_source, needs_aeron=True))
 register_sink(SinkKind("delta", DeltaSinkOptions, _open_delta, recover=_recover_delta))
-register_sink(SinkKind("kudu", KuduSinkOptions, _open_kudu, check_tables=check_tables))
+register_sink(SinkKind("kudu", KuduSinkOptions, _open_kudu))
 register_sink(
     SinkKind("aeron", AeronSinkOptions, _open_publisher, needs_aeron=True, check=_check_publisher)
 )
-register_source(SourceKind("table", TableSourceOptions, _open_table, recorded=True))
-register_sink(SinkKind("memory", MemorySinkOptions, _open_memory, data_dir=False))

@@ -271,6 +271,14 @@ def run(cfg: DictConfig, overrides: list[str], input_path: str | None = None) ->
     console = Console(stderr=False)
     configured = configure(cfg, overrides, input_path)  # nothing made on disk before it
     with data_dir_lock.hold(configured.data_dir, "a second run or replay"):
-        stats = Runner(recovered(configured), console).run()
+        planned = recovered(configured)
+        if planned.ended_at is not None:
+            print(
+                f"telepipe: {planned.origin} is already committed up to checkpoint "
+                f"{planned.ended_at} (its end) in data_dir={planned.data_dir}: nothing "
+                "new to read; replay into another data_dir to run it again"
+            )
+            return 0
+        stats = Runner(planned, console).run()
     print_summary(stats, console)
     return 0

@@ -451,6 +451,58 @@ def drained_at(path: str | Path, app_id: str = "telepipe") -> int | None:
     return None
 
 
+# Commit metadata naming what wrote a data dir: the pipeline's name and a hash of its
+# composed config (``pipelines.registry.pipeline_identity``), on every checkpoint commit.
+PIPELINE = "telepipe.pipeline"
+PIPELINE_HASH = "telepipe.pipeline_hash"
+
+
+def written_by(
+    data_dir: str | Path, tables: list[str] | None = None, app_id: str | None = "telepipe"
+) -> dict[str, str]:
+    """What wrote ``data_dir``'s newest checkpoint: ``telepipe.pipeline``,
+    ``telepipe.pipeline_hash``, ``telepipe.input`` and ``telepipe.checkpoint_id`` of the
+    newest checkpoint commit of ``app_id`` (None: any app id but a ``dlq replay``'s) in
+    ``tables`` (None: every table there); empty if none records a pipeline (a data dir
+    written before commits named it)."""
+    root = Path(data_dir)
+    if tables is None:
+        found = root.iterdir() if root.is_dir() else iter(())
+        tables = sorted(p.name for p in found if (p / "_delta_log").is_dir())
+    best: tuple[int, dict[str, str]] = (-1, {})
+    for table in tables:
+        try:
+            history = DeltaTable(str(root / table)).history(limit=16)
+        except Exception:
+            continue
+        for entry in history:  # newest first
+            owner = str(entry.get("telepipe.app_id", "telepipe"))
+            mine = owner == app_id if app_id is not None else not owner.startswith("telepipe-dlq-")
+            raw = str(entry.get("telepipe.checkpoint_id", ""))
+            if not mine or not raw.isdigit():
+                continue
+            if PIPELINE in entry and int(raw) > best[0]:
+                keys = (PIPELINE, PIPELINE_HASH, "telepipe.input", "telepipe.checkpoint_id")
+                best = (int(raw), {k: str(entry[k]) for k in keys if k in entry})
+            break
+    return best[1]
+
+
+def ended_at(path: str | Path, app_id: str = "telepipe") -> int | None:
+    """The checkpoint of the table's newest commit of ``app_id`` if that commit is the
+    one after the end of a recorded input (nothing more to read from it), else None."""
+    try:
+        history = DeltaTable(str(path)).history(limit=16)
+    except Exception:
+        return None
+    for entry in history:  # newest first
+        if entry.get("telepipe.app_id", "telepipe") == app_id and "telepipe.checkpoint_id" in entry:
+            if entry.get("telepipe.end_of_input") == "true":
+                return int(str(entry["telepipe.checkpoint_id"]))
+            return None
+    return None
+
+
 def last_checkpoint(path: str | Path, app_id: str = "telepipe") -> int | None:
     """The checkpoint id of the last commit of a table, or None for a new table."""
     return _opened(path, app_id)[1]

@@ -2,7 +2,7 @@
 
     telepipe dlq list [--data-dir DIR] [--reason R] [--limit N] [--json]
     telepipe dlq inspect ID [--data-dir DIR]
-    telepipe dlq replay ID [ID ...] --confirm [--pipeline demo] [--data-dir DIR] [-o KEY=VALUE]
+    telepipe dlq replay ID [ID ...] --confirm [--pipeline NAME] [--data-dir DIR] [-o KEY=VALUE]
     telepipe dlq purge ID [ID ...] --confirm [--data-dir DIR]
     telepipe dlq verify [--data-dir DIR]
     telepipe dlq resume [--data-dir DIR]
@@ -66,7 +66,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = action("replay", "run dead letters back through a pipeline (into the same data_dir)")
     p.add_argument("ids", nargs="+", metavar="ID", help="ids or unique prefixes")
     p.add_argument("--confirm", action="store_true", help="required: replay changes the store")
-    p.add_argument("--pipeline", default="demo", help="the pipeline to run them through (demo)")
+    p.add_argument(
+        "--pipeline", default=None,
+        help="the pipeline to run them through (default: the one that wrote --data-dir, "
+        "as its commits record it)",
+    )  # fmt: skip
     p.add_argument(
         "-o", "--override", action="append", default=[], dest="extra_overrides",
         metavar="KEY=VALUE", help="an extra Hydra override for the run (repeatable)",
