@@ -1,5 +1,7 @@
 """telepipe: reactive dataflow pipelines over Aeron sensor telemetry."""
 
+from typing import TYPE_CHECKING
+
 from telepipe.errors import (
     BackpressureError,
     ConfigError,
@@ -9,6 +11,10 @@ from telepipe.errors import (
     SourceError,
     TelepipeError,
 )
+
+if TYPE_CHECKING:  # what the lazy names below are
+    from telepipe.api import Pipeline, Result, load
+    from telepipe.markers import CheckpointBarrier, Watermark
 
 __version__ = "0.2.0.dev0"
 
