@@ -549,7 +549,8 @@ def _serve_metrics(plan: Plan, stats: RunStats) -> _Server | None:
 
     address = str(option(plan.cfg, "metrics.address") or "127.0.0.1")
     try:
-        server: _Server = serve(stats, str(plan.cfg.pipeline.name), int(port), address)
+        mode = "run" if plan.live else "replay"
+        server: _Server = serve(stats, str(plan.cfg.pipeline.name), int(port), address, mode)
     except OSError as error:
         raise ConfigError(f"metrics.port={port}: cannot listen on {address}: {error}") from None
     return server

@@ -1,8 +1,16 @@
-"""What a run shows on the terminal: a live stats table, or a progress bar for a replay."""
+"""What a run shows on the terminal: a live stats table (titled ``telepipe run`` or
+``telepipe replay``), under a progress bar for a replay.
+
+The table names no table of its own: every table the run writes has its rows (out of
+its chain, committed, dropped), whatever the pipeline calls it. The two lags are the
+ones ``telepipe.metrics`` defines: the watermark behind the newest event time, and
+for live runs of a wall-clock publisher the wall time behind the newest event time.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 from types import TracebackType
 
 from omegaconf import DictConfig
@@ -17,9 +25,10 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.table import Table
 
 from telepipe.config import option
-from telepipe.stats import RunStats, live_table
+from telepipe.stats import RunStats
 
 
 class Display:
@@ -53,7 +62,7 @@ class Display:
         parts: list[RenderableType] = []
         if self.progress is not None:
             parts.append(self.progress)
-        parts.append(live_table(self.stats, self.started))
+        parts.append(stats_table(self.stats, self.started, self.replay))
         return Group(*parts)
 
     def update(self, progress: tuple[int, int | None]) -> None:
@@ -81,3 +90,42 @@ class Display:
             self.live.__exit__(exc_type, exc, tb)
             if not self.live.console.is_terminal:  # (ui=always into a pipe or file)
                 self.live.console.line()
+
+
+def stats_table(stats: RunStats, started: float, replay: bool) -> Table:
+    """The live statistics: the input, then one row per table, then the lags and memory."""
+    elapsed = max(time.monotonic() - started, 1e-9)
+    title = "telepipe replay" if replay else "telepipe run"
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    committed = sum(stats.committed_by_table.values())
+    rows: list[tuple[str, str]] = [
+        ("received", f"{stats.received:,}"),
+        ("in / s", f"{stats.received / elapsed:,.0f}"),
+        ("rows committed / s", f"{committed / elapsed:,.0f}"),
+        ("queue depth (peak)", f"{stats.queue_depth} ({stats.peak_queue_depth})"),
+        ("time blocked", f"{stats.blocked_s:,.2f} s"),
+        ("rejected / late", f"{stats.rejected:,} / {stats.late:,}"),
+    ]
+    names = [*stats.output_rows_by_table, *stats.committed_by_table]
+    for name in dict.fromkeys(names):  # pipeline order first, then the rest
+        parts = []
+        if name in stats.output_rows_by_table:
+            parts.append(f"{stats.output_rows_by_table[name]:,} out")
+        parts.append(f"{stats.committed_by_table.get(name, 0):,} committed")
+        dropped = stats.dropped_by_table.get(name, 0)
+        if dropped:
+            parts.append(f"{dropped:,} dropped")
+        rows.append((f"table {name}", ", ".join(parts)))
+    rows.append(("watermark lag", _ms(stats.watermark_lag_ms)))
+    if stats.event_time_lag_ms is not None:
+        rows.append(("event time lag (wall)", _ms(stats.event_time_lag_ms)))
+    rows.append(("rss peak", f"{stats.peak_rss_mb:,.0f} MB"))
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} ms"

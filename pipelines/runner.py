@@ -26,6 +26,7 @@ from telepipe.aeron import idle_strategy
 from telepipe.config import option
 from telepipe.errors import SourceError
 from telepipe.markers import MAX_WATERMARK, CheckpointBarrier, Item, Watermark
+from telepipe.metrics import event_clock_is_wall
 from telepipe.pipelines.assembly import (
     DRAINED,
     SAVEPOINT,
@@ -56,6 +57,8 @@ class Runner:
         self.stop_reason = ""
         self._drain_requested = False  # SIGUSR1: telepipe stop --drain
         self._started = time.monotonic()
+        self._newest_ns: int | None = None  # the newest event time seen
+        self._wall_clock = event_clock_is_wall(plan.cfg, plan.live)
 
     def request_stop(self, reason: str) -> None:
         if not self.stop_reason:
@@ -130,8 +133,16 @@ class Runner:
     def _push(self, item: Item, parts: Assembly) -> None:
         if self._gap_pending and isinstance(item, pa.RecordBatch) and item.num_rows:
             self._gap(item)
-        if isinstance(item, Watermark) and item.ts_ns < MAX_WATERMARK:
-            self.stats.watermark_lag_ms = (time.time_ns() - item.ts_ns) / 1e6
+        if isinstance(item, pa.RecordBatch) and item.num_rows and "ts" in item.schema.names:
+            newest = pc.max(item.column("ts").cast(pa.int64())).as_py()
+            if newest is not None:
+                self._newest_ns = max(self._newest_ns or newest, newest)
+        if isinstance(item, Watermark) and item.ts_ns < MAX_WATERMARK and self._newest_ns:
+            # Event time behind the newest event time seen; wall time behind it only
+            # when the publisher's clock is wall time (telepipe.metrics).
+            self.stats.watermark_lag_ms = max(0, self._newest_ns - item.ts_ns) / 1e6
+            if self._wall_clock:
+                self.stats.event_time_lag_ms = (time.time_ns() - self._newest_ns) / 1e6
         elif isinstance(item, CheckpointBarrier):
             # Side outputs commit at the same barrier, after the rows that precede it.
             parts.side.take(parts.source)

@@ -33,7 +33,11 @@ class RunStats:
     input_damage: dict[str, int] = field(default_factory=dict)  # replay: unreadable input
     queue_depth: int = 0
     blocked_s: float = 0.0
+    # Event time behind the newest event time seen (newest ts minus the watermark).
     watermark_lag_ms: float | None = None
+    # Wall time behind the newest event time: live runs of a wall-clock publisher only
+    # (telepipe.metrics.event_clock_is_wall), else None.
+    event_time_lag_ms: float | None = None
     committed_by_table: dict[str, int] = field(default_factory=dict)
     dropped_by_table: dict[str, int] = field(default_factory=dict)
     published_by_table: dict[str, int] = field(default_factory=dict)
