@@ -156,7 +156,11 @@ class Plan:
     @property
     def origin(self) -> str:
         """What the input is, as every commit records it."""
-        return "live" if self.input_path is None else str(Path(self.input_path).resolve())
+        if self.input_path is None:
+            return "live"
+        if "://" in self.input_path:  # not a file (a DataFrame: table://sha256-...)
+            return self.input_path
+        return str(Path(self.input_path).resolve())
 
     @property
     def source_options(self) -> SourceOptions:
@@ -467,7 +471,7 @@ def opened(plan: Plan, stats: RunStats) -> Iterator[Assembly]:
         connection = stack.enter_context(AeronConnection(plan.aeron)) if plan.needs_aeron else None
         recovery = plan.recovery
         source_ctx = SourceContext(plan.codec, connection, recovery, plan.input_path, plan.replay)
-        kind = plan.source.kind if plan.live else RECORDED
+        kind = plan.source.kind if plan.live or plan.source.kind.recorded else RECORDED
         source = kind.open(plan.source.options, source_ctx)
         stack.callback(source.close)
         _restore_watermark(plan, source)

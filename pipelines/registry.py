@@ -7,6 +7,8 @@ that opens it, so the runner never tests a class or its name:
     AeronSourceOptions  -> SourceKind "aeron"   (a live Aeron subscription)
     DeltaSinkOptions    -> SinkKind "delta"     (keeps checkpoints: a restart recovers)
     KuduSinkOptions     -> SinkKind "kudu"      (upserts; no checkpoints to recover)
+    MemorySinkOptions   -> SinkKind "memory"    (Arrow in process; no data dir at all)
+    TableSourceOptions  -> SourceKind "table"   (a DataFrame/Arrow/Parquet/CSV of readings)
     AeronSinkOptions    -> SinkKind "aeron"     (publishes one output as SBE)
 
 A recorded input (``telepipe replay input=...``) is read by ``RECORDED`` whatever
@@ -48,8 +50,10 @@ from telepipe.sbe import SbeCodec
 from telepipe.sinks.aeron import AeronSink, AeronSinkOptions
 from telepipe.sinks.delta import PIPELINE, PIPELINE_HASH, DeltaSink, DeltaSinkOptions
 from telepipe.sinks.kudu import KuduSink, KuduSinkOptions
+from telepipe.sinks.memory import MemorySink, MemorySinkOptions
 from telepipe.sources.aeron import AeronSource, AeronSourceOptions
 from telepipe.sources.replay import ReplayOptions, ReplaySource
+from telepipe.sources.table import TableSource, TableSourceOptions
 
 SOURCE_GROUP = "telepipe.sources"
 SINK_GROUP = "telepipe.sinks"
@@ -72,6 +76,9 @@ class SourceKind[O]:
     options: type[O]
     open: Callable[[O, SourceContext], PulledSource]
     needs_aeron: bool = False
+    # It reads a recorded input of its own (a table): a run over it opens this kind,
+    # not ``RECORDED``, and resumes it exactly.
+    recorded: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,8 @@ class SinkKind[O]:
     recover: Callable[[O, Path, list[str]], Recovery | None] | None = None
     # Checks beyond the options' own (files the sink will need), for ``telepipe validate``.
     check: Callable[[O], None] | None = None
+    # It writes under data_dir (a run holds the data dir's lock); False: nothing on disk.
+    data_dir: bool = True
 
 
 _SOURCES: dict[type, SourceKind[Any]] = {}
@@ -188,6 +197,15 @@ def _open_publisher(options: AeronSinkOptions, ctx: SinkContext) -> AeronSink:
     return AeronSink(options, table, ctx.connection)
 
 
+def _open_table(options: TableSourceOptions, ctx: SourceContext) -> TableSource:
+    resume = ctx.recovery.resume if ctx.recovery is not None else None
+    return TableSource(options, ctx.codec, resume)
+
+
+def _open_memory(options: MemorySinkOptions, ctx: SinkContext) -> MemorySink:
+    return MemorySink(options, ctx.tables)
+
+
 def _check_publisher(options: AeronSinkOptions) -> None:
     options.codec()  # its SBE schema loads and has the message
 
@@ -202,3 +220,5 @@ register_sink(SinkKind("kudu", KuduSinkOptions, _open_kudu))
 register_sink(
     SinkKind("aeron", AeronSinkOptions, _open_publisher, needs_aeron=True, check=_check_publisher)
 )
+register_source(SourceKind("table", TableSourceOptions, _open_table, recorded=True))
+register_sink(SinkKind("memory", MemorySinkOptions, _open_memory, data_dir=False))
