@@ -186,5 +186,24 @@ def print_summary(stats: RunStats, console: Console | None = None) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    dead = stats.committed_by_table.get("dead_letters", 0)
+    if dead:  # the decoder's: rejected messages, and messages of late readings
+        late = max(dead - stats.rejected, 0)
+        tables += (
+            f" (dead letters: {late:,} messages of late readings, {stats.rejected:,} rejected)"
+        )
     console.print(f"telepipe: committed rows: {tables}", highlight=False, soft_wrap=True)
+    if not stats.data_dir:
+        return
     console.print(f"telepipe: Delta tables in {stats.data_dir}", highlight=False, soft_wrap=True)
+    data_dir = stats.data_dir
+    table = next(iter(stats.output_rows_by_table), "readings")
+    steps = [
+        f'open them in a notebook (notebooks/explore_demo.ipynb; pl.read_delta("{data_dir}/{table}"))',
+        f"`telepipe dlq list --data-dir {data_dir}` for the dead letters",
+    ]
+    if stats.input:
+        steps.insert(1, f"`telepipe inspect {stats.input}` for what the input holds")
+    else:
+        steps.insert(1, "`telepipe inspect DIR` for a capture (capture_dir=DIR records one)")
+    console.print("telepipe: next: " + "; ".join(steps), highlight=False, soft_wrap=True)

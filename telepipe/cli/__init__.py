@@ -7,6 +7,7 @@
     telepipe simulate simulator.options.sensors=100 source=aeron_udp
     telepipe driver --dir /dev/shm/aeron
     telepipe validate pipeline=demo
+    telepipe config pipeline=press_line      (the composed config; --config-dir DIR adds yours)
     telepipe bench pipeline=press_line bench.readings=4000000
     telepipe dlq list --data-dir data/demo   (inspect, replay, purge, verify, resume)
     telepipe stop --data-dir data/demo [--drain]
@@ -147,6 +148,12 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> int:
+    from telepipe.cli import config_cmd
+
+    return config_cmd.main(args)
+
+
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[Handler, str, str]] = {
     "run": (
@@ -177,10 +184,11 @@ COMMANDS: dict[str, tuple[Handler, str, str]] = {
         "overrides",
         "time the pipeline's operators in process on simulated readings (no Aeron, no sink)",
     ),
+    "config": (_config, "overrides", "print the composed config (pipeline=X and overrides)"),
 }
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(help_wanted: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="telepipe", description="Reactive dataflow pipelines over Aeron sensor telemetry."
     )
@@ -191,7 +199,25 @@ def _parser() -> argparse.ArgumentParser:
     for name, (_, kind, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if kind == "overrides":
-            p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides")
+            if help_wanted:  # the groups and keys, read only when asked for
+                from telepipe.cli.config_cmd import help_epilog
+
+                p.epilog = help_epilog("capture" if name == "capture" else "config")
+                p.formatter_class = argparse.RawDescriptionHelpFormatter
+            p.add_argument(
+                "overrides",
+                nargs="*",
+                metavar="KEY=VALUE",
+                help="Hydra overrides: KEY=VALUE, GROUP=OPTION (listed below)",
+            )
+            p.add_argument(
+                "--config-dir",
+                action="append",
+                default=[],
+                metavar="DIR",
+                help="add DIR (DIR/pipeline/*.yaml, ...) to the config search path "
+                "(as config_dir=DIR)",
+            )
         elif kind == "path":
             p.add_argument("path", help="capture directory, pcap/pcapng file or Archive directory")
             p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -268,9 +294,18 @@ def _show_deprecations() -> None:
     warnings.showwarning = show
 
 
+def _where(message: str) -> str:
+    """The message, naming the user's pipeline file when it is about one of its keys."""
+    config = sys.modules.get("telepipe.config")
+    return message if config is None else config.where(message)
+
+
 def _main(argv: list[str] | None) -> int:
     _die_with_parent()
-    args = _parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    args = _parser(help_wanted="-h" in given or "--help" in given).parse_args(argv)
+    if getattr(args, "config_dir", None):
+        args.overrides = [*(f"config_dir={d}" for d in args.config_dir), *args.overrides]
     bad = [o for o in getattr(args, "overrides", []) if "=" not in o and o[:1] != "~"]
     if bad:
         print(
@@ -293,7 +328,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         return handler(args)
     except ConfigError as error:
-        print(f"telepipe: error: {error}", file=sys.stderr)
+        print(f"telepipe: error: {_where(str(error))}", file=sys.stderr)
         return EXIT_USAGE
     except TelepipeError as error:
         print(f"telepipe: error: {error}", file=sys.stderr)
