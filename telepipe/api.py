@@ -193,7 +193,8 @@ class Pipeline:
 def _run(plan: Any) -> RunStats:
     """``configure``'d plan -> stats, as ``pipelines.runner.run``: held data dir (a sink
     that writes nothing there takes no lock and makes no directory), ``recovered``,
-    ``Runner``; the signal handlers the runner installs are put back after it."""
+    ``Runner`` (none for an input already committed to its end); the signal handlers
+    the runner installs are put back after it."""
     from rich.console import Console
 
     from telepipe.pipelines.assembly import recovered
@@ -206,7 +207,16 @@ def _run(plan: Any) -> RunStats:
         else contextlib.nullcontext()
     )
     with _handlers_kept(), _without_running_line(), hold:
-        return Runner(recovered(plan), Console(stderr=False)).run()
+        planned = recovered(plan)
+        if planned.ended_at is not None:  # as `telepipe replay` says: nothing to read
+            return RunStats(
+                data_dir=str(planned.data_dir),
+                input=planned.origin,
+                exit_reason=f"already committed up to checkpoint {planned.ended_at} (its end)",
+                resumed_from=planned.ended_at,
+                final_checkpoint=planned.ended_at,
+            )
+        return Runner(planned, Console(stderr=False)).run()
 
 
 @contextlib.contextmanager

@@ -155,6 +155,7 @@ def test_a_data_dir_resumes_exactly_and_a_fresh_one_gives_the_same_tables(
     again = demo.run(readings=df, data_dir=tmp_path / "a")
     fresh = demo.run(readings=df, data_dir=tmp_path / "b", batch_rows=100)
     assert first.stats.received == 4000 - 1 and again.stats.received == 0
+    assert again.stats.exit_reason.startswith("already committed up to checkpoint")
     for other in (first, again, fresh):
         same(memory, other)
     with pytest.raises(ConfigError, match="holds checkpoints of input table://sha256-"):
