@@ -95,15 +95,21 @@ class Plan:
     # A replay whose every table holds its input's last checkpoint (taken at its end):
     # that checkpoint, and nothing is left to read.
     ended_at: int | None = None
+    # A live restart after a drain or with fresh=true: the journaled actors' entities
+    # alone, from the event store (their state and event numbers go on).
+    store_entities: dict[str, dict[str, object]] | None = None
 
     @property
     def restored(self) -> dict[str, dict[str, object]]:
         """table -> step -> the snapshot each chain starts from (empty: a fresh start).
 
         A recorded input resumes exactly from its checkpoints; a live run from the
-        savepoint (or the last checkpoint) unless ``fresh=true``."""
-        if self.recovery is None or (self.live and (self.fresh or self.drained)):
+        savepoint (or the last checkpoint) unless ``fresh=true`` or drained (then only
+        journaled actors' entities, from the event store)."""
+        if self.recovery is None:
             return {}
+        if self.live and (self.fresh or self.drained):
+            return self.store_entities or {}
         if self.live and self.live_states is not None:
             return self.live_states
         return self.recovery.chain_states
@@ -255,7 +261,6 @@ def recovered(plan: Plan) -> Plan:
     live_states, live_decoder = None, None
     if live and recovery is not None and recover is not None and recovery.oldest < recovery.latest:
         live_states, live_decoder = _each_table_own(recover, sink.options, data_dir, list(tables))
-    recovery, live_states = _actors_from_store(plan, recovery, live_states)
     state = live_decoder
     if state is None and recovery is not None and recovery.resume is not None:
         state = recovery.resume.decoder_state
@@ -264,6 +269,7 @@ def recovered(plan: Plan) -> Plan:
         _refuse_after_a_drain(data_dir, list(tables), getattr(sink.options, "app_id", "telepipe"))
     if recovery is not None and not (live and plan.fresh):
         _check_same_pipeline(plan)
+    recovery, live_states, entities = _actors_from_store(plan, recovery, live_states, drained)
     if live and recovery is not None and not plan.fresh and not drained:
         _check_restorable(outputs, live_states or recovery.chain_states, recovery, data_dir)
     elif not live and recovery is not None and recovery.oldest > 0:
@@ -279,6 +285,7 @@ def recovered(plan: Plan) -> Plan:
         last_commit_ns=_last_commit_ns(data_dir, list(tables)) if recovery is not None else None,
         live_states=live_states,
         live_decoder=live_decoder,
+        store_entities=entities,
         ended_at=_ended_at(plan, recovery),
     )
 
@@ -307,15 +314,24 @@ def _refuse_after_a_drain(data_dir: Path, tables: list[str], app_id: str) -> Non
 
 
 def _actors_from_store(
-    plan: Plan, recovery: Recovery | None, live_states: dict[str, dict[str, object]] | None
-) -> tuple[Recovery | None, dict[str, dict[str, object]] | None]:
+    plan: Plan,
+    recovery: Recovery | None,
+    live_states: dict[str, dict[str, object]] | None,
+    drained: bool,
+) -> tuple[
+    Recovery | None, dict[str, dict[str, object]] | None, dict[str, dict[str, object]] | None
+]:
     """The restored chains with journaled actors' entities read back from the event
     store (``pipelines.recovery.actor_states``): a replay at the checkpoint it resumes,
-    a live run at each table's own."""
-    if recovery is None or not store_tables(plan.outputs) or (plan.live and plan.fresh):
-        return recovery, live_states
+    a live run at each table's own; after a drain or with fresh=true, the entities
+    alone (the third value), as the store is theirs whatever the open state."""
+    if recovery is None or not store_tables(plan.outputs):
+        return recovery, live_states, None
     app_id = str(getattr(plan.sink.options, "app_id", "telepipe"))
     data_dir = plan.data_dir
+    if plan.live and (plan.fresh or drained):
+        entities = actor_states(plan.outputs, {}, data_dir, None, app_id, entities_only=True)
+        return recovery, live_states, entities
     if live_states is not None:  # a live run after a crash between two tables' commits
         live_states = actor_states(plan.outputs, live_states, data_dir, None, app_id)
     elif recovery.oldest > 0:  # a replay, a savepoint: every chain at one checkpoint
@@ -323,7 +339,7 @@ def _actors_from_store(
             plan.outputs, recovery.chain_states, data_dir, recovery.oldest, app_id
         )
         recovery = dataclasses.replace(recovery, chain_states=chains)
-    return recovery, live_states
+    return recovery, live_states, None
 
 
 def _each_table_own(

@@ -162,6 +162,7 @@ def actor_states(
     data_dir: Path,
     checkpoint: int | None,
     app_id: str,
+    entities_only: bool = False,
 ) -> dict[str, dict[str, object]]:
     """``states`` (table -> step -> snapshot) with every journaled ``ActorStage``'s
     entities read back from the event store at ``checkpoint`` (None: its table's own
@@ -172,23 +173,35 @@ def actor_states(
     the stage's table (the events of the checkpoints between are lost with the crash:
     the entities go on from the store's newest, reported on stderr) or ahead of it (the
     rows of checkpoints the stage's table never committed are orphans the new run
-    would journal again: they are deleted, this run holding the data dir)."""
-    from telepipe.operators.actors import ActorStage, with_store
-    from telepipe.operators.actors.journal import STORE_TABLES
+    would journal again: they are deleted, this run holding the data dir). The events
+    are the store's truth, snapshots only shorten the fold: a crash between the two
+    store tables' commits restores from ``actor_events``' checkpoint, and rows of either
+    table past the checkpoint restored are deleted the same way (the new run numbers
+    its events on from there).
+
+    ``entities_only`` (a live restart after a drain or with ``fresh=true``): table ->
+    step -> an empty stage holding only its entities from the store, for each journaled
+    step, whatever ``states`` holds; the chains' other steps start empty."""
+    from telepipe.operators.actors import ActorStage, entities_from_store, with_store
+    from telepipe.operators.actors.journal import ACTOR_EVENTS, STORE_TABLES
     from telepipe.operators.runtime.snapshot import Snapshot
 
-    out = dict(states)
-    store_k = None
+    out = {} if entities_only else dict(states)
+    store_k: int | None = None
+    store_ks: dict[str, int] = {}
     for output in outputs:
         saved = states.get(output.table)
-        if not saved:
+        if not saved and not entities_only:
             continue
-        chain = dict(saved)
+        chain = {} if entities_only else dict(saved or {})
         for step, op in zip(output.steps, output.operators, strict=True):
-            if not isinstance(op, ActorStage) or not op.journal or step not in chain:
+            if not isinstance(op, ActorStage) or not op.journal:
+                continue
+            if step not in chain and not entities_only:
                 continue
             if store_k is None:
-                store_k = min(last_checkpoint(data_dir / t, app_id) or 0 for t in STORE_TABLES)
+                store_ks = {t: last_checkpoint(data_dir / t, app_id) or 0 for t in STORE_TABLES}
+                store_k = store_ks[ACTOR_EVENTS]
             live = checkpoint is None
             k = checkpoint or last_checkpoint(data_dir / output.table, app_id) or 0
             where = f"{output.table}.{step}"
@@ -201,27 +214,37 @@ def actor_states(
                     file=sys.stderr,
                 )
                 k = store_k
-            elif live and store_k > k:
-                _drop_orphans(data_dir, where, k)
+            if live and max(store_ks.values()) > k:
+                _drop_orphans(data_dir, where, k, [t for t, at in store_ks.items() if at > k])
             try:
+                if entities_only:
+                    if k > 0:  # else no checkpoint: no entity
+                        chain[step] = entities_from_store(data_dir, op, where, checkpoint=k)
+                    continue
                 snapshot = chain[step]
                 assert isinstance(snapshot, Snapshot)
                 chain[step] = with_store(data_dir, op, where, snapshot, checkpoint=k)
             except (SnapshotError, ConfigError) as error:
+                remedy = (
+                    " (fresh and drained restarts keep the entities too: rename the step to "
+                    "start its entities anew, or use another data_dir)"
+                    if entities_only
+                    else ""
+                )
                 raise ConfigError(
                     f"data_dir={data_dir}: step {where} cannot be restored from the event "
-                    f"store at checkpoint {k}: {error}"
+                    f"store at checkpoint {k}: {error}{remedy}"
                 ) from None
-        out[output.table] = chain
+        if chain:
+            out[output.table] = chain
     return out
 
 
-def _drop_orphans(data_dir: Path, step: str, checkpoint: int) -> None:
-    """Delete the event store's rows of ``step`` after ``checkpoint`` (a live restart from
-    it: they were committed by the run before, its table never was)."""
-    from telepipe.operators.actors.journal import STORE_TABLES
-
-    for table in STORE_TABLES:
+def _drop_orphans(data_dir: Path, step: str, checkpoint: int, tables: list[str]) -> None:
+    """Delete the event store's rows of ``step`` after ``checkpoint`` in ``tables`` (a
+    live restart from it: they were committed by the run before, its table or
+    ``actor_events`` never was)."""
+    for table in tables:
         DeltaTable(str(data_dir / table)).delete(
             f"step = '{step}' AND checkpoint_id > {int(checkpoint)}",
             commit_properties=CommitProperties(custom_metadata={"telepipe.action": "orphans"}),

@@ -7,11 +7,11 @@
 - ``supervision``: strategies, restart types, intensity; ``ActorError``
 - ``journal`` (the ``actor_events`` / ``actor_snapshots`` tables) and ``recover``
   (entities' state folded back from them; ``with_store``: a checkpoint's snapshot with
-  them, as a restart restores it)
+  them, as a restart restores it; ``entities_from_store``: them alone)
 """
 
 from telepipe.operators.actors.builtins import Counter, EquipmentStateMachine
-from telepipe.operators.actors.recovery import recover, with_store
+from telepipe.operators.actors.recovery import entities_from_store, recover, with_store
 from telepipe.operators.actors.spec import Event, PythonActor, VectorActor
 from telepipe.operators.actors.stage import ACTOR_FAILURE, ActorLogic, ActorStage
 from telepipe.operators.actors.supervision import ActorError
@@ -26,6 +26,7 @@ __all__ = [
     "Event",
     "PythonActor",
     "VectorActor",
+    "entities_from_store",
     "recover",
     "with_store",
 ]

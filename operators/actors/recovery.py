@@ -159,6 +159,23 @@ def with_store(
     return dataclasses.replace(snapshot, state=state)
 
 
+def entities_from_store(
+    data_dir: str | Path,
+    stage: ActorStage,
+    step: str,
+    checkpoint: int,
+    key_groups: Iterable[int] | None = None,
+) -> Snapshot:
+    """An empty stage's snapshot holding only its entities, read back from the event
+    store at ``checkpoint``: no held rows, timers or watermark. A live restart after a
+    drain or with ``fresh=true`` starts from it: those concern the open windows and
+    detectors, while an entity's state (a machine's state machine) and its event numbers
+    go on (an empty actor would journal event numbers the store already holds)."""
+    snapshot = Snapshot.take(stage.build())
+    got = recover(data_dir, stage, step, checkpoint=checkpoint, key_groups=key_groups)
+    return dataclasses.replace(snapshot, state={**snapshot.state, **got})
+
+
 def _check_same(got: State, saved: State, step: str, checkpoint: int) -> None:
     ids = np.asarray(saved["sensor_id"])
     had = np.asarray(saved["seq"]) > 0  # an entity whose rows all failed has no event
