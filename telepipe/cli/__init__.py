@@ -230,8 +230,9 @@ def _parser(help_wanted: bool = False) -> argparse.ArgumentParser:
                 action="store_true",
                 help="let other local users connect (default: files readable by you only)",
             )
-    from telepipe.cli import dlq, stop
+    from telepipe.cli import actors, dlq, stop
 
+    actors.add_parser(sub)
     dlq.add_parser(sub)
     stop.add_parser(sub)
     return parser
@@ -323,6 +324,10 @@ def _main(argv: list[str] | None) -> int:
         from telepipe.cli import stop
 
         handler = stop.main
+    elif args.command == "actors":
+        from telepipe.cli import actors
+
+        handler = actors.main
     else:
         handler = COMMANDS[args.command][0]
     try:
