@@ -22,13 +22,14 @@ from reactivex.subject import Subject
 
 from telepipe.aeron import AeronConnection, AeronOptions
 from telepipe.config import build, option
-from telepipe.errors import ConfigError, SnapshotError
+from telepipe.errors import ConfigError, SnapshotError, TelepipeError
 from telepipe.markers import Item
 from telepipe.operators.runtime import snapshot as snapshots
 from telepipe.pipelines.child import CaptureProcess, Children, SimulatorProcess
 from telepipe.pipelines.graph import (
     Output,
     chains,
+    check_schema_flow,
     outputs_from_config,
     publishers_from_config,
     store_tables,
@@ -206,10 +207,15 @@ def configure(cfg: DictConfig, overrides: list[str], input_path: str | None = No
     simulate = live and bool(option(cfg, "simulator.enabled"))
     if simulate:
         build(cfg.simulator.options, "simulator.options")  # fail fast, in this process
-    replay = None if live else ReplayOptions.from_config(cfg.replay)
+    replay_options = ReplayOptions.from_config(cfg.replay)  # checked for validate too
+    replay = None if live else replay_options
     tables = {o.table: o.schema(codec.arrow_schema) for o in outputs}
+    for output in outputs:
+        check_schema_flow(output, codec.arrow_schema, tables)
     tables |= {"late_readings": codec.arrow_schema, "dead_letters": DEAD_LETTERS}
     tables |= store_tables(outputs)  # actor_events, actor_snapshots: journaled actors
+    if sink.kind.check_tables is not None:
+        sink.kind.check_tables(sink_options, tables)
     drain, fresh = bool(option(cfg, "drain")), bool(option(cfg, "fresh"))
     if fresh and not live:
         raise ConfigError(
@@ -222,6 +228,8 @@ def configure(cfg: DictConfig, overrides: list[str], input_path: str | None = No
             cfg.pipeline, [o.table for o in outputs]
         ).items()
     }
+    for table, publisher in publish.items():
+        _check_publisher(table, publisher)
     capture_dir = option(cfg, "capture_dir")
     return Plan(
         cfg=cfg,
@@ -244,6 +252,16 @@ def configure(cfg: DictConfig, overrides: list[str], input_path: str | None = No
         drain=drain,
         fresh=fresh,
     )
+
+
+def _check_publisher(table: str, publisher: Opens[SinkKind[Any]]) -> None:
+    """A publisher's own checks (its SBE schema loads and has the message)."""
+    check = publisher.kind.check
+    try:
+        if check is not None:
+            check(publisher.options)
+    except TelepipeError as error:
+        raise ConfigError(f"pipeline.publish.{table}: {error}") from None
 
 
 def recovered(plan: Plan) -> Plan:

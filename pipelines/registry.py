@@ -49,7 +49,7 @@ from telepipe.pipelines.recovery import Recovery, read_recovery
 from telepipe.sbe import SbeCodec
 from telepipe.sinks.aeron import AeronSink, AeronSinkOptions
 from telepipe.sinks.delta import PIPELINE, PIPELINE_HASH, DeltaSink, DeltaSinkOptions
-from telepipe.sinks.kudu import KuduSink, KuduSinkOptions
+from telepipe.sinks.kudu import KuduSink, KuduSinkOptions, check_tables
 from telepipe.sinks.memory import MemorySink, MemorySinkOptions
 from telepipe.sources.aeron import AeronSource, AeronSourceOptions
 from telepipe.sources.replay import ReplayOptions, ReplaySource
@@ -107,6 +107,9 @@ class SinkKind[O]:
     check: Callable[[O], None] | None = None
     # It writes under data_dir (a run holds the data dir's lock); False: nothing on disk.
     data_dir: bool = True
+    # Checks of the tables it will write (table -> schema, None: known from the first
+    # batch), run by ``assembly.configure`` before anything is opened.
+    check_tables: Callable[[O, dict[str, pa.Schema | None]], None] | None = None
 
 
 _SOURCES: dict[type, SourceKind[Any]] = {}
@@ -216,7 +219,7 @@ RECORDED: SourceKind[Any] = SourceKind("recorded input", object, _open_recorded)
 
 register_source(SourceKind("aeron", AeronSourceOptions, _open_aeron_source, needs_aeron=True))
 register_sink(SinkKind("delta", DeltaSinkOptions, _open_delta, recover=_recover_delta))
-register_sink(SinkKind("kudu", KuduSinkOptions, _open_kudu))
+register_sink(SinkKind("kudu", KuduSinkOptions, _open_kudu, check_tables=check_tables))
 register_sink(
     SinkKind("aeron", AeronSinkOptions, _open_publisher, needs_aeron=True, check=_check_publisher)
 )
