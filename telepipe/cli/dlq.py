@@ -234,6 +234,11 @@ def _replay(args: argparse.Namespace) -> int:
                 f"dlq replay: -o {override}: the letters go back into --data-dir "
                 f"{args.data_dir}, through its own sink; this key cannot change"
             )
+        if key == "replay" or key.startswith("replay."):
+            raise ConfigError(
+                f"dlq replay: -o {override}: every letter is replayed (a filter by stream, "
+                "position or time would remove letters the run never read)"
+            )
     from telepipe.pipelines import dlq
 
     with _keyed(_store(args)) as store:

@@ -57,11 +57,31 @@ def test_a_replay_with_a_dropping_queue_policy_is_refused_before_any_change(
             "(its letters would be lost); use block or fail"
         ]
     threaded = telepipe(
-        "dlq", "replay", *ids, "--confirm", "--data-dir", str(store.data_dir),
-        "--pipeline", "demo_threaded", "-o", "pipeline.outputs.windows.boundary.policy=drop_oldest",
+        "dlq", "replay", *ids, "--confirm", "--data-dir", str(store.data_dir), "-o",
+        "+pipeline.outputs.windows.boundary={_target_: telepipe.operators.ThreadBoundary,"
+        " capacity: 8, policy: drop_oldest, name: w}",
     )  # fmt: skip
-    assert threaded.returncode == 2
+    assert threaded.returncode == 2, threaded.stderr
     assert "pipeline.outputs.windows.boundary.policy=drop_oldest" in threaded.stderr
+    assert store.list().equals(before) and not store.audit.path.exists()
+
+
+@pytest.mark.parametrize(
+    "override", ["replay.stream=5", "replay.from=2030-01-01T00:00:00Z", "+replay.to=1"]
+)
+def test_a_replay_that_would_filter_letters_out_is_refused(
+    store: DeadLetterStore, override: str
+) -> None:
+    """A replay filter removed every letter it kept from the run: '0 came back', all gone
+    (found by review)."""
+    add_letters(store.data_dir, [good_letter()])
+    before = store.list()
+    done = telepipe(
+        "dlq", "replay", *before["id"].to_list(), "--confirm", "--data-dir", str(store.data_dir),
+        "-o", override,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "every letter is replayed" in done.stderr
     assert store.list().equals(before) and not store.audit.path.exists()
 
 
