@@ -60,7 +60,11 @@ def outputs_from_config(pipeline: DictConfig) -> list[Output]:
     for key, chain in pipeline.outputs.items():
         table = str(key)
         path = f"pipeline.outputs.{table}"
-        if not table.isidentifier() or table in (*RESERVED_TABLES, *STORE_TABLES):
+        if (
+            not table.isidentifier()
+            or table.startswith("_")  # telepipe's own (_telepipe_state), Delta's (_delta_log)
+            or table in (*RESERVED_TABLES, *STORE_TABLES)
+        ):
             raise ConfigError(f"{path}: not a usable table name")
         if chain is None:  # ``readings: null`` as ``readings: {}``: the rows as they come
             chain = OmegaConf.create({})

@@ -124,3 +124,16 @@ def test_a_step_named_decoder_is_refused_in_one_line() -> None:
     pipeline = OmegaConf.create({"name": "p", "outputs": {"w": {"decoder": step}}})
     with pytest.raises(ConfigError, match=r"^pipeline\.outputs\.w\.decoder: the step name"):
         outputs_from_config(pipeline)
+
+
+@pytest.mark.parametrize(
+    "table",
+    ["_telepipe_state", "_delta_log", "dead_letters", "late_readings", "actor_events", "a-b"],
+)
+def test_a_table_name_telepipe_or_delta_keeps_for_itself_is_refused(table: str) -> None:
+    """``_telepipe_state`` made a Delta table inside the checkpoint state dir (review)."""
+    pipeline = OmegaConf.create({"outputs": {"readings": {}, table: {}}})
+    with pytest.raises(
+        ConfigError, match=rf"^pipeline\.outputs\.{table}: not a usable table name$"
+    ):
+        outputs_from_config(pipeline)
