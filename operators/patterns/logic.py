@@ -244,7 +244,9 @@ class CepPatternLogic(DetectorLogic):
         if key < 0:
             self._size_scratch(int(self._kcap[: self._keys.n].max()))
             return
-        self._compact(self.maxcap)
+        # room for its next block (x4, or more: the kernel asks again if short);
+        # _compact doubles what is live, so room grows geometrically
+        self._compact(min(self.maxcap, 16 * int(self._kcap[key])))
 
     def _grow_nodes(self, need: int) -> None:
         self.n_nodes = ps._pattern_gc_kernel(

@@ -270,7 +270,7 @@ def test_state_stays_bounded_on_an_endless_stream() -> None:
         sizes.append((int(logic.nslot.sum()), logic.n_nodes, len(logic.nd), len(logic.block)))
     assert max(s[0] for s in sizes[100:]) <= max(s[0] for s in sizes[:100]) + 50
     assert sizes[-1][2] == sizes[50][2]  # the node pool stopped growing
-    # blocks grow by key (doubling, ~4k partial matches each here) and are laid out
+    # blocks grow by key (x4, ~4k partial matches each here) and are laid out
     # again when full: at most twice what the keys' blocks hold
     assert sizes[-1][3] <= 2 * (int(logic._kcap.sum()) + logic.maxcap)
     assert logic.dropped_partial_matches == 0 and logic.dead_letters == 0
