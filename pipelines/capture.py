@@ -14,6 +14,7 @@ SIGINT/SIGTERM flush, close and exit 0.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -185,15 +186,21 @@ def capture(cfg: DictConfig) -> int:
             raise SourceError(
                 f"cannot subscribe to {options.channel} stream {options.stream}: {error_line(error)}"
             ) from error
-        with CaptureWriter(
-            options.out,
-            options.segment_bytes,
-            options.fsync,
-            options.index_every_bytes,
-            channel=options.channel,
-            stream_id=options.stream,
-        ) as writer:
-            return _record(options, writer, subscription, ends, aeron_options, started)
+        try:
+            with CaptureWriter(
+                options.out,
+                options.segment_bytes,
+                options.fsync,
+                options.index_every_bytes,
+                channel=options.channel,
+                stream_id=options.stream,
+            ) as writer:
+                return _record(options, writer, subscription, ends, aeron_options, started)
+        except OSError as error:  # a full disk, a removed directory: at a write or a close
+            raise SourceError(
+                f"out={options.out}: cannot write the capture ({error.strerror or error}); "
+                "recording stopped"
+            ) from None
 
 
 def _record(
@@ -227,9 +234,15 @@ def _record(
         raise SourceError(
             f"recording {options.channel} stream {options.stream}: {error_line(error)}"
         ) from None
+    except OSError as error:  # a full disk, a removed directory
+        raise SourceError(
+            f"out={options.out}: cannot write the capture ({error.strerror or error}); "
+            "recording stopped"
+        ) from None
     finally:
         subscription.close()
-        writer.flush()
+        with contextlib.suppress(OSError):  # (the error above already says it)
+            writer.flush()
         stats = {
             "frames": writer.counters.records,
             "bytes": writer.counters.payload_bytes,

@@ -142,6 +142,7 @@ class CaptureProcess:
     def __init__(self, process: subprocess.Popen[str], out: Path) -> None:
         self.process = process
         self.out = out
+        self.error: str | None = None  # set by ``stop`` when it had failed: the run says so
 
     @classmethod
     def start(cls, aeron_dir: str, channel: str, stream_id: int, out: str) -> CaptureProcess:
@@ -169,6 +170,22 @@ class CaptureProcess:
             + (f": {why}" if why else "")
         )
 
+    def exited(self) -> bool:
+        return self.process.poll() is not None
+
+    def failure(self) -> str:
+        """One line: the recorder ended early or failed, and its last word."""
+        try:
+            _, err = self.process.communicate(timeout=5.0)
+        except (subprocess.TimeoutExpired, ValueError):
+            err = ""
+        lines = [ln.strip() for ln in (err or "").splitlines() if ln.strip()]
+        said = lines[-1].removeprefix("telepipe: error: ") if lines else "it said nothing"
+        return (
+            f"capture_dir={self.out}: the recorder stopped (exit {self.process.returncode}): "
+            f"{said}; the capture misses what the run read after that"
+        )
+
     def _size(self) -> int:
         return sum(f.stat().st_size for f in self.out.glob("*") if f.is_file())
 
@@ -186,10 +203,18 @@ class CaptureProcess:
         if self.process.poll() is None:
             self.process.terminate()
         try:
-            self.process.communicate(timeout=timeout)
+            _, err = self.process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+            return
+        if self.process.returncode != 0:  # it failed before or while stopping
+            lines = [ln.strip() for ln in (err or "").splitlines() if ln.strip()]
+            said = lines[-1].removeprefix("telepipe: error: ") if lines else "it said nothing"
+            self.error = (
+                f"capture_dir={self.out}: the recorder failed (exit {self.process.returncode}): "
+                f"{said}; the capture misses part of what the run read"
+            )
 
 
 @dataclass

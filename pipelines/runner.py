@@ -78,6 +78,9 @@ class Runner:
                 parts.children.stop()
                 self._drain(parts)
                 parts.join()
+                recorder = parts.children.recorder
+                if recorder is not None and recorder.error is not None:
+                    raise SourceError(recorder.error)  # after the commits: they are right
             except BaseException as error:
                 parts.children.abandon()
                 parts.abort()
@@ -126,6 +129,9 @@ class Runner:
                 if now >= next_ui:
                     if parts.connection is not None:
                         parts.connection.check()  # the driver still answers
+                    recorder = parts.children.recorder
+                    if recorder is not None and recorder.exited():
+                        raise SourceError(recorder.failure())
                     next_ui = now + UI_EVERY_S
                     self._refresh(parts)
                     display.update(source.progress())
