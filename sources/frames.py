@@ -158,6 +158,20 @@ class AssemblerCounters:
     reordered: int = 0  # frames that came before their predecessors, put back in their place
 
 
+@dataclass
+class _Hole:
+    """Bytes of a stream that never came by the time its jump over them stood: the frames
+    that come late into it (exactly at ``cursor``, within ``end``) are put back in place."""
+
+    cursor: int  # the next byte missing
+    end: int  # where the stream went on
+    gap: Gap  # its gap in the counters (shrunk as frames come)
+    partial: tuple[bytearray, int] | None  # the message in progress at ``cursor``
+    counted: bool  # ``partial`` is counted as a dropped fragment
+    after: list[DataFrame]  # the orphan fragments (counted) from ``end`` on
+    open: bool  # orphans of the stream may still join ``after``
+
+
 class FrameAssembler:
     """Reassembles frames into messages per (stream, session); tracks positions and gaps.
 
@@ -187,9 +201,17 @@ class FrameAssembler:
     of order) are kept and fed again once the stream reaches them (``reordered``).
     ``feed`` may so complete more than one message: it returns the first, ``assemble``
     yields them all.
+
+    A jump that stood (no frame before it within ``REWIND_FRAMES``, or another jump came)
+    leaves a hole: the missing bytes, the message they cut and the orphan fragments after
+    them. A frame that comes later exactly where the hole's bytes go is put there (counted
+    in ``reordered``); once the hole is full its gap is gone and a message it completes is
+    delivered, late: a reordering loses no message, however far a frame moved. The last
+    ``HOLES`` holes of a stream are kept.
     """
 
     REWIND_FRAMES = 64
+    HOLES = 64
 
     def __init__(self) -> None:
         self.counters = AssemblerCounters()
@@ -216,6 +238,7 @@ class FrameAssembler:
         self._ready: deque[Message] = deque()
         self._ended: dict[tuple[int, int], int] = {}  # the position each end was told at
         self._pending_end: dict[tuple[int, int], DataFrame] = {}  # ends the stream is short of
+        self._holes: dict[tuple[int, int], list[_Hole]] = {}  # per stream, oldest first
 
     def positions(self) -> dict[tuple[int, int], int]:
         """(stream, session) -> position just past the last frame taken."""
@@ -231,8 +254,11 @@ class FrameAssembler:
             expected = self._expected.get(key)
             for stale in [s for s in stash if expected is None or s < expected]:
                 del stash[stale]  # (out of place, counted so, or an orphan, counted)
-            if expected is None or expected not in stash:
+            if expected is None:
                 break
+            if expected not in stash and not self._past_taken(key, expected, stash):
+                break
+            expected = self._expected[key]
             again, counted = stash.pop(expected)
             self.counters.reordered += 1
             if counted:
@@ -252,6 +278,26 @@ class FrameAssembler:
         if first is None and self._ready:
             return self._ready.popleft()
         return first
+
+    def _past_taken(
+        self, key: tuple[int, int], expected: int, stash: dict[int, tuple[DataFrame, bool]]
+    ) -> bool:
+        """Whether the stream, past frames it delivered while the jump stood (``_taken``),
+        reaches a frame it kept (``stash``): those came before it, so the stream goes on
+        past them to it (before: the kept frame was dropped as stale once the next frame
+        came, and its message lost)."""
+        taken = self._taken.get(key)
+        at = expected
+        while taken and at in taken and at not in stash:
+            at = taken[at][0]
+        if at == expected or at not in stash or taken is None:
+            return False
+        while expected != at:
+            expected = taken.pop(expected)[0]
+        self._expected[key] = at
+        if not taken:
+            del self._taken[key]
+        return True
 
     def ready(self) -> list[Message]:
         """Messages completed by the last ``feed`` beyond the one it returned."""
@@ -297,6 +343,11 @@ class FrameAssembler:
             jump = None
         if jump is not None and ahead is not None and start >= jump[0]:
             self._ahead[key] = ahead
+        if expected is not None and start < expected and key in self._holes:
+            hole = self._hole_at(key, start, frame.position)
+            if hole is not None:
+                self._count(key, jump)
+                return self._fill(key, hole, frame)
         if expected is not None and start != expected:
             gap = Gap(frame.stream_id, frame.session_id, expected, start)
             c.gaps.append(gap)
@@ -307,6 +358,8 @@ class FrameAssembler:
             dropped = self._partial.pop(key, None)
             if dropped is not None:
                 c.dropped_fragments += 1
+            if jump is not None:  # the jump before stands
+                self._stand(key, jump, ahead)
             self._jump[key] = (expected, gap, dropped, 0)
             self._ahead[key] = []
         else:
@@ -315,6 +368,8 @@ class FrameAssembler:
             self._ahead.pop(key, None)
         self._expected[key] = frame.position
         orphan = not frame.padding and not frame.flags & BEGIN_FLAG and key not in self._partial
+        if key in self._holes:
+            self._after_hole(key, frame, orphan)
         message = self._take(key, frame)
         if key in self._ahead:
             self._ahead[key].append((frame, orphan))
@@ -407,6 +462,109 @@ class FrameAssembler:
         """One more frame since the stream's last jump; past ``REWIND_FRAMES`` it stands."""
         if jump is not None and jump[3] + 1 < self.REWIND_FRAMES:
             self._jump[key] = (*jump[:3], jump[3] + 1)
+        elif jump is not None:
+            self._stand(key, jump, self._ahead.get(key))
+
+    def _stand(
+        self,
+        key: tuple[int, int],
+        jump: tuple[int, Gap, tuple[bytearray, int] | None, int],
+        ahead: list[tuple[DataFrame, bool]] | None,
+    ) -> None:
+        """The jump stands: its bytes become a hole that late frames may still fill."""
+        before, gap, dropped, _ = jump
+        if before >= gap.position or gap not in self.counters.gaps:
+            return
+        after: list[DataFrame] = []
+        at = gap.position
+        for f, counted in ahead or ():
+            if not counted or f.start_position != at:
+                break
+            after.append(f)
+            at = f.position
+        is_open = ahead is not None and len(after) == len(ahead)
+        holes = self._holes.setdefault(key, [])
+        for hole in holes:
+            hole.open = False
+        holes.append(_Hole(before, gap.position, gap, dropped, dropped is not None, after, is_open))
+        if len(holes) > self.HOLES:
+            self._forget(holes.pop(0))
+
+    def _forget(self, hole: _Hole) -> None:
+        if hole.partial is not None and not hole.counted:
+            self.counters.dropped_fragments += 1
+
+    def _after_hole(self, key: tuple[int, int], frame: DataFrame, orphan: bool) -> None:
+        """An orphan fragment right after the last hole (or after those) joins it."""
+        hole = self._holes[key][-1]
+        if not hole.open:
+            return
+        at = hole.after[-1].position if hole.after else hole.end
+        if orphan and frame.start_position == at:
+            hole.after.append(frame)
+        else:
+            hole.open = False
+
+    def _hole_at(self, key: tuple[int, int], start: int, end: int) -> _Hole | None:
+        for hole in self._holes[key]:
+            if hole.cursor == start and end <= hole.end:
+                return hole
+        return None
+
+    def _fill(self, key: tuple[int, int], hole: _Hole, frame: DataFrame) -> Message | None:
+        """``frame`` came late into ``hole``: put it in its place."""
+        c = self.counters
+        c.reordered += 1
+        message = self._take_into(key, hole, frame)
+        hole.cursor = frame.position
+        at = next(i for i, g in enumerate(c.gaps) if g is hole.gap)
+        if hole.cursor < hole.end:
+            hole.gap = Gap(key[0], key[1], hole.cursor, hole.end)
+            c.gaps[at] = hole.gap
+            return message
+        del c.gaps[at]
+        holes = self._holes[key]
+        holes.remove(hole)
+        if not holes:
+            del self._holes[key]
+        # The orphans after it (counted dropped until now) end the message it began.
+        ends = [i for i, f in enumerate(hole.after) if f.flags & END_FLAG]
+        if hole.partial is not None and ends:
+            for f in hole.after[: ends[0] + 1]:
+                c.dropped_fragments -= 1
+                c.reordered += 1
+                done = self._take_into(key, hole, f)
+            if done is not None and message is None:
+                message = done
+            elif done is not None:
+                self._ready.append(done)
+        self._forget(hole)
+        return message
+
+    def _take_into(self, key: tuple[int, int], hole: _Hole, frame: DataFrame) -> Message | None:
+        """``_take`` for a hole's message."""
+        c = self.counters
+        flags = frame.flags & UNFRAGMENTED
+        if frame.padding or flags & BEGIN_FLAG:
+            self._forget(hole)  # (a message never spans a pad; a BEGIN: the one before cut)
+            hole.partial, hole.counted = None, False
+            if frame.padding:
+                return None
+            if flags == BEGIN_FLAG:
+                hole.partial = (bytearray(frame.payload), frame.received_ns)
+                return None
+            return self._message(key, frame, frame.payload)
+        if hole.partial is None:
+            c.dropped_fragments += 1
+            return None
+        hole.partial[0].extend(frame.payload)
+        if flags != END_FLAG:
+            return None
+        payload = bytes(hole.partial[0])
+        if hole.counted:
+            c.dropped_fragments -= 1
+        hole.partial, hole.counted = None, False
+        return self._message(key, frame, payload)
 
     def _restart(self, key: tuple[int, int]) -> None:
         """A frame before the stream's first one, early on: the first was out of place (a
@@ -416,6 +574,8 @@ class FrameAssembler:
         c.gaps = [g for g in c.gaps if (g.stream_id, g.session_id) != key]
         self._partial.pop(key, None)
         self._jump.pop(key, None)
+        for hole in self._holes.pop(key, ()):
+            self._forget(hole)
         self._expected.pop(key, None)
         self._taking.pop(key, None)  # (what it delivered stays _taken)
 
@@ -450,6 +610,10 @@ class FrameAssembler:
         """The input ended: a message still missing its END fragment is dropped (counted).
         A session's end the stream never reached is told now (``ready()``), after a gap
         for the bytes before it that never came."""
+        for key, taken in self._taken.items():  # delivered ahead: the stream went past
+            expected = self._expected.get(key)
+            while expected is not None and expected in taken:
+                expected = self._expected[key] = taken.pop(expected)[0]
         for key, frame in list(self._pending_end.items()):
             expected = self._expected.get(key, frame.position)
             if frame.position > expected:
@@ -460,6 +624,10 @@ class FrameAssembler:
                 self._ready.append(end)
         self.counters.dropped_fragments += len(self._partial)
         self._partial.clear()
+        for holes in self._holes.values():
+            for hole in holes:
+                self._forget(hole)
+        self._holes.clear()
         self._taking.clear()
         self._stash.clear()
         self._ahead.clear()

@@ -345,6 +345,30 @@ def test_fragments_out_of_order_are_put_back(
     assert c.gaps == [] and c.dropped_fragments == 0 and c.reordered == 1
 
 
+@pytest.mark.parametrize("distance", [1, 22, 24, 30, 70, 150])
+def test_a_datagram_that_arrives_late_costs_no_message(
+    capture: tuple[Path, list[bytes]], tmp_path: Path, distance: int
+) -> None:
+    """Review s8: a middle fragment of a 31-fragment message moved 24 datagrams later (no
+    byte changed) lost the next message: once the jump was undone, that message's first
+    fragment (kept aside) was dropped as stale. At 70+ (past REWIND_FRAMES) the late
+    fragment itself was dropped, and its message lost. Every message now, and no gap."""
+    path, sent = capture
+    linktype, packets = read_packets(path)
+    data = _data_packets(packets)
+    begin = next(i for i in data[len(data) // 3 :] if packets[i][1][UDP_AT + 5] == 0x80)
+    middle = data[data.index(begin) + 3]
+    assert packets[middle][1][UDP_AT + 5] == 0  # a middle fragment
+    out = list(packets)
+    out.insert(min(middle + distance, len(out) - 1), out.pop(middle))
+    damaged = tmp_path / "late.pcap"
+    write_pcap(damaged, out, linktype)
+    messages, assembler = replay(PcapReader(damaged))
+    assert sorted(messages) == sorted(sent) and len(messages) == len(sent)
+    c = assembler.counters
+    assert c.gaps == [] and c.dropped_fragments == 0 and c.reordered >= 1
+
+
 def test_a_damaged_record_header_costs_only_its_record(
     capture: tuple[Path, list[bytes]], tmp_path: Path
 ) -> None:
@@ -369,7 +393,7 @@ def test_a_damaged_record_header_costs_only_its_record(
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(st.sampled_from(["flip", "cut", "duplicate", "reorder", "overwrite"]), st.data())
+@given(st.sampled_from(["flip", "cut", "duplicate", "reorder", "overwrite", "move"]), st.data())
 def test_any_single_damage_costs_no_more_than_losing_the_damaged_records(
     capture: tuple[Path, list[bytes]], tmp_path: Path, kind: str, data: st.DataObject
 ) -> None:
@@ -399,6 +423,12 @@ def test_any_single_damage_costs_no_more_than_losing_the_damaged_records(
             out.insert(j + 1, packets[j])
         elif kind == "reorder":
             out[j], out[j + 1] = out[j + 1], out[j]
+        elif kind == "move":  # one record 1..200 places later or earlier (not before
+            # the stream's first data frame: its start is where it starts)
+            first = _data_packets(packets)[0] + 1
+            j = max(j, first)
+            k = data.draw(st.integers(1, 200)) * data.draw(st.sampled_from([1, -1]))
+            out.insert(min(max(j + k, first), n - 1), out.pop(j))
         else:
             out[j] = packets[data.draw(st.integers(0, n - 1))]
             lost = {j}
@@ -408,7 +438,8 @@ def test_any_single_damage_costs_no_more_than_losing_the_damaged_records(
     kept = replay(PcapReader(reference))[0]
     got, _ = replay(PcapReader(damaged))
     delivered = [p for p in got if p in set(kept)]
-    if kind in ("reorder", "overwrite"):  # a message that came early (a packet swapped,
-        # or copied over an earlier one) is delivered when it comes, once
+    if kind in ("reorder", "overwrite", "move"):  # a message that came early or late (a
+        # packet swapped or moved, or copied over an earlier one) is delivered when it
+        # comes, once
         delivered, kept = sorted(delivered), sorted(kept)
     assert delivered == kept
