@@ -45,7 +45,7 @@ from __future__ import annotations
 import mmap
 import struct
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -512,6 +512,18 @@ class PcapReader:
                 off = resume
                 continue
             sec, frac, caplen, origlen = record.unpack_from(mm, off)
+            inner = _packet_end(linktype, mm, off + 16, end)
+            if inner >= 0 and end - inner >= 16 and _hops_to(plausible, inner, end):
+                # The packet ends well before its record (its IP length says so) and
+                # records follow from there to where this one claims to end: this
+                # length was overwritten to swallow them; go on right after the packet.
+                self._note(
+                    "overlong_record",
+                    f"record at byte {off} claims {end - inner} bytes past its packet, "
+                    f"where records follow; resumed at {inner}",
+                )
+                caplen = origlen = inner - off - 16
+                end = inner
             yield _Record(
                 sec * 1_000_000_000 + frac * unit,
                 linktype,
@@ -599,6 +611,31 @@ _FAST = {
     DLT_LOOP: (4, 0, _AF_INET),
     **dict.fromkeys((DLT_RAW, DLT_RAW_OPENBSD, LINKTYPE_RAW, DLT_IPV4), (0, -1, (b"",))),
 }
+
+
+def _packet_end(linktype: int, mm: mmap.mmap, start: int, end: int) -> int:
+    """Where the IPv4/IPv6 packet of the record ``mm[start:end]`` ends by its own length
+    field (-1: not known: another link type, or not a whole IP packet)."""
+    at, tag_at, tags = _FAST.get(linktype, (-1, -1, ()))
+    if at < 0 or end - start < at + 40:
+        return -1
+    if tag_at >= 0 and mm[start + tag_at : start + tag_at + len(tags[0])] not in tags:
+        return -1
+    version = mm[start + at] >> 4
+    if version == 4 and mm[start + at] & 0xF >= 5:
+        (total,) = struct.unpack_from("!H", mm, start + at + 2)
+    elif version == 6:
+        total = 40 + struct.unpack_from("!H", mm, start + at + 4)[0]
+    else:
+        return -1
+    return start + at + total if total >= 20 and start + at + total <= end else -1
+
+
+def _hops_to(plausible: Callable[[int], int], at: int, end: int) -> bool:
+    """Whether plausible records lead from ``at`` exactly to ``end``."""
+    while 0 <= at < end:
+        at = plausible(at)
+    return at == end
 
 
 def _network_layer(linktype: int, data: bytes) -> dpkt.Packet | None:

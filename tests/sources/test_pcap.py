@@ -390,6 +390,36 @@ def test_a_damaged_record_header_costs_only_its_record(
         assert reader.malformed["bad_record"] >= 1  # one its bytes began (k=1)
 
 
+def test_a_record_header_overwritten_to_swallow_the_next_costs_no_message(
+    capture: tuple[Path, list[bytes]], tmp_path: Path
+) -> None:
+    """Review s8 item 2: a record's caplen and origlen overwritten so that it spans the
+    next record lost that (untouched) record's message, counted as 0 malformed and 1 gap.
+    Its IP length says where its packet ends: records follow from there to where it
+    claims to end, so the walk resumes there (``overlong_record``)."""
+    path, sent = capture
+    linktype, packets = read_packets(path)
+    data = _data_packets(packets)
+    for k in (40, len(data) // 2):
+        i = data[k]
+        damaged = tmp_path / f"swallow-{k}.pcap"
+        offsets = write_pcap(damaged, packets, linktype)
+        raw = bytearray(damaged.read_bytes())
+        spans = offsets[i + 2] - offsets[i] - 16  # itself and all of record i + 1
+        struct.pack_into("<II", raw, offsets[i] + 8, spans, spans)
+        damaged.write_bytes(bytes(raw))
+        reader = PcapReader(damaged)
+        messages, assembler = replay(reader)
+        assert messages == sent, k
+        assert assembler.counters.gaps == [] and assembler.counters.dropped_fragments == 0
+        assert reader.malformed == {"overlong_record": 1}, reader.malformed
+    # A record whose packet is padded (Ethernet minimum) but holds no record: read as is.
+    padded = [(ts, buf + bytes(18)) if not k else (ts, buf) for k, (ts, buf) in enumerate(packets)]
+    write_pcap(tmp_path / "padded.pcap", padded, linktype)
+    reader = PcapReader(tmp_path / "padded.pcap")
+    assert replay(reader)[0] == sent and not reader.malformed
+
+
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
