@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || (echo "no Python 3.12 found (see .ci/find-python)" >&2; exit 1)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,notebooks]'
 	@touch $@
 
 setup: $(BIN)/.installed
