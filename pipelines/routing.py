@@ -5,13 +5,15 @@ the rows set aside to the two tables every pipeline has.
   bound) and those an operator set aside (its allowed lateness);
 - ``dead_letters``: what could not be accepted: messages that do not decode, late
   rows again (one letter each, ``where`` naming the step), rows the store refused,
-  input rows that kept failing an actor (``actor_failure``).
+  input rows that kept failing an actor (``actor_failure``), start readings whose
+  partial matches a pattern's limit dropped (``pattern_partial_match_dropped``).
 
 Both commit at every barrier with the rows that preceded it. An operator's late
 rows reach the end of its output's chain in-band, as ``SideOutput("late", step,
 rows)`` items (a chain built from YAML or in Python with ``.pipe``, the same), and
 are routed here with ``where`` = ``table.step``; an actor stage's failing rows as
-``SideOutput("actor_failure", ...)``.
+``SideOutput("actor_failure", ...)``; a pattern's dropped partial matches as
+``SideOutput("pattern_dropped", ...)``.
 
 A pipeline with a journaled actor stage has the event store's tables too
 (``actor_events``, ``actor_snapshots``: ``telepipe.operators.actors.journal``): the
@@ -32,6 +34,7 @@ from telepipe.errors import SinkError, TelepipeError
 from telepipe.markers import CheckpointBarrier, Item, SideOutput
 from telepipe.operators.actors.journal import STORE_TABLES, conform
 from telepipe.operators.actors.stage import ACTOR_FAILURE
+from telepipe.operators.patterns.logic import PATTERN_DROPPED, pattern_dropped_letters
 from telepipe.operators.runtime.stage import LATE, step_of
 from telepipe.pipelines.graph import RESERVED_TABLES
 from telepipe.pipelines.protocols import PulledSource, Sink
@@ -59,6 +62,7 @@ class SideOutputs:
         self.store = dict(store or {})
         self.late_at_steps = 0  # rows operators set aside (the source counts its own)
         self.actor_failures = 0  # input rows that kept failing an actor
+        self.pattern_dropped = 0  # start readings whose partial matches a pattern dropped
         self._barriers: dict[int, tuple[CheckpointBarrier, int]] = {}  # k -> (it, chains)
         self._lock = threading.Lock()  # chains behind a thread boundary deliver there
 
@@ -77,6 +81,10 @@ class SideOutputs:
         elif item.tag == ACTOR_FAILURE:
             letters = actor_failure_letters(self.codec, item.batch, where, self.stream_id)
             self.actor_failures += len(letters)
+            self.sink.write(DEAD_LETTER_TABLE, dead_letters_batch(letters))
+        elif item.tag == PATTERN_DROPPED:
+            letters = pattern_dropped_letters(self.codec, item.batch, where, self.stream_id)
+            self.pattern_dropped += len(letters)
             self.sink.write(DEAD_LETTER_TABLE, dead_letters_batch(letters))
         elif item.tag in self.store:
             self.sink.write(item.tag, conform(item.batch, self.store[item.tag], where))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import pyarrow as pa
 
+from telepipe.dead_letters import DeadLetter
 from telepipe.markers import MAX_WATERMARK, State
 from telepipe.operators.detectors.base import DetectorLogic
 from telepipe.operators.patterns import _compiler as pc
@@ -16,6 +17,7 @@ from telepipe.operators.patterns import _slot_kernels as sk
 from telepipe.operators.patterns import _store_kernels as ps
 from telepipe.operators.runtime.key_index import KeyIndex, grown_state
 from telepipe.operators.runtime.snapshot import as_array, as_int
+from telepipe.sbe import SbeCodec
 from telepipe.schema import TS_NS, arrow_column
 
 if TYPE_CHECKING:
@@ -34,7 +36,10 @@ PATTERN_MATCHES = pa.schema(
         pa.field("steps", pa.list_(pa.string()), nullable=False),
     ]
 )
-# A partial match dropped at a limit (one row per start reading): ``take_dead_letters``.
+# A partial match dropped at a limit (one row per start reading): ``take_dead_letters``,
+# and in a pipeline the stage's side output ``PATTERN_DROPPED`` (``take_side``), which
+# ``pipelines.routing`` writes to ``dead_letters``.
+PATTERN_DROPPED = "pattern_dropped"
 DEAD_LETTER_REASONS = ("pattern_max_partial_matches", "pattern_max_match_events")
 PATTERN_DEAD_LETTERS = pa.schema(
     [
@@ -144,6 +149,13 @@ class CepPatternLogic(DetectorLogic):
         """The dead letters (``PATTERN_DEAD_LETTERS``) since the last call, in order."""
         dead, self._dead = self._dead, []
         return dead
+
+    def take_side(self) -> list[tuple[str, pa.RecordBatch]]:
+        """``SideLogic``: the dead letters since the last call, tagged ``PATTERN_DROPPED``."""
+        return [(PATTERN_DROPPED, batch) for batch in self.take_dead_letters()]
+
+    def on_barrier(self, checkpoint_id: int) -> None:
+        """``SideLogic``: nothing is due at a barrier (dead letters go as they are found)."""
 
     # -- state
 
@@ -482,6 +494,49 @@ class CepPatternLogic(DetectorLogic):
             as_array(snapshot["event_value"], np.float64),
             as_array(snapshot["event_agg"], np.float64),
         )
+
+
+PATTERN_PARTIAL_MATCH_DROPPED = "pattern_partial_match_dropped"  # its dead letters' reason
+
+
+def pattern_dropped_letters(
+    codec: SbeCodec, rows: pa.RecordBatch, where: str, stream_id: int
+) -> list[DeadLetter]:
+    """One ``pattern_partial_match_dropped`` dead letter per row of ``PATTERN_DEAD_LETTERS``
+    (a start reading whose partial matches a limit dropped), for ``dead_letters``.
+
+    As a late row's letter (``sources.decoder.late_row_letters``): the first reading
+    alone as a message (the codec's reading columns, root fields 0; its quality, which
+    the NFA does not keep, 0) at session 0, position 0, ``received_ns`` its event time,
+    so the letter's id is the same whenever and however often it is found (a replay
+    after a restart writes it once). ``detail``: the limit, the count, the step."""
+    if rows.num_rows == 0:
+        return []
+    ts = rows.column("start_ts").cast(pa.int64()).to_numpy()
+    given = {
+        "sensor_id": rows.column("sensor_id"),
+        "ts": rows.column("start_ts"),
+        "value": rows.column("start_value"),
+    }
+    columns = {}
+    for f in codec.arrow_schema:
+        column = given.get(f.name, pa.array(np.zeros(rows.num_rows, np.int64)))
+        columns[f.name] = column.cast(f.type).to_numpy(zero_copy_only=False)
+    root = dict.fromkeys(codec.root_dtype.names or (), 0)
+    payloads = codec.encode_each(columns, **root)
+    details = rows.column("detail").to_pylist()
+    return [
+        DeadLetter(
+            PATTERN_PARTIAL_MATCH_DROPPED,
+            f"{detail}, first reading ts {int(t)}, at step {where}",
+            stream_id,
+            0,
+            0,
+            int(t),
+            payload,
+        )
+        for detail, t, payload in zip(details, ts.tolist(), payloads, strict=True)
+    ]
 
 
 def _ranks(counts: np.ndarray) -> np.ndarray:

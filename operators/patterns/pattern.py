@@ -20,26 +20,31 @@ Python::
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
+from reactivex import Observable
 
 from telepipe.errors import ConfigError
+from telepipe.markers import Item
 from telepipe.operators.detectors.base import check_int
 from telepipe.operators.patterns import _compiler as pc
 from telepipe.operators.patterns.logic import (
     DEAD_LETTER_REASONS,
     PATTERN_DEAD_LETTERS,
+    PATTERN_DROPPED,
     PATTERN_MATCHES,
     SKIPS,
     CepPatternLogic,
 )
-from telepipe.operators.runtime.stage import StageOperator
+from telepipe.operators.runtime.stage import StageOperator, side_stage
 from telepipe.operators.windows.options import MAX_MS
 
 __all__ = [
     "DEAD_LETTER_REASONS",
     "PATTERN_DEAD_LETTERS",
+    "PATTERN_DROPPED",
     "PATTERN_MATCHES",
     "SKIPS",
     "CepPattern",
@@ -179,7 +184,8 @@ class CepPattern(StageOperator):
     the partial matches of the oldest start reading are dropped; a match that would
     take more than ``max_match_events`` readings is dropped with every other partial
     match of its start reading. Each dropped start reading is a dead letter
-    (``logic.take_dead_letters()``, counted in ``logic.stats()``).
+    (``logic.take_dead_letters()``, counted in ``logic.stats()``); in a flow, a side
+    output tagged ``PATTERN_DROPPED`` that a pipeline writes to ``dead_letters``.
     Partial matches end when ``within_ms`` (or ``within_ns``) has passed since their
     first event: ``within_clock="ns"`` (default) compares exact nanosecond
     timestamps, ``"ms"`` compares them floored to whole milliseconds, as Flink does
@@ -254,6 +260,16 @@ class CepPattern(StageOperator):
 
     def build(self) -> CepPatternLogic:
         return CepPatternLogic(self)
+
+    def named(
+        self, name: str, restore: object = None
+    ) -> Callable[[Observable[Item]], Observable[Item]]:
+        """The step ``name``; its dead letters go downstream as
+        ``SideOutput(PATTERN_DROPPED, step, rows)`` (``pipelines.routing``: ``dead_letters``)."""
+        return side_stage(self.build, name=name, restore=restore)
+
+    def __call__(self, source: Observable[Item]) -> Observable[Item]:
+        return side_stage(self.build, name=self.step_name)(source)
 
 
 def _steps_tuple(value: object) -> tuple[PatternStep, ...]:
