@@ -17,6 +17,12 @@ fit a digest). ``check`` then proves, against the newest seal:
   that makes polars panic is named);
 - the files the Delta log holds now are those the commits since the seal leave.
 
+Rows appended since the seal and removed with their commit leave the log whole:
+``log_gaps`` names a commit file missing below the newest version, and
+``checkpoint_lag`` a table holding an older checkpoint than another table of the
+data dir or than the state files written for it (a run cut between two tables'
+commits looks the same until the next run recovers: the message says both).
+
 What it cannot prove: rows appended since the newest seal by a commit that carries a
 run's metadata are taken as a run's (the Delta sink does not sign its commits); what
 happened before the first keyed entry; commits since the seal whose log files are gone
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -366,3 +373,162 @@ def check(table: Path, key: AuditKey, entries: Sequence[dict[str, Any]]) -> str 
     """The first thing in the table or its Delta log that the audit entries do not
     account for (one line), or None."""
     return _Check(table, key, entries).run()
+
+
+# -- what a removed commit leaves behind --------------------------------------------
+#
+# A seal covers the table up to its version; rows a run appended since are the run's
+# (unsigned). Removing the newest commits, with their letters, leaves a Delta log
+# that is whole again, so ``check`` alone passes it. What such a removal leaves
+# behind: a Delta log whose versions have a hole (or a checkpoint past its last commit
+# file), and a table that holds an older checkpoint than the data dir's other tables
+# (every checkpoint commits every table, empty commits included) or than the state
+# files written for it (``_telepipe_state``, written before each table's commit).
+
+_COMMIT_FILE = re.compile(r"([0-9]{20})\.json")
+_CHECKPOINT_FILE = re.compile(r"([0-9]{20})\.checkpoint(\.[^/]+)?\.(parquet|json)")
+_STATE_CHECKPOINT = re.compile(r"([0-9]{12})(-[0-9a-f]{1,32})?")
+#: How many of a table's newest commits are read for the app ids that commit to it.
+RECENT = 64
+DEFAULT_APP = "telepipe"
+STATE_NOTE = "each before its table's commit"
+
+
+def log_gaps(table: Path) -> str | None:
+    """Commit files missing from the table's Delta log below its newest version (one
+    line), or None. Delta's log retention removes only the oldest commits, and only
+    below a checkpoint; any other hole is a removed commit."""
+    log = table / "_delta_log"
+    if not log.is_dir():
+        return None
+    commits: set[int] = set()
+    checkpoints: set[int] = set()
+    for path in log.iterdir():
+        if m := _COMMIT_FILE.fullmatch(path.name):
+            commits.add(int(m[1]))
+        elif m := _CHECKPOINT_FILE.fullmatch(path.name):
+            checkpoints.add(int(m[1]))
+    last = None
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        last = int(json.loads((log / "_last_checkpoint").read_text())["version"])
+    named = checkpoints | ({last} if last is not None else set())
+    if not commits and not named:
+        return None
+    newest = max(commits | named)
+    low = min(commits) if commits else newest
+    missing = [v for v in range(low, newest + 1) if v not in commits]
+    if missing:
+        shown = ", ".join(map(str, missing[:SHOWN_IDS])) + (
+            ", ..." if len(missing) > SHOWN_IDS else ""
+        )
+        through = (
+            f"goes on to version {newest}"
+            if newest in commits
+            else f"a checkpoint names version {newest}"
+        )
+        return (
+            f"{table}: its Delta log has no commit file for version{'s' * (len(missing) > 1)} "
+            f"{shown} but {through}: commits were removed (Delta's log retention "
+            "removes only the oldest, below a checkpoint)"
+        )
+    if last is not None and last not in checkpoints:
+        return (
+            f"{table}: _delta_log/_last_checkpoint names version {last}, but no checkpoint "
+            "file of that version is there: it was removed"
+        )
+    if low > 0 and not any(c >= low - 1 for c in checkpoints):
+        return (
+            f"{table}: its Delta log starts at version {low} with no checkpoint to start "
+            f"from: versions 0-{low - 1} were removed"
+        )
+    return None
+
+
+def _recent_apps(path: Path) -> set[str]:
+    """The app ids of the checkpoint commits among a table's newest ``RECENT``."""
+    try:
+        history = DeltaTable(str(path)).history(limit=RECENT)
+    except (DeltaError, OSError):
+        return set()
+    return {
+        str(c.get("telepipe.app_id", DEFAULT_APP)) for c in history if "telepipe.checkpoint_id" in c
+    }
+
+
+def _committed(path: Path, app: str) -> int:
+    """The newest checkpoint of ``app`` the table's commits hold (its Delta application
+    transaction; 0: none)."""
+    try:
+        return int(DeltaTable(str(path)).transaction_version(app) or 0)
+    except (DeltaError, OSError):
+        return 0
+
+
+def _state_saved(data_dir: Path, app: str, table: str) -> int:
+    """The newest checkpoint whose state files were written for (app, table) (0: none)."""
+    from telepipe.state.files import STATE_DIR, owner_dir
+
+    owner = data_dir / STATE_DIR / owner_dir(app, table)
+    try:
+        names = [p.name for p in owner.iterdir() if (p / "manifest.json").is_file()]
+    except OSError:
+        return 0
+    found = [int(m[1]) for n in names if (m := _STATE_CHECKPOINT.fullmatch(n))]
+    return max(found, default=0)
+
+
+def checkpoint_lag(
+    data_dir: Path, table: str, skip: Iterable[str] = (), running: int | None = None
+) -> str | None:
+    """The table holds an older checkpoint of some app id than another table of the
+    data dir commits, or than the state files written for any of them (one line), or
+    None. ``skip``: app ids not to compare (a dlq replay under way); ``running``: the
+    pid of a run holding the data dir now, if any."""
+    path = data_dir / table
+    if not (path / "_delta_log").is_dir():
+        return None
+    try:
+        others = sorted(
+            p.name for p in data_dir.iterdir() if p.name != table and (p / "_delta_log").is_dir()
+        )
+    except OSError:
+        return None
+    apps: set[str] = set()
+    for name in [table, *others]:
+        apps |= _recent_apps(data_dir / name)
+    for app in sorted(apps - set(skip)):
+        held = _committed(path, app)
+        tables = {name: k for name in others if (k := _committed(data_dir / name, app)) > held}
+        saved = {
+            name: k for name in [table, *others] if (k := _state_saved(data_dir, app, name)) > held
+        }
+        if tables:
+            newest = max(tables.values())
+            names = sorted(n for n, k in tables.items() if k == newest)
+            plural = len(names) > 1
+            evidence = (
+                f"table{'s' * plural} {', '.join(names)} hold{'s' * (not plural)} "
+                f"checkpoint {newest}"
+            )
+        elif saved:
+            newest = max(saved.values())
+            names = sorted(n for n, k in saved.items() if k == newest)
+            evidence = (
+                f"state files for checkpoint {newest} were written for {', '.join(names)} "
+                f"({STATE_NOTE})"
+            )
+        else:
+            continue
+        holds = f"holds checkpoint {held}" if held else "holds no checkpoint"
+        now = (
+            f"; a run{f' (pid {running})' if running else ''} holds the data dir now: verify "
+            "again when it has stopped"
+            if running is not None
+            else ""
+        )
+        return (
+            f"{path}: {holds} of app {app}, but {evidence}: a run was cut between two "
+            f"tables' commits, or {table}' commits after checkpoint {held} were removed with "
+            f"the dead letters they held; run the pipeline again to recover, then verify{now}"
+        )
+    return None

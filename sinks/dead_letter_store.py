@@ -231,12 +231,39 @@ class DeadLetterStore:
         return len(entries) + 1
 
     def check_table(self, entries: Sequence[dict[str, Any]]) -> str | None:
-        """The table's rows and Delta log against the audit entries' newest seal."""
+        """The table's Delta log has no hole, its rows and Delta log are what the audit
+        entries' newest seal and the commits since account for, and it holds the newest
+        checkpoint the data dir's other tables and state files name (a commit removed
+        with its letters leaves the log whole, the table behind the others)."""
         try:
-            return dead_letter_seal.check(self.path, self.key, entries)
+            return (
+                dead_letter_seal.log_gaps(self.path)
+                or dead_letter_seal.check(self.path, self.key, entries)
+                or dead_letter_seal.checkpoint_lag(
+                    self.data_dir,
+                    TABLE,
+                    skip=self._replay_under_way(entries),
+                    running=self._running(),
+                )
+            )
         except (DeltaError, OSError) as error:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             return f"cannot check {self.path}: {first}"
+
+    def _replay_under_way(self, entries: Sequence[dict[str, Any]]) -> list[str]:
+        """The app id of the dlq replay the last entry started (its run may be mid-way)."""
+        last = entries[-1] if entries else None
+        if last is None or last["action"] != "replay_start" or not isinstance(last["detail"], dict):
+            return []
+        return [str(last["detail"].get("app_id", ""))]
+
+    def _running(self) -> int | None:
+        """The pid of another process holding the data dir (a run committing), if any."""
+        try:
+            pid = data_dir_lock.holder_pid(self.data_dir)
+        except OSError:
+            return None
+        return None if pid is None or pid == os.getpid() else pid
 
     def deleted_at(self, seq: int) -> bool:
         """The replay audited as entry ``seq`` already took its letters out of the table."""
@@ -264,6 +291,9 @@ class DeadLetterStore:
         ok, problem = self.audit.verify()
         if not ok:
             return ok, problem
+        gap = dead_letter_seal.log_gaps(self.path)  # before Delta refuses the log
+        if gap is not None:
+            return False, gap
         entries = self.audit.entries()
         n = len(entries)
         anchored = self._audited_seq()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -237,3 +238,121 @@ def test_honest_changes_and_runs_verify(store: DeadLetterStore) -> None:
     assert store.verify() == (True, None)
     purged_one(store)
     assert store.verify() == (True, None)
+
+
+# -- a commit removed with its letters (the log whole again), against a cut run --------
+
+# Small polls, a checkpoint every 40 readings: checkpoints 1-4, each committed to every
+# table in the order late_readings, dead_letters, readings, windows, alarms.
+CHECKPOINTED = [
+    "replay.batch_messages=2",
+    "source.checkpoint_every_readings=40",
+    "source.checkpoint_every_ms=100000000",
+]
+LOG = Path("dead_letters") / "_delta_log"
+
+
+def replay(capture: Path, data_dir: Path, kill: str | None = None) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "TELEPIPE_FAULT_KILL"}
+    if kill is not None:
+        env["TELEPIPE_FAULT_KILL"] = kill
+    done = subprocess.run(
+        [sys.executable, "-m", "telepipe.cli", "replay", "pipeline=demo", f"input={capture}",
+         f"data_dir={data_dir}", "ui=never", *CHECKPOINTED],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    return done.returncode
+
+
+@pytest.fixture(scope="module")
+def checkpointed(
+    pristine: tuple[Path, list[int]], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The same capture replayed with four checkpoints."""
+    data_dir = tmp_path_factory.mktemp("checkpointed") / "data"
+    assert replay(pristine[0].parent / "capture", data_dir) == 0
+    assert DeltaTable(str(data_dir / "dead_letters")).version() == 3
+    return data_dir
+
+
+def verify_fails(data_dir: Path, *expected: str) -> str:
+    """``telepipe dlq verify``: exit 1, one line naming what is missing."""
+    done = telepipe("dlq", "verify", "--data-dir", str(data_dir))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    said = [s for s in done.stderr.splitlines() if s and "created the audit key" not in s]
+    assert len(said) == 1 and said[0].startswith("telepipe dlq verify: "), done.stderr
+    for text in expected:
+        assert text in said[0], said[0]
+    return said[0]
+
+
+@pytest.mark.parametrize("removed", [1, 2])
+def test_the_newest_commits_removed_with_their_letters_are_named(
+    checkpointed: Path, tmp_path: Path, removed: int
+) -> None:
+    """The review's case: the newest commits of dead_letters and the letters they
+    appended gone, the Delta log whole again; the other tables and the state files
+    still name the checkpoints."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(checkpointed, data_dir)
+    for v in range(4 - removed, 4):
+        (data_dir / LOG / f"{v:020d}.json").unlink()
+    held = 4 - removed
+    verify_fails(
+        data_dir,
+        f"dead_letters: holds checkpoint {held} of app telepipe",
+        "tables alarms, late_readings, readings, windows hold checkpoint 4",
+        f"commits after checkpoint {held} were removed",
+        "run the pipeline again to recover, then verify",
+    )
+    store = DeadLetterStore(data_dir)
+    with pytest.raises(AuditError, match="changes are refused"):
+        purged_one(store)
+    # The state files alone (the other tables' newest commits removed too) tell.
+    for table in ("late_readings", "readings", "windows", "alarms"):
+        for v in range(4 - removed, 4):
+            (data_dir / table / "_delta_log" / f"{v:020d}.json").unlink()
+    verify_fails(data_dir, "state files for checkpoint 4 were written for alarms, dead_letters")
+
+
+def test_a_hole_in_the_delta_log_or_a_checkpoint_past_it_is_named(
+    checkpointed: Path, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    shutil.copytree(checkpointed, data_dir)
+    (data_dir / LOG / f"{1:020d}.json").unlink()
+    verify_fails(data_dir, "no commit file for version 1 but goes on to version 3", "removed")
+
+    shutil.rmtree(data_dir)
+    shutil.copytree(checkpointed, data_dir)
+    DeltaTable(str(data_dir / "dead_letters")).create_checkpoint()
+    assert DeadLetterStore(data_dir).verify() == (True, None)
+    (data_dir / LOG / f"{3:020d}.json").unlink()
+    verify_fails(data_dir, "no commit file for version 3 but a checkpoint names version 3")
+
+
+def test_a_run_cut_between_two_tables_commits_is_said_so_and_passes_once_recovered(
+    pristine: tuple[Path, list[int]], checkpointed: Path, tmp_path: Path
+) -> None:
+    """A SIGKILL right after late_readings' commit of checkpoint 3 leaves dead_letters at
+    2: verify fails, saying a run was cut or a commit removed, until a run recovers.
+    One right after readings' commit leaves dead_letters whole (windows and alarms
+    behind): verify passes."""
+    capture = pristine[0].parent / "capture"
+    want = DeadLetterStore(checkpointed).ids()
+    cut = tmp_path / "cut"
+    assert replay(capture, cut, kill="after:late_readings:3") == -9
+    verify_fails(
+        cut,
+        "dead_letters: holds checkpoint 2 of app telepipe, but table late_readings holds "
+        "checkpoint 3: a run was cut between two tables' commits",
+    )
+    assert replay(capture, cut) == 0
+    done = telepipe("dlq", "verify", "--data-dir", str(cut))
+    assert done.returncode == 0, done.stderr
+    assert DeadLetterStore(cut).ids() == want
+
+    ahead = tmp_path / "ahead"
+    assert replay(capture, ahead, kill="after:readings:3") == -9
+    assert DeltaTable(str(ahead / "windows")).transaction_version("telepipe") == 2
+    assert DeadLetterStore(ahead).verify() == (True, None)
