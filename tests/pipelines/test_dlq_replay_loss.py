@@ -20,6 +20,7 @@ from helpers import ROOT
 
 from telepipe.boundary import BoundaryOptions
 from telepipe.markers import CheckpointBarrier
+from telepipe.operators.actors.journal import STORE_TABLES
 from telepipe.pipelines.graph import RESERVED_TABLES
 from telepipe.sinks.dead_letter_store import DeadLetterStore
 from telepipe.sinks.queued import NEVER_DROPPED, QueuedSink
@@ -153,7 +154,7 @@ class Gated(QueuedSink):
 
 @pytest.mark.parametrize("policy", ["drop_newest", "drop_oldest"])
 def test_no_queue_policy_drops_dead_letters_or_late_readings(policy: str) -> None:
-    assert set(RESERVED_TABLES) == NEVER_DROPPED
+    assert {*RESERVED_TABLES, *STORE_TABLES} == NEVER_DROPPED  # and the actors' event store
     sink = Gated(BoundaryOptions(capacity=1, policy=policy)).start()
     batch = pa.record_batch({"x": [1, 2, 3]})
     sink.write("readings", batch)  # taken by the writer, which waits at the gate
