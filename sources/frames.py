@@ -222,6 +222,9 @@ class FrameAssembler:
         self._jump: dict[tuple[int, int], tuple[int, Gap, tuple[bytearray, int] | None, int]] = {}
         # Per stream, for its first REWIND_FRAMES frames: (start of the first, frames since).
         self._opening: dict[tuple[int, int], tuple[int, int]] = {}
+        # Per stream, while its opening stands: the frames taken, with whether each was
+        # counted as an orphan (as _ahead): kept once it starts again before them.
+        self._early: dict[tuple[int, int], list[tuple[DataFrame, bool]]] = {}
         # Per stream, the frames of messages delivered while a jump stood (start ->
         # (end, crc of the payload)): once the stream went around the jump (or restarted
         # before its first frame) and reaches
@@ -328,6 +331,7 @@ class FrameAssembler:
                 self._opening[key] = (opening[0], opening[1] + 1)
             else:
                 del self._opening[key]
+                self._early.pop(key, None)
         jump = self._jump.pop(key, None)
         ahead = self._ahead.pop(key, None)
         if (
@@ -373,6 +377,8 @@ class FrameAssembler:
         message = self._take(key, frame)
         if key in self._ahead:
             self._ahead[key].append((frame, orphan))
+        if key in self._opening:
+            self._early.setdefault(key, []).append((frame, orphan))
         if (key in self._jump or key in self._opening) and not frame.padding:
             self._record(key, frame, start, message is not None)
         return message
@@ -578,6 +584,7 @@ class FrameAssembler:
             self._forget(hole)
         self._expected.pop(key, None)
         self._taking.pop(key, None)  # (what it delivered stays _taken)
+        self._keep(key, -1, self._early.pop(key, None))
 
     def _undo(
         self,
@@ -597,9 +604,16 @@ class FrameAssembler:
             self._partial[key] = dropped
             c.dropped_fragments -= 1
         self._expected[key] = before
+        self._keep(key, before, ahead)
+
+    def _keep(
+        self, key: tuple[int, int], before: int, frames: list[tuple[DataFrame, bool]] | None
+    ) -> None:
+        """The frames taken past ``before`` that were not delivered wait in the stash
+        until the stream reaches them."""
         taken = self._taken.get(key, {})
         stash = self._stash.setdefault(key, {})
-        for f, counted in ahead or ():
+        for f, counted in frames or ():
             at = f.start_position
             if not f.padding and at > before and at not in taken and at not in stash:
                 stash[at] = (f, counted)
@@ -631,6 +645,7 @@ class FrameAssembler:
         self._taking.clear()
         self._stash.clear()
         self._ahead.clear()
+        self._early.clear()
 
     def _end(self, key: tuple[int, int], frame: DataFrame) -> Message | None:
         """An end-of-stream heartbeat (no payload, EOS flag): the session's end mark. It

@@ -74,7 +74,7 @@ def touched_by(recs: list[RecordAt], path: Path, lo: int, hi: int) -> set[int]:
     return {i for i, r in enumerate(recs) if r.path == path and r.start < hi and lo < r.end}
 
 
-KINDS = ["flip", "cut", "zero", "duplicate", "reorder", "overwrite", "index"]
+KINDS = ["flip", "cut", "zero", "duplicate", "reorder", "move", "overwrite", "index"]
 
 
 @settings(
@@ -142,6 +142,17 @@ def test_any_single_damage_loses_no_message_it_did_not_touch(
                 q = recs[following[0]]
                 raw[r.start : q.end] = raw[q.start : q.end] + record
                 moved = {i, following[0]}
+        elif kind == "move":  # 1..200 records later or earlier in its segment
+            same = [k for k, q in enumerate(recs) if q.path == r.path]
+            k = data.draw(st.integers(1, 200)) * data.draw(st.sampled_from([1, -1]))
+            j = same[min(max(same.index(i) + k, 0), len(same) - 1)]
+            if j != i:
+                q = recs[j]
+                if j > i:  # the records up to q, then this one
+                    raw[r.start : q.end] = raw[r.end : q.end] + record
+                else:  # this one, then q and the records after it
+                    raw[q.start : r.end] = record + raw[q.start : r.start]
+                moved = {i}
         else:  # overwrite: another record's bytes in this one's place
             j = data.draw(st.integers(0, len(recs) - 1).filter(lambda j: j != i))
             q = recs[j]
