@@ -76,6 +76,11 @@ from telepipe.operators.runtime._key_kernels import (
 )
 
 ST_DONE, ST_KEYS, ST_NODES, ST_OUT, ST_BLOCK, ST_GROW = range(6)
+# ``idle[idx]``: (known, until, earliest deadline, deadline known) and the key's fixed
+# prefix (known, for which bits, its slots, their earliest deadline, flags: 1 a held
+# complete match in it, 2 its partial matches all idle-fixed). See the run kernel.
+I_PFX, I_PFX_BITS, I_PFX_N, I_PFX_DUE, I_PFX_FLAGS = range(4, 9)
+IDLE_COLS = 9
 FLUSH_ALL, FLUSH_FLINK = 1, 2  # _pattern_advance_kernel's end-of-input modes
 # ``_pattern_run_kernel``'s cache of which (state, flag) a row's condition bits leave as
 # they are: entries, and the marks of an entry's cells.
@@ -368,7 +373,16 @@ def _pattern_run_kernel(
     the kernel, cleared by the caller with ``known``), and the emit pass only when
     a complete match is held. Each of these passes would change nothing. The cache
     and the probes live in ``work`` (``run_work``), kept from call to call: the cache
-    depends on the table only.
+    depends on the table only. A row whose walks left the key's first ``keep`` slots
+    in place and emitted nothing records them as the key's fixed prefix
+    (``idle[idx, I_PFX:]``: the row's bits, ``keep``, their earliest deadline, held /
+    idle-fixed flags) and the key's ``_idle_until`` (known from the same loop): the
+    next row with the same bits starts past the prefix (it is fixed for those bits,
+    unchanged since), and the next idle row needs no pass. On the benchmark pattern a
+    high reading changes only the newest starts' slots, so a row costs what it
+    changes, not the sensor's hundreds of partial matches. Whatever else changes a
+    key's slots clears ``idle[idx, I_PFX]`` (here: the timeout pass, the cap, the
+    emit pass; the caller: ``idle[:] = 0``).
 
     Returns ``(row, n_nodes, n_out, status)``: ``status`` ST_DONE, or what to grow
     before resuming at ``row`` (``ST_KEYS``: the sensor has no ``KeyIndex`` slot, or
@@ -433,6 +447,7 @@ def _pattern_run_kernel(
             n, n_out = _emit(block, base, n, s, nd, o_meta, n_out, tmp_a, tmp_b, skip)
             nslot[idx] = n  # kept if the row is undone (ST_GROW)
             idle[idx, 0] = 0
+            idle[idx, I_PFX] = 0
         b = bits[i]
         if skip_fixed and (fx_entry < 0 or fx_for != b):
             fx_entry = -1
@@ -456,16 +471,36 @@ def _pattern_run_kernel(
         # ``block`` (``keep`` of them); the rest, walked or not, go to ``scratch`` (``w``)
         # in order. The order of slots matters: of two complete matches with the same
         # events under other steps, the one that came first wins (``_emit``).
+        # The fixed prefix: the first slots of the key that the last row it walked
+        # (with the same bits) left in place, unchanged since (anything else that
+        # changes a key's slots clears ``idle[idx, I_PFX]``), so fixed for these bits
+        # again: the row starts past them, with their deadline and flags.
         w = 0
         keep = 0
         walked = False
         due = INT64_MAX  # at most the earliest deadline (slots only leave after this)
         held = False  # a complete match is held: the emit pass has work
-        for q in range(base, base + n):
+        held_keep = False  # ... in the kept slots
+        idle_keep = True  # the kept partial matches are all idle-fixed
+        q0 = base
+        if (
+            skip_fixed
+            and idle[idx, I_PFX] == 1
+            and idle[idx, I_PFX_BITS] == np.int64(b)
+            and idle[idx, I_PFX_N] <= n
+        ):
+            keep = idle[idx, I_PFX_N]
+            due = idle[idx, I_PFX_DUE]
+            held_keep = idle[idx, I_PFX_FLAGS] & 1 == 1
+            idle_keep = idle[idx, I_PFX_FLAGS] & 2 == 2
+            held = held_keep
+            q0 = base + keep
+        for q in range(q0, base + n):
             if block[q, S_DONE] == 1:
                 held = True
                 if skip_fixed and not walked:
                     keep += 1
+                    held_keep = True
                 else:
                     scratch[w, :] = block[q, :]
                     w += 1
@@ -489,6 +524,7 @@ def _pattern_run_kernel(
                     else:
                         due = min(due, _due(block[q, S_START_TS], within, unit))
                         keep += 1
+                        idle_keep &= idle_fixed[state, flag] == 1
                     continue
             walked = True
             w0 = w
@@ -552,12 +588,12 @@ def _pattern_run_kernel(
         for j in range(w0, w):
             held |= scratch[j, S_DONE] == 1
         if keep + w > cap and cap < maxcap:
-            # The block is full: a block four times larger (or as large as needed) at
+            # The block is full: a block twice as large (or as large as needed) at
             # the end of ``block``, if it has room; else undo the row (its walks only
             # wrote scratch and new nodes) and have the caller make room.
             size = cap
             while size < keep + w and size < maxcap:
-                size = min(4 * size, maxcap)
+                size = min(2 * size, maxcap)
             if used[0] + size > block.shape[0]:
                 counters[C_GROW_KEY] = idx
                 return np.int64(i), n_nodes0, n_out, ST_GROW
@@ -603,15 +639,31 @@ def _pattern_run_kernel(
                     dl, dl_val, counters, R_PARTIAL, s, one_ts, oldest, gone, one_head, nd,
                     nd_val,
                 )  # fmt: skip
+        idle[idx, 0] = 0
+        idle[idx, I_PFX] = 0
         if keep + w <= cap:  # (always so with skip_fixed off: keep is 0)
             # Walked slots join the kept ones in ``block``: no cap to apply.
+            due_keep = due
+            idle_all = idle_keep
             for j in range(w):
                 block[base + keep + j, :] = scratch[j, :]
                 if scratch[j, S_DONE] == 0:
                     due = min(due, _due(scratch[j, S_START_TS], within, unit))
-            w += keep
+                    idle_all &= idle_fixed[scratch[j, S_STATE], scratch[j, S_FLAG]] == 1
             if held or not skip_fixed:
-                w, n_out = _emit(block, base, w, s, nd, o_meta, n_out, tmp_a, tmp_b, skip)
+                w, n_out = _emit(block, base, w + keep, s, nd, o_meta, n_out, tmp_a, tmp_b, skip)
+            else:
+                # Nothing left the kept slots: they are the next row's fixed prefix;
+                # and ``_idle_until`` of the key is known without another pass.
+                idle[idx, I_PFX] = 1
+                idle[idx, I_PFX_BITS] = np.int64(b)
+                idle[idx, I_PFX_N] = keep
+                idle[idx, I_PFX_DUE] = due_keep
+                idle[idx, I_PFX_FLAGS] = (1 if held_keep else 0) + (2 if idle_keep else 0)
+                if skip_idle:
+                    idle[idx, 0] = 1
+                    idle[idx, 1] = (INT64_MAX if within <= 0 else due) if idle_all else INT64_MIN
+                w += keep
         else:
             w = _prepend(scratch, w, block, base, keep)
             if held or not skip_fixed:
@@ -626,7 +678,6 @@ def _pattern_run_kernel(
                 if scratch[j, S_DONE] == 0:
                     due = min(due, _due(scratch[j, S_START_TS], within, unit))
         nslot[idx] = w
-        idle[idx, 0] = 0
         idle[idx, 2] = due
         idle[idx, 3] = 1
     return n_rows, n_nodes, n_out, ST_DONE

@@ -254,6 +254,40 @@ def test_passing_over_idle_rows_changes_nothing(case) -> None:
     )
 
 
+@pytest.mark.parametrize("within_ms", [None, 250, 1000])
+def test_the_fixed_prefix_of_many_partial_matches_changes_nothing(within_ms) -> None:
+    """The benchmark's shape, small: 3 sensors, a noisy sine at 1 kHz, `value > 80`
+    times(3) followed_by `value < 20` (every high reading a start: hundreds of partial
+    matches per sensor), batches with watermarks between. A row starts past the slots
+    the sensor's last walked row with the same bits left in place (the fixed prefix),
+    and knows the sensor's idle bound without a pass: the output and the counters are
+    those of the kernel walking every slot at every row, and of the reference."""
+    rng = np.random.default_rng(3)
+    n = 6000
+    sid = np.tile(np.arange(3), n // 3).tolist()
+    tick = np.repeat(np.arange(n // 3), 3)
+    ts = (tick * MS + rng.integers(0, MS // 5, n)).tolist()
+    phase = np.array([0.0, 2.0, 4.0])[np.array(sid)]
+    value = (50 + 35 * np.sin(2 * np.pi * tick / 700 + phase) + rng.normal(0, 4, n)).tolist()
+    pattern = Pattern.begin("high", "value > 80").times(3).followed_by("low", "value < 20")
+    if within_ms:
+        pattern = pattern.within(ms=within_ms)
+    for cap in (10_000, 40):
+        op = pattern.operator("p", max_partial_matches=cap)
+        plan = [
+            (lo, min(lo + 700, n), ts[min(lo + 700, n) - 1] - 5 * MS) for lo in range(0, n, 700)
+        ]
+        fast, slow = op.build(), op.build()
+        slow._idle_fixed[:] = 0
+        slow._skip_fixed = False
+        a = rows(run(op, sid, ts, value, None, plan, fast))
+        b = rows(run(op, sid, ts, value, None, plan, slow))
+        assert exact(a) == exact(b) and len(a) > 0
+        assert fast.stats() == slow.stats()
+        assert (fast.stats()["dead_letters"] > 0) == (cap == 40)  # the cap path too
+        assert canon(a) == canon(pattern_reference(op, sid, ts, value)[0])
+
+
 def test_idle_fixed_states() -> None:
     """A partial match waiting under relaxed contiguity is idle-fixed; under strict
     contiguity a row meeting no condition ends it."""
