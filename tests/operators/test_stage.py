@@ -228,6 +228,7 @@ def test_every_operator_logic_declares_the_stage_contract() -> None:
         ops.Dedup(),
         ops.Resample(),
         ops.Pattern.begin("a", "value > 1").operator(),
+        ops.ActorStage(ops.Counter()),
     ]
     public = {
         t for t in map(vars(ops).get, ops.__all__)

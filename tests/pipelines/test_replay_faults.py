@@ -130,7 +130,7 @@ def test_a_writer_whose_lock_file_was_deleted_is_fenced_and_nothing_is_duplicate
     [
         ("pipeline.outputs.windows.window.size_ms=2000", "size_ms"),
         (
-            "+pipeline.outputs.alarms.again={_target_: telepipe.operators.Dedup}",
+            "+pipeline.outputs.readings.again={_target_: telepipe.operators.Dedup}",
             "steps with no saved state: again",
         ),
     ],

@@ -34,7 +34,7 @@ EXTRA = (
     "pipeline.outputs.machine_states.machines.max_restarts=1000",
 )
 STORE = ("actor_events", "actor_snapshots")
-CHECKED = "+pipeline.outputs.machine_states.machines.check_store=true"
+CHECKED = "pipeline.outputs.machine_states.machines.check_store=true"
 
 
 @pytest.fixture(scope="module")
