@@ -109,8 +109,10 @@ def resolve(name: str, path: str) -> str:
             raise refused
         return _canonical(plugin)
     obj = _locate(parts, path, name)
-    if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__.startswith(
-        "telepipe."
+    if (
+        isinstance(obj, type)
+        and dataclasses.is_dataclass(obj)
+        and obj.__module__.startswith("telepipe.")
     ):
         return _canonical(obj)
     if isinstance(obj, types.MethodType) and _canonical(obj) in FACTORIES:
