@@ -439,13 +439,18 @@ def fault_kill() -> tuple[str, str, str] | None:
 def drained_at(path: str | Path, app_id: str = "telepipe") -> int | None:
     """The checkpoint of the table's newest commit of ``app_id`` if that commit came
     after a drain's flush (a stop with --drain, drain=true, a limit), else None."""
+    return _newest_marked(path, app_id, "telepipe.drained")
+
+
+def _newest_marked(path: str | Path, app_id: str, mark: str) -> int | None:
+    """The checkpoint of the table's newest commit of ``app_id`` if it carries ``mark``."""
     try:
         history = DeltaTable(str(path)).history(limit=16)
     except Exception:
         return None
     for entry in history:  # newest first
         if entry.get("telepipe.app_id", "telepipe") == app_id and "telepipe.checkpoint_id" in entry:
-            if entry.get("telepipe.drained") == "true":
+            if entry.get(mark) == "true":
                 return int(str(entry["telepipe.checkpoint_id"]))
             return None
     return None
@@ -491,16 +496,7 @@ def written_by(
 def ended_at(path: str | Path, app_id: str = "telepipe") -> int | None:
     """The checkpoint of the table's newest commit of ``app_id`` if that commit is the
     one after the end of a recorded input (nothing more to read from it), else None."""
-    try:
-        history = DeltaTable(str(path)).history(limit=16)
-    except Exception:
-        return None
-    for entry in history:  # newest first
-        if entry.get("telepipe.app_id", "telepipe") == app_id and "telepipe.checkpoint_id" in entry:
-            if entry.get("telepipe.end_of_input") == "true":
-                return int(str(entry["telepipe.checkpoint_id"]))
-            return None
-    return None
+    return _newest_marked(path, app_id, "telepipe.end_of_input")
 
 
 def last_checkpoint(path: str | Path, app_id: str = "telepipe") -> int | None:
