@@ -41,6 +41,8 @@ def check_top_level(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         if value is not None and not str(value).strip():
             raise ConfigError(f"{key} must be a directory path, got {value!r}")
+        if value is not None:
+            _writable_dir(str(value), key)
     if data_dir is not None and Path(str(data_dir)).exists() and not Path(str(data_dir)).is_dir():
         raise ConfigError(f"data_dir={data_dir} exists and is not a directory")
     for key in ("replay.follow", "drain", "fresh"):
@@ -63,6 +65,20 @@ def _writable_file(raw: str, key: str) -> None:
         raise ConfigError(f"{key}={raw}: cannot be written ({parent} is not a writable directory)")
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{key}={raw}: cannot be written (permission denied)")
+
+
+def _writable_dir(raw: str, key: str) -> None:
+    """A directory the run writes (or makes): refused now if it cannot be, before a
+    data dir or its lock is made (a read-only capture_dir failed after both)."""
+    path = Path(raw)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if path.exists() and not path.is_dir():
+        if path == Path(raw):
+            return  # a file where the dir goes: the caller's own line says so
+        raise ConfigError(f"{key}={raw}: cannot be made ({path} is not a directory)")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={raw}: cannot be written ({path} is not a writable directory)")
 
 
 def _get(cfg: DictConfig, key: str) -> Any:

@@ -57,6 +57,8 @@ BAD = [
     (["run", "stats_file=/etc/hostname/s.json"], "stats_file=/etc/hostname/s.json: cannot"),
     (["run", "stats_file="], "stats_file must be a file path, got ''"),
     (["run", "data_dir="], "data_dir must be a directory path, got ''"),
+    (["run", "data_dir=/etc/hostname/d"], "data_dir=/etc/hostname/d: cannot be made"),
+    (["run", "capture_dir=/etc/hostname/c"], "capture_dir=/etc/hostname/c: cannot be made"),
     (["run", "capture_dir= "], "capture_dir must be a directory path, got ''"),
     (["run", "data_dir=/etc/hostname"], "data_dir=/etc/hostname exists and is not a directory"),
     (["run", "data_dir=null"], "data_dir must be a directory path, got null"),
