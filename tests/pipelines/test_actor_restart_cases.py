@@ -127,7 +127,7 @@ def _stop(data_dir: Path, drain: bool) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("how", ["drain", "fresh"])
+@pytest.mark.parametrize("how", ["drain", pytest.param("fresh", marks=pytest.mark.slow)])
 def test_a_restart_after_a_drain_or_fresh_goes_on_with_every_machine(
     tmp_path: Path, how: str
 ) -> None:
@@ -154,7 +154,12 @@ def test_a_restart_after_a_drain_or_fresh_goes_on_with_every_machine(
 
 
 @pytest.mark.parametrize(
-    "kill", ["after:machine_states", "after:actor_events", "before:actor_snapshots"]
+    "kill",
+    [
+        pytest.param("after:machine_states", marks=pytest.mark.slow),  # the suite's time
+        "after:actor_events",
+        pytest.param("before:actor_snapshots", marks=pytest.mark.slow),
+    ],
 )
 def test_a_live_crash_between_commits_leaves_one_event_per_number(
     tmp_path: Path, kill: str

@@ -69,12 +69,13 @@ def test_the_reference_has_actor_rows_failures_and_store_rows(recorded: dict[str
     assert all("machine_states.machines" in d and "nan_reading" in d for d in letters["detail"])
 
 
+SLOW = pytest.mark.slow  # the suite's time: a representative three in the default run
 KILLS = [
     "after:actor_events:3",
-    "before:actor_snapshots:4",
-    "after:machine_states:5",
+    pytest.param("before:actor_snapshots:4", marks=SLOW),
+    pytest.param("after:machine_states:5", marks=SLOW),
     "before:actor_events:end",
-    "after:actor_snapshots:end",
+    pytest.param("after:actor_snapshots:end", marks=SLOW),
     "after:machine_states:4:checked",  # the restart checks the store's fold
 ]
 

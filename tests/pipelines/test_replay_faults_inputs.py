@@ -282,7 +282,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 ARCHIVE_KILLS = [
-    ("demo", "before:alarms:end"),
+    pytest.param("demo", "before:alarms:end", marks=pytest.mark.slow),  # the suite's time
     ("press_line", "before:silent:5"),  # the first recording done, the second under way
 ]
 
@@ -294,6 +294,7 @@ def test_an_archive_killed_at_a_commit_boundary_then_restarted_equals_the_refere
     kill_and_recover(pipeline, archive["archive"], archive[pipeline], kill, tmp_path / "killed")
 
 
+@pytest.mark.slow  # the suite's time: the pcap's random kills run by default
 @pytest.mark.parametrize("seed", [2])
 def test_an_archive_sigkilled_at_random_moments_equals_the_reference(
     archive: dict[str, Path], tmp_path: Path, seed: int
