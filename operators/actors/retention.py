@@ -37,7 +37,7 @@ from telepipe.operators.actors.journal import ACTOR_EVENTS, ACTOR_SNAPSHOTS
 from telepipe.operators.runtime.key_index import KeyIndex
 from telepipe.sinks.delta import last_checkpoint
 from telepipe.state import read_checkpoint
-from telepipe.state.files import STATE_DIR, owner_dir
+from telepipe.state.files import STATE_DIR, checkpoint_of_dir, owner_dir
 
 type Keep = Callable[[pa.Table], np.ndarray]  # rows -> which of them stay
 
@@ -155,7 +155,9 @@ def oldest_needed(data_dir: str | Path, table: str, app_id: str = "telepipe") ->
     lasts = [last_checkpoint(p, app_id) or 0 for p in root.iterdir()
              if (p / "_delta_log").is_dir()]  # fmt: skip
     owner = root / STATE_DIR / owner_dir(app_id, table)
-    kept = [int(p.name) for p in owner.iterdir() if p.name.isdigit()] if owner.is_dir() else []
+    names = [p.name for p in owner.iterdir()] if owner.is_dir() else []
+    # (a run's state dirs carry its writer token: 000000000007-<token>)
+    kept = [k for k in map(checkpoint_of_dir, names) if k is not None]
     return min([*lasts, *kept], default=0)
 
 

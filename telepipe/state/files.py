@@ -84,6 +84,12 @@ def owner_dir(app_id: str, table: str) -> str:
     return hashlib.sha256(f"{app_id}\0{table}".encode()).hexdigest()[:16]
 
 
+def checkpoint_of_dir(name: str) -> int | None:
+    """The checkpoint id a state directory's name holds (``000000000007`` or
+    ``000000000007-<writer token>``), or None for any other name."""
+    return int(name[:12]) if _CHECKPOINT_DIR.fullmatch(name) else None
+
+
 def write_checkpoint(
     root: str | Path,
     app_id: str,
