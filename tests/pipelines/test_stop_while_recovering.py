@@ -42,21 +42,34 @@ def tables(data_dir: Path) -> dict[str, pl.DataFrame]:
     return out
 
 
-def test_a_stop_while_recovering_takes_no_savepoint_and_loses_nothing(tmp_path: Path) -> None:
+def recorded(tmp_path: Path) -> Path:
+    """A capture of a live run of 20,000 readings."""
     capture = tmp_path / "capture"
     done = cli(
         "run", "limit.readings=20000", f"data_dir={tmp_path / 'live'}", f"capture_dir={capture}",
         f"simulator.options.start_ns={START}", "simulator.options.rate=100000",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    reference = tmp_path / "reference"
-    done = cli("replay", f"input={capture}", f"data_dir={reference}", *REPLAY)
-    assert done.returncode == 0, done.stderr
+    return capture
 
+
+def killed_after_readings_commit_2(capture: Path, tmp_path: Path) -> Path:
+    """A replay SIGKILLed right after readings committed checkpoint 2 (the other tables
+    hold 1): its data dir, which a restart recovers by re-cutting checkpoint 2."""
     data_dir = tmp_path / "data"
     env = {**os.environ, "TELEPIPE_FAULT_KILL": "after:readings:2"}
     killed = cli("replay", f"input={capture}", f"data_dir={data_dir}", *REPLAY, env=env)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
+    return data_dir
+
+
+def test_a_stop_while_recovering_takes_no_savepoint_and_loses_nothing(tmp_path: Path) -> None:
+    capture = recorded(tmp_path)
+    reference = tmp_path / "reference"
+    done = cli("replay", f"input={capture}", f"data_dir={reference}", *REPLAY)
+    assert done.returncode == 0, done.stderr
+
+    data_dir = killed_after_readings_commit_2(capture, tmp_path)
     # readings holds checkpoint 2, the other tables 1: the restart re-cuts 2, slowly.
     stats = tmp_path / "stats.json"
     slow = Watched(
@@ -93,16 +106,8 @@ def test_a_drain_while_recovering_takes_no_barrier_and_a_drained_replay_does_not
     checkpoint some tables hold at other positions). A replay drained by a limit
     cannot be continued: its windows were flushed as final, so a restart refuses in
     one line rather than making every later reading late."""
-    capture = tmp_path / "capture"
-    done = cli(
-        "run", "limit.readings=20000", f"data_dir={tmp_path / 'live'}", f"capture_dir={capture}",
-        f"simulator.options.start_ns={START}", "simulator.options.rate=100000",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    data_dir = tmp_path / "data"
-    env = {**os.environ, "TELEPIPE_FAULT_KILL": "after:readings:2"}
-    killed = cli("replay", f"input={capture}", f"data_dir={data_dir}", *REPLAY, env=env)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    capture = recorded(tmp_path)
+    data_dir = killed_after_readings_commit_2(capture, tmp_path)
     slow = Watched(
         [sys.executable, "-m", "telepipe.cli", "replay", f"input={capture}",
          f"data_dir={data_dir}", "replay.speed=0.005", *REPLAY],
